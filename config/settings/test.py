@@ -1,0 +1,17 @@
+"""Test settings: the same stack as local, with fast password hashing and a fixed secret."""
+
+from .base import *  # noqa: F403
+
+DEBUG = False
+SECRET_KEY = "onramp-test-secret-key-not-for-production-0123456789"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Tests that start other processes (a Celery worker, gunicorn) need a database they can open too,
+# so SQLite test databases are files, not in-memory.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}  # noqa: F405

@@ -1,0 +1,66 @@
+"""Cross-cutting behaviour of the public API under ``/v1/``.
+
+- CORS: any origin may call the tracking endpoints (write keys are semi-public and only append);
+  preflights are answered here. No credentials: the API never reads cookies.
+- A database that is down is a 503 with ``Retry-After``, telling clients to retry the same request,
+  never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/v1/"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding, X-Onramp-User-Hash",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def database_unavailable_response() -> JsonResponse:
+    response = JsonResponse(
+        {
+            "success": False,
+            "error": {
+                "code": "database_unavailable",
+                "path": "",
+                "message": "the event store is unavailable; retry the same request later",
+            },
+        },
+        status=503,
+    )
+    response["Retry-After"] = str(settings.ONRAMP_DB_UNAVAILABLE_RETRY_AFTER)
+    return response
+
+
+class TrackingApiMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        if request.method == "OPTIONS":
+            response = HttpResponse(status=204)
+        else:
+            response = self.get_response(request)
+        for header, value in CORS_HEADERS.items():
+            response.headers.setdefault(header, value)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if request.path.startswith(API_PREFIX) and isinstance(
+            exception, OperationalError | InterfaceError
+        ):
+            logger.error("database unavailable during %s: %s", request.path, exception)
+            return database_unavailable_response()
+        return None

@@ -1,0 +1,172 @@
+"""The OpenAPI 3.1 document of the tracking API, served at ``/v1/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ID = {"anyOf": [{"type": "string", "maxLength": 255}, {"type": "integer"}]}
+_TIME = {"type": "string", "format": "date-time"}
+_OBJECT = {"type": "object", "additionalProperties": True}
+
+_COMMON: dict[str, Any] = {
+    "userId": _ID,
+    "anonymousId": _ID,
+    "messageId": _ID,
+    "timestamp": _TIME,
+    "originalTimestamp": _TIME,
+    "sentAt": _TIME,
+    "context": _OBJECT,
+    "integrations": _OBJECT,
+    "writeKey": {"type": "string"},
+}
+
+
+def _message(type_: str, extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"type": {"const": type_}, **_COMMON, **extra},
+        "required": required,
+        "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
+        "additionalProperties": True,
+    }
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Track": _message(
+        "track",
+        {"event": {"type": "string", "minLength": 1, "maxLength": 255}, "properties": _OBJECT},
+        ["event"],
+    ),
+    "Identify": _message("identify", {"traits": _OBJECT}, []),
+    "Page": _message("page", {"name": {"type": "string"}, "properties": _OBJECT}, []),
+    "Screen": _message("screen", {"name": {"type": "string"}, "properties": _OBJECT}, []),
+    "Alias": _message("alias", {"previousId": _ID}, ["previousId", "userId"]),
+    "Group": _message("group", {"groupId": _ID, "traits": _OBJECT}, ["groupId"]),
+}
+SCHEMAS["BatchItem"] = {
+    "oneOf": [
+        {"allOf": [{"$ref": f"#/components/schemas/{name}"}, {"required": ["type"]}]}
+        for name in ("Track", "Identify", "Page", "Screen", "Alias", "Group")
+    ]
+}
+SCHEMAS["Batch"] = {
+    "type": "object",
+    "properties": {
+        "batch": {"type": "array", "items": {"$ref": "#/components/schemas/BatchItem"}},
+        "sentAt": _TIME,
+        "context": _OBJECT,
+        "writeKey": {"type": "string"},
+    },
+    "required": ["batch"],
+    "additionalProperties": True,
+}
+SCHEMAS["Problem"] = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string"},
+        "path": {"type": "string"},
+        "message": {"type": "string"},
+        "index": {"type": "integer"},
+    },
+    "required": ["code", "path", "message"],
+}
+SCHEMAS["Success"] = {
+    "type": "object",
+    "properties": {"success": {"const": True}},
+    "required": ["success"],
+}
+SCHEMAS["Error"] = {
+    "type": "object",
+    "properties": {"success": {"const": False}, "error": {"$ref": "#/components/schemas/Problem"}},
+    "required": ["success", "error"],
+}
+SCHEMAS["PartialBatch"] = {
+    "type": "object",
+    "properties": {
+        "success": {"const": False},
+        "accepted": {"type": "integer"},
+        "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
+    },
+    "required": ["success", "accepted", "rejected"],
+}
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    descriptions = {
+        400: "The body or an event is invalid; `error.path` names the field.",
+        401: "Missing or unknown write key.",
+        413: "The body, or the body after gzip decompression, is over 512 KB.",
+        415: "Unsupported Content-Encoding.",
+        429: "Rate limit for this write key; retry after `Retry-After` seconds.",
+        503: "The event store is unavailable; retry the same request after `Retry-After` seconds.",
+    }
+    return {
+        str(status): {"description": descriptions[status], "content": _json("Error")}
+        for status in statuses
+    }
+
+
+def _operation(summary: str, schema: str, *, batch: bool = False) -> dict[str, Any]:
+    ok = (
+        {
+            "oneOf": [
+                {"$ref": "#/components/schemas/Success"},
+                {"$ref": "#/components/schemas/PartialBatch"},
+            ]
+        }
+        if batch
+        else {"$ref": "#/components/schemas/Success"}
+    )
+    body_types = {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}},
+        "text/plain": {"schema": {"type": "string", "contentMediaType": "application/json"}},
+    }
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": body_types},
+            "responses": {
+                "200": {
+                    "description": "Committed to the database.",
+                    "content": {"application/json": {"schema": ok}},
+                },
+                **_errors(400, 401, 413, 415, 429, 503),
+            },
+            "security": [{"writeKey": []}, {}],
+        }
+    }
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    paths = {
+        "/v1/track": _operation("Record an action a user took", "Track"),
+        "/v1/identify": _operation("Tie a user to their traits", "Identify"),
+        "/v1/page": _operation("Record a page view", "Page"),
+        "/v1/screen": _operation("Record a mobile screen view", "Screen"),
+        "/v1/alias": _operation("Join two ids of one user", "Alias"),
+        "/v1/group": _operation("Associate a user with a group", "Group"),
+        "/v1/batch": _operation("Send many events at once", "Batch", batch=True),
+        "/v1/import": _operation("Alias of /v1/batch", "Batch", batch=True),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Onramp tracking API",
+            "version": "1",
+            "description": (
+                "Segment-compatible. Authenticate with HTTP Basic (write key as user name, empty "
+                "password) or `writeKey` in the body. A 2xx means the events are committed; "
+                "`messageId` makes a call idempotent."
+            ),
+        },
+        "servers": [{"url": server_url.rstrip("/")}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"writeKey": {"type": "http", "scheme": "basic"}},
+        },
+    }

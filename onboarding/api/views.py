@@ -1,0 +1,159 @@
+"""The Segment-compatible tracking API (DESIGN §3.1). Thin: read, validate, call the service."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import timedelta
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from onboarding.models import Source
+from onboarding.services.sources import source_for_write_key
+from onboarding.tracking.envelope import body_write_key, decode_body, read_envelope
+from onboarding.tracking.errors import EnvelopeError, Problem
+from onboarding.tracking.ingest import ingest_events
+from onboarding.tracking.ratelimit import retry_after_if_limited
+
+from .openapi import openapi_document
+
+
+def _error(status: int, problem: Problem, **headers: str) -> JsonResponse:
+    response = JsonResponse({"success": False, "error": problem.as_dict()}, status=status)
+    for header, value in headers.items():
+        response[header] = value
+    return response
+
+
+def _basic_auth_key(request: HttpRequest) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return ""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0]
+
+
+def _read_raw_body(request: HttpRequest) -> bytes:
+    limit = settings.ONRAMP_MAX_REQUEST_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise EnvelopeError(
+            413, "payload_too_large", "body", f"the body is larger than {limit} bytes"
+        )
+    raw = request.read(limit + 1)
+    if len(raw) > limit:
+        raise EnvelopeError(
+            413, "payload_too_large", "body", f"the body is larger than {limit} bytes"
+        )
+    return raw
+
+
+def _authenticate(request: HttpRequest, document: object) -> Source | None:
+    return source_for_write_key(_basic_auth_key(request) or body_write_key(document))
+
+
+def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> JsonResponse:
+    received_at = timezone.now()
+    try:
+        raw = _read_raw_body(request)
+        document = decode_body(
+            raw,
+            content_encoding=request.headers.get("Content-Encoding", ""),
+            max_bytes=settings.ONRAMP_MAX_REQUEST_BYTES,
+        )
+    except EnvelopeError as error:
+        # Authenticate before answering, so an unknown key is a 401 whatever the body holds.
+        if source_for_write_key(_basic_auth_key(request)) is None:
+            return _unauthorized()
+        return _error(error.status, error.problem)
+
+    source = _authenticate(request, document)
+    if source is None:
+        return _unauthorized()
+    retry_after = retry_after_if_limited(source.pk)
+    if retry_after is not None:
+        return _error(
+            429,
+            Problem("rate_limited", "", "too many requests for this write key"),
+            **{"Retry-After": str(retry_after)},
+        )
+    try:
+        envelope = read_envelope(
+            document,
+            event_type=event_type,
+            received_at=received_at,
+            max_event_bytes=settings.ONRAMP_MAX_EVENT_BYTES,
+            max_future=timedelta(seconds=settings.ONRAMP_MAX_FUTURE_SECONDS),
+        )
+    except EnvelopeError as error:
+        return _error(error.status, error.problem)
+
+    result = ingest_events(
+        source=source,
+        events=envelope.events,
+        rejections=envelope.rejections,
+        received_at=received_at,
+        endpoint=endpoint,
+    )
+    if not envelope.rejections:
+        return JsonResponse({"success": True})
+    rejected = [
+        {"index": r.index, **r.problem.as_dict()} if r.index is not None else r.problem.as_dict()
+        for r in envelope.rejections
+    ]
+    if event_type is not None:
+        return JsonResponse(
+            {"success": False, "error": envelope.rejections[0].problem.as_dict()}, status=400
+        )
+    return JsonResponse(
+        {"success": False, "accepted": result.accepted, "rejected": rejected},
+        status=200 if result.accepted else 400,
+    )
+
+
+def _unauthorized() -> JsonResponse:
+    response = _error(
+        401,
+        Problem(
+            "unauthorized",
+            "writeKey",
+            "missing or unknown write key: send it as the Basic auth user name or as writeKey",
+        ),
+    )
+    response["WWW-Authenticate"] = 'Basic realm="onramp"'
+    return response
+
+
+def _endpoint(event_type: str | None, endpoint: str):
+    @csrf_exempt
+    @require_POST
+    def view(request: HttpRequest) -> JsonResponse:
+        return _handle(request, event_type, endpoint)
+
+    view.__name__ = f"{endpoint}_view"
+    return view
+
+
+track = _endpoint("track", "track")
+identify = _endpoint("identify", "identify")
+page = _endpoint("page", "page")
+screen = _endpoint("screen", "screen")
+alias = _endpoint("alias", "alias")
+group = _endpoint("group", "group")
+batch = _endpoint(None, "batch")
+
+
+@require_GET
+def openapi(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(openapi_document(request.build_absolute_uri("/")))

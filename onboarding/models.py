@@ -1,0 +1,159 @@
+"""The event and people store.
+
+Write paths live in ``onboarding.services`` and ``onboarding.tracking``; nothing important happens in
+``save()`` or signals. Events are append-only and written in bulk by the ingestion pipeline.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class Source(models.Model):
+    """A client app that sends events. Its write key is shown once; only a SHA-256 hash is kept."""
+
+    name = models.CharField(max_length=100, unique=True)
+    write_key_hash = models.CharField(max_length=64, unique=True)
+    write_key_prefix = models.CharField(
+        max_length=12, help_text="The first characters of the key, to tell keys apart."
+    )
+    # After a rotation the previous key may stay valid for a grace period.
+    previous_key_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    previous_key_expires_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Person(models.Model):
+    """Someone who uses a client app, identified (``external_id``) or still anonymous.
+
+    All ids the person is known by are :class:`Identity` rows; ``external_id`` is the canonical
+    ``userId`` for display and export.
+    """
+
+    external_id = models.CharField(
+        max_length=255, null=True, blank=True, unique=True, help_text="Segment userId"
+    )
+    traits = models.JSONField(default=dict, blank=True)
+    # When each trait was last set (event time, ISO 8601): a later identify wins per trait.
+    trait_timestamps = models.JSONField(default=dict, blank=True)
+    email = models.CharField(max_length=320, blank=True, default="", db_index=True)
+    phone = models.CharField(max_length=40, blank=True, default="")
+    timezone = models.CharField(max_length=64, blank=True, default="")
+    first_seen = models.DateTimeField(
+        help_text="Time of the earliest event (client clock, corrected)."
+    )
+    last_seen = models.DateTimeField(
+        db_index=True, help_text="When the latest event was received (server clock)."
+    )
+    consent = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per channel, e.g. {"email": false} after unsubscribing.',
+    )
+
+    class Meta:
+        verbose_name_plural = "people"
+        indexes = [models.Index(fields=["first_seen"], name="person_first_seen")]
+
+    def __str__(self) -> str:
+        return self.external_id or self.email or f"anonymous #{self.pk}"
+
+
+class IdentityKind(models.TextChoices):
+    USER = "user", "userId"
+    ANONYMOUS = "anonymous", "anonymousId"
+
+
+class Identity(models.Model):
+    """An id a client app knows a person by: a ``userId`` or an ``anonymousId`` (device, browser).
+
+    Every id resolves to exactly one person. When an anonymous id is identified, or ``alias`` joins
+    two ids, the people are merged and their identities and events move to the survivor, so a
+    ``userId`` that was aliased keeps resolving to the merged person.
+    """
+
+    kind = models.CharField(max_length=9, choices=IdentityKind.choices)
+    value = models.CharField(max_length=255)
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="identities")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "identities"
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "value"], name="identity_unique_kind_value"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+class EventType(models.TextChoices):
+    TRACK = "track"
+    IDENTIFY = "identify"
+    PAGE = "page"
+    SCREEN = "screen"
+    ALIAS = "alias"
+    GROUP = "group"
+
+
+class Event(models.Model):
+    """One accepted call of the tracking API. Append-only; ``timestamp`` is skew-corrected."""
+
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+")
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=8, choices=EventType.choices)
+    # The event name for track, the page or screen name for page/screen, "" otherwise.
+    name = models.CharField(max_length=255, blank=True, default="")
+    timestamp = models.DateTimeField()
+    received_at = models.DateTimeField()
+    message_id = models.CharField(max_length=255)
+    user_id = models.CharField(max_length=255, blank=True, default="")
+    anonymous_id = models.CharField(max_length=255, blank=True, default="")
+    # track/page/screen properties; identify/group traits.
+    properties = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "message_id"], name="event_unique_message_id"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["name", "timestamp"], name="event_name_ts"),
+            models.Index(fields=["person", "timestamp"], name="event_person_ts"),
+            models.Index(fields=["received_at"], name="event_received_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.name}".strip()
+
+
+class FailedEvent(models.Model):
+    """An authenticated payload that was rejected, kept so support staff can see why."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, null=True, related_name="+")
+    received_at = models.DateTimeField(db_index=True)
+    endpoint = models.CharField(max_length=32)
+    index = models.IntegerField(null=True, help_text="Position in the batch, if any.")
+    code = models.CharField(max_length=64, db_index=True)
+    path = models.CharField(max_length=255, help_text="JSON path of the offending field.")
+    message = models.TextField()
+    # Truncated to 32 KB; the raw text when it was not valid JSON.
+    payload = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [models.CheckConstraint(condition=~Q(code=""), name="failed_event_has_code")]
+
+    def __str__(self) -> str:
+        return f"{self.code} at {self.path}"

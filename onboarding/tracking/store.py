@@ -1,0 +1,146 @@
+"""Bulk writes of the ingestion pipeline, one statement per batch.
+
+PostgreSQL gets ``INSERT … SELECT FROM unnest(arrays) … ON CONFLICT DO NOTHING RETURNING``: the
+whole batch travels as a dozen array parameters, so the cost per event is the index maintenance,
+not a round trip. Other databases (SQLite in the embedded default) get a multi-row ``VALUES``
+insert with the same conflict rule. Either way the unique (source, message_id) constraint makes a
+retried call a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection
+
+from onboarding.models import Event, Person
+
+from .parsing import TrackedEvent
+
+_COLUMNS = (
+    "source_id",
+    "person_id",
+    "type",
+    "name",
+    "timestamp",
+    "received_at",
+    "message_id",
+    "user_id",
+    "anonymous_id",
+    "properties",
+    "context",
+)
+_PG_TYPES = (
+    "bigint[]",
+    "bigint[]",
+    "text[]",
+    "text[]",
+    "timestamptz[]",
+    "timestamptz[]",
+    "text[]",
+    "text[]",
+    "text[]",
+    "jsonb[]",
+    "jsonb[]",
+)
+_SQLITE_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class InsertedEvent:
+    id: int
+    message_id: str
+
+
+def _dumps(value: dict) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def insert_events(
+    *, source_id: int, events: list[TrackedEvent], person_ids: list[int], received_at: datetime
+) -> list[InsertedEvent]:
+    """Insert events, skipping any whose (source, messageId) is already stored."""
+    if not events:
+        return []
+    table = connection.ops.quote_name(Event._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
+    rows = [
+        (
+            source_id,
+            person_id,
+            e.type,
+            e.name,
+            e.timestamp,
+            received_at,
+            e.message_id,
+            e.user_id,
+            e.anonymous_id,
+            _dumps(e.payload_for_storage),
+            _dumps(e.context),
+        )
+        for e, person_id in zip(events, person_ids, strict=True)
+    ]
+    inserted: list[InsertedEvent] = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = [list(column) for column in zip(*rows, strict=True)]
+            unnest = ", ".join(f"%s::{t}" for t in _PG_TYPES)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({unnest}) "  # noqa: S608
+                "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING id, message_id",
+                arrays,
+            )
+            inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
+        else:
+            adapt = connection.ops.adapt_datetimefield_value
+            rows = [(*r[:4], adapt(r[4]), adapt(r[5]), *r[6:]) for r in rows]
+            placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+            for start in range(0, len(rows), _SQLITE_CHUNK):
+                chunk = rows[start : start + _SQLITE_CHUNK]
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+                    + ", ".join([placeholder] * len(chunk))
+                    + " ON CONFLICT (source_id, message_id) DO NOTHING RETURNING id, message_id",
+                    [value for row in chunk for value in row],
+                )
+                inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
+    return inserted
+
+
+def touch_people(seen: dict[int, tuple[datetime, datetime]]) -> None:
+    """Widen each person's first_seen / last_seen to cover the batch, in one statement.
+
+    ``seen`` maps person id to (earliest event timestamp, latest received_at).
+    """
+    if not seen:
+        return
+    table = connection.ops.quote_name(Person._meta.db_table)
+    ids = sorted(seen)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"UPDATE {table} AS p SET first_seen = LEAST(p.first_seen, v.fs), "  # noqa: S608
+                "last_seen = GREATEST(p.last_seen, v.ls) "
+                "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS v(id, fs, ls) "
+                "WHERE p.id = v.id AND (p.first_seen > v.fs OR p.last_seen < v.ls)",
+                [ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids]],
+            )
+        else:
+            for start in range(0, len(ids), _SQLITE_CHUNK):
+                chunk = ids[start : start + _SQLITE_CHUNK]
+                values = ", ".join(["(%s, %s, %s)"] * len(chunk))
+                params: list = []
+                for i in chunk:
+                    params.extend(
+                        [i, *(connection.ops.adapt_datetimefield_value(v) for v in seen[i])]
+                    )
+                cursor.execute(
+                    f"WITH v(id, fs, ls) AS (VALUES {values}) "  # noqa: S608
+                    f"UPDATE {table} SET "
+                    "first_seen = MIN(first_seen, (SELECT fs FROM v WHERE v.id = "
+                    f"{table}.id)), last_seen = MAX(last_seen, (SELECT ls FROM v WHERE v.id = "
+                    f"{table}.id)) WHERE id IN (SELECT id FROM v)",
+                    params,
+                )

@@ -1,0 +1,95 @@
+"""Shared fixtures: personas, a source with its write key, and service requirements.
+
+Tests that need PostgreSQL or Redis are marked ``postgres`` / ``redis``. On a developer's laptop
+without those services they skip with the reason; in CI (``CI`` set) they fail loudly instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+
+from onboarding.services.sources import IssuedKey, source_create
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _missing(service: str, reason: str) -> None:
+    message = f"{service} is required for this test: {reason}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI must run every test; start the service in .ci/run)")
+    pytest.skip(message)
+
+
+def _redis_reachable() -> str | None:
+    url = settings.REDIS_URL
+    if not url:
+        return "REDIS_URL is not set"
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as error:
+        return f"cannot reach {url}: {error}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _service_markers(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        _missing("PostgreSQL", "set DATABASE_URL=postgres://…")
+    if request.node.get_closest_marker("redis"):
+        problem = _redis_reachable()
+        if problem:
+            _missing("Redis", problem)
+
+
+@pytest.fixture
+def issued_key(db) -> IssuedKey:
+    return source_create(name="web")
+
+
+@pytest.fixture
+def write_key(issued_key: IssuedKey) -> str:
+    return issued_key.write_key
+
+
+def basic_auth(key: str) -> str:
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+
+@pytest.fixture
+def api(write_key: str) -> Client:
+    """A client that sends the write key as HTTP Basic auth, like Segment's libraries."""
+    return Client(HTTP_AUTHORIZATION=basic_auth(write_key))
+
+
+def _user(username: str, group: str | None, **extra) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username, **extra)
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def alice(db) -> User:
+    """A growth marketer."""
+    return _user("alice", "growth")
+
+
+@pytest.fixture
+def bob(db) -> User:
+    """A support agent (admin access through the support group)."""
+    return _user("bob", "support", is_staff=True)
+
+
+@pytest.fixture
+def charlie(db) -> User:
+    """Logged in but in no group."""
+    return _user("charlie", None)

@@ -1,0 +1,16 @@
+from django.db import migrations
+
+from triggers.schedules import install_schedules
+
+
+def forwards(apps, schema_editor):
+    install_schedules(apps)
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("triggers", "0001_initial"),
+        ("django_celery_beat", "0019_alter_periodictasks_options"),
+    ]
+
+    operations = [migrations.RunPython(forwards, migrations.RunPython.noop)]

@@ -1,0 +1,20 @@
+"""The periodic tasks, in one place. A migration installs them into django-celery-beat's tables,
+where operators can see and change them in the admin; re-running the install never duplicates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# name -> (task, every N seconds)
+SCHEDULES: dict[str, tuple[str, int]] = {
+    "onramp: heartbeat": ("triggers.tasks.heartbeat", 30),
+    "onramp: purge old failed events": ("onboarding.tasks.purge_failed_events", 6 * 3600),
+}
+
+
+def install_schedules(apps: Any) -> None:
+    interval_model = apps.get_model("django_celery_beat", "IntervalSchedule")
+    task_model = apps.get_model("django_celery_beat", "PeriodicTask")
+    for name, (task, seconds) in SCHEDULES.items():
+        interval, _ = interval_model.objects.get_or_create(every=seconds, period="seconds")
+        task_model.objects.get_or_create(name=name, defaults={"task": task, "interval": interval})

@@ -1,8 +1,4 @@
-"""The event and people store.
-
-Write paths live in ``onboarding.services`` and ``onboarding.tracking``; nothing important happens in
-``save()`` or signals. Events are append-only and written in bulk by the ingestion pipeline.
-"""
+"""Sources, people, their identities, and events."""
 
 from __future__ import annotations
 

@@ -1,0 +1,22 @@
+"""The event and people store, onboarding flows and segments.
+
+Write paths live in ``onboarding.services`` and ``onboarding.tracking``; nothing important happens in
+``save()`` or signals.
+"""
+
+from .events import Event, EventType, FailedEvent, Identity, IdentityKind, Person, Source
+from .flows import FlowProgress, OnboardingFlow, Segment, Step
+
+__all__ = [
+    "Event",
+    "EventType",
+    "FailedEvent",
+    "FlowProgress",
+    "Identity",
+    "IdentityKind",
+    "OnboardingFlow",
+    "Person",
+    "Segment",
+    "Source",
+    "Step",
+]

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from django.db import DatabaseError, OperationalError, transaction
 
+from onboarding.flows.progress import refresh_after_ingest
 from onboarding.models import FailedEvent, Person, Source
 
 from . import store
@@ -79,6 +80,20 @@ def _apply_traits(events: list[TrackedEvent], person_ids: list[int]) -> None:
     )
 
 
+def _refresh_flow_progress(
+    events: list[TrackedEvent], person_ids: list[int], inserted: list[store.InsertedEvent]
+) -> None:
+    """Keep flow progress exact for the people whose newly stored events are flow steps."""
+    if not inserted:
+        return
+    new_ids = {row.message_id for row in inserted}
+    names_by_person: dict[int, set[str]] = {}
+    for event, person_id in zip(events, person_ids, strict=True):
+        if event.name and event.message_id in new_ids:
+            names_by_person.setdefault(person_id, set()).add(event.name)
+    refresh_after_ingest(names_by_person)
+
+
 def _write(
     source: Source,
     events: list[TrackedEvent],
@@ -99,6 +114,7 @@ def _write(
                 earliest = event.timestamp if first is None else min(first[0], event.timestamp)
                 seen[person_id] = (earliest, received_at)
             store.touch_people(seen)
+            _refresh_flow_progress(events, person_ids, inserted)
             _apply_traits(events, person_ids)
             result.inserted = len(inserted)
             result.duplicates = len(events) - len(inserted)

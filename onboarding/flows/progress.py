@@ -1,0 +1,151 @@
+"""Maintaining :class:`FlowProgress` rows, set-based per ingested batch.
+
+For every flow whose step events appear in a batch, the affected people's step events are read in
+one query and walked again with :func:`onboarding.flows.chain.walk`. Recomputing from stored events
+(rather than patching the row) keeps the row exact when events arrive late with older timestamps.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+
+from onboarding.models import Event, FlowProgress, OnboardingFlow, Step
+
+from .chain import StepEvent, StepSpec, walk
+
+_UPDATE_FIELDS = [
+    "entered_at",
+    "entry_event_id",
+    "latest_entry_at",
+    "furthest_step",
+    "step_seconds",
+    "reached_at",
+    "completed_at",
+    "window_ends_at",
+    "updated_at",
+]
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    id: int
+    window: timedelta
+    steps: tuple[StepSpec, ...]
+
+    @property
+    def event_names(self) -> set[str]:
+        return {step.event_name for step in self.steps}
+
+
+def flow_specs(event_names: Iterable[str] | None = None) -> list[FlowSpec]:
+    """The flows (with their steps) that use any of ``event_names``; all flows if None."""
+    steps = Step.objects.order_by("flow_id", "position")
+    if event_names is not None:
+        names = set(event_names)
+        if not names:
+            return []
+        steps = steps.filter(flow__steps__event_name__in=names).distinct()
+    by_flow: dict[int, list[StepSpec]] = defaultdict(list)
+    for flow_id, event_name, where in steps.values_list("flow_id", "event_name", "where"):
+        by_flow[flow_id].append(StepSpec(event_name, where or {}))
+    windows = dict(
+        OnboardingFlow.objects.filter(pk__in=by_flow).values_list("pk", "window_seconds")
+    )
+    return [
+        FlowSpec(flow_id, timedelta(seconds=windows[flow_id]), tuple(specs))
+        for flow_id, specs in sorted(by_flow.items())
+    ]
+
+
+def _progress_row(flow: FlowSpec, person_id: int, events: list[StepEvent]) -> FlowProgress | None:
+    chain = walk(flow.steps, events, window=flow.window)
+    if chain is None:
+        return None
+    first = flow.steps[0]
+    latest_entry = max(e.timestamp for e in events if first.matches(e.name, e.properties))
+    complete = chain.reached == len(flow.steps)
+    return FlowProgress(
+        flow_id=flow.id,
+        person_id=person_id,
+        entered_at=chain.entered_at,
+        entry_event_id=chain.entry_event_id,
+        latest_entry_at=latest_entry,
+        furthest_step=chain.reached,
+        step_seconds=chain.gaps_seconds(),
+        reached_at=chain.times[-1],
+        completed_at=chain.times[-1] if complete else None,
+        window_ends_at=chain.entered_at + flow.window,
+    )
+
+
+def refresh_progress(flows: list[FlowSpec], person_ids: Iterable[int]) -> int:
+    """Recompute the progress of these people in these flows from their stored events."""
+    people = sorted(set(person_ids))
+    if not flows or not people:
+        return 0
+    names = set().union(*(flow.event_names for flow in flows))
+    events: dict[int, list[StepEvent]] = defaultdict(list)
+    rows = (
+        Event.objects.filter(person_id__in=people, name__in=names)
+        .order_by("person_id", "timestamp", "id")
+        .values_list("person_id", "id", "name", "timestamp", "properties")
+    )
+    for person_id, event_id, name, timestamp, properties in rows.iterator(chunk_size=5000):
+        events[person_id].append(StepEvent(event_id, name, timestamp, properties or {}))
+
+    upserts: list[FlowProgress] = []
+    stale: list[tuple[int, int]] = []
+    for flow in flows:
+        for person_id in people:
+            row = _progress_row(flow, person_id, events.get(person_id, []))
+            if row is None:
+                stale.append((flow.id, person_id))
+            else:
+                upserts.append(row)
+    with transaction.atomic():
+        if upserts:
+            FlowProgress.objects.bulk_create(
+                upserts,
+                update_conflicts=True,
+                unique_fields=["flow", "person"],
+                update_fields=_UPDATE_FIELDS,
+                batch_size=2000,
+            )
+        for flow_id, person_id in stale:
+            FlowProgress.objects.filter(flow_id=flow_id, person_id=person_id).delete()
+    return len(upserts)
+
+
+def refresh_after_ingest(names_by_person: dict[int, set[str]]) -> None:
+    """Called by ingestion with the names of the newly stored events of each person."""
+    all_names = set().union(*names_by_person.values()) if names_by_person else set()
+    flows = flow_specs(all_names)
+    for flow in flows:
+        names = flow.event_names
+        affected = [p for p, seen in names_by_person.items() if seen & names]
+        refresh_progress([flow], affected)
+
+
+def rebuild_flow_progress(flow: OnboardingFlow, *, chunk: int = 5000) -> int:
+    """Recompute a whole flow (after its steps or window change)."""
+    specs = [spec for spec in flow_specs() if spec.id == flow.pk]
+    FlowProgress.objects.filter(flow=flow).delete()
+    if not specs:
+        return 0
+    first_name = specs[0].steps[0].event_name
+    people = Event.objects.filter(name=first_name).values_list("person_id", flat=True).distinct()
+    total = 0
+    batch: list[int] = []
+    for person_id in people.order_by("person_id").iterator(chunk_size=chunk):
+        batch.append(person_id)
+        if len(batch) >= chunk:
+            total += refresh_progress(specs, batch)
+            batch = []
+    if batch:
+        total += refresh_progress(specs, batch)
+    return total

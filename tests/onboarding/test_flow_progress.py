@@ -1,0 +1,128 @@
+"""Flow progress is maintained by ingestion, exactly, including for late and merged events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from onboarding.flows.progress import rebuild_flow_progress
+from onboarding.models import FlowProgress, OnboardingFlow, Step
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def flow(db) -> OnboardingFlow:
+    flow = OnboardingFlow.objects.create(slug="activation", name="Activation", window_seconds=86400)
+    for position, (name, event, where) in enumerate(
+        [
+            ("Signed up", "Signed Up", {}),
+            ("Verified", "Email Verified", {}),
+            ("Profile", "Profile Completed", {"completionPercentage": 100}),
+        ],
+        start=1,
+    ):
+        Step.objects.create(flow=flow, position=position, name=name, event_name=event, where=where)
+    return flow
+
+
+def _track(user: str, event: str, at: datetime, n: int, **properties) -> dict:
+    return {
+        "type": "track",
+        "userId": user,
+        "event": event,
+        "timestamp": at.isoformat(),
+        "messageId": f"{user}-{n}",
+        "properties": properties,
+    }
+
+
+def _send(api, *events: dict) -> None:
+    response = api.post(
+        "/v1/batch", json.dumps({"batch": list(events)}), content_type="application/json"
+    )
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.usefixtures("flow")
+def test_progress_follows_events_and_filters(api):
+    _send(
+        api,
+        _track("u1", "Signed Up", T0, 1),
+        _track("u1", "Email Verified", T0 + timedelta(minutes=5), 2),
+        _track("u1", "Profile Completed", T0 + timedelta(minutes=9), 3, completionPercentage=50),
+    )
+    progress = FlowProgress.objects.get()
+    assert progress.furthest_step == 2
+    assert progress.step_seconds == [300.0]
+    assert progress.completed_at is None
+    assert progress.window_ends_at == T0 + timedelta(days=1)
+
+    _send(
+        api,
+        _track("u1", "Profile Completed", T0 + timedelta(minutes=20), 4, completionPercentage=100),
+    )
+    progress.refresh_from_db()
+    assert progress.furthest_step == 3
+    assert progress.completed_at == T0 + timedelta(minutes=20)
+    assert progress.step_seconds == [300.0, 900.0]
+
+
+@pytest.mark.usefixtures("flow")
+def test_late_event_with_older_timestamp_moves_the_entry(api):
+    _send(api, _track("u2", "Signed Up", T0 + timedelta(hours=30), 1))
+    _send(api, _track("u2", "Email Verified", T0 + timedelta(hours=2), 2))
+    progress = FlowProgress.objects.get()
+    assert (progress.furthest_step, progress.entered_at) == (1, T0 + timedelta(hours=30))
+    # A sign-up that happened earlier arrives late: the entry moves and verification now counts.
+    _send(api, _track("u2", "Signed Up", T0, 3))
+    progress.refresh_from_db()
+    assert progress.entered_at == T0
+    assert progress.latest_entry_at == T0 + timedelta(hours=30)
+    assert progress.furthest_step == 2
+
+
+@pytest.mark.usefixtures("flow")
+def test_events_outside_the_window_do_not_count(api):
+    _send(
+        api,
+        _track("u3", "Signed Up", T0, 1),
+        _track("u3", "Email Verified", T0 + timedelta(days=1), 2),  # exactly at the edge: counts
+        _track(
+            "u3",
+            "Profile Completed",
+            T0 + timedelta(days=1, seconds=1),
+            3,
+            completionPercentage=100,
+        ),
+    )
+    assert FlowProgress.objects.get().furthest_step == 2
+
+
+@pytest.mark.usefixtures("flow")
+def test_merge_moves_progress_to_the_identified_person(api):
+    anonymous = {"anonymousId": "anon-1"}
+    _send(api, {**_track("x", "Signed Up", T0, 1), **anonymous, "userId": None})
+    _send(
+        api,
+        {"type": "identify", "userId": "u4", "anonymousId": "anon-1", "messageId": "id-1"},
+        _track("u4", "Email Verified", T0 + timedelta(minutes=1), 2),
+    )
+    progress = FlowProgress.objects.get()
+    assert progress.person.external_id == "u4"
+    assert progress.furthest_step == 2
+
+
+def test_rebuild_matches_incremental(api, flow):
+    _send(
+        api,
+        _track("u5", "Signed Up", T0, 1),
+        _track("u5", "Email Verified", T0 + timedelta(minutes=1), 2),
+        _track("u6", "Signed Up", T0, 3),
+    )
+    before = sorted(FlowProgress.objects.values_list("person_id", "furthest_step", "entered_at"))
+    assert rebuild_flow_progress(flow) == 2
+    after = sorted(FlowProgress.objects.values_list("person_id", "furthest_step", "entered_at"))
+    assert before == after

@@ -1,5 +1,7 @@
 """Test settings: the same stack as local, with fast password hashing and a fixed secret."""
 
+import os
+
 from .base import *  # noqa: F403
 
 DEBUG = False
@@ -12,6 +14,8 @@ STORAGES = {
 }
 
 # Tests that start other processes (a Celery worker, gunicorn) need a database they can open too,
-# so SQLite test databases are files, not in-memory.
+# so SQLite test databases are files, not in-memory: one per test run, so that runs in parallel
+# (two checkouts, an editor's test runner) never share one. Subprocesses read the name from
+# settings.DATABASES after pytest-django has switched to the test database.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405

@@ -43,6 +43,10 @@ def decode_body(raw: bytes, *, content_encoding: str, max_bytes: int) -> Any:
                 "body",
                 f"the body is larger than {max_bytes} bytes after decompression",
             )
+        if not decompressor.eof:
+            raise EnvelopeError(
+                400, "invalid_encoding", "body", "the gzip data is truncated"
+            )
     elif encoding in ("", "identity"):
         body = raw
     else:

@@ -44,9 +44,7 @@ def decode_body(raw: bytes, *, content_encoding: str, max_bytes: int) -> Any:
                 f"the body is larger than {max_bytes} bytes after decompression",
             )
         if not decompressor.eof:
-            raise EnvelopeError(
-                400, "invalid_encoding", "body", "the gzip data is truncated"
-            )
+            raise EnvelopeError(400, "invalid_encoding", "body", "the gzip data is truncated")
     elif encoding in ("", "identity"):
         body = raw
     else:
@@ -59,13 +57,17 @@ def decode_body(raw: bytes, *, content_encoding: str, max_bytes: int) -> Any:
     if not body.strip():
         raise EnvelopeError(400, "invalid_json", "body", "the body is empty; send a JSON object")
     try:
-        return json.loads(body, parse_float=_finite_float, parse_constant=_no_constants)
+        # JSON on the wire is UTF-8 (RFC 8259); json.loads(bytes) would also guess UTF-16/32.
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise EnvelopeError(400, "invalid_json", "body", "the body is not UTF-8 text") from None
+    try:
+        document = json.loads(text, parse_float=_finite_float, parse_constant=_no_constants)
     except (ValueError, RecursionError) as error:
         raise EnvelopeError(
             400, "invalid_json", "body", f"the body is not valid JSON: {error}"
         ) from None
+    return document
 
 
 def body_write_key(document: Any) -> str:

@@ -13,6 +13,10 @@ from .errors import EnvelopeError, EventRejected
 from .ingest import Rejection
 from .parsing import TrackedEvent, parse_event, parse_timestamp
 
+# Deeper documents would hit Python's recursion limit when they are re-encoded for storage, at a
+# depth that depends on the server's stack; a fixed cap makes the answer a deterministic 400.
+MAX_JSON_DEPTH = 64
+
 
 def _finite_float(text: str) -> float:
     value = float(text)
@@ -67,7 +71,33 @@ def decode_body(raw: bytes, *, content_encoding: str, max_bytes: int) -> Any:
         raise EnvelopeError(
             400, "invalid_json", "body", f"the body is not valid JSON: {error}"
         ) from None
+    if _nesting_depth(document) > MAX_JSON_DEPTH:
+        raise EnvelopeError(
+            400,
+            "invalid_json",
+            "body",
+            f"the body is nested more than {MAX_JSON_DEPTH} levels deep",
+        )
     return document
+
+
+def _nesting_depth(document: Any) -> int:
+    """Depth of nested arrays and objects, without recursion; stops once past the cap."""
+    deepest = 0
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def body_write_key(document: Any) -> str:

@@ -48,7 +48,11 @@ class IngestResult:
 
 
 def _apply_traits(events: list[TrackedEvent], person_ids: list[int]) -> None:
-    """Apply identify traits per person; a later event timestamp wins per trait."""
+    """Apply identify traits per person; a later event timestamp wins per trait.
+
+    ``context.timezone`` fills the timezone column of people with no ``timezone`` trait. Only
+    people whose row actually changes are locked and written.
+    """
     updates: dict[int, list[TrackedEvent]] = {}
     timezones: dict[int, str] = {}
     for event, person_id in zip(events, person_ids, strict=True):
@@ -57,11 +61,23 @@ def _apply_traits(events: list[TrackedEvent], person_ids: list[int]) -> None:
         tz = event.context.get("timezone")
         if isinstance(tz, str) and tz:
             timezones[person_id] = tz[:64]
+    if timezones:
+        current = Person.objects.filter(pk__in=[p for p in timezones if p not in updates])
+        for pk, timezone in current.values_list("pk", "timezone"):
+            if timezone == timezones[pk]:
+                del timezones[pk]
     if not updates and not timezones:
         return
     people = Person.objects.select_for_update().filter(pk__in=sorted({*updates, *timezones}))
     changed = []
     for person in people.order_by("pk"):
+        before = (
+            dict(person.traits),
+            dict(person.trait_timestamps),
+            person.email,
+            person.phone,
+            person.timezone,
+        )
         for event in sorted(updates.get(person.pk, ()), key=lambda e: e.timestamp):
             stamp = event.timestamp.isoformat()
             for trait, value in event.traits.items():
@@ -74,7 +90,15 @@ def _apply_traits(events: list[TrackedEvent], person_ids: list[int]) -> None:
                 setattr(person, column, str(value)[:limit])
         if not person.traits.get("timezone") and person.pk in timezones:
             person.timezone = timezones[person.pk]
-        changed.append(person)
+        after = (
+            person.traits,
+            person.trait_timestamps,
+            person.email,
+            person.phone,
+            person.timezone,
+        )
+        if after != before:
+            changed.append(person)
     Person.objects.bulk_update(
         changed, ["traits", "trait_timestamps", "email", "phone", "timezone"]
     )

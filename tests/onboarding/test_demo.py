@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from itertools import pairwise
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 

@@ -116,10 +116,11 @@ def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> Json
         return JsonResponse(
             {"success": False, "error": envelope.rejections[0].problem.as_dict()}, status=400
         )
-    return JsonResponse(
-        {"success": False, "accepted": result.accepted, "rejected": rejected},
-        status=200 if result.accepted else 400,
-    )
+    body = {"success": False, "accepted": result.accepted, "rejected": rejected}
+    if not result.accepted:
+        # Nothing was stored: a 400 like any other, whose ``error`` names the first problem.
+        body["error"] = rejected[0]
+    return JsonResponse(body, status=200 if result.accepted else 400)
 
 
 def _unauthorized() -> JsonResponse:

@@ -52,6 +52,11 @@ def _label(path: str) -> str:
     return path or "the body"
 
 
+def _where(path: str) -> str:
+    """The path of a whole event: its place in the batch, or ``body`` for a single call."""
+    return path or "body"
+
+
 def parse_timestamp(value: Any, path: str) -> datetime:
     if not isinstance(value, str):
         raise EventRejected("invalid_type", path, f"{path} must be an ISO 8601 string")
@@ -161,14 +166,16 @@ def _storable_size(payload: dict[str, Any], path: str) -> int:
     except UnicodeEncodeError:
         raise EventRejected(
             "invalid_string",
-            path,
+            _where(path),
             f"{_label(path)} contains an unpaired surrogate (\\ud800-\\udfff)",
         ) from None
     except (ValueError, RecursionError):
-        raise EventRejected("invalid_value", path, f"{_label(path)} is nested too deeply") from None
+        raise EventRejected(
+            "invalid_value", _where(path), f"{_label(path)} is nested too deeply"
+        ) from None
     if "\\u0000" in text:
         raise EventRejected(
-            "invalid_string", path, f"{_label(path)} contains a NUL character (\\u0000)"
+            "invalid_string", _where(path), f"{_label(path)} contains a NUL character (\\u0000)"
         )
     return size
 
@@ -185,13 +192,13 @@ def parse_event(
 ) -> TrackedEvent:
     """Validate one Segment message. ``event_type`` is fixed by the endpoint, or None in a batch."""
     if not isinstance(payload, dict):
-        raise EventRejected("invalid_type", path, f"{_label(path)} must be a JSON object")
+        raise EventRejected("invalid_type", _where(path), f"{_label(path)} must be a JSON object")
 
     size = _storable_size(payload, path)
     if size > max_event_bytes:
         raise EventRejected(
             "event_too_large",
-            path,
+            _where(path),
             f"{_label(path)} is {size} bytes; the limit is {max_event_bytes} bytes",
         )
 

@@ -33,6 +33,17 @@ ANON = IdentityKind.ANONYMOUS.value
 
 Key = tuple[str, str]
 
+# Columns on Person that mirror well-known traits, with their lengths.
+TRAIT_COLUMNS = {"email": 320, "phone": 40, "timezone": 64}
+
+
+def mirror_trait_columns(person: Person) -> None:
+    """Copy the ``email``, ``phone`` and ``timezone`` traits, when set, into their columns."""
+    for column, limit in TRAIT_COLUMNS.items():
+        value = person.traits.get(column)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            setattr(person, column, str(value)[:limit])
+
 
 def _lock_id(key: Key) -> int:
     digest = hashlib.blake2b(f"{key[0]}:{key[1]}".encode(), digest_size=8).digest()
@@ -147,6 +158,7 @@ def _merge_people(survivor: int, merged: list[int]) -> None:
         for channel, allowed in other.consent.items():
             # Withdrawn consent survives a merge: either side saying no means no.
             target.consent[channel] = bool(target.consent.get(channel, True) and allowed)
+    mirror_trait_columns(target)
     Identity.objects.filter(person_id__in=merged).update(person_id=survivor)
     Event.objects.filter(person_id__in=merged).update(person_id=survivor)
     people_merged.send(sender=Person, into=survivor, merged=merged)

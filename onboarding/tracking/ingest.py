@@ -20,13 +20,11 @@ from onboarding.models import FailedEvent, Person, Source
 
 from . import store
 from .errors import Problem
-from .identity import resolve_people
+from .identity import mirror_trait_columns, resolve_people
 from .parsing import TrackedEvent
 
 logger = logging.getLogger(__name__)
 
-# Columns on Person that mirror well-known traits.
-_TRAIT_COLUMNS = {"email": 320, "phone": 40, "timezone": 64}
 _MAX_FAILED_PAYLOAD = 32 * 1024
 _TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
 _ATTEMPTS = 3
@@ -84,10 +82,7 @@ def _apply_traits(events: list[TrackedEvent], person_ids: list[int]) -> None:
                 if stamp >= person.trait_timestamps.get(trait, ""):
                     person.traits[trait] = value
                     person.trait_timestamps[trait] = stamp
-        for column, limit in _TRAIT_COLUMNS.items():
-            value = person.traits.get(column)
-            if isinstance(value, str | int) and not isinstance(value, bool):
-                setattr(person, column, str(value)[:limit])
+        mirror_trait_columns(person)
         if not person.traits.get("timezone") and person.pk in timezones:
             person.timezone = timezones[person.pk]
         after = (

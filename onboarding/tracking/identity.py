@@ -129,7 +129,9 @@ def _plan(events: list[TrackedEvent], plan: _Plan) -> list[int]:
             if previous is None:
                 previous = plan.lookup((ANON, event.previous_id))
             if previous is None:
+                # Not seen yet, so its kind is unknown: either way it now means this person.
                 plan.claim((USER, event.previous_id), person)
+                plan.claim((ANON, event.previous_id), person)
             elif previous != person:
                 person = plan.merge(previous, person)
         assigned.append(person)

@@ -1,0 +1,34 @@
+"""Funnels as typed query runners: ``run_funnel(FunnelQuery) -> FunnelResult`` (DESIGN §4.2).
+
+PostgreSQL aggregates the per-person progress rows maintained at ingestion in set-based SQL; other
+databases (SQLite, the embedded default) aggregate the same outcomes in Python. ``mode="events"``
+evaluates every entrant from raw events instead, for ad-hoc funnels and verification.
+"""
+
+from .people import (
+    FunnelPerson,
+    PeoplePage,
+    funnel_people,
+    iter_funnel_people,
+    people_csv_lines,
+)
+from .query import FunnelQuery, FunnelQueryError, FunnelResult, StepResult
+from .runner import run_funnel
+from .trends import StepHistogram, TrendPoint, funnel_trends, time_to_convert
+
+__all__ = [
+    "FunnelPerson",
+    "FunnelQuery",
+    "FunnelQueryError",
+    "FunnelResult",
+    "PeoplePage",
+    "StepHistogram",
+    "StepResult",
+    "TrendPoint",
+    "funnel_people",
+    "funnel_trends",
+    "iter_funnel_people",
+    "people_csv_lines",
+    "run_funnel",
+    "time_to_convert",
+]

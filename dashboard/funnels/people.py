@@ -1,0 +1,211 @@
+"""The people behind a funnel count: who reached step k, who dropped at step k; CSV export."""
+
+# SQL text here interpolates only table names and integers; every value is a parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from onboarding.models import Person
+
+from . import pg
+from .outcomes import Outcome, collect_outcomes
+from .query import FunnelQuery, FunnelQueryError
+from .runner import required_steps, sql_relation, uses_sql
+
+PeopleOutcome = Literal["reached", "dropped"]
+CSV_COLUMNS = ["person_id", "external_id", "email", "entered_at", "furthest_step", "reached_at"]
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelPerson:
+    id: int
+    external_id: str | None
+    email: str
+    entered_at: datetime
+    furthest_step: int
+    reached_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PeoplePage:
+    total: int
+    page: int
+    page_size: int
+    people: list[FunnelPerson]
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+def _condition(step: int, outcome: PeopleOutcome, n_steps: int) -> tuple[int, int]:
+    """Bounds (inclusive) on the furthest step: reached k = [k, n]; dropped at k = [k-1, k-1]."""
+    if not 1 <= step <= n_steps:
+        raise FunnelQueryError("invalid_step", f"step must be between 1 and {n_steps}")
+    if outcome == "reached":
+        return step, n_steps
+    if outcome == "dropped":
+        if step < 2:
+            raise FunnelQueryError("invalid_step", "nobody drops at step 1: entry is step 1")
+        return step - 1, step - 1
+    raise FunnelQueryError("invalid_outcome", "outcome must be reached or dropped")
+
+
+def _people_rows(
+    query: FunnelQuery,
+    step: int,
+    outcome: PeopleOutcome,
+    breakdown_value: str | None,
+    *,
+    after: tuple[datetime, int] | None,
+    offset: int,
+    limit: int | None,
+    count: bool,
+) -> tuple[list[FunnelPerson], int | None]:
+    """One page ordered by (entered_at, person id) after the keyset ``after``; the total if asked."""
+    steps = required_steps(query)
+    low, high = _condition(step, outcome, len(steps))
+    if breakdown_value is not None and not query.breakdown:
+        raise FunnelQueryError("invalid_breakdown", "a breakdown value needs a breakdown")
+    if uses_sql(query):
+        relation = sql_relation(query, steps)
+        where = "o.furthest_step BETWEEN %s AND %s"
+        params: list = [low, high]
+        if breakdown_value is not None:
+            where += " AND o.bd = %s"
+            params.append(breakdown_value)
+        total = None
+        if count:
+            ((total,),) = pg.fetch(
+                relation.sql + f"SELECT count(*) FROM outcomes o WHERE {where}",
+                [*relation.params, *params],
+            )
+        page_where = where
+        page_params = list(params)
+        if after is not None:
+            page_where += " AND (o.entered_at, o.person_id) > (%s, %s)"
+            page_params += list(after)
+        rows = pg.fetch(
+            relation.sql + "SELECT o.person_id, p.external_id, p.email, o.entered_at,"
+            f" o.furthest_step, o.reached_at FROM outcomes o JOIN {pg.PEOPLE} p"
+            f" ON p.id = o.person_id WHERE {page_where}"
+            " ORDER BY o.entered_at, o.person_id LIMIT %s OFFSET %s",
+            [*relation.params, *page_params, limit, offset],
+        )
+        return [FunnelPerson(*row) for row in rows], total
+    outcomes = [
+        o
+        for o in collect_outcomes(query, steps, raw=query.mode == "events")
+        if low <= o.furthest_step <= high
+        and (breakdown_value is None or o.breakdown == breakdown_value)
+    ]
+    outcomes.sort(key=lambda o: (o.entered_at, o.person_id))
+    total = len(outcomes) if count else None
+    if after is not None:
+        outcomes = [o for o in outcomes if (o.entered_at, o.person_id) > after]
+    chosen = outcomes[offset : None if limit is None else offset + limit]
+    return _with_people(chosen), total
+
+
+def _with_people(outcomes: list[Outcome]) -> list[FunnelPerson]:
+    people = Person.objects.in_bulk([o.person_id for o in outcomes])
+    return [
+        FunnelPerson(
+            id=o.person_id,
+            external_id=people[o.person_id].external_id,
+            email=people[o.person_id].email,
+            entered_at=o.entered_at,
+            furthest_step=o.furthest_step,
+            reached_at=o.reached_at,
+        )
+        for o in outcomes
+    ]
+
+
+def funnel_people(
+    query: FunnelQuery,
+    *,
+    step: int,
+    outcome: PeopleOutcome = "reached",
+    breakdown_value: str | None = None,
+    page: int = 1,
+    page_size: int = 50,
+) -> PeoplePage:
+    """The entrants who reached step ``step`` (counted in it), or dropped at it (reached
+    ``step - 1`` and went no further), oldest entry first; optionally within one breakdown value.
+    """
+    if page < 1 or not 1 <= page_size <= 10_000:
+        raise FunnelQueryError("invalid_page", "page must be ≥ 1 and page_size 1..10000")
+    rows, total = _people_rows(
+        query,
+        step,
+        outcome,
+        breakdown_value,
+        after=None,
+        offset=(page - 1) * page_size,
+        limit=page_size,
+        count=True,
+    )
+    return PeoplePage(total=total or 0, page=page, page_size=page_size, people=rows)
+
+
+def iter_funnel_people(
+    query: FunnelQuery,
+    *,
+    step: int,
+    outcome: PeopleOutcome = "reached",
+    breakdown_value: str | None = None,
+    chunk: int = 5000,
+) -> Iterator[FunnelPerson]:
+    """Every person of :func:`funnel_people`, fetched in keyset-paginated chunks."""
+    after = None
+    while True:
+        rows, _ = _people_rows(
+            query, step, outcome, breakdown_value, after=after, offset=0, limit=chunk, count=False
+        )
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = (rows[-1].entered_at, rows[-1].id)
+
+
+def people_csv_lines(
+    query: FunnelQuery,
+    *,
+    step: int,
+    outcome: PeopleOutcome = "reached",
+    breakdown_value: str | None = None,
+) -> Iterator[str]:
+    """CSV text line by line (header first), for a ``StreamingHttpResponse`` or a file."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(CSV_COLUMNS)
+    yield flush()
+    for person in iter_funnel_people(
+        query, step=step, outcome=outcome, breakdown_value=breakdown_value
+    ):
+        writer.writerow(
+            [
+                person.id,
+                person.external_id or "",
+                person.email,
+                person.entered_at.isoformat(),
+                person.furthest_step,
+                person.reached_at.isoformat(),
+            ]
+        )
+        yield flush()

@@ -1,0 +1,78 @@
+"""``run_funnel(FunnelQuery) -> FunnelResult``: the funnel report of DESIGN §4.2."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.db import connection
+
+from . import pg
+from .aggregate import friction_step, step_results, steps_from_outcomes, still_converting
+from .outcomes import (
+    Outcome,
+    allowed_people,
+    collect_outcomes,
+    reentrant_ids,
+    walk_people,
+)
+from .query import FunnelQuery, FunnelQueryError, FunnelResult, StepDef, StepResult
+
+
+def uses_sql(query: FunnelQuery) -> bool:
+    """PostgreSQL aggregates progress rows in SQL; elsewhere (SQLite) Python does."""
+    return query.mode != "events" and connection.vendor == "postgresql"
+
+
+def required_steps(query: FunnelQuery) -> list[StepDef]:
+    steps = query.step_defs()
+    if not steps:
+        raise FunnelQueryError("flow_without_steps", f"flow {query.flow.slug!r} has no steps")
+    return steps
+
+
+def sql_relation(query: FunnelQuery, steps: list[StepDef]) -> pg.Relation:
+    """The PostgreSQL outcomes relation: progress rows plus re-entrants walked from events."""
+    allowed = allowed_people(query)
+    extra = walk_people(query, steps, reentrant_ids(query, allowed))
+    return pg.outcomes_cte(query, allowed, extra)
+
+
+def run_funnel(query: FunnelQuery) -> FunnelResult:
+    steps = required_steps(query)
+    now = query.clock
+    if uses_sql(query):
+        relation = sql_relation(query, steps)
+        aggregates = pg.step_aggregates(
+            relation, len(steps), now - query.window, by_breakdown=bool(query.breakdown)
+        )
+        total = aggregates.pop(None)
+        overall = step_results(steps, total.counts, total.medians)
+        still = total.still_converting
+        groups = {
+            value: step_results(steps, agg.counts, agg.medians) for value, agg in aggregates.items()
+        }
+    else:
+        outcomes = collect_outcomes(query, steps, raw=query.mode == "events")
+        overall = steps_from_outcomes(steps, outcomes)
+        still = still_converting(outcomes, len(steps), query.window, now)
+        by_value: dict[str, list[Outcome]] = defaultdict(list)
+        for outcome in outcomes:
+            if outcome.breakdown is not None:
+                by_value[outcome.breakdown].append(outcome)
+        groups = {value: steps_from_outcomes(steps, group) for value, group in by_value.items()}
+    return FunnelResult(
+        flow=query.flow.slug,
+        since=query.since,
+        until=query.until,
+        window_seconds=query.flow.window_seconds,
+        segment=query.segment.slug if query.segment is not None else None,
+        steps=overall,
+        still_converting=still,
+        friction_step=friction_step(overall),
+        breakdown=_ordered(groups) if query.breakdown else None,
+    )
+
+
+def _ordered(groups: dict[str, list[StepResult]]) -> dict[str, list[StepResult]]:
+    """Largest groups first, then by value; stable for the same data."""
+    return dict(sorted(groups.items(), key=lambda item: (-item[1][0].count, item[0])))

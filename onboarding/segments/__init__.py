@@ -1,0 +1,81 @@
+"""Segments: the filter language of DESIGN §4.3, parsed to a typed tree and compiled to one query.
+
+Public API::
+
+    parse_definition(definition, flows=None) -> Group      # or ProblemsError with paths
+    normalize_definition(definition, flows=None) -> dict   # canonical form, as stored/exported
+    compile_segment(definition, now=None) -> Q             # over Person
+    members_queryset(segment_or_definition, now=None) -> QuerySet[Person]
+    segment_count_and_sample(definition, sample=10, now=None) -> SegmentPreview
+
+The language reference is docs/configuration-as-code.md ("Segments").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from onboarding.models import Person, Segment
+
+from .compile import compile_node
+from .parse import parse_definition
+from .tree import Group, to_definition
+
+__all__ = [
+    "SegmentPreview",
+    "compile_segment",
+    "members_queryset",
+    "normalize_definition",
+    "parse_definition",
+    "segment_count_and_sample",
+    "to_definition",
+]
+
+
+def normalize_definition(
+    definition: Any, *, flows: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The canonical form of a valid definition (raises ProblemsError otherwise)."""
+    return to_definition(parse_definition(definition, flows=flows))
+
+
+def compile_segment(definition: Any, now: datetime | None = None) -> Q:
+    """A filter over :class:`Person` for ``definition`` (a dict, or an already parsed tree).
+
+    Relative conditions (``within``, ``within_last``, ``stalled for``) are evaluated at ``now``.
+    """
+    root = definition if isinstance(definition, Group) else parse_definition(definition)
+    return compile_node(root, now or timezone.now())
+
+
+def members_queryset(
+    segment_or_definition: Segment | Any, now: datetime | None = None
+) -> QuerySet[Person]:
+    definition = (
+        segment_or_definition.definition
+        if isinstance(segment_or_definition, Segment)
+        else segment_or_definition
+    )
+    return Person.objects.filter(compile_segment(definition, now))
+
+
+@dataclass(frozen=True)
+class SegmentPreview:
+    count: int
+    sample: list[Person]
+
+
+def segment_count_and_sample(
+    definition: Any, sample: int = 10, now: datetime | None = None
+) -> SegmentPreview:
+    """The live count and the most recently seen members, for the segment editor."""
+    people = members_queryset(definition, now)
+    return SegmentPreview(
+        count=people.count(), sample=list(people.order_by("-last_seen", "-pk")[:sample])
+    )

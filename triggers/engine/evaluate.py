@@ -1,0 +1,306 @@
+"""One evaluation pass: detect due occurrences per active rule, enroll, schedule follow-ups.
+
+Per rule, in one transaction: claim the rule's :class:`RuleState` (``SKIP LOCKED`` on PostgreSQL,
+so overlapping ticks and two beats never evaluate a rule twice at once), detect the occurrences
+that fell due since its watermark, filter them (segment, re-entry), insert enrollments (the unique
+(rule, person, occurrence) constraint is the final guard), schedule their messages, record every
+decision, move the watermark. Then exits: active enrollments whose people progressed or completed
+have their pending follow-ups cancelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Max
+
+from onboarding.models import FlowProgress, Person, Segment
+from onboarding.segments import members_queryset
+from triggers.models import (
+    DecisionLog,
+    Enrollment,
+    Message,
+    MessageTemplate,
+    Rule,
+    RuleState,
+    RuleStatus,
+)
+from triggers.models.messages import PENDING_STATUSES, MessageStatus
+from triggers.models.rules import EnrollmentStatus
+from triggers.rules.spec import RuleSpec, parse_rule
+
+from .detectors import Occurrence, detect
+from .timing import follow_up_due_at
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RuleReport:
+    rule: str
+    found: int = 0
+    enrolled: int = 0
+    skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    scheduled: int = 0
+    exited: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TickReport:
+    now: datetime
+    dry_run: bool
+    rules: list[RuleReport] = field(default_factory=list)
+    skipped_locked: list[str] = field(default_factory=list)
+
+    @property
+    def enrolled(self) -> int:
+        return sum(r.enrolled for r in self.rules)
+
+
+class _DryRun(Exception):
+    """Raised to roll back a dry-run pass after its report is complete."""
+
+
+def idempotency_key(rule_version_id: int, person_id: int, occurrence: str, step: int) -> str:
+    raw = f"{rule_version_id}:{person_id}:{occurrence}:{step}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _claim(rule: Rule) -> RuleState | None:
+    RuleState.objects.get_or_create(rule=rule)
+    states = RuleState.objects.filter(rule=rule)
+    if connection.vendor == "postgresql":
+        states = states.select_for_update(skip_locked=True)
+    else:
+        states = states.select_for_update()
+    return states.first()
+
+
+def _reentry_blocked(rule: Rule, spec: RuleSpec, people: set[int], now: datetime) -> set[int]:
+    existing = Enrollment.objects.filter(rule=rule, person_id__in=people)
+    if spec.reentry_once:
+        return set(existing.values_list("person_id", flat=True))
+    latest = existing.values("person_id").annotate(last=Max("enrolled_at"))
+    every = timedelta(seconds=spec.reentry_every or 0)
+    return {row["person_id"] for row in latest if row["last"] > now - every}
+
+
+def _enroll(
+    rule: Rule, spec: RuleSpec, occurrences: list[Occurrence], now: datetime, report: RuleReport
+) -> None:
+    version = rule.current_version
+    decisions: list[DecisionLog] = []
+
+    def skip(occurrence: Occurrence, reason: str) -> None:
+        report.skipped[reason] += 1
+        decisions.append(
+            DecisionLog(
+                at=now,
+                person_id=occurrence.person_id,
+                rule=rule,
+                rule_version=version,
+                outcome="skipped",
+                reason=reason,
+                detail={"occurrence": occurrence.key, **occurrence.context},
+            )
+        )
+
+    people = {o.person_id for o in occurrences}
+    if spec.segment:
+        segment = Segment.objects.filter(slug=spec.segment).first()
+        members = (
+            set(members_queryset(segment, now).filter(pk__in=people).values_list("pk", flat=True))
+            if segment
+            else set()
+        )
+    else:
+        members = people
+    blocked = _reentry_blocked(rule, spec, people, now)
+
+    accepted: list[Occurrence] = []
+    seen_people: set[int] = set()
+    for occurrence in sorted(occurrences, key=lambda o: (o.at, o.person_id, o.key)):
+        if occurrence.person_id not in members:
+            skip(occurrence, "segment")
+        elif occurrence.person_id in blocked or occurrence.person_id in seen_people:
+            skip(occurrence, "reentry")
+        else:
+            accepted.append(occurrence)
+            seen_people.add(occurrence.person_id)
+
+    # The rule's state row is locked, so this read cannot race another tick of the same rule;
+    # the unique (rule, person, occurrence) constraint is the last line of defence.
+    already = set(
+        Enrollment.objects.filter(
+            rule=rule,
+            person_id__in={o.person_id for o in accepted},
+            occurrence_key__in={o.key for o in accepted},
+        ).values_list("person_id", "occurrence_key")
+    )
+    fresh = Enrollment.objects.bulk_create(
+        [
+            Enrollment(
+                rule=rule,
+                rule_version=version,
+                person_id=o.person_id,
+                occurrence_key=o.key,
+                enrolled_at=o.at,
+                context=o.context,
+            )
+            for o in accepted
+            if (o.person_id, o.key) not in already
+        ]
+    )
+    report.enrolled += len(fresh)
+
+    templates = {
+        t.slug: t.pk
+        for t in MessageTemplate.objects.filter(slug__in={f.template for f in spec.follow_ups})
+    }
+    zones = dict(
+        Person.objects.filter(pk__in={e.person_id for e in fresh}).values_list("pk", "timezone")
+    )
+    messages: list[Message] = []
+    for enrollment in fresh:
+        decisions.append(
+            DecisionLog(
+                at=now,
+                person_id=enrollment.person_id,
+                rule=rule,
+                rule_version=version,
+                enrollment=enrollment,
+                outcome="enrolled",
+                detail={"occurrence": enrollment.occurrence_key, **enrollment.context},
+            )
+        )
+        for step, follow_up in enumerate(spec.follow_ups):
+            messages.append(
+                Message(
+                    idempotency_key=idempotency_key(
+                        version.pk, enrollment.person_id, enrollment.occurrence_key, step
+                    ),
+                    enrollment=enrollment,
+                    rule=rule,
+                    rule_version=version,
+                    person_id=enrollment.person_id,
+                    step=step,
+                    channel=follow_up.channel,
+                    template_id=templates[follow_up.template],
+                    due_at=follow_up_due_at(
+                        enrollment.enrolled_at, follow_up, zones.get(enrollment.person_id)
+                    ),
+                )
+            )
+    Message.objects.bulk_create(messages, ignore_conflicts=True, batch_size=1000)
+    report.scheduled += len(messages)
+    DecisionLog.objects.bulk_create(decisions, batch_size=1000)
+
+
+def _exits(rule: Rule, spec: RuleSpec, now: datetime, report: RuleReport) -> None:
+    """Cancel pending follow-ups of people who progressed or completed (``exit_when``)."""
+    if spec.exit_when == "never" or not spec.trigger.flow:
+        return
+    active = Enrollment.objects.filter(
+        rule=rule,
+        status=EnrollmentStatus.ACTIVE,
+        messages__status__in=PENDING_STATUSES,
+    ).distinct()
+    rows = list(active.values_list("pk", "person_id", "context"))
+    if not rows:
+        return
+    progress = dict(
+        FlowProgress.objects.filter(
+            flow__slug=spec.trigger.flow, person_id__in={r[1] for r in rows}
+        ).values_list("person_id", "furthest_step")
+    )
+    completed = set(
+        FlowProgress.objects.filter(
+            flow__slug=spec.trigger.flow,
+            person_id__in={r[1] for r in rows},
+            completed_at__isnull=False,
+        ).values_list("person_id", flat=True)
+    )
+    exits: dict[int, tuple[int, str]] = {}
+    for pk, person_id, context in rows:
+        if person_id in completed:
+            exits[pk] = (person_id, "completed")
+        elif spec.exit_when == "progressed":
+            before = (context or {}).get("furthest_step")
+            if before is not None and progress.get(person_id, 0) > before:
+                exits[pk] = (person_id, "progressed")
+    if not exits:
+        return
+    for reason in ("completed", "progressed"):
+        ids = [pk for pk, (_, r) in exits.items() if r == reason]
+        if not ids:
+            continue
+        Message.objects.filter(enrollment_id__in=ids, status__in=PENDING_STATUSES).update(
+            status=MessageStatus.CANCELLED, reason=f"exit:{reason}"
+        )
+        Enrollment.objects.filter(pk__in=ids).update(
+            status=EnrollmentStatus.EXITED, exited_at=now, exit_reason=reason
+        )
+    DecisionLog.objects.bulk_create(
+        [
+            DecisionLog(
+                at=now,
+                person_id=person_id,
+                rule=rule,
+                rule_version=rule.current_version,
+                enrollment_id=pk,
+                outcome="exited",
+                reason=reason,
+            )
+            for pk, (person_id, reason) in exits.items()
+        ]
+    )
+    report.exited += len(exits)
+
+
+def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
+    started = time.perf_counter()
+    state = _claim(rule)
+    if state is None:
+        report.skipped_locked.append(rule.slug)
+        return
+    if state.checked_until is None:
+        # A rule looks forward from its first evaluation; history is the backtest's job.
+        state.checked_until = now
+    spec, problems = parse_rule(rule.current_version.definition)
+    rule_report = RuleReport(rule=rule.slug)
+    if spec is None:
+        logger.error("rule %s has an invalid definition: %s", rule.slug, problems)
+    elif now > state.checked_until:
+        occurrences = list(detect(spec.trigger, state.checked_until, now))
+        rule_report.found = len(occurrences)
+        if occurrences:
+            _enroll(rule, spec, occurrences, now, rule_report)
+        _exits(rule, spec, now, rule_report)
+        state.checked_until = now
+    rule_report.seconds = time.perf_counter() - started
+    state.last_tick_at = now
+    state.last_tick_seconds = rule_report.seconds
+    state.save()
+    report.rules.append(rule_report)
+
+
+def evaluate_rules(*, now: datetime, dry_run: bool = False) -> TickReport:
+    """Evaluate every active rule once, each in its own transaction."""
+    report = TickReport(now=now, dry_run=dry_run)
+    rules = Rule.objects.filter(status=RuleStatus.ACTIVE, current_version__isnull=False)
+    for rule in rules.select_related("current_version").order_by("-priority", "pk"):
+        try:
+            with transaction.atomic():
+                evaluate_rule(rule, now, report)
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+    return report

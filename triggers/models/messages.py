@@ -1,0 +1,75 @@
+"""Message templates and the message ledger (the outbox: one row per intended send)."""
+
+from django.db import models
+
+from onboarding.models import Person
+from onboarding.models.flows import slug_validator
+
+from .rules import Channel, Enrollment, Rule, RuleVersion
+
+
+class MessageTemplate(models.Model):
+    """A Liquid template written by marketers; validated when saved, rendered strictly."""
+
+    slug = models.SlugField(max_length=64, unique=True, validators=[slug_validator])
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    subject = models.CharField(max_length=300, blank=True, default="")
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class MessageStatus(models.TextChoices):
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
+    SENDING = "sending"
+    SENT = "sent"
+    SUPPRESSED = "suppressed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    NEEDS_REVIEW = "needs_review"
+    CANCELLED = "cancelled"
+
+
+PENDING_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.DEFERRED)
+
+
+class Message(models.Model):
+    """One intended follow-up. Unique per (rule version, person, occurrence, step)."""
+
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="+")
+    rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="+")
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="messages")
+    step = models.PositiveSmallIntegerField(help_text="0-based position in the follow-up sequence.")
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    template = models.ForeignKey(MessageTemplate, on_delete=models.PROTECT, related_name="+")
+    due_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=12, choices=MessageStatus.choices, default=MessageStatus.SCHEDULED
+    )
+    reason = models.CharField(max_length=64, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    provider_id = models.CharField(max_length=255, blank=True, default="")
+    subject = models.TextField(blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="message_due"),
+            models.Index(fields=["person", "sent_at"], name="message_person_sent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.person_id} ({self.status})"

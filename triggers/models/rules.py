@@ -1,0 +1,116 @@
+"""Rules (mutable head), rule versions (immutable definitions) and enrollments."""
+
+from django.conf import settings
+from django.db import models
+
+from onboarding.models import Person
+from onboarding.models.flows import slug_validator
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "Email"
+    IN_APP = "in_app", "In-app message"
+    SMS = "sms", "SMS"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class RuleStatus(models.TextChoices):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ARCHIVED = "archived"
+
+
+class Rule(models.Model):
+    """A trigger rule. Its behaviour is the ``current_version``; editing creates a new version."""
+
+    slug = models.SlugField(max_length=64, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=8, choices=RuleStatus.choices, default=RuleStatus.DRAFT)
+    priority = models.IntegerField(default=0, help_text="Higher wins when rules compete.")
+    current_version = models.ForeignKey(
+        "RuleVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "name"]
+        indexes = [models.Index(fields=["status"], name="rule_status")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RuleVersion(models.Model):
+    """An immutable definition of a rule, in the configuration-file shape (DESIGN §3.4)."""
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["rule", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "number"], name="ruleversion_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule_id} v{self.number}"
+
+
+class RuleState(models.Model):
+    """Evaluation bookkeeping per rule: how far detection has looked (its watermark).
+
+    A tick claims the row with ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two beats or
+    overlapping ticks never evaluate the same rule at once.
+    """
+
+    rule = models.OneToOneField(Rule, on_delete=models.CASCADE, related_name="state")
+    checked_until = models.DateTimeField(null=True, blank=True)
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    last_tick_seconds = models.FloatField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.rule_id} checked until {self.checked_until}"
+
+
+class EnrollmentStatus(models.TextChoices):
+    ACTIVE = "active"
+    EXITED = "exited"
+    FINISHED = "finished"
+
+
+class Enrollment(models.Model):
+    """A person entering a rule once for one occurrence (an idle spell, an event, a streak…)."""
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="enrollments")
+    rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="+")
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="enrollments")
+    occurrence_key = models.CharField(max_length=128)
+    enrolled_at = models.DateTimeField()
+    # What the person had reached when enrolled, for "exit when progressed".
+    context = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=8, choices=EnrollmentStatus.choices, default=EnrollmentStatus.ACTIVE
+    )
+    exited_at = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "person", "occurrence_key"], name="enrollment_unique_occurrence"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["rule", "person", "enrolled_at"], name="enrollment_rule_person"),
+            models.Index(fields=["status", "rule"], name="enrollment_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.person_id} in {self.rule_id} ({self.occurrence_key})"

@@ -8,6 +8,7 @@ from typing import Any
 # name -> (task, every N seconds)
 SCHEDULES: dict[str, tuple[str, int]] = {
     "onramp: heartbeat": ("triggers.tasks.heartbeat", 30),
+    "onramp: evaluate trigger rules": ("triggers.tasks.evaluate_rules", 30),
     "onramp: purge old failed events": ("onboarding.tasks.purge_failed_events", 6 * 3600),
 }
 

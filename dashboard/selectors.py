@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connection
+from django.db.models import Count
+from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from config.celery import app as celery_app
+from onboarding.models import Event, FailedEvent, Person
 from triggers.models import Heartbeat
 
 HEARTBEAT_STALE_AFTER = timedelta(minutes=2)
@@ -34,3 +38,60 @@ def service_health() -> dict[str, Any]:
         result["broker"] = f"down: {error.__class__.__name__}"
     result["ok"] = result["database"] == "ok" and result["broker"] == "ok"
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewTotals:
+    events_24h: int
+    people: int
+    identified_people: int
+    failed_events_24h: int
+
+    @property
+    def identified_share(self) -> float | None:
+        """Identified people as a fraction of all people; None when there is nobody yet."""
+        return self.identified_people / self.people if self.people else None
+
+
+def overview_totals(*, now: datetime) -> OverviewTotals:
+    """The headline numbers of the overview page, in three aggregate queries."""
+    since = now - timedelta(hours=24)
+    people = Person.objects.aggregate(total=Count("id"), identified=Count("external_id"))
+    return OverviewTotals(
+        events_24h=Event.objects.filter(timestamp__gte=since, timestamp__lte=now).count(),
+        people=people["total"],
+        identified_people=people["identified"],
+        failed_events_24h=FailedEvent.objects.filter(received_at__gte=since).count(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyCount:
+    hour: datetime
+    type: str
+    name: str
+    count: int
+
+
+def events_per_hour(*, start: datetime, end: datetime) -> list[HourlyCount]:
+    """Events per UTC hour, event type and name with ``start <= timestamp < end``; one grouped query.
+
+    ``Trunc`` is portable: ``date_trunc`` on PostgreSQL, Django's own function on SQLite.
+    """
+    rows = (
+        Event.objects.filter(timestamp__gte=start, timestamp__lt=end)
+        .annotate(hour=Trunc("timestamp", "hour", tzinfo=UTC))
+        .values("hour", "type", "name")
+        .annotate(count=Count("id"))
+        .order_by("hour", "type", "name")
+    )
+    return [HourlyCount(r["hour"], r["type"], r["name"], r["count"]) for r in rows]
+
+
+def latest_events(*, limit: int = 15) -> list[Event]:
+    """The most recently received events with their person, newest first.
+
+    A batch arrives at one instant, so within it the later event (by its own time) comes first.
+    """
+    newest_first = ("-received_at", "-timestamp", "-id")
+    return list(Event.objects.select_related("person").order_by(*newest_first)[:limit])

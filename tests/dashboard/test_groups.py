@@ -1,0 +1,42 @@
+"""The permission groups match dashboard.permissions, as installed by the migrations."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+
+from dashboard.permissions import GROUP_PERMISSIONS
+
+
+def codes(group: str) -> set[str]:
+    permissions = Group.objects.get(name=group).permissions.select_related("content_type")
+    return {f"{p.content_type.app_label}.{p.codename}" for p in permissions}
+
+
+@pytest.mark.parametrize("group", ["growth", "support"])
+def test_groups_exist_with_their_permissions(db, group):
+    assert codes(group) == set(GROUP_PERMISSIONS[group])
+
+
+def test_growth_uses_the_dashboard_and_support_does_not(db):
+    assert "dashboard.view_dashboard" in codes("growth")
+    assert "dashboard.view_dashboard" not in codes("support")
+
+
+def test_nobody_but_superusers_edits_events_or_keys(db):
+    for group in ("growth", "support"):
+        granted = codes(group)
+        assert not {c for c in granted if c.endswith(("_event", "_failedevent", "_source"))} - {
+            "onboarding.view_event",
+            "onboarding.view_failedevent",
+            "onboarding.view_source",
+        }
+
+
+def test_personas(alice, bob, charlie):
+    assert alice.has_perm("dashboard.view_dashboard")
+    assert not bob.has_perm("dashboard.view_dashboard")
+    assert bob.has_perm("onboarding.change_person") and not alice.has_perm(
+        "onboarding.change_person"
+    )
+    assert not charlie.get_all_permissions()

@@ -1,7 +1,7 @@
 """Rules, their immutable versions, enrollments, the message ledger, templates and the logs."""
 
 from .logs import AuditLog, DecisionLog, Heartbeat
-from .messages import Message, MessageStatus, MessageTemplate
+from .messages import Message, MessageStatus, MessageTemplate, ReviewItem, ReviewStatus
 from .rules import Channel, Enrollment, Rule, RuleState, RuleStatus, RuleVersion
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "Message",
     "MessageStatus",
     "MessageTemplate",
+    "ReviewItem",
+    "ReviewStatus",
     "Rule",
     "RuleState",
     "RuleStatus",

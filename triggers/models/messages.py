@@ -64,12 +64,54 @@ class Message(models.Model):
     body = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    # A message created by falling back from another channel, or by a support resend.
+    fallback_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="fallbacks"
+    )
+    # Outcomes reported by the recipient side (pixel, redirect, widget).
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["status", "due_at"], name="message_due"),
             models.Index(fields=["person", "sent_at"], name="message_person_sent"),
+            models.Index(fields=["status", "next_attempt_at"], name="message_retry"),
+            models.Index(fields=["status", "lease_until"], name="message_lease"),
         ]
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.person_id} ({self.status})"
+
+
+class ReviewStatus(models.TextChoices):
+    OPEN = "open"
+    RESENT = "resent"
+    SWITCHED = "switched"
+    DISMISSED = "dismissed"
+
+
+class ReviewItem(models.Model):
+    """A follow-up that could not be delivered automatically, for support staff to resolve."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="review")
+    reason = models.CharField(max_length=64)
+    detail = models.TextField(blank=True, default="")
+    status = models.CharField(
+        max_length=10, choices=ReviewStatus.choices, default=ReviewStatus.OPEN
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"], name="review_open")]
+
+    def __str__(self) -> str:
+        return f"review of message {self.message_id}: {self.reason}"

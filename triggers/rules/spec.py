@@ -105,6 +105,7 @@ class RuleSpec:
     quiet_hours: tuple[time, time] | None = None
     cap_max: int | None = None
     cap_per: int | None = None
+    fallback: FollowUp | None = None
 
     def to_definition(self) -> dict[str, Any]:
         out: dict[str, Any] = {"trigger": self.trigger.to_definition()}
@@ -120,6 +121,8 @@ class RuleSpec:
             out["quiet_hours"] = {"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}
         if self.cap_max is not None and self.cap_per is not None:
             out["cap"] = {"max": self.cap_max, "per": format_duration(self.cap_per)}
+        if self.fallback is not None:
+            out["fallback"] = {"channel": self.fallback.channel, "template": self.fallback.template}
         return out
 
 
@@ -338,7 +341,16 @@ def parse_rule(data: Any, catalog: Catalog | None = None) -> tuple[RuleSpec | No
     r = _Reader()
     if not isinstance(data, dict):
         return None, [Problem("", "a rule must be a mapping")]
-    known = {"trigger", "segment", "follow_ups", "exit_when", "reentry", "quiet_hours", "cap"}
+    known = {
+        "trigger",
+        "segment",
+        "follow_ups",
+        "exit_when",
+        "reentry",
+        "quiet_hours",
+        "cap",
+        "fallback",
+    }
     for key in sorted(set(data) - known):
         r.fail(key, "is not a field of a rule")
     trigger = _parse_trigger(r, data.get("trigger"), catalog)
@@ -390,6 +402,28 @@ def parse_rule(data: Any, catalog: Catalog | None = None) -> tuple[RuleSpec | No
             cap_max = r.positive_int(cap, "max", "cap", required=True)
             cap_per = r.duration(cap, "per", "cap", required=True, positive=True)
 
+    fallback = None
+    if data.get("fallback") is not None:
+        item = data["fallback"]
+        if not isinstance(item, dict) or set(item) != {"channel", "template"}:
+            r.fail("fallback", "must be {channel: <channel>, template: <slug>}")
+        else:
+            channel = item.get("channel")
+            template = r.text(item, "template", "fallback", required=True)
+            if channel not in CHANNELS:
+                r.fail("fallback.channel", f"must be one of {', '.join(CHANNELS)}")
+            elif template and catalog is not None:
+                template_channel = catalog.template_channel(template)
+                if template_channel is None:
+                    r.fail("fallback.template", f"no template with slug {template!r}")
+                elif template_channel != channel:
+                    r.fail(
+                        "fallback.template",
+                        f"template {template!r} is for {template_channel}, not {channel}",
+                    )
+            if template and channel in CHANNELS:
+                fallback = FollowUp(channel, template)
+
     if r.problems or trigger is None:
         return None, r.problems
     spec = RuleSpec(
@@ -402,5 +436,6 @@ def parse_rule(data: Any, catalog: Catalog | None = None) -> tuple[RuleSpec | No
         quiet_hours=quiet_hours,
         cap_max=cap_max,
         cap_per=cap_per,
+        fallback=fallback,
     )
     return spec, []

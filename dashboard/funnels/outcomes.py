@@ -17,7 +17,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from onboarding.flows.chain import StepEvent, StepSpec, walk
-from onboarding.models import Event, FlowProgress, Person
+from onboarding.models import Event, FlowProgress, Person, Segment
 
 from .query import NONE_VALUE, FunnelQuery, FunnelQueryError, StepDef
 
@@ -55,13 +55,14 @@ def allowed_people(query: FunnelQuery) -> QuerySet[Person] | None:
     """The people entrants are restricted to (segment members now ∩ ``query.people``), or None."""
     allowed: QuerySet[Person] | None = None
     if query.segment is not None:
-        allowed = segment_members(query.segment)
+        allowed = segment_members(query.segment, query.clock)
     if query.people is not None:
         allowed = query.people if allowed is None else allowed.filter(pk__in=query.people)
     return allowed
 
 
-def segment_members(segment: Any) -> QuerySet[Person]:
+def segment_members(segment: Segment, now: datetime) -> QuerySet[Person]:
+    """The segment's members as of ``now`` (DESIGN §4.2: membership is evaluated now)."""
     try:
         from onboarding.segments import members_queryset
     except ImportError:  # the segment compiler has not landed in this checkout
@@ -69,7 +70,7 @@ def segment_members(segment: Any) -> QuerySet[Person]:
             "segments_unavailable",
             f"segment {segment.slug!r} cannot be evaluated: onboarding.segments is not available",
         ) from None
-    return members_queryset(segment)
+    return members_queryset(segment, now=now)
 
 
 def walk_people(

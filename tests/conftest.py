@@ -7,6 +7,7 @@ without those services they skip with the reason; in CI (``CI`` set) they fail l
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
@@ -73,6 +74,13 @@ def api(write_key: str) -> Client:
 def _user(username: str, group: str | None, **extra) -> User:
     user = User.objects.create_user(username=username, password="pw-" + username, **extra)
     if group:
+        if not Group.objects.filter(name=group).exists():
+            # Transactional tests flush the groups that the migration installed.
+            from django.apps import apps
+
+            from dashboard.permissions import install_groups
+
+            install_groups(apps)
         user.groups.add(Group.objects.get(name=group))
     return user
 
@@ -93,3 +101,27 @@ def bob(db) -> User:
 def charlie(db) -> User:
     """Logged in but in no group."""
     return _user("charlie", None)
+
+
+@pytest.fixture
+def other_write_key(db) -> str:
+    """The write key of a second source, to show that keys and messageIds are per source."""
+    return source_create(name="ios").write_key
+
+
+class TrackingApi:
+    """Posts JSON to the tracking API the way Segment's libraries do (Basic auth, JSON body)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def post(self, path: str, payload, **extra):
+        body = payload if isinstance(payload, bytes | str) else json.dumps(payload)
+        extra.setdefault("content_type", "application/json")
+        return self.client.post(path, body, **extra)
+
+
+@pytest.fixture
+def tracking(api: Client) -> TrackingApi:
+    """``tracking.post("/v1/track", {...})`` with the ``write_key`` source's Basic auth."""
+    return TrackingApi(api)

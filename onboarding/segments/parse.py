@@ -172,7 +172,7 @@ class _Parser:
     def person(self, data: Mapping, path: str) -> PersonCondition:
         self.only_keys(data, path, {"person", "op", "value"})
         field = data.get("person")
-        if field not in PERSON_FIELDS:
+        if not isinstance(field, str) or field not in PERSON_FIELDS:
             raise self.fail(
                 join_path(path, "person"),
                 f"unknown person field {field!r} (one of {', '.join(PERSON_FIELDS)})",

@@ -88,4 +88,3 @@ def segment_save(
     segment.full_clean()
     segment.save()
     return Saved(segment, "updated")
-

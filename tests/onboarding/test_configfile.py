@@ -6,7 +6,10 @@ import io
 from pathlib import Path
 
 import pytest
+import yaml
 from django.core.management import CommandError, call_command
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from onboarding.configfile.document import export_config, import_config
 from onboarding.configfile.durations import DurationError, format_duration, parse_duration
@@ -304,6 +307,8 @@ def test_failure_while_applying_rolls_everything_back(db, monkeypatch):
          "segments[0].conditions[0].x: unknown key"),
         ("segments: [{slug: s, name: S, conditions: [{person: age, op: is_set}]}]",
          "segments[0].conditions[0].person: unknown person field 'age'"),
+        ("segments: [{slug: s, name: S, conditions: [{person: [email], op: is_set}]}]",
+         "segments[0].conditions[0].person: unknown person field ['email']"),
         ("segments: [{slug: s, name: S, conditions: [{person: email, op: gt, value: 1}]}]",
          "segments[0].conditions[0].op: operator 'gt' does not apply to person field 'email'"),
         ("segments: [{slug: s, name: S, conditions: [{person: first_seen, op: gt, value: 1}]}]",
@@ -430,3 +435,32 @@ def test_command_reports_every_problem_and_fails(db, tmp_path: Path):
     assert f"{config}: rules: not supported" in err.getvalue()
     with pytest.raises(CommandError, match="cannot read"):
         call_command("onramp", "import", str(tmp_path / "missing.yaml"))
+
+
+# -- import never crashes on odd input --------------------------------------------------------
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4)
+    | st.sampled_from(["a", "7d", "eq", "Signed Up", "activation", "stalled"]),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(["slug", "name", "window", "steps", "event", "where", "optional",
+                         "critical", "match", "conditions", "trait", "op", "value", "flow",
+                         "state", "step", "any", "not", "count", "within"]),
+        children,
+        max_size=4,
+    ),
+    max_leaves=15,
+)  # fmt: skip
+
+
+@given(st.dictionaries(st.sampled_from(["flows", "segments", "rules", "x"]), _values, max_size=3))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_import_reports_problems_and_never_crashes(db, document):
+    text = yaml.safe_dump(document)
+    try:
+        import_config(text, dry_run=True)
+    except ProblemsError as error:
+        assert error.problems

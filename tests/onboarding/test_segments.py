@@ -8,13 +8,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from onboarding.configfile.errors import ProblemsError
 from onboarding.models import Event, FlowProgress, OnboardingFlow, Person, Source, Step
 from onboarding.segments import (
     compile_segment,
     members_queryset,
     normalize_definition,
+    parse_definition,
     segment_count_and_sample,
+    to_definition,
 )
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -378,3 +383,30 @@ def test_normalized_form_leaves_out_defaults(flow):
         {"flow": "activation", "state": "stalled"},
         {"trait": "d", "op": "before", "value": "30d"},
     )
+
+
+# -- the parser never crashes ----------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+    | st.sampled_from(["eq", "in", "gt", "30d", "2026-01-01", "stalled", "activation", "all"]),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(["match", "conditions", "trait", "op", "value", "event", "where", "count",
+                         "within", "flow", "state", "step", "for", "any", "all", "not", "person"]),
+        children,
+        max_size=4,
+    ),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@given(_json)
+@settings(max_examples=300, deadline=None)
+def test_parser_reports_problems_and_never_crashes(definition):
+    try:
+        root = parse_definition(definition, flows={"activation": 3})
+    except ProblemsError as error:
+        assert error.problems
+    else:
+        assert parse_definition(to_definition(root), flows={"activation": 3}) == root

@@ -266,19 +266,22 @@ class Process:
     def poll(self) -> int | None:
         return self.popen.poll()
 
-    def signal(self, signum: int) -> None:
+    def terminate(self) -> None:
+        """Ask the process to stop: the worker then finishes its tasks and stops its own pool."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+
+    def kill(self) -> None:
+        """Kill the process and anything it started (its process group, on POSIX)."""
         if self.popen.poll() is not None:
             return
         try:
             if os.name == "nt":
-                self.popen.terminate()
+                self.popen.kill()
             else:
-                os.killpg(self.popen.pid, signum)  # the process and its pool children
+                os.killpg(self.popen.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL if os.name != "nt" else signal.SIGTERM)
 
     def finish_output(self) -> None:
         self._pump.join(timeout=2)
@@ -292,7 +295,7 @@ def stop_all(processes: list[Process]) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: hurry.set())
     for process in processes:
-        process.signal(signal.SIGTERM)
+        process.terminate()
     if any(p.poll() is None for p in processes):
         say("waiting for web, worker and beat to stop (Ctrl-C again to kill them)")
     deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -359,7 +362,7 @@ def cmd_run() -> int:
                 code = process.poll()
                 if code is not None:
                     say(f"{process.name} exited with code {code}; stopping the others")
-                    exit_code = code or 1
+                    exit_code = code if code > 0 else 1  # 0 is unexpected; <0 was a signal
                     raise _Stop
             time.sleep(0.3)
     except (_Stop, KeyboardInterrupt):

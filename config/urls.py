@@ -7,6 +7,7 @@ from dashboard.views import healthz
 urlpatterns = [
     path("v1/", include("onboarding.api.urls")),
     path("healthz", healthz, name="healthz"),
+    path("t/", include("triggers.urls_links")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

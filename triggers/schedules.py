@@ -9,6 +9,7 @@ from typing import Any
 SCHEDULES: dict[str, tuple[str, int]] = {
     "onramp: heartbeat": ("triggers.tasks.heartbeat", 30),
     "onramp: evaluate trigger rules": ("triggers.tasks.evaluate_rules", 30),
+    "onramp: deliver due follow-ups": ("triggers.tasks.deliver_due", 15),
     "onramp: purge old failed events": ("onboarding.tasks.purge_failed_events", 6 * 3600),
 }
 

@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
+from .delivery.pipeline import deliver_due, deliver_message
 from .engine.evaluate import evaluate_rules
 from .models import Heartbeat
 
@@ -17,3 +18,14 @@ def heartbeat() -> None:
 def evaluate_rules_task() -> int:
     """One evaluation pass over the active rules; overlapping passes skip each other's rules."""
     return evaluate_rules(now=timezone.now()).enrolled
+
+
+@shared_task(name="triggers.tasks.deliver_due", acks_late=True)
+def deliver_due_task() -> int:
+    """Deliver what is due; several workers may run this at once (rows are claimed, not shared)."""
+    return deliver_due().sent
+
+
+@shared_task(name="triggers.tasks.deliver_message", acks_late=True)
+def deliver_message_task(message_id: int) -> int:
+    return deliver_message(message_id).sent

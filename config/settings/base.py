@@ -185,3 +185,25 @@ LOGGING = {
 }
 ONRAMP_FAILED_EVENT_RETENTION_DAYS = env_int("ONRAMP_FAILED_EVENT_RETENTION_DAYS", 30)
 ONRAMP_DEFAULT_TIMEZONE = env_str("ONRAMP_DEFAULT_TIMEZONE", "UTC")
+
+# --- Delivery (DESIGN §4.5) ----------------------------------------------------------------------
+# The public URL of this Onramp, for links in emails (open pixel, click tracking, unsubscribe).
+ONRAMP_BASE_URL = env_str("ONRAMP_BASE_URL", "http://127.0.0.1:8000")
+# Global frequency cap: at most MAX follow-ups per person in any rolling PERIOD, across channels.
+ONRAMP_GLOBAL_CAP_MAX = env_int("ONRAMP_GLOBAL_CAP_MAX", 2)
+ONRAMP_GLOBAL_CAP_PERIOD = env_int("ONRAMP_GLOBAL_CAP_PERIOD_SECONDS", 7 * 86400)
+# Workspace quiet hours in people's local time, "21:00-08:00"; empty for none.
+ONRAMP_QUIET_HOURS = env_str("ONRAMP_QUIET_HOURS", "")
+ONRAMP_DELIVERY_MAX_ATTEMPTS = env_int("ONRAMP_DELIVERY_MAX_ATTEMPTS", 5)
+ONRAMP_DELIVERY_LEASE_SECONDS = env_int("ONRAMP_DELIVERY_LEASE_SECONDS", 120)
+ONRAMP_DELIVERY_BATCH = env_int("ONRAMP_DELIVERY_BATCH", 500)
+# SMS through a Twilio-compatible HTTP API.
+ONRAMP_SMS_BASE_URL = env_str("ONRAMP_SMS_BASE_URL", "https://api.twilio.com")
+ONRAMP_SMS_ACCOUNT_SID = env_str("ONRAMP_SMS_ACCOUNT_SID", "")
+ONRAMP_SMS_AUTH_TOKEN = env_str("ONRAMP_SMS_AUTH_TOKEN", "")
+ONRAMP_SMS_FROM = env_str("ONRAMP_SMS_FROM", "")
+# Webhooks: Standard Webhooks signing secrets (comma-separated, first signs; "whsec_…" base64).
+ONRAMP_WEBHOOK_URL = env_str("ONRAMP_WEBHOOK_URL", "")
+ONRAMP_WEBHOOK_SECRETS = env_list("ONRAMP_WEBHOOK_SECRETS", [])
+ONRAMP_WEBHOOK_ALLOWED_HOSTS = env_list("ONRAMP_WEBHOOK_ALLOWED_HOSTS", [])
+ONRAMP_HTTP_TIMEOUT_SECONDS = env_int("ONRAMP_HTTP_TIMEOUT_SECONDS", 10)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
@@ -36,3 +36,31 @@ def follow_up_due_at(base: datetime, follow_up: FollowUp, timezone_name: str | N
     if target < base:
         target = datetime.combine(local.date() + timedelta(days=1), follow_up.at, tzinfo=zone)
     return target.astimezone(UTC)
+
+
+def parse_quiet_hours(text: str) -> tuple[time, time] | None:
+    """``"21:00-08:00"`` → (21:00, 08:00); empty → None."""
+    if not text.strip():
+        return None
+    start, _, end = text.strip().partition("-")
+    return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+
+
+def quiet_until(
+    now: datetime, quiet: tuple[time, time] | None, timezone_name: str | None
+) -> datetime | None:
+    """If ``now`` falls in the person's local quiet hours, when they end (UTC); else None."""
+    if quiet is None:
+        return None
+    start, end = quiet
+    zone = person_zone(timezone_name)
+    local = now.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    overnight = start > end
+    inside = (clock >= start or clock < end) if overnight else (start <= clock < end)
+    if not inside:
+        return None
+    day = local.date()
+    if overnight and clock >= start:
+        day += timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=zone).astimezone(UTC)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from triggers.delivery.pipeline import deliver_due
 from triggers.engine.evaluate import evaluate_rules
 
 
@@ -21,7 +22,7 @@ def _parse_now(value: str) -> datetime:
 class Command(BaseCommand):
     help = (
         "Run one trigger evaluation pass now (the same code the beat task runs): detect due "
-        "occurrences, enroll people and schedule their follow-ups."
+        "occurrences, enroll people, schedule their follow-ups and deliver those that are due."
     )
 
     def add_arguments(self, parser) -> None:
@@ -47,3 +48,10 @@ class Command(BaseCommand):
             )
         for slug in report.skipped_locked:
             self.stdout.write(f"{slug:<32} skipped: being evaluated by another process")
+        if report.dry_run:
+            return
+        delivery = deliver_due(now=now)
+        outcomes = (
+            ", ".join(f"{k} {v}" for k, v in sorted(delivery.outcomes.items())) or "nothing due"
+        )
+        self.stdout.write(f"Delivery: {outcomes}")

@@ -1,0 +1,93 @@
+"""Email through Django's mail backend (SMTP in production): text and HTML parts.
+
+The HTML part is built from the rendered text: paragraphs, links rewritten through the signed
+click redirect, an open pixel, and styles inlined on the elements (mail clients drop <style>).
+``List-Unsubscribe`` and ``List-Unsubscribe-Post`` give one-click unsubscribe (RFC 8058).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import smtplib
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+
+from triggers.links import click_url, open_pixel_url, unsubscribe_url
+
+from .base import Channel, SendResult, TransportError, register
+
+_URL = re.compile(r"https?://[^\s<>\"')]+")
+_P_STYLE = "margin:0 0 16px;font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:16px;line-height:1.5;color:#1f2937"
+_A_STYLE = "color:#4f46e5;text-decoration:underline"
+_WRAP_STYLE = "max-width:560px;margin:0 auto;padding:24px"
+_FOOT_STYLE = "font-family:Helvetica,Arial,sans-serif;font-size:12px;color:#6b7280"
+
+
+def _linkify(text: str, message_id: int) -> str:
+    out, last = [], 0
+    for match in _URL.finditer(text):
+        out.append(html.escape(text[last : match.start()]))
+        target = match.group(0)
+        out.append(
+            f'<a href="{html.escape(click_url(message_id, target))}" style="{_A_STYLE}">'
+            f"{html.escape(target)}</a>"
+        )
+        last = match.end()
+    out.append(html.escape(text[last:]))
+    return "".join(out)
+
+
+def html_body(text: str, message_id: int, unsubscribe: str) -> str:
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    body = "".join(
+        f'<p style="{_P_STYLE}">' + _linkify(p, message_id).replace("\n", "<br>") + "</p>"
+        for p in paragraphs
+    )
+    return (
+        f'<!doctype html><html><body style="margin:0;background:#ffffff">'
+        f'<div style="{_WRAP_STYLE}">{body}'
+        f'<p style="{_FOOT_STYLE}"><a href="{html.escape(unsubscribe)}" style="{_FOOT_STYLE}">'
+        "Unsubscribe</a></p>"
+        f'<img src="{html.escape(open_pixel_url(message_id))}" width="1" height="1" alt="" '
+        'style="display:block;border:0;width:1px;height:1px"></div></body></html>'
+    )
+
+
+@register
+class EmailChannel(Channel):
+    name = "email"
+    at_most_once = True
+    connection = None  # one SMTP connection reused for a delivery pass, set by the pipeline
+
+    def address(self, person) -> str | None:
+        return person.email or None
+
+    def send(self, message, person) -> SendResult:
+        unsubscribe = unsubscribe_url(message.pk)
+        email = EmailMultiAlternatives(
+            subject=message.subject,
+            body=message.body + f"\n\n--\nUnsubscribe: {unsubscribe}\n",
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[person.email],
+            headers={
+                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "X-Onramp-Message": message.idempotency_key,
+            },
+            connection=self.connection or get_connection(),
+        )
+        email.attach_alternative(html_body(message.body, message.pk, unsubscribe), "text/html")
+        try:
+            email.send(fail_silently=False)
+        except smtplib.SMTPRecipientsRefused as error:
+            raise TransportError(f"recipient refused: {error.recipients}", permanent=True) from None
+        except smtplib.SMTPResponseException as error:
+            permanent = 500 <= error.smtp_code < 600
+            raise TransportError(
+                f"SMTP {error.smtp_code}: {error.smtp_error!r}", permanent=permanent
+            ) from None
+        except (TimeoutError, smtplib.SMTPException, OSError) as error:
+            raise TransportError(f"SMTP unavailable: {error}") from None
+        return SendResult(provider_id=email.extra_headers.get("Message-ID", ""))

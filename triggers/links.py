@@ -1,0 +1,61 @@
+"""Signed links in messages: open pixel, click redirect and one-click unsubscribe (DESIGN §3.3).
+
+Every link carries a token signed with the secret key, so a click redirect only ever goes to a URL
+that Onramp itself put in that message (no open redirect), and unsubscribe links cannot be forged.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.core import signing
+from django.urls import reverse
+
+SALT_OPEN = "onramp.open"
+SALT_CLICK = "onramp.click"
+SALT_UNSUBSCRIBE = "onramp.unsubscribe"
+
+
+def _absolute(path: str) -> str:
+    return settings.ONRAMP_BASE_URL.rstrip("/") + path
+
+
+def sign_message(message_id: int, salt: str) -> str:
+    return signing.dumps(message_id, salt=salt, compress=False)
+
+
+def message_from_token(token: str, salt: str) -> int | None:
+    try:
+        value = signing.loads(token, salt=salt)
+    except signing.BadSignature:
+        return None
+    return value if isinstance(value, int) else None
+
+
+def open_pixel_url(message_id: int) -> str:
+    return _absolute(reverse("links:open", args=[sign_message(message_id, SALT_OPEN)]))
+
+
+def click_url(message_id: int, target: str) -> str:
+    token = signing.dumps({"m": message_id, "u": target}, salt=SALT_CLICK, compress=True)
+    return _absolute(reverse("links:click") + "?" + urlencode({"t": token}))
+
+
+def click_target(token: str) -> tuple[int, str] | None:
+    try:
+        value = signing.loads(token, salt=SALT_CLICK)
+    except signing.BadSignature:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("m"), int):
+        return None
+    target = value.get("u")
+    if not isinstance(target, str) or not target.startswith(("https://", "http://")):
+        return None
+    return value["m"], target
+
+
+def unsubscribe_url(message_id: int) -> str:
+    return _absolute(
+        reverse("links:unsubscribe", args=[sign_message(message_id, SALT_UNSUBSCRIBE)])
+    )

@@ -201,7 +201,8 @@ def _flow(condition: FlowCondition, now: datetime) -> Q:
     if condition.state == "not_entered":
         return ~Q(Exists(progress))
     if condition.step is not None:
-        progress = progress.filter(furthest_step=condition.step)
+        # At step N: step N is the one to do next, so the furthest step reached is N - 1.
+        progress = progress.filter(furthest_step=condition.step - 1)
     if condition.state == "entered":
         progress = progress.filter(entered_at__lte=now)
     elif condition.state == "completed":

@@ -333,11 +333,14 @@ class _Parser:
             step_path = join_path(path, "step")
             if state not in ("entered", "stalled"):
                 raise self.fail(step_path, f"applies only to entered and stalled, not {state}")
-            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-                raise self.fail(step_path, "must be a step number (1 is the entry)")
+            # "At step N" is the step the person has to do next: they reached N-1, not N.
+            if isinstance(step, bool) or not isinstance(step, int) or step < 2:
+                raise self.fail(
+                    step_path, "must be a step number from 2 (the step after the entry)"
+                )
             if steps and step > steps:  # 0: a flow whose steps are themselves invalid
                 raise self.fail(
-                    step_path, f"must be a step number from 1 to {steps} (flow {slug!r})"
+                    step_path, f"must be a step number from 2 to {steps} (flow {slug!r})"
                 )
         stalled_for = DEFAULT_STALLED_FOR
         if "for" in data:

@@ -326,14 +326,14 @@ def flow_people(people, flow):
     ("condition", "expected"),
     [
         ({"flow": "activation", "state": "entered"}, {"ann", "ben", "cat"}),
-        ({"flow": "activation", "state": "entered", "step": 2}, {"ben", "cat"}),
+        ({"flow": "activation", "state": "entered", "step": 3}, {"ben", "cat"}),
         ({"flow": "activation", "state": "completed"}, {"ann"}),
         ({"flow": "activation", "state": "not_entered"}, {"dan"}),
         ({"flow": "activation", "state": "stalled"}, {"ben"}),
         ({"flow": "activation", "state": "stalled", "for": "10m"}, {"ben", "cat"}),
         ({"flow": "activation", "state": "stalled", "for": "4h"}, set()),
-        ({"flow": "activation", "state": "stalled", "step": 2, "for": "10m"}, {"ben", "cat"}),
-        ({"flow": "activation", "state": "stalled", "step": 1, "for": "10m"}, set()),
+        ({"flow": "activation", "state": "stalled", "step": 3, "for": "10m"}, {"ben", "cat"}),
+        ({"flow": "activation", "state": "stalled", "step": 2, "for": "10m"}, set()),
         ({"not": {"flow": "activation", "state": "completed"}}, {"ben", "cat", "dan"}),
     ],
 )

@@ -50,20 +50,20 @@ def test_inactive_fires_at_the_threshold_not_before_and_once_per_spell(timeline)
 
 def test_inactive_only_at_the_given_step_and_not_after_completion(timeline):
     make_rule(
-        "idle-at-2",
+        "idle-at-profile",
         {
-            "trigger": {"kind": "inactive_in_flow", "flow": "activation", "step": 2, "minutes": 3},
+            "trigger": {"kind": "inactive_in_flow", "flow": "activation", "step": 3, "minutes": 3},
             "follow_ups": IN_APP,
         },
     )
-    timeline.send(T0, "at-step-1", "Signed Up")
-    timeline.send(T0, "at-step-2", "Signed Up")
-    timeline.send(T0 + M, "at-step-2", "Email Verified")
+    timeline.send(T0, "signed-up-only", "Signed Up")
+    timeline.send(T0, "verified", "Signed Up")
+    timeline.send(T0 + M, "verified", "Email Verified")
     timeline.send(T0, "done", "Signed Up")
     timeline.send(T0, "done", "Email Verified")
     timeline.send(T0 + M, "done", "Profile Completed")
     timeline.tick(T0 + 10 * M)
-    assert list(Enrollment.objects.values_list("person__external_id", flat=True)) == ["at-step-2"]
+    assert list(Enrollment.objects.values_list("person__external_id", flat=True)) == ["verified"]
 
 
 def test_step_abandoned_fires_when_the_next_step_is_missing_within_the_window(timeline):

@@ -59,7 +59,8 @@ def inactive_in_flow(trigger: Trigger, since: datetime, until: datetime) -> Iter
         person__last_seen__lte=until - idle,
     )
     if trigger.step is not None:
-        progress = progress.filter(furthest_step=trigger.step)
+        # At step N: N is the step to do next (the same reading as segments).
+        progress = progress.filter(furthest_step=trigger.step - 1)
     rows = progress.values_list("person_id", "person__last_seen", "furthest_step", "window_ends_at")
     for person_id, last_seen, furthest, window_ends_at in rows.iterator(chunk_size=CHUNK):
         deadline = last_seen + idle

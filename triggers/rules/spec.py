@@ -259,6 +259,8 @@ def _parse_trigger(r: _Reader, data: Any, catalog: Catalog | None) -> Trigger | 
     )
     if len(r.problems) > before:
         return None
+    if trigger.kind == "inactive_in_flow" and trigger.step is not None and trigger.step < 2:
+        r.fail(join_path(path, "step"), "must be 2 or more: the step the person has to do next")
     if trigger.kind == "step_abandoned" and trigger.missing <= trigger.did:  # type: ignore[operator]
         r.fail(join_path(path, "missing"), "must be a later step than did")
     if trigger.kind == "repeated_event" and trigger.times is not None and trigger.times < 2:

@@ -176,9 +176,7 @@ def _fall_back(
     report.add("fallback")
 
 
-def _prepare(
-    pk: int, now: datetime, report: DeliveryReport
-) -> tuple[Message, Person, RuleSpec] | None:
+def _prepare(pk: int, now: datetime, report: DeliveryReport) -> tuple[Message, Person] | None:
     """Run the checks and write the ledger; returns what still needs an external send."""
     message = _lock_message(pk)
     if (
@@ -187,7 +185,7 @@ def _prepare(
         or (message.next_attempt_at and message.next_attempt_at > now)
     ):
         return None
-    if message.rule.status != RuleStatus.ACTIVE:
+    if message.rule.status != RuleStatus.ACTIVE and not message.manual:
         if message.rule.status == RuleStatus.ARCHIVED:
             message.status, message.reason = MessageStatus.CANCELLED, "rule:archived"
             message.save(update_fields=["status", "reason"])
@@ -208,6 +206,13 @@ def _prepare(
         _log(message, now, "suppressed", "consent")
         report.add("suppressed")
         return None
+    if channel.address(person) is None:
+        _fall_back(
+            message, spec, now, "no_address", f"the person has no {message.channel} address", report
+        )
+        return None
+    if message.manual:
+        return _write_ledger(message, person, channel, now, report)
     exit_reason = _exit_reason(message, spec)
     if exit_reason:
         message.status, message.reason = MessageStatus.CANCELLED, f"exit:{exit_reason}"
@@ -234,11 +239,6 @@ def _prepare(
         _log(message, now, "deferred", "quiet_hours", until=resume.isoformat())
         report.add("deferred")
         return None
-    if channel.address(person) is None:
-        _fall_back(
-            message, spec, now, "no_address", f"the person has no {message.channel} address", report
-        )
-        return None
     try:
         rendered = render(
             message.template.subject,
@@ -251,6 +251,13 @@ def _prepare(
         return None
 
     message.subject, message.body = rendered.subject, rendered.body
+    return _write_ledger(message, person, channel, now, report)
+
+
+def _write_ledger(
+    message: Message, person: Person, channel, now: datetime, report: DeliveryReport
+) -> tuple[Message, Person] | None:
+    """Record the attempt; an in-database channel is sent right here, others after commit."""
     message.attempts += 1
     message.sent_at = now
     if channel.in_database:
@@ -264,7 +271,7 @@ def _prepare(
     message.status = MessageStatus.SENDING
     message.lease_until = now + timedelta(seconds=settings.ONRAMP_DELIVERY_LEASE_SECONDS)
     message.save()
-    return message, person, spec
+    return message, person
 
 
 def deliver_message(
@@ -277,7 +284,8 @@ def deliver_message(
         prepared = _prepare(pk, now, report)
     if prepared is None:
         return report
-    message, person, spec = prepared
+    message, person = prepared
+    spec, _ = parse_rule(message.rule_version.definition)
     attempt = message.attempts
     try:
         result = channel_for(message.channel).send(message, person)
@@ -361,9 +369,8 @@ def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
 def due_message_ids(now: datetime, limit: int) -> list[int]:
     """Due messages of active rules, higher-priority rules first (arbitration under caps)."""
     return list(
-        Message.objects.filter(
-            status__in=PENDING_STATUSES, due_at__lte=now, rule__status=RuleStatus.ACTIVE
-        )
+        Message.objects.filter(status__in=PENDING_STATUSES, due_at__lte=now)
+        .filter(Q(rule__status=RuleStatus.ACTIVE) | Q(manual=True))
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .order_by("-rule__priority", "due_at", "pk")
         .values_list("pk", flat=True)[:limit]

@@ -65,6 +65,9 @@ class Message(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # Sent by support staff from the review queue: the stored subject/body are sent as they are,
+    # caps and quiet hours do not apply (a person decided), consent still does.
+    manual = models.BooleanField(default=False)
     # A message created by falling back from another channel, or by a support resend.
     fallback_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="fallbacks"

@@ -118,7 +118,8 @@ def _payload_text(payload: Any) -> str:
     try:
         return json.dumps(payload, ensure_ascii=True, default=str)
     except (ValueError, RecursionError):
-        return repr(payload)[:1000]
+        # repr() recurses just like json.dumps, so it cannot be the fallback for deep values.
+        return json.dumps({"unserializable": type(payload).__name__})
 
 
 def read_envelope(

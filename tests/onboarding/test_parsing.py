@@ -187,6 +187,16 @@ def test_read_envelope_splits_a_batch_into_events_and_rejections():
     assert json.loads(rejection.payload) == {"type": "track", "userId": "u", "context": {"ip": "1"}}
 
 
+def test_read_envelope_rejects_a_too_deep_event_without_raising():
+    deep = {"type": "track", "userId": "u", "event": "E", "properties": {"x": nested_list(5000)}}
+    envelope = read({"batch": [deep, {"type": "track", "userId": "u", "event": "ok"}]})
+
+    [rejection] = envelope.rejections
+    assert (rejection.index, rejection.problem.code) == (0, "invalid_value")
+    assert json.loads(rejection.payload)  # still JSON text for the FailedEvent row
+    assert [e.name for e in envelope.events] == ["ok"]
+
+
 def test_read_envelope_of_a_single_call():
     envelope = read({"userId": "u"}, event_type="track")
     assert envelope.events == []

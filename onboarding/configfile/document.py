@@ -19,13 +19,13 @@ from onboarding.segments.parse import flow_step_counts
 from onboarding.services.flows import SaveStatus
 
 from .errors import Problem, ProblemsError
-from .sections import NOT_YET_SUPPORTED, SECTIONS, ImportContext, Spec
+from .sections import ImportContext, Spec, not_yet_supported, registered_sections
 from .yamlio import dump, load
 
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # "flow", "segment"
+    kind: str  # a section's label: "flow", "segment", "template", "rule"
     slug: str
     status: SaveStatus
 
@@ -67,13 +67,15 @@ def validate_document(data: Any) -> tuple[ImportContext, list[tuple[Any, list[Sp
         data = {}
     if not isinstance(data, Mapping):
         raise ProblemsError([Problem("", "the document must be a mapping of sections")])
-    known = {section.key for section in SECTIONS}
+    sections = registered_sections()
+    known = {section.key for section in sections}
+    refused = not_yet_supported()
     for key in data:
-        if key in NOT_YET_SUPPORTED:
+        if key in refused:
             context.fail(str(key), "not supported by this version yet; remove the section")
         elif key not in known:
             context.fail(str(key), f"unknown section (expected {', '.join(sorted(known))})")
-    planned = [(section, section.validate(data.get(section.key), context)) for section in SECTIONS]
+    planned = [(section, section.validate(data.get(section.key), context)) for section in sections]
     if context.problems:
         raise ProblemsError(context.problems)
     return context, planned
@@ -94,4 +96,4 @@ def import_config(text: str, *, dry_run: bool = False) -> ImportResult:
 def export_config() -> str:
     """The whole configuration as YAML; importing it into an empty database and exporting again
     gives the same text."""
-    return dump({section.key: section.export() for section in SECTIONS})
+    return dump({section.key: section.export() for section in registered_sections()})

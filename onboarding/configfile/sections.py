@@ -2,9 +2,10 @@
 
 A section turns its list in the file into specs (recording every problem with its path), tells
 what applying a spec would do (created/updated/unchanged) without writing, applies it through the
-kind's service, and exports the objects in the database. :data:`SECTIONS` is the registry, in
-dependency order (segments name flows); adding templates, rules or experiments means adding a
-section here.
+kind's service, and exports the objects in the database. The registry holds the sections in
+dependency order (segments name flows, rules name templates); this module registers flows and
+segments, and apps that build on ``onboarding`` register their own sections from their
+``AppConfig.ready()`` with :func:`register_section` (``onboarding`` imports no other app).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class ImportContext:
     problems: list[Problem] = field(default_factory=list)
     # Flow slug → number of steps, as the flows will be once the file is applied.
     flows: dict[str, int] = field(default_factory=dict)
+    # Section key → slug → the values validated so far for every item of that section in the
+    # file (also items with problems, so later sections can tell "defined, but invalid" from
+    # "unknown" and report one mistake once).
+    defined: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # What a section keeps for the length of one import (sections are shared singletons).
+    state: dict[str, Any] = field(default_factory=dict)
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -85,6 +92,8 @@ class Section(ABC):
                 first_path[slug] = path
             before = len(context.problems)
             values = self.validate_item(item, path, context)
+            if isinstance(slug, str) and slug:
+                context.defined.setdefault(self.key, {}).setdefault(slug, values)
             if len(context.problems) == before and isinstance(slug, str):
                 specs.append(Spec(slug, path, values))
         return specs
@@ -278,6 +287,32 @@ class SegmentsSection(Section):
         return segments
 
 
-SECTIONS: tuple[Section, ...] = (FlowsSection(), SegmentsSection())
-# Kinds DESIGN §3.4 names that this version cannot import yet: refused clearly if present.
-NOT_YET_SUPPORTED = ("templates", "rules", "experiments")
+# Every kind DESIGN §3.4 names, in file order; a kind no section is registered for is refused
+# clearly ("not supported by this version yet") rather than ignored.
+DOCUMENT_KINDS = ("flows", "segments", "templates", "rules", "experiments")
+
+_REGISTRY: list[Section] = [FlowsSection(), SegmentsSection()]
+
+
+def register_section(section: Section) -> None:
+    """Add ``section`` after those registered so far (it may name their objects).
+
+    Called from an app's ``AppConfig.ready()``; registering the same key again replaces the
+    section in place (tests and autoreload may run ``ready()`` twice).
+    """
+    for index, existing in enumerate(_REGISTRY):
+        if existing.key == section.key:
+            _REGISTRY[index] = section
+            return
+    _REGISTRY.append(section)
+
+
+def registered_sections() -> tuple[Section, ...]:
+    """The sections, in dependency order: validated, applied and exported in this order."""
+    return tuple(_REGISTRY)
+
+
+def not_yet_supported() -> tuple[str, ...]:
+    """Kinds DESIGN §3.4 names that no registered section imports yet."""
+    known = {section.key for section in _REGISTRY}
+    return tuple(kind for kind in DOCUMENT_KINDS if kind not in known)

@@ -48,6 +48,10 @@ class Inline(dict):
     """A mapping written on one line: ``{name: Signed up, event: Signed Up}``."""
 
 
+class Literal(str):
+    """A multi-line text written as a ``|`` block (falls back to quoting when YAML cannot)."""
+
+
 class Dumper(yaml.SafeDumper):
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         # Indent list items under their key, as in DESIGN §3.4.
@@ -58,7 +62,13 @@ def _represent_inline(dumper: Dumper, data: Inline) -> yaml.Node:
     return dumper.represent_mapping(BaseResolver.DEFAULT_MAPPING_TAG, data, flow_style=True)
 
 
+def _represent_literal(dumper: Dumper, data: Literal) -> yaml.Node:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style=style)
+
+
 Dumper.add_representer(Inline, _represent_inline)
+Dumper.add_representer(Literal, _represent_literal)
 
 
 def load(text: str) -> Any:

@@ -1,9 +1,28 @@
 from django.urls import path
 
-from . import views
+from . import views, views_flows, views_funnels, views_segments
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("flows/", views_funnels.flows_list, name="flows"),
+    path("flows/new/", views_flows.flow_new, name="flow_new"),
+    path("flows/<slug:slug>/edit/", views_flows.flow_edit, name="flow_edit"),
+    path("flows/<slug:slug>/funnel/", views_funnels.funnel, name="funnel"),
+    path(
+        "flows/<slug:slug>/funnel/people/",
+        views_funnels.funnel_people_page,
+        name="funnel_people",
+    ),
+    path(
+        "flows/<slug:slug>/funnel/people.csv",
+        views_funnels.funnel_people_csv,
+        name="funnel_people_csv",
+    ),
+    path("segments/", views_segments.segments_list, name="segments"),
+    path("segments/new/", views_segments.segment_new, name="segment_new"),
+    path("segments/preview/", views_segments.segment_preview, name="segment_preview"),
+    path("segments/condition/", views_segments.condition_row, name="segment_condition_row"),
+    path("segments/<slug:slug>/edit/", views_segments.segment_edit, name="segment_edit"),
 ]

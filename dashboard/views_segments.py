@@ -1,0 +1,558 @@
+"""Segments list and editor, with a live member count; saved through ``segment_save``.
+
+Conditions are edited as rows (trait, behaviour, flow state). Changing a row's type swaps that
+row's partial over htmx; without JavaScript the "Refresh" button re-renders the whole form. Every
+change also posts the form to the preview endpoint, which answers the ``#segment-preview`` partial.
+Definitions the rows cannot show (nested any/not groups, person fields) are edited as YAML/JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from dashboard.decorators import view_dashboard_required
+from dashboard.forms import (
+    CONDITION_ERROR_FIELDS,
+    CONDITION_FIELDS,
+    ConditionForm,
+    SegmentForm,
+    format_scalar,
+    format_where,
+    parse_scalar,
+    parse_where,
+)
+from onboarding.configfile.errors import Problem, ProblemsError
+from onboarding.models import OnboardingFlow, Segment
+from onboarding.segments import segment_count_and_sample
+from onboarding.services.segments import segment_problems, segment_save
+
+PREFIX = "conditions"
+SAMPLE_SIZE = 10
+_ROW_ACTION = re.compile(r"^remove:(\d+)$")
+_CONDITION_PATH = re.compile(r"^conditions\[(\d+)\](?:\.(\w+))?")
+_PRIMARY = {"trait": "trait", "event": "event", "flow": "flow"}
+_LIST_OPS = ("in", "not_in")
+_TEXT_OPS = ("contains", "before", "after", "within_last")
+_NO_VALUE_OPS = ("is_set", "is_not_set")
+
+
+def _empty_row(kind: str = "trait") -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "trait": "",
+        "op": "eq",
+        "value": "",
+        "event": "",
+        "where": "",
+        "count_op": "gte",
+        "count_value": 1,
+        "within": "",
+        "flow": "",
+        "state": "entered",
+        "step": None,
+        "stalled_for": "",
+    }
+
+
+# --- definition ↔ rows --------------------------------------------------------------------------
+
+
+def _value_text(op: str, value: Any) -> str:
+    if op in _NO_VALUE_OPS or value is None:
+        return ""
+    if op in _LIST_OPS and isinstance(value, list):
+        return ", ".join(format_scalar(item) for item in value)
+    if op in _TEXT_OPS and isinstance(value, str):
+        return value
+    return format_scalar(value)
+
+
+def rows_from_definition(definition: Any) -> tuple[str, list[dict[str, Any]]] | None:
+    """``(match, rows)`` for a definition the rows can show, else None (edit it as YAML)."""
+    if not isinstance(definition, dict):
+        return None
+    rows = []
+    for condition in definition.get("conditions") or []:
+        if not isinstance(condition, dict):
+            return None
+        row = _empty_row()
+        if "trait" in condition:
+            op = condition.get("op", "eq")
+            row.update(
+                kind="trait",
+                trait=condition["trait"],
+                op=op,
+                value=_value_text(op, condition.get("value")),
+            )
+        elif "event" in condition:
+            count = condition.get("count") or {}
+            row.update(
+                kind="event",
+                event=condition["event"],
+                where=format_where(condition.get("where")),
+                count_op=count.get("op", "gte"),
+                count_value=count.get("value", 1),
+                within=condition.get("within", ""),
+            )
+        elif "flow" in condition:
+            row.update(
+                kind="flow",
+                flow=condition["flow"],
+                state=condition.get("state", "entered"),
+                step=condition.get("step"),
+                stalled_for=condition.get("for", ""),
+            )
+        else:
+            return None
+        rows.append(row)
+    return definition.get("match", "all"), rows
+
+
+def _rows_from_post(data: QueryDict) -> list[dict[str, Any]]:
+    try:
+        total = min(int(data.get(f"{PREFIX}-TOTAL_FORMS", 0)), 100)
+    except ValueError:
+        total = 0
+    return [_row_from_post(data, index) for index in range(total)]
+
+
+def _row_from_post(data: QueryDict, index: int) -> dict[str, Any]:
+    row = _empty_row()
+    for name in CONDITION_FIELDS:
+        key = f"{PREFIX}-{index}-{name}"
+        if key in data:
+            row[name] = data.get(key, "")
+    if row["kind"] not in _PRIMARY:
+        row["kind"] = "trait"
+    return row
+
+
+@dataclass
+class Built:
+    """A definition built from rows, which row each condition came from, and row-level errors."""
+
+    definition: dict[str, Any]
+    row_of_condition: list[int] = field(default_factory=list)
+    row_errors: dict[int, list[tuple[str | None, str]]] = field(default_factory=dict)
+
+
+def _is_blank(row: dict[str, Any]) -> bool:
+    return not str(row.get(_PRIMARY[row["kind"]]) or "").strip()
+
+
+def _condition(row: dict[str, Any], errors: list[tuple[str | None, str]]) -> dict[str, Any]:
+    kind = row["kind"]
+    if kind == "trait":
+        op = row["op"] or "eq"
+        condition: dict[str, Any] = {"trait": row["trait"].strip(), "op": op}
+        text = str(row["value"] or "").strip()
+        if op in _LIST_OPS:
+            condition["value"] = [parse_scalar(part) for part in text.split(",") if part.strip()]
+        elif op in _TEXT_OPS:
+            condition["value"] = text
+        elif op not in _NO_VALUE_OPS:
+            condition["value"] = parse_scalar(text)
+        return condition
+    if kind == "event":
+        condition = {"event": row["event"].strip()}
+        try:
+            where = parse_where(row["where"] or "")
+        except ValidationError as error:
+            errors.append(("where", error.messages[0]))
+            where = {}
+        if where:
+            condition["where"] = where
+        try:
+            count = int(row["count_value"]) if str(row["count_value"]).strip() else 1
+        except ValueError:
+            errors.append(("count_value", "Enter a whole number."))
+            count = 1
+        if (row["count_op"] or "gte", count) != ("gte", 1):
+            condition["count"] = {"op": row["count_op"] or "gte", "value": count}
+        if str(row["within"] or "").strip():
+            condition["within"] = row["within"].strip()
+        return condition
+    condition = {"flow": row["flow"], "state": row["state"] or "entered"}
+    step = str(row["step"] or "").strip()
+    if step:
+        try:
+            condition["step"] = int(step)
+        except ValueError:
+            errors.append(("step", "Enter a step number."))
+    if str(row["stalled_for"] or "").strip():
+        condition["for"] = row["stalled_for"].strip()
+    return condition
+
+
+def build_definition(match: str, rows: list[dict[str, Any]]) -> Built:
+    built = Built({"match": match, "conditions": []})
+    for index, row in enumerate(rows):
+        if _is_blank(row):
+            continue
+        errors: list[tuple[str | None, str]] = []
+        built.definition["conditions"].append(_condition(row, errors))
+        built.row_of_condition.append(index)
+        if errors:
+            built.row_errors[index] = errors
+    return built
+
+
+def _advanced_definition(text: str) -> tuple[Any, str | None]:
+    try:
+        value = yaml.safe_load(text) if text.strip() else {"match": "all", "conditions": []}
+    except yaml.YAMLError as error:
+        return None, f"Not valid YAML or JSON: {error}"
+    return value, None
+
+
+def _definition_yaml(definition: Any) -> str:
+    return yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=100)
+
+
+# --- the editor ---------------------------------------------------------------------------------
+
+
+def _flow_choices() -> list[tuple[str, str]]:
+    return list(OnboardingFlow.objects.order_by("name").values_list("slug", "name"))
+
+
+def _condition_forms(
+    rows: list[dict[str, Any]],
+    flows: list[tuple[str, str]],
+    errors: dict[int, list[tuple[str | None, str]]] | None = None,
+) -> list[ConditionForm]:
+    forms = []
+    for index, row in enumerate(rows):
+        form = ConditionForm(initial=row, prefix=f"{PREFIX}-{index}", flow_choices=flows)
+        form.cleaned_data = {}
+        for name, message in (errors or {}).get(index, []):
+            form.add_error(name, message)
+        forms.append(form)
+    return forms
+
+
+@dataclass
+class EditorState:
+    form: SegmentForm
+    mode: str
+    rows: list[dict[str, Any]]
+    row_errors: dict[int, list[tuple[str | None, str]]] = field(default_factory=dict)
+
+
+def _state_from_post(request: HttpRequest, segment: Segment | None) -> EditorState:
+    data = request.POST
+    form = SegmentForm(
+        data, editing=segment is not None, initial={"slug": segment.slug} if segment else None
+    )
+    mode = "advanced" if data.get("mode") == "advanced" else "rows"
+    return EditorState(form, mode, _rows_from_post(data))
+
+
+def _definition_of(state: EditorState, data: QueryDict) -> tuple[Any, Built | None, str | None]:
+    """The definition the form describes; in rows mode also how conditions map to rows."""
+    if state.mode == "advanced":
+        definition, error = _advanced_definition(data.get("advanced", ""))
+        return definition, None, error
+    built = build_definition(data.get("match", "all"), state.rows)
+    state.row_errors.update(built.row_errors)
+    return built.definition, built, None
+
+
+def _place_problems(state: EditorState, problems: list[Problem], built: Built | None) -> None:
+    form = state.form
+    for problem in problems:
+        path = problem.path
+        if path in ("name", "slug", "match") and path in form.fields:
+            form.add_error(path, problem.message)
+            continue
+        if built is not None:
+            match = _CONDITION_PATH.match(path)
+            if match is not None and int(match.group(1)) < len(built.row_of_condition):
+                row = built.row_of_condition[int(match.group(1))]
+                name = CONDITION_ERROR_FIELDS.get(match.group(2) or "")
+                detail = path[match.end() :].lstrip(".")
+                message = (
+                    f"{detail}: {problem.message}" if name is None and detail else problem.message
+                )
+                state.row_errors.setdefault(row, []).append((name, message))
+                continue
+        form.add_error("advanced" if state.mode == "advanced" else None, str(problem))
+
+
+def _save(request: HttpRequest, state: EditorState, segment: Segment | None) -> Segment | None:
+    form = state.form
+    valid = form.is_valid()
+    definition, built, error = _definition_of(state, request.POST)
+    if error:
+        form.add_error("advanced", error)
+        return None
+    slug = segment.slug if segment else (form.cleaned_data.get("slug") if valid else None)
+    if segment is None and slug and Segment.objects.filter(slug=slug).exists():
+        form.add_error("slug", "A segment with this slug already exists.")
+    _, problems = segment_problems(
+        slug=slug or "placeholder",
+        name=form.cleaned_data.get("name", "") if valid else "placeholder",
+        definition=definition,
+    )
+    _place_problems(state, problems, built)
+    if form.errors or state.row_errors:
+        return None
+    saved = segment_save(slug=slug, name=form.cleaned_data["name"], definition=definition)
+    verb = {"created": "Created", "updated": "Saved", "unchanged": "No changes to"}[saved.status]
+    messages.success(request, f"{verb} segment {saved.object.name}.")
+    return saved.object
+
+
+def _apply_action(state: EditorState, action: str, request: HttpRequest) -> None:
+    """Row actions and mode switches: change what the form shows, save nothing."""
+    if action == "add":
+        state.rows.append(_empty_row())
+    elif (match := _ROW_ACTION.match(action)) and int(match.group(1)) < len(state.rows):
+        del state.rows[int(match.group(1))]
+    elif action == "advanced" and state.mode == "rows":
+        built = build_definition(request.POST.get("match", "all"), state.rows)
+        state.mode = "advanced"
+        state.form = SegmentForm(
+            initial={**_form_initial(request.POST), "advanced": _definition_yaml(built.definition)},
+            editing=state.form.fields["slug"].disabled,
+        )
+        return
+    elif action == "rows" and state.mode == "advanced":
+        definition, error = _advanced_definition(request.POST.get("advanced", ""))
+        shown = rows_from_definition(definition) if error is None else None
+        if shown is None:
+            state.form.is_valid()
+            state.form.add_error(
+                "advanced",
+                error or "This definition has nested groups or person fields: edit it here.",
+            )
+            return
+        state.mode = "rows"
+        match_value, state.rows = shown
+        state.form = SegmentForm(
+            initial={**_form_initial(request.POST), "match": match_value},
+            editing=state.form.fields["slug"].disabled,
+        )
+        return
+    # Unbound again, so nothing shows as an error before the user saves.
+    state.form = SegmentForm(
+        initial=_form_initial(request.POST), editing=state.form.fields["slug"].disabled
+    )
+
+
+def _form_initial(data: QueryDict) -> dict[str, Any]:
+    return {key: data.get(key, "") for key in ("name", "slug", "match", "advanced")}
+
+
+def _initial_state(segment: Segment | None) -> EditorState:
+    if segment is None:
+        form = SegmentForm(initial={"match": "all", "mode": "rows"})
+        return EditorState(form, "rows", [_empty_row()])
+    shown = rows_from_definition(segment.definition)
+    initial = {"name": segment.name, "slug": segment.slug}
+    if shown is None:
+        form = SegmentForm(
+            initial={**initial, "advanced": _definition_yaml(segment.definition)}, editing=True
+        )
+        return EditorState(form, "advanced", [])
+    match, rows = shown
+    return EditorState(SegmentForm(initial={**initial, "match": match}, editing=True), "rows", rows)
+
+
+def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
+    preview: Preview | None = None
+    if request.method == "POST":
+        state = _state_from_post(request, segment)
+        action = request.POST.get("action", "save")
+        if action == "save":
+            saved = _save(request, state, segment)
+            if saved is not None:
+                return redirect("dashboard:segments")
+        else:
+            _apply_action(state, action, request)
+    else:
+        state = _initial_state(segment)
+    if not (request.htmx and request.htmx.target == "segment-conditions"):
+        preview = _page_preview(state, request)
+    flows = _flow_choices()
+    context = {
+        "section": "segments",
+        "segment": segment,
+        "form": state.form,
+        "mode": state.mode,
+        "conditions": _condition_forms(state.rows, flows, state.row_errors),
+        "total_rows": len(state.rows),
+        "preview": preview,
+    }
+    if request.htmx and request.htmx.target == "segment-conditions":
+        return render(request, "dashboard/segments/editor.html#segment-conditions", context)
+    return render(request, "dashboard/segments/editor.html", context)
+
+
+@view_dashboard_required
+@require_http_methods(["GET", "POST"])
+@vary_on_headers("HX-Request", "HX-Target")
+def segment_new(request: HttpRequest) -> HttpResponse:
+    return _editor(request, None)
+
+
+@view_dashboard_required
+@require_http_methods(["GET", "POST"])
+@vary_on_headers("HX-Request", "HX-Target")
+def segment_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    return _editor(request, get_object_or_404(Segment, slug=slug))
+
+
+# --- live preview and row swaps -----------------------------------------------------------------
+
+
+def _page_preview(state: EditorState, request: HttpRequest) -> Preview:
+    """The preview shown with a whole page: of what the form now describes."""
+    if state.mode == "advanced":
+        text = state.form["advanced"].value() or ""
+        definition, error = _advanced_definition(text)
+        return Preview(problems=[error]) if error else _preview(definition)
+    match = state.form["match"].value() or "all"
+    built = build_definition(match, state.rows)
+    if built.row_errors:
+        return Preview(problems=["Fix the highlighted conditions to see who matches."])
+    return _preview(built.definition, built)
+
+
+@dataclass(frozen=True)
+class Preview:
+    count: int | None = None
+    sample: list[Any] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _preview(definition: Any, built: Built | None = None) -> Preview:
+    _, problems = segment_problems(slug="preview", name="preview", definition=definition)
+    if problems:
+        return Preview(problems=[_problem_label(p, built) for p in problems])
+    result = segment_count_and_sample(definition, sample=SAMPLE_SIZE)
+    return Preview(count=result.count, sample=result.sample)
+
+
+def _problem_label(problem: Problem, built: Built | None) -> str:
+    match = _CONDITION_PATH.match(problem.path)
+    if (
+        built is not None
+        and match is not None
+        and int(match.group(1)) < len(built.row_of_condition)
+    ):
+        row = built.row_of_condition[int(match.group(1))] + 1
+        detail = problem.path[match.end() :].lstrip(".")
+        return f"Condition {row}{f' · {detail}' if detail else ''}: {problem.message}"
+    return str(problem)
+
+
+@view_dashboard_required
+@require_POST
+def segment_preview(request: HttpRequest) -> HttpResponse:
+    state = _state_from_post(request, None)
+    definition, built, error = _definition_of(state, request.POST)
+    if error:
+        preview = Preview(problems=[error])
+    elif state.row_errors:
+        preview = Preview(
+            problems=[
+                f"Condition {row + 1}: {message}"
+                for row, errors in sorted(state.row_errors.items())
+                for _, message in errors
+            ]
+        )
+    else:
+        preview = _preview(definition, built)
+    return render(request, "dashboard/segments/editor.html#segment-preview", {"preview": preview})
+
+
+@view_dashboard_required
+@require_POST
+def condition_row(request: HttpRequest) -> HttpResponse:
+    """One condition row, re-rendered for its (new) type: the htmx swap behind the type select."""
+    try:
+        index = max(0, min(int(request.POST.get("row", 0)), 99))
+    except ValueError:
+        index = 0
+    row = _row_from_post(request.POST, index)
+    (form,) = _condition_forms([row], _flow_choices())
+    form.prefix = f"{PREFIX}-{index}"
+    return render(
+        request,
+        "dashboard/segments/editor.html#condition-row",
+        {"condition": form, "index": index, "number": index + 1},
+    )
+
+
+# --- the list -----------------------------------------------------------------------------------
+
+
+def describe_condition(condition: Any) -> str:
+    """A short human reading of one stored condition, for the list page."""
+    if not isinstance(condition, dict):
+        return "?"
+    if "trait" in condition:
+        op = condition.get("op", "eq").replace("_", " ")
+        value = condition.get("value")
+        return f"{condition['trait']} {op}" + ("" if value is None else f" {value}")
+    if "person" in condition:
+        return (
+            f"{condition['person']} {condition.get('op', '')} {condition.get('value', '')}".strip()
+        )
+    if "event" in condition:
+        text = f"did {condition['event']}"
+        if condition.get("where"):
+            text += " (" + ", ".join(f"{k}={v}" for k, v in condition["where"].items()) + ")"
+        if condition.get("count"):
+            text += f" {condition['count'].get('op')} {condition['count'].get('value')} times"
+        if condition.get("within"):
+            text += f" in the last {condition['within']}"
+        return text
+    if "flow" in condition:
+        text = f"{condition['flow']}: {condition.get('state', '').replace('_', ' ')}"
+        if condition.get("step"):
+            text += f" at step {condition['step']}"
+        return text
+    for key in ("any", "all"):
+        if key in condition:
+            return f"{key} of {len(condition[key])} conditions"
+    if "not" in condition:
+        return "not (" + describe_condition(condition["not"]) + ")"
+    return "?"
+
+
+@view_dashboard_required
+@require_GET
+def segments_list(request: HttpRequest) -> HttpResponse:
+    rows = []
+    for segment in Segment.objects.order_by("name"):
+        definition = segment.definition or {}
+        conditions = definition.get("conditions") or []
+        try:
+            count = segment_count_and_sample(definition, sample=0).count
+        except ProblemsError:  # no longer valid (it names a deleted flow, say): say so
+            count = None
+        rows.append(
+            {
+                "segment": segment,
+                "count": count,
+                "match": definition.get("match", "all"),
+                "conditions": [describe_condition(c) for c in conditions],
+            }
+        )
+    return render(
+        request,
+        "dashboard/segments/list.html",
+        {"section": "segments", "rows": rows},
+    )

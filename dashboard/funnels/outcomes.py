@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from onboarding.flows.chain import StepEvent, StepSpec, walk
 from onboarding.models import Event, FlowProgress, Person, Segment
@@ -133,7 +133,11 @@ def reentrant_ids(query: FunnelQuery, allowed: QuerySet[Person] | None) -> list[
     from raw events (the walk decides whether a step-1 event actually falls inside the range).
     """
     rows = FlowProgress.objects.filter(
-        flow=query.flow, entered_at__lt=query.entry_from, latest_entry_at__gte=query.entry_from
+        flow=query.flow,
+        entered_at__lt=query.entry_from,
+        latest_entry_at__gte=query.entry_from,
+        # Implied by the two above; stated so that a partial index on re-entrants can serve it.
+        latest_entry_at__gt=F("entered_at"),
     )
     if allowed is not None:
         rows = rows.filter(person_id__in=allowed.values("pk"))

@@ -34,7 +34,7 @@ def sql_relation(query: FunnelQuery, steps: list[StepDef]) -> pg.Relation:
     """The PostgreSQL outcomes relation: progress rows plus re-entrants walked from events."""
     allowed = allowed_people(query)
     extra = walk_people(query, steps, reentrant_ids(query, allowed))
-    return pg.outcomes_cte(query, allowed, extra)
+    return pg.outcomes_cte(query, allowed, extra, steps[0].event)
 
 
 def run_funnel(query: FunnelQuery) -> FunnelResult:

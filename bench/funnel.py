@@ -1,0 +1,561 @@
+"""Funnel benchmark (DESIGN §5): ``run_funnel`` on PostgreSQL against DuckDB, same rows, same run.
+
+    python bench/funnel.py [--scale 1.0] [--keep-db]
+
+At scale 1: 1 M people, about 10 M events (a 5-step onboarding flow with a 7-day window, realistic
+drop-off, 3 % of people signing up a second time, plus noise events), fixed seed.
+
+1. creates its own database (``DATABASE_URL``, default
+   ``postgres://postgres@127.0.0.1:5432/onramp_bench_funnel``; dropped and re-created) and
+   migrates it with ``manage.py migrate``;
+2. generates the people and events in Python, and each person's ``FlowProgress`` row with
+   :func:`onboarding.flows.chain.walk` over their step events (the function ingestion uses);
+3. loads all three tables with ``COPY`` (the event table's indexes and constraints are dropped
+   for the load and re-created after it, like a restore), then ``VACUUM ANALYZE``;
+4. writes the same events and people to Parquet with DuckDB and loads them into in-memory DuckDB
+   tables;
+5. times the funnel (entries on 30 of the 35 days, so re-entrants are evaluated from raw events)
+   with ``run_funnel``: no filter, a trait segment (plan = pro) and a breakdown by the entry's
+   ``source``; and the same funnel as one DuckDB SQL query of DESIGN §4.2; median of 3 runs after
+   a warm-up; checks that both give the same counts; prints a table with the ratio.
+"""
+
+# SQL here is built from this file's constants and table names only.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench_funnel"
+SEED = 20261128
+START = datetime(2026, 1, 1, tzinfo=UTC)
+SIGNUP_DAYS = 35
+SINCE = date(2026, 1, 6)
+UNTIL = date(2026, 2, 4)
+NOW = datetime(2026, 2, 5, 12, 0, tzinfo=UTC)
+WINDOW = 7 * 86400
+STEPS = [
+    ("Signed up", "Signed Up", {}),
+    ("Email verified", "Email Verified", {}),
+    ("Profile completed", "Profile Completed", {"completionPercentage": 100}),
+    ("First project", "Project Created", {}),
+    ("Teammate invited", "Teammate Invited", {}),
+]
+# (probability of doing the next step, mean delay in seconds) after each step.
+NEXT = [(0.72, 1800), (0.65, 4 * 3600), (0.55, 2 * 86400), (0.45, 3 * 86400)]
+NOISE = ["Page Viewed", "Button Clicked", "Search Performed", "Settings Opened"]
+SOURCES = ["ads", "organic", "referral", "newsletter"]
+PLANS = ["free", "free", "free", "pro", "team"]
+EVENTS_PER_PERSON = 10
+
+
+# --- database --------------------------------------------------------------------------------
+
+
+def _admin_url(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/postgres")), parts.path.lstrip("/")
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    admin, name = _admin_url(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    admin, name = _admin_url(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def django_env(url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "DATABASE_URL": url,
+            "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECURE_SSL_REDIRECT": "0",
+            "ONRAMP_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def migrate(url: str) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "migrate", "--verbosity", "0"],
+        env=django_env(url),
+        check=True,
+    )
+    os.environ.update(django_env(url))
+    import django
+
+    django.setup()
+
+
+# --- data ------------------------------------------------------------------------------------
+
+_DAY_TEXT: dict[int, str] = {}
+
+
+def ts_text(seconds: int) -> str:
+    """Epoch seconds as PostgreSQL timestamptz text, fast (a cache per day)."""
+    day, rest = divmod(seconds, 86400)
+    prefix = _DAY_TEXT.get(day)
+    if prefix is None:
+        prefix = _DAY_TEXT[day] = datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{prefix} {hours:02d}:{minutes:02d}:{secs:02d}+00"
+
+
+def journey(rng: random.Random, signup: int) -> list[tuple[int, str, str]]:
+    """One person's events: (epoch seconds, name, properties JSON)."""
+    source = rng.choice(SOURCES)
+    events = [(signup, "Signed Up", f'{{"source":"{source}"}}')]
+    at = signup
+    for step, (p_next, mean_delay) in enumerate(NEXT, start=2):
+        if rng.random() >= p_next:
+            break
+        at += int(rng.expovariate(1 / mean_delay)) + 1
+        name = STEPS[step - 1][1]
+        if name == "Profile Completed":
+            # Some save a half-finished profile first; only 100 % matches the step.
+            if rng.random() < 0.3:
+                events.append((at, name, '{"completionPercentage":50}'))
+                at += int(rng.expovariate(1 / 3600)) + 1
+            events.append((at, name, '{"completionPercentage":100}'))
+        else:
+            events.append((at, name, "{}"))
+    if rng.random() < 0.03:  # signs up again later (a second device, a new workspace)
+        again = signup + rng.randint(86400, 20 * 86400)
+        events.append((again, "Signed Up", f'{{"source":"{rng.choice(SOURCES)}"}}'))
+    noise = max(0, EVENTS_PER_PERSON - len(events) + rng.randint(-3, 3))
+    span = max(3600, at - signup + 2 * 86400)
+    for _ in range(noise):
+        events.append((signup + rng.randint(-3600, span), rng.choice(NOISE), '{"path":"/app"}'))
+    events.sort()
+    return events
+
+
+def generate(people: int, workdir: Path, source_id: int, flow_id: int) -> dict[str, int]:
+    """Write COPY text for people, events and progress, and a narrow TSV of events for DuckDB."""
+    from onboarding.flows.chain import StepEvent, StepSpec, walk
+
+    rng = random.Random(SEED)
+    specs = [StepSpec(event, where) for _, event, where in STEPS]
+    step_names = {event for _, event, _ in STEPS}
+    window = timedelta(seconds=WINDOW)
+    start = int(START.timestamp())
+    updated = ts_text(int(NOW.timestamp()))
+    event_id = 0
+    progress_id = 0
+    with (
+        open(workdir / "events.copy", "w") as events_out,
+        open(workdir / "people.copy", "w") as people_out,
+        open(workdir / "progress.copy", "w") as progress_out,
+        open(workdir / "events.tsv", "w") as duck_out,
+        open(workdir / "people.tsv", "w") as duck_people,
+    ):
+        for person_id in range(1, people + 1):
+            signup = start + rng.randrange(SIGNUP_DAYS * 86400)
+            events = journey(rng, signup)
+            plan = rng.choice(PLANS)
+            user = f"u{person_id}"
+            first = ts_text(events[0][0])
+            last = ts_text(events[-1][0] + 5)
+            people_out.write(
+                f'{person_id}\t{user}\t{{"plan": "{plan}"}}\t{{}}\t{user}@example.com\t\t\t'
+                f"{first}\t{last}\t{{}}\n"
+            )
+            duck_people.write(f"{person_id}\t{plan}\n")
+            lines = []
+            duck = []
+            step_events = []
+            for at, name, props in events:
+                event_id += 1
+                text = ts_text(at)
+                lines.append(
+                    f"{event_id}\t{source_id}\t{person_id}\ttrack\t{name}\t{text}\t{text}\t"
+                    f"m{event_id}\t{user}\t\t{props}\t{{}}\n"
+                )
+                if name in step_names:
+                    properties = json.loads(props)
+                    step_events.append(
+                        StepEvent(event_id, name, datetime.fromtimestamp(at, UTC), properties)
+                    )
+                    duck.append(
+                        f"{event_id}\t{person_id}\t{name}\t{text}\t"
+                        f"{properties.get('source', '')}\t{properties.get('completionPercentage', '')}\n"
+                    )
+            events_out.writelines(lines)
+            duck_out.writelines(duck)
+            chain = walk(specs, step_events, window=window)
+            if chain is not None:
+                progress_id += 1
+                latest = max(
+                    e.timestamp for e in step_events if specs[0].matches(e.name, e.properties)
+                )
+                complete = chain.reached == len(specs)
+                reached = chain.times[-1].isoformat()
+                progress_out.write(
+                    f"{progress_id}\t{flow_id}\t{person_id}\t{chain.entered_at.isoformat()}\t"
+                    f"{chain.entry_event_id}\t{latest.isoformat()}\t{chain.reached}\t"
+                    f"{json.dumps(chain.gaps_seconds())}\t{reached}\t"
+                    f"{reached if complete else chr(92) + 'N'}\t"
+                    f"{(chain.entered_at + window).isoformat()}\t{updated}\n"
+                )
+    return {"people": people, "events": event_id, "progress": progress_id}
+
+
+# --- loading into PostgreSQL -----------------------------------------------------------------
+
+EVENT_COLUMNS = (
+    "id, source_id, person_id, type, name, timestamp, received_at, message_id, user_id,"
+    " anonymous_id, properties, context"
+)
+PEOPLE_COLUMNS = (
+    "id, external_id, traits, trait_timestamps, email, phone, timezone, first_seen, last_seen,"
+    " consent"
+)
+PROGRESS_COLUMNS = (
+    "id, flow_id, person_id, entered_at, entry_event_id, latest_entry_at, furthest_step,"
+    " step_seconds, reached_at, completed_at, window_ends_at, updated_at"
+)
+
+
+def _copy_file(cursor, table: str, columns: str, path: Path) -> None:
+    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy, open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            copy.write(block)
+
+
+def load(url: str, workdir: Path) -> None:
+    """COPY people, events and progress; the event table's indexes and FKs are rebuilt after."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'onboarding_event'"
+            " AND indexname NOT IN (SELECT conname FROM pg_constraint"
+            " WHERE conrelid = 'onboarding_event'::regclass)"
+        ).fetchall()
+        constraints = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'onboarding_event'::regclass AND contype IN ('u', 'f')"
+        ).fetchall()
+        for name, _ in constraints:
+            conn.execute(f'ALTER TABLE onboarding_event DROP CONSTRAINT "{name}"')
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        with conn.cursor() as cursor:
+            t0 = time.perf_counter()
+            _copy_file(cursor, "onboarding_person", PEOPLE_COLUMNS, workdir / "people.copy")
+            _copy_file(cursor, "onboarding_event", EVENT_COLUMNS, workdir / "events.copy")
+            _copy_file(
+                cursor, "onboarding_flowprogress", PROGRESS_COLUMNS, workdir / "progress.copy"
+            )
+            print(f"  COPY: {time.perf_counter() - t0:.1f} s", flush=True)
+            t0 = time.perf_counter()
+            for _, definition in indexes:
+                cursor.execute(definition)
+            for name, definition in constraints:
+                cursor.execute(f'ALTER TABLE onboarding_event ADD CONSTRAINT "{name}" {definition}')
+            print(f"  indexes and constraints: {time.perf_counter() - t0:.1f} s", flush=True)
+            for table in ("onboarding_person", "onboarding_event", "onboarding_flowprogress"):
+                cursor.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                    f" (SELECT max(id) FROM {table}))"
+                )
+            t0 = time.perf_counter()
+            cursor.execute("VACUUM ANALYZE")
+            print(f"  VACUUM ANALYZE: {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+# --- DuckDB ----------------------------------------------------------------------------------
+
+
+def duckdb_setup(workdir: Path):
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute("SET threads = 2")
+    events_parquet = str(workdir / "events.parquet")
+    people_parquet = str(workdir / "people.parquet")
+    con.execute(
+        f"COPY (SELECT * FROM read_csv('{workdir / 'events.tsv'}', delim='\t', header=false,"
+        " columns={'id': 'BIGINT', 'person_id': 'BIGINT', 'name': 'VARCHAR',"
+        " 'ts': 'TIMESTAMPTZ', 'source': 'VARCHAR', 'completion': 'INTEGER'}))"
+        f" TO '{events_parquet}' (FORMAT PARQUET)"
+    )
+    con.execute(
+        f"COPY (SELECT * FROM read_csv('{workdir / 'people.tsv'}', delim='\t', header=false,"
+        " columns={'id': 'BIGINT', 'plan': 'VARCHAR'}))"
+        f" TO '{people_parquet}' (FORMAT PARQUET)"
+    )
+    con.execute(f"CREATE TABLE events AS SELECT * FROM '{events_parquet}'")
+    con.execute(f"CREATE TABLE people AS SELECT * FROM '{people_parquet}'")
+    return con
+
+
+def duckdb_funnel_sql(*, segment: bool, breakdown: bool) -> str:
+    """DESIGN §4.2 for this flow (step names are distinct, so no event can serve two steps).
+
+    Entry: the earliest step-1 event in the range (its ``source`` for the breakdown); each next
+    step the earliest matching event at or after the previous chosen one and within entry + 7 d.
+    """
+    since = f"TIMESTAMPTZ '{SINCE.isoformat()} 00:00:00+00'"
+    until = f"TIMESTAMPTZ '{(UNTIL + timedelta(days=1)).isoformat()} 00:00:00+00'"
+    window = f"INTERVAL {WINDOW} SECOND"
+    people = "JOIN people p ON p.id = e.person_id AND p.plan = 'pro'" if segment else ""
+    chain = []
+    previous = "s1"
+    for k in range(2, 6):
+        name = STEPS[k - 1][1]
+        condition = f"e.name = '{name}'"
+        if STEPS[k - 1][2]:
+            condition += " AND e.completion = 100"
+        chain.append(
+            f"s{k} AS (SELECT c.*, min(e.ts) AS t{k} FROM {previous} c LEFT JOIN events e"
+            f" ON e.person_id = c.person_id AND {condition} AND e.ts >= c.t{k - 1}"
+            f" AND e.ts <= c.t1 + {window} GROUP BY ALL)"
+        )
+        previous = f"s{k}"
+    group = "bd" if breakdown else "NULL"
+    medians = ", ".join(f"median(epoch(t{k}) - epoch(t{k - 1})) AS m{k}" for k in range(2, 6))
+    counts = ", ".join(f"count(t{k}) AS c{k}" for k in range(2, 6))
+    return (
+        "WITH s1 AS (SELECT e.person_id, min(e.ts) AS t1,"
+        f" {'arg_min(e.source, (e.ts, e.id))' if breakdown else 'NULL'} AS bd"
+        f" FROM events e {people} WHERE e.name = 'Signed Up' AND e.ts >= {since}"
+        f" AND e.ts < {until} GROUP BY e.person_id), "
+        + ", ".join(chain)
+        + f" SELECT {group} AS bd, count(*) AS c1, {counts}, {medians},"
+        f" count(*) FILTER (WHERE t5 IS NULL AND t1 + {window} > TIMESTAMPTZ '{NOW.isoformat()}')"
+        f" FROM s5 GROUP BY {'ALL' if breakdown else '1'} ORDER BY c1 DESC"
+    )
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def timed(fn, runs: int = 3) -> tuple[float, object]:
+    fn()  # warm-up
+    times = []
+    result = None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def machine(url: str) -> list[tuple[str, str]]:
+    import psycopg
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    import duckdb
+
+    with psycopg.connect(url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        settings = conn.execute(
+            "SELECT string_agg(name || '=' || setting, ', ') FROM pg_settings WHERE name IN"
+            " ('shared_buffers', 'work_mem', 'max_parallel_workers_per_gather')"
+        ).fetchone()[0]
+    return [
+        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("cpus (nproc)", str(os.cpu_count())),
+        ("cpu model", cpu),
+        ("ram", f"{mem_kb / 1024 / 1024:.1f} GiB"),
+        ("load average before", " ".join(f"{x:.2f}" for x in os.getloadavg())),
+        ("postgresql", f"{version} ({settings})"),
+        ("duckdb", f"{duckdb.__version__} (2 threads, in-memory tables)"),
+        ("python", platform.python_version()),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 1 M people, ~10 M events")
+    parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise SystemExit("bench/funnel.py runs on PostgreSQL only: set DATABASE_URL=postgres://…")
+    people = int(1_000_000 * args.scale)
+    info = machine(_admin_url(url)[0])
+    started = time.perf_counter()
+
+    t0 = time.perf_counter()
+    recreate_database(url)
+    migrate(url)
+    from django.db import connections
+
+    from onboarding.models import OnboardingFlow, Segment, Source, Step
+
+    source = Source.objects.create(name="bench", write_key_hash="0" * 64, write_key_prefix="bench")
+    flow = OnboardingFlow.objects.create(
+        slug="activation", name="Activation", window_seconds=WINDOW
+    )
+    for position, (name, event, where) in enumerate(STEPS, start=1):
+        Step.objects.create(flow=flow, position=position, name=name, event_name=event, where=where)
+    segment = Segment.objects.create(
+        slug="pro",
+        name="Pro plan",
+        definition={"match": "all", "conditions": [{"trait": "plan", "op": "eq", "value": "pro"}]},
+    )
+    connections.close_all()
+    print(f"setup (create database, migrate): {time.perf_counter() - t0:.1f} s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="onramp-bench-funnel-") as tmp:
+        workdir = Path(tmp)
+        t0 = time.perf_counter()
+        sizes = generate(people, workdir, source.pk, flow.pk)
+        print(
+            f"generated {sizes['people']} people, {sizes['events']} events, {sizes['progress']}"
+            f" progress rows in {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+        t0 = time.perf_counter()
+        load(url, workdir)
+        print(f"loaded into PostgreSQL in {time.perf_counter() - t0:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        duck = duckdb_setup(workdir)
+        print(f"Parquet + DuckDB tables in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    rows = run_timings(flow, segment, duck)
+    print()
+    for name, value in info:
+        print(f"{name:<20} {value}")
+    print(
+        f"{'data':<20} {sizes['people']} people, {sizes['events']} events,"
+        f" {sizes['progress']} progress rows; entries {SINCE}..{UNTIL}, 7-day window"
+    )
+    print()
+    print(
+        f"| {'funnel (5 steps, 7-day window)':<32} | {'entrants':>9} | {'Onramp':>8} |"
+        f" {'DuckDB':>8} | {'DuckDB/Onramp':>13} |"
+    )
+    print(f"|{'-' * 34}|{'-' * 10}:|{'-' * 9}:|{'-' * 9}:|{'-' * 14}:|")
+    for label, entrants, ours, theirs in rows:
+        print(
+            f"| {label:<32} | {entrants:>9} | {ours:>7.3f}s | {theirs:>7.3f}s |"
+            f" {theirs / ours:>12.1f}x |"
+        )
+    print(f"\ntotal wall time: {time.perf_counter() - started:.0f} s")
+    connections.close_all()
+    if not args.keep_db:
+        drop_database(url)
+
+
+def run_timings(flow, segment, duck) -> list[tuple[str, int, float, float]]:
+    from dashboard.funnels import FunnelQuery, run_funnel
+    from onboarding.models import Person
+
+    try:
+        from onboarding.segments import members_queryset  # noqa: F401
+
+        by_segment = {"segment": segment}
+        segment_label = "segment plan = pro (compiler)"
+    except ImportError:
+        by_segment = {"people": Person.objects.filter(traits__plan="pro")}
+        segment_label = "segment plan = pro (queryset)"
+    cases = [
+        ("no filter", {}, {"segment": False, "breakdown": False}),
+        (segment_label, by_segment, {"segment": True, "breakdown": False}),
+        (
+            "breakdown by entry source",
+            {"breakdown": "source"},
+            {"segment": False, "breakdown": True},
+        ),
+    ]
+    rows = []
+    for label, options, duck_options in cases:
+        query = FunnelQuery(flow=flow, since=SINCE, until=UNTIL, now=NOW, **options)
+        ours, result = timed(lambda q=query: run_funnel(q))
+        sql = duckdb_funnel_sql(**duck_options)
+        theirs, duck_rows = timed(lambda s=sql: duck.execute(s).fetchall())
+        check(label, result, duck_rows)
+        rows.append((label, result.steps[0].count, ours, theirs))
+        print(f"  {label}: Onramp {ours:.3f} s, DuckDB {theirs:.3f} s", flush=True)
+    return rows
+
+
+def check(label: str, result, duck_rows: list[tuple]) -> None:
+    """Both engines must report the same funnel: counts, medians, still converting."""
+
+    def summary(row: tuple) -> tuple:
+        counts = list(row[1:6])
+        medians = [None if m is None else round(float(m), 3) for m in row[6:10]]
+        return counts, medians, row[10]
+
+    def ours(steps, still) -> tuple:
+        counts = [s.count for s in steps]
+        medians = [
+            None
+            if s.median_seconds_from_previous is None
+            else round(float(s.median_seconds_from_previous), 3)
+            for s in steps[1:]
+        ]
+        return counts, medians, still
+
+    if result.breakdown is None:
+        expected = summary(duck_rows[0])
+        got = ours(result.steps, result.still_converting)
+        if got != expected:
+            raise SystemExit(f"{label}: Onramp {got} != DuckDB {expected}")
+        return
+    duck_groups = {row[0] or "(none)": summary(row)[:2] for row in duck_rows}
+    our_groups = {value: ours(steps, None)[:2] for value, steps in result.breakdown.items()}
+    if duck_groups != our_groups:
+        raise SystemExit(f"{label}: Onramp {our_groups} != DuckDB {duck_groups}")
+
+
+if __name__ == "__main__":
+    main()

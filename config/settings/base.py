@@ -207,3 +207,10 @@ ONRAMP_WEBHOOK_URL = env_str("ONRAMP_WEBHOOK_URL", "")
 ONRAMP_WEBHOOK_SECRETS = env_list("ONRAMP_WEBHOOK_SECRETS", [])
 ONRAMP_WEBHOOK_ALLOWED_HOSTS = env_list("ONRAMP_WEBHOOK_ALLOWED_HOSTS", [])
 ONRAMP_HTTP_TIMEOUT_SECONDS = env_int("ONRAMP_HTTP_TIMEOUT_SECONDS", 10)
+# Outgoing HTTP (SMS provider, webhooks): the connect timeout; ONRAMP_HTTP_TIMEOUT_SECONDS is the
+# read timeout. docs/channels.md describes the channels' settings.
+ONRAMP_HTTP_CONNECT_TIMEOUT_SECONDS = env_int("ONRAMP_HTTP_CONNECT_TIMEOUT_SECONDS", 5)
+# In-app message API: the secret of the user hash (hex HMAC-SHA256 of the userId), and whether the
+# hash is required (it is checked whenever it is sent).
+ONRAMP_IN_APP_SECRET = env_str("ONRAMP_IN_APP_SECRET", "")
+ONRAMP_IN_APP_REQUIRE_HASH = env_bool("ONRAMP_IN_APP_REQUIRE_HASH", False)

@@ -1,16 +1,99 @@
-"""SMS through a Twilio-compatible HTTP API (being written; see triggers/channels/base.py)."""
+"""SMS through a Twilio-compatible HTTP API (the base URL is configurable).
+
+``POST {ONRAMP_SMS_BASE_URL}/2010-04-01/Accounts/{SID}/Messages.json`` with the form fields
+``To``, ``From`` and ``Body`` and HTTP Basic auth (account SID, auth token); the provider id is the
+``sid`` of the JSON answer. Twilio's message API is not idempotent (a retried POST can send twice),
+so SMS is at most once: an answer that never came is :class:`~.http.OutcomeUnknown`, not retried.
+"""
 
 from __future__ import annotations
 
-from .base import Channel, TransportError, register
+import logging
+import re
+from urllib.parse import quote, urlencode
+
+import urllib3
+from django.conf import settings
+
+from .base import SendResult, TransportError, register
+from .http import HttpChannel, HttpResponse, target_for
+
+logger = logging.getLogger(__name__)
+
+E164 = re.compile(r"\+[1-9]\d{1,14}")
+_SEPARATORS = re.compile(r"[\s().\-]")
+# Twilio answers 429 with code 20429 ("Too Many Requests"); everything else in 4xx is the request.
+TRANSIENT_PROVIDER_CODES = frozenset({20429})
+
+
+def e164(phone: str) -> str | None:
+    """The number in E.164 (``+14155550100``), tolerating spaces, dots, dashes and parentheses."""
+    candidate = _SEPARATORS.sub("", phone or "")
+    return candidate if E164.fullmatch(candidate) else None
 
 
 @register
-class SmsChannel(Channel):
+class SmsChannel(HttpChannel):
     name = "sms"
+    at_most_once = True
 
     def address(self, person) -> str | None:
         return person.phone or None
 
-    def send(self, message, person):
-        raise TransportError("the SMS channel is not configured", permanent=True)
+    def describe_error(self, response: HttpResponse) -> str:
+        error = response.json() or {}
+        code, text = error.get("code"), error.get("message")
+        if code or text:
+            return (
+                f"SMS provider error {code or '?'} (HTTP {response.status}): {text or ''}".strip()
+            )
+        return super().describe_error(response)
+
+    def permanent_for(self, response: HttpResponse) -> bool:
+        code = (response.json() or {}).get("code")
+        if code in TRANSIENT_PROVIDER_CODES:
+            return False
+        return super().permanent_for(response)
+
+    def send(self, message, person) -> SendResult:
+        sid = settings.ONRAMP_SMS_ACCOUNT_SID
+        token = settings.ONRAMP_SMS_AUTH_TOKEN
+        sender = settings.ONRAMP_SMS_FROM
+        missing = [
+            name
+            for name, value in (
+                ("ONRAMP_SMS_ACCOUNT_SID", sid),
+                ("ONRAMP_SMS_AUTH_TOKEN", token),
+                ("ONRAMP_SMS_FROM", sender),
+            )
+            if not value
+        ]
+        if missing:
+            raise TransportError(
+                f"SMS is not configured (set {', '.join(missing)})", permanent=True
+            )
+        to = e164(person.phone)
+        if to is None:
+            raise TransportError(
+                f"the phone number {person.phone!r} is not in E.164 format (+ country code and "
+                "number, such as +14155550100)",
+                permanent=True,
+            )
+        base = settings.ONRAMP_SMS_BASE_URL.rstrip("/")
+        url = f"{base}/2010-04-01/Accounts/{quote(sid, safe='')}/Messages.json"
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+            **urllib3.make_headers(basic_auth=f"{sid}:{token}"),
+        }
+        body = urlencode({"To": to, "From": sender, "Body": message.body}).encode()
+        response = self.post(target_for(url), body=body, headers=headers)
+        provider_id = str((response.json() or {}).get("sid") or "")
+        if not provider_id:
+            # Accepted (2xx), so it must not be retried; note the odd answer for support staff.
+            logger.warning(
+                "SMS provider accepted message %s without a sid (HTTP %s)",
+                message.pk,
+                response.status,
+            )
+        return SendResult(provider_id=provider_id)

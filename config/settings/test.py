@@ -19,3 +19,16 @@ STORAGES = {
 # settings.DATABASES after pytest-django has switched to the test database.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405
+
+# Tasks queued by tests (``.delay()``) must not land in the folder a ``dev.py run`` worker reads.
+if CELERY_BROKER_URL == "filesystem://":  # noqa: F405
+    _test_broker = VAR_DIR / "test-broker"  # noqa: F405
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_test_broker / "queue"),
+        "data_folder_out": str(_test_broker / "queue"),
+        "processed_folder": str(_test_broker / "processed"),
+        "control_folder": str(_test_broker / "control"),
+        "store_processed": False,
+    }
+    for _folder in ("queue", "processed", "control"):
+        (_test_broker / _folder).mkdir(parents=True, exist_ok=True)

@@ -121,11 +121,11 @@ def processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proce
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
     env["PYTHONUNBUFFERED"] = "1"
     if settings.CELERY_BROKER_URL == "filesystem://":
-        # Subprocesses derive their broker folders from ONRAMP_VAR_DIR (config/settings/base.py);
+        # Subprocesses derive their broker folders from ONRAMP_VAR_DIR (config/settings/test.py);
         # this process publishes to the same folders.
         var_dir = tmp_path / "var"
         env["ONRAMP_VAR_DIR"] = str(var_dir)
-        broker_dir = var_dir / "broker"
+        broker_dir = var_dir / "test-broker"
         options = dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS)
         for key, folder in [
             ("data_folder_in", "queue"),

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from . import views_rules, views_templates
+
+app_name = "triggers"
+
+urlpatterns = [
+    path("", views_rules.rules_list, name="rules"),
+    path("new/", views_rules.rule_new, name="rule_new"),
+    path("preview/", views_rules.rule_preview, name="rule_preview"),
+    path("trigger-fields/", views_rules.trigger_fields, name="trigger_fields"),
+    path("templates/", views_templates.templates_list, name="templates"),
+    path("templates/new/", views_templates.template_new, name="template_new"),
+    path("templates/preview/", views_templates.template_preview, name="template_preview"),
+    path("templates/<slug:slug>/", views_templates.template_edit, name="template_edit"),
+    path("<slug:slug>/", views_rules.rule_edit, name="rule_edit"),
+    path("<slug:slug>/status/", views_rules.rule_status, name="rule_status"),
+]

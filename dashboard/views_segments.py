@@ -280,7 +280,7 @@ def _place_problems(state: EditorState, problems: list[Problem], built: Built | 
             if match is not None and int(match.group(1)) < len(built.row_of_condition):
                 row = built.row_of_condition[int(match.group(1))]
                 name = CONDITION_ERROR_FIELDS.get(match.group(2) or "")
-                detail = path[match.end() :].lstrip(".")
+                detail = path[match.end(1) + 1 :].lstrip(".")
                 message = (
                     f"{detail}: {problem.message}" if name is None and detail else problem.message
                 )
@@ -291,17 +291,17 @@ def _place_problems(state: EditorState, problems: list[Problem], built: Built | 
 
 def _save(request: HttpRequest, state: EditorState, segment: Segment | None) -> Segment | None:
     form = state.form
-    valid = form.is_valid()
+    form.is_valid()
     definition, built, error = _definition_of(state, request.POST)
     if error:
         form.add_error("advanced", error)
         return None
-    slug = segment.slug if segment else (form.cleaned_data.get("slug") if valid else None)
+    slug = segment.slug if segment else form.cleaned_data.get("slug")
     if segment is None and slug and Segment.objects.filter(slug=slug).exists():
         form.add_error("slug", "A segment with this slug already exists.")
     _, problems = segment_problems(
         slug=slug or "placeholder",
-        name=form.cleaned_data.get("name", "") if valid else "placeholder",
+        name=form.cleaned_data.get("name") or "placeholder",
         definition=definition,
     )
     _place_problems(state, problems, built)
@@ -452,7 +452,7 @@ def _problem_label(problem: Problem, built: Built | None) -> str:
         and int(match.group(1)) < len(built.row_of_condition)
     ):
         row = built.row_of_condition[int(match.group(1))] + 1
-        detail = problem.path[match.end() :].lstrip(".")
+        detail = problem.path[match.end(1) + 1 :].lstrip(".")
         return f"Condition {row}{f' · {detail}' if detail else ''}: {problem.message}"
     return str(problem)
 

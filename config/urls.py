@@ -5,12 +5,14 @@ from django.urls import include, path
 from dashboard.views import healthz
 
 urlpatterns = [
+    path("v1/in-app/", include("triggers.api.urls")),
     path("v1/", include("onboarding.api.urls")),
     path("healthz", healthz, name="healthz"),
     path("t/", include("triggers.urls_links")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("demo/widget/", include("triggers.api.urls_demo")),
     path("rules/", include("triggers.urls")),
     path("", include("dashboard.urls")),
 ]

@@ -277,3 +277,21 @@ def test_tracking_api_is_unaffected(api):
     assert api.post("/v1/track", json.dumps(payload), content_type="application/json").json() == {
         "success": True
     }
+
+
+def test_widget_demo_requires_login_and_the_growth_group(client, charlie, sent):
+    response = client.get("/demo/widget/")
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    client.force_login(charlie)
+    assert client.get("/demo/widget/").status_code == 403
+
+
+def test_widget_demo_embeds_the_widget_for_the_chosen_user(client, alice, sent, settings):
+    settings.ONRAMP_IN_APP_SECRET = SECRET
+    client.force_login(alice)
+    page = client.get("/demo/widget/").content.decode()
+    assert "onramp.js" not in page and 'name="userId"' in page
+    page = client.get("/demo/widget/", {"userId": "u1", "writeKey": "wk"}).content.decode()
+    assert "onramp.js" in page and 'data-config="onramp-demo-config"' in page
+    assert user_hash("u1") in page  # computed server-side, as an app's backend would
+    assert "Welcome back" in page  # the inbox as the widget will see it

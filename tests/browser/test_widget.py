@@ -1,0 +1,98 @@
+"""A marketer opens the widget demo: the sent in-app message shows as a banner, closing it is
+recorded as dismissed (through the real widget, API and database)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+
+from tests.browser.conftest import login
+from tests.conftest import basic_auth
+from tests.triggers.conftest import T0, Timeline, make_rule
+from triggers.delivery.pipeline import deliver_due
+from triggers.models import Message
+from triggers.services.templates import template_save
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+M = timedelta(minutes=1)
+
+
+def wait_for(condition, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def sent_message(write_key) -> Message:
+    template_save(
+        slug="tip",
+        channel="in_app",
+        subject="Need a hand?",
+        body="<b>Set up</b> your profile: [Open profile](https://app.example.com/profile)",
+    )
+    make_rule(
+        "tip",
+        {
+            "trigger": {"kind": "event", "event": "Trial Ending"},
+            "follow_ups": [{"channel": "in_app", "template": "tip", "delay": "0s"}],
+        },
+    )
+    timeline = Timeline(Client(HTTP_AUTHORIZATION=basic_auth(write_key)))
+    timeline.send(T0, "u1", "Trial Ending")
+    timeline.tick(T0 + M)
+    deliver_due(now=T0 + M)
+    return Message.objects.get(status="sent")
+
+
+def test_demo_shows_the_banner_and_close_records_dismissed(
+    browser, live_server, alice, write_key, sent_message
+):
+    from selenium.webdriver.common.by import By
+
+    login(browser, live_server, "alice", "pw-alice")
+    browser.get(f"{live_server.url}/demo/widget/?userId=u1&writeKey={write_key}")
+    banner = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-onramp-message]"))[0]
+    assert banner.get_attribute("role") == "status"
+    assert banner.get_attribute("data-onramp-message") == str(sent_message.pk)
+    assert "Need a hand?" in banner.text
+    # Message text is text, never markup: the <b> arrives as characters.
+    assert "<b>Set up</b> your profile: Open profile" in banner.text
+    assert banner.find_elements(By.TAG_NAME, "b") == []
+    link = banner.find_element(By.CSS_SELECTOR, "a")
+    assert (link.text, link.get_attribute("href")) == (
+        "Open profile",
+        "https://app.example.com/profile",
+    )
+    wait_for(lambda: Message.objects.get(pk=sent_message.pk).seen_at)
+
+    close = banner.find_element(By.CSS_SELECTOR, "button[aria-label=Close]")
+    close.click()
+    wait_for(lambda: Message.objects.get(pk=sent_message.pk).dismissed_at)
+    assert browser.find_elements(By.CSS_SELECTOR, "[data-onramp-message]") == []
+    message = Message.objects.get(pk=sent_message.pk)
+    assert message.clicked_at is None
+
+
+def test_modal_is_a_focused_dialog_and_escape_dismisses(
+    browser, live_server, alice, write_key, sent_message
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    Message.objects.filter(pk=sent_message.pk).update(subject="[modal] Welcome back")
+    login(browser, live_server, "alice", "pw-alice")
+    browser.get(f"{live_server.url}/demo/widget/?userId=u1&writeKey={write_key}")
+    dialog = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[role=dialog]"))[0]
+    assert dialog.get_attribute("aria-modal") == "true"
+    assert "Welcome back" in dialog.text and "[modal]" not in dialog.text
+    assert browser.switch_to.active_element.get_attribute("aria-label") == "Close"
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait_for(lambda: Message.objects.get(pk=sent_message.pk).dismissed_at)

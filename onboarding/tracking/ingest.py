@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 
 from onboarding.flows.progress import refresh_after_ingest
 from onboarding.models import FailedEvent, Person, Source
@@ -26,7 +26,10 @@ from .parsing import TrackedEvent
 logger = logging.getLogger(__name__)
 
 _MAX_FAILED_PAYLOAD = 32 * 1024
-_TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
+# Serialization failure, deadlock; and the conflicts a concurrent merge can cause: a person this
+# batch resolved was merged away (foreign key) or an id was claimed first (unique). Retrying
+# resolves the batch again against the committed state.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "23503", "23505"}
 _ATTEMPTS = 3
 
 
@@ -178,7 +181,7 @@ def ingest_events(
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             return _write(source, events, list(rejections), received_at, endpoint)
-        except OperationalError as error:
+        except (OperationalError, IntegrityError) as error:
             if attempt == _ATTEMPTS or not _is_transient(error):
                 raise
             logger.warning("ingest retry %s after %s", attempt, error.__cause__)

@@ -498,6 +498,15 @@ def condition_row(request: HttpRequest) -> HttpResponse:
 # --- the list -----------------------------------------------------------------------------------
 
 
+def _describe_filter(key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        shown = value.get("value")
+        if isinstance(shown, list):
+            shown = ", ".join(str(item) for item in shown)
+        return f"{key} {str(value.get('op', '')).replace('_', ' ')} {shown}".strip()
+    return f"{key}={value}"
+
+
 def describe_condition(condition: Any) -> str:
     """A short human reading of one stored condition, for the list page."""
     if not isinstance(condition, dict):
@@ -513,7 +522,11 @@ def describe_condition(condition: Any) -> str:
     if "event" in condition:
         text = f"did {condition['event']}"
         if condition.get("where"):
-            text += " (" + ", ".join(f"{k}={v}" for k, v in condition["where"].items()) + ")"
+            text += (
+                " ("
+                + ", ".join(_describe_filter(k, v) for k, v in condition["where"].items())
+                + ")"
+            )
         if condition.get("count"):
             text += f" {condition['count'].get('op')} {condition['count'].get('value')} times"
         if condition.get("within"):

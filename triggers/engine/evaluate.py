@@ -22,18 +22,22 @@ from django.db.models import Max
 
 from onboarding.models import FlowProgress, Person, Segment
 from onboarding.segments import members_queryset
+from triggers.experiments.assign import assign
 from triggers.models import (
     DecisionLog,
     Enrollment,
+    Experiment,
+    ExperimentStatus,
     Message,
     MessageTemplate,
     Rule,
     RuleState,
     RuleStatus,
+    Variant,
 )
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.models.rules import EnrollmentStatus
-from triggers.rules.spec import RuleSpec, parse_rule
+from triggers.rules.spec import FollowUp, RuleSpec, parse_follow_ups, parse_rule
 
 from .detectors import Occurrence, detect
 from .timing import follow_up_due_at
@@ -160,15 +164,20 @@ def _enroll(
     )
     report.enrolled += len(fresh)
 
-    templates = {
-        t.slug: t.pk
-        for t in MessageTemplate.objects.filter(slug__in={f.template for f in spec.follow_ups})
+    sequences = _sequences(rule, spec, fresh, now)
+    wanted = {f.template for seq, _ in sequences.values() for f in seq} | {
+        f.template for f in spec.follow_ups
     }
+    templates = {t.slug: t.pk for t in MessageTemplate.objects.filter(slug__in=wanted)}
     zones = dict(
         Person.objects.filter(pk__in={e.person_id for e in fresh}).values_list("pk", "timezone")
     )
     messages: list[Message] = []
     for enrollment in fresh:
+        follow_ups, variant = sequences.get(enrollment.pk, (spec.follow_ups, None))
+        detail = {"occurrence": enrollment.occurrence_key, **enrollment.context}
+        if variant is not None:
+            detail["variant"] = variant.name
         decisions.append(
             DecisionLog(
                 at=now,
@@ -177,10 +186,26 @@ def _enroll(
                 rule_version=version,
                 enrollment=enrollment,
                 outcome="enrolled",
-                detail={"occurrence": enrollment.occurrence_key, **enrollment.context},
+                detail=detail,
             )
         )
-        for step, follow_up in enumerate(spec.follow_ups):
+        if variant is not None and variant.holdout:
+            decisions.append(
+                DecisionLog(
+                    at=now,
+                    person_id=enrollment.person_id,
+                    rule=rule,
+                    rule_version=version,
+                    enrollment=enrollment,
+                    outcome="holdout",
+                    reason="experiment",
+                    detail={
+                        "variant": variant.name,
+                        "would_have_sent": [f.to_definition() for f in spec.follow_ups],
+                    },
+                )
+            )
+        for step, follow_up in enumerate(follow_ups):
             messages.append(
                 Message(
                     idempotency_key=idempotency_key(
@@ -201,6 +226,33 @@ def _enroll(
     Message.objects.bulk_create(messages, ignore_conflicts=True, batch_size=1000)
     report.scheduled += len(messages)
     DecisionLog.objects.bulk_create(decisions, batch_size=1000)
+
+
+def _sequences(
+    rule: Rule, spec: RuleSpec, fresh: list[Enrollment], now: datetime
+) -> dict[int, tuple[tuple[FollowUp, ...], Variant | None]]:
+    """Per enrollment, the follow-ups to schedule: a running experiment's arm decides.
+
+    The holdout arm gets nothing (its "would have sent" is logged); an arm without its own
+    sequence gets the rule's.
+    """
+    experiment = Experiment.objects.filter(rule=rule, status=ExperimentStatus.RUNNING).first()
+    if experiment is None or not fresh:
+        return {}
+    arms = assign(experiment, {e.person_id for e in fresh}, now)
+    out: dict[int, tuple[tuple[FollowUp, ...], Variant | None]] = {}
+    for enrollment in fresh:
+        variant = arms[enrollment.person_id]
+        enrollment.variant = variant
+        if variant.holdout:
+            sequence: tuple[FollowUp, ...] = ()
+        elif variant.follow_ups:
+            sequence, _ = parse_follow_ups(variant.follow_ups)
+        else:
+            sequence = spec.follow_ups
+        out[enrollment.pk] = (sequence, variant)
+    Enrollment.objects.bulk_update(fresh, ["variant"], batch_size=1000)
+    return out
 
 
 def _exits(rule: Rule, spec: RuleSpec, now: datetime, report: RuleReport) -> None:

@@ -1,14 +1,18 @@
 """Rules, their immutable versions, enrollments, the message ledger, templates and the logs."""
 
+from .experiments import Assignment, Experiment, ExperimentStatus, Variant
 from .logs import AuditLog, DecisionLog, Heartbeat
 from .messages import Message, MessageStatus, MessageTemplate, ReviewItem, ReviewStatus
 from .rules import Channel, Enrollment, Rule, RuleState, RuleStatus, RuleVersion
 
 __all__ = [
+    "Assignment",
     "AuditLog",
     "Channel",
     "DecisionLog",
     "Enrollment",
+    "Experiment",
+    "ExperimentStatus",
     "Heartbeat",
     "Message",
     "MessageStatus",
@@ -19,4 +23,5 @@ __all__ = [
     "RuleState",
     "RuleStatus",
     "RuleVersion",
+    "Variant",
 ]

@@ -95,6 +95,10 @@ class Enrollment(models.Model):
     enrolled_at = models.DateTimeField()
     # What the person had reached when enrolled, for "exit when progressed".
     context = models.JSONField(default=dict, blank=True)
+    # The experiment arm this enrollment was given (None outside experiments).
+    variant = models.ForeignKey(
+        "triggers.Variant", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     status = models.CharField(
         max_length=8, choices=EnrollmentStatus.choices, default=EnrollmentStatus.ACTIVE
     )

@@ -441,3 +441,19 @@ def parse_rule(data: Any, catalog: Catalog | None = None) -> tuple[RuleSpec | No
         fallback=fallback,
     )
     return spec, []
+
+
+def parse_follow_ups(
+    data: Any, catalog: Catalog | None = None, *, path: str = "follow_ups"
+) -> tuple[tuple[FollowUp, ...], list[Problem]]:
+    """Follow-ups on their own (an experiment variant's sequence), problems under ``path``."""
+    r = _Reader()
+    follow_ups = _parse_follow_ups(r, data, catalog)
+    problems = [
+        Problem(
+            path + p.path[len("follow_ups") :] if p.path.startswith("follow_ups") else p.path,
+            p.message,
+        )
+        for p in r.problems
+    ]
+    return follow_ups, problems

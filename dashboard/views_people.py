@@ -35,5 +35,6 @@ def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "flows": person_flows(person),
         "timeline": person_timeline(person),
         "identities": list(person.identities.order_by("kind", "value")),
+        "section": "people",
     }
     return render(request, "dashboard/people/detail.html", context)

@@ -205,8 +205,8 @@ class RuleForm(forms.Form):
             self.fields["slug"].disabled = True
             self.fields["slug"].help_text = "The slug cannot change once the rule exists."
         kind = self.value_of("kind") or TRIGGER_KINDS[0]
-        self.kind = kind if kind in TRIGGER_KINDS else TRIGGER_KINDS[0]
-        flow_blank = "(no flow: any time)" if self.kind == "milestone" else "Choose a flow…"
+        self.trigger_kind = kind if kind in TRIGGER_KINDS else TRIGGER_KINDS[0]
+        flow_blank = "(no flow: any time)" if self.trigger_kind == "milestone" else "Choose a flow…"
         self._choices("flow", [("", flow_blank)] + [(s, f.name) for s, f in flows.items()])
         flow = flows.get(self.value_of("flow") or "")
         steps = (
@@ -249,7 +249,7 @@ class RuleForm(forms.Form):
 
     @property
     def kind_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in KIND_FIELDS[self.kind]]
+        return [self[name] for name in KIND_FIELDS[self.trigger_kind]]
 
 
 def template_choices(
@@ -357,7 +357,7 @@ def row_forms(
 def build_definition(form: RuleForm, rows: list[FollowUpForm]) -> dict[str, Any]:
     """The definition dict from a bound, cleaned form (fields with errors are left out)."""
     data = form.cleaned_data
-    kind = form.kind
+    kind = form.trigger_kind
     trigger: dict[str, Any] = {"kind": kind}
     for name in KIND_FIELDS[kind]:
         value = data.get(name)
@@ -500,7 +500,7 @@ def attach_problems(
         name = _PATH_FIELDS.get(path)
         if name is None and path.startswith("trigger."):
             name = path.split(".", 1)[1]
-            if name not in form.fields or name not in KIND_FIELDS[form.kind]:
+            if name not in form.fields or name not in KIND_FIELDS[form.trigger_kind]:
                 name = "kind"
         if name is None:
             unplaced.append(str(problem))

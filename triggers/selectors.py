@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from onboarding.configfile.durations import format_duration
 from onboarding.configfile.errors import ProblemsError
@@ -123,6 +124,21 @@ class RuleRow:
     @property
     def state(self) -> Any:
         return getattr(self.rule, "state", None)
+
+    @property
+    def last_tick_ago(self) -> str:
+        """When the rule was last evaluated, roughly: "just now", "4 min ago", "2 h ago"."""
+        at = getattr(self.state, "last_tick_at", None)
+        if at is None:
+            return ""
+        seconds = max(0, int((timezone.now() - at).total_seconds()))
+        if seconds < 60:
+            return "just now"
+        if seconds < 3600:
+            return f"{seconds // 60} min ago"
+        if seconds < 86400:
+            return f"{seconds // 3600} h ago"
+        return f"{seconds // 86400} d ago"
 
     @property
     def tick_duration(self) -> str:

@@ -80,7 +80,9 @@ def _display_state(
 ) -> tuple[RuleForm, list[FollowUpForm]]:
     """Unbound forms showing ``values`` (no errors): for GET and for re-renders."""
     form = lookups.rule_form(initial=values, editing=editing)
-    has_flow = form.kind in FLOW_KINDS or (form.kind == "milestone" and values.get("flow"))
+    has_flow = form.trigger_kind in FLOW_KINDS or (
+        form.trigger_kind == "milestone" and values.get("flow")
+    )
     if not has_flow and values.get("exit_when") in ("progressed", "completed"):
         form.initial["exit_when"] = "never"  # the only choice the spec accepts without a flow
     return form, row_forms(rows, lookups.templates, bound=False)
@@ -104,7 +106,13 @@ def _preview(
     }
     spec, problems = parse_rule(trigger_only, _TriggerCatalog())
     if spec is None:
-        return {"preview_problems": [p.message for p in problems if p.path.startswith("trigger")]}
+        return {
+            "preview_problems": [
+                (_field_label(form, p.path), p.message)
+                for p in problems
+                if p.path.startswith("trigger")
+            ]
+        }
     return {
         "population": selectors.trigger_population(
             spec.trigger, segment_slug=definition.get("segment"), now=now, flows=lookups.flows
@@ -112,6 +120,12 @@ def _preview(
         "latency": selectors.detection_latency(spec.trigger),
         "first_delay": definition["follow_ups"][0]["delay"] if definition["follow_ups"] else "",
     }
+
+
+def _field_label(form: RuleForm, path: str) -> str:
+    name = path.split(".", 1)[1] if "." in path else "kind"
+    field = form.fields.get(name) or form.fields["kind"]
+    return str(field.label or name.capitalize())
 
 
 class _TriggerCatalog(DatabaseCatalog):
@@ -252,7 +266,7 @@ def trigger_fields(request: HttpRequest) -> HttpResponse:
     values = _values(request.GET)
     form, _rows = _display_state(lookups, values, [], editing=False)
     if not values.get("exit_when"):
-        form.initial["exit_when"] = _default_exit(form.kind)
+        form.initial["exit_when"] = _default_exit(form.trigger_kind)
     context = {"form": form, "event_names": selectors.known_event_names(now=timezone.now())}
     return render(request, f"{EDITOR}#trigger-fields", context)
 

@@ -8,6 +8,7 @@ no value and no ``default`` is reported instead of sending "Hi ,".
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -26,6 +27,8 @@ from triggers.rendering import render as render_liquid
 from triggers.services.templates import SUBJECT_CHANNELS, template_save
 
 EDITOR = "triggers/templates/editor.html"
+# How strict rendering reports a variable with no value and no default.
+_UNDEFINED = re.compile(r"^'([^']+)' is undefined")
 
 
 class TemplateForm(forms.Form):
@@ -85,6 +88,8 @@ def _preview_context(data: dict[str, Any]) -> dict[str, Any]:
         )
     except TemplateProblem as problem:
         context["preview_problem"] = problem
+        missing = _UNDEFINED.match(problem.message)
+        context["preview_missing"] = missing.group(1) if missing else ""
     else:
         context["rendered"] = rendered
     context["preview_traits"] = sorted((person.traits or {}).keys())
@@ -114,6 +119,7 @@ def _editor(request: HttpRequest, template: MessageTemplate | None) -> HttpRespo
                 except ValidationError as error:
                     for field, errors in error.message_dict.items():
                         for message in errors:
+                            message = message[:1].upper() + message[1:]
                             form.add_error(field if field in form.fields else None, message)
                 else:
                     verb = "Saved" if changed else "No changes to"

@@ -347,6 +347,7 @@ def test_trigger_fields_partial_follows_the_kind(growth, flow, templates):
     assert html.lstrip().startswith('<section class="card" id="trigger-fields">')
     assert 'name="times"' in html and 'name="within"' in html and 'name="event"' in html
     assert 'name="minutes"' not in html
+    assert '<option value="repeated_event" selected>' in html
     # the stop condition follows out of band: an event trigger has no flow to progress in
     assert 'hx-swap-oob="true"' in html
     assert '<option value="never" selected>' in html

@@ -103,7 +103,7 @@ def test_unknown_filter_in_subject_is_next_to_the_subject(growth):
         "action": "save",
     }
     html = growth.post("/rules/templates/new/", data).content.decode()
-    assert "unknown filter &#x27;shout&#x27;" in field_block(html, "subject")
+    assert "Unknown filter &#x27;shout&#x27;" in field_block(html, "subject")
 
 
 def test_email_needs_a_subject(growth):

@@ -256,3 +256,22 @@ def test_run_triggers_enrolls_and_delivers_in_one_pass(api, timeline, capsys):
     out = capsys.readouterr().out
     assert "trial" in out and "Delivery: sent 1" in out
     assert Message.objects.get().status == "sent"
+
+
+def test_shadow_rule_records_everything_and_sends_nothing(api, timeline, smtp):
+    identify(api, "u1", email="ada@example.com")
+    rule = event_rule()
+    rule.shadow = True
+    rule.save(update_fields=["shadow"])
+    timeline.send(T0, "u1", "Trial Ending")
+    timeline.tick(T0 + M)
+    report = deliver_due(now=T0 + M)
+    assert report.outcomes == {"shadow": 1}
+    message = Message.objects.get()
+    assert (message.status, message.reason, message.subject) == (
+        "suppressed",
+        "shadow",
+        "Finish setting up",
+    )
+    assert smtp.messages == []
+    assert DecisionLog.objects.filter(outcome="shadow").count() == 1

@@ -251,6 +251,13 @@ def _prepare(pk: int, now: datetime, report: DeliveryReport) -> tuple[Message, P
         return None
 
     message.subject, message.body = rendered.subject, rendered.body
+    if message.rule.shadow:
+        # Shadow mode: every check ran; record what would have been sent, send nothing.
+        message.status, message.reason = MessageStatus.SUPPRESSED, "shadow"
+        message.save(update_fields=["status", "reason", "subject", "body"])
+        _log(message, now, "shadow", "would_have_sent")
+        report.add("shadow")
+        return None
     return _write_ledger(message, person, channel, now, report)
 
 

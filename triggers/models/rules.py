@@ -28,6 +28,10 @@ class Rule(models.Model):
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=8, choices=RuleStatus.choices, default=RuleStatus.DRAFT)
     priority = models.IntegerField(default=0, help_text="Higher wins when rules compete.")
+    shadow = models.BooleanField(
+        default=False,
+        help_text="Evaluate and record every decision, but send nothing (to try a rule safely).",
+    )
     current_version = models.ForeignKey(
         "RuleVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )

@@ -60,6 +60,7 @@ def rule_save(
     definition: dict[str, Any],
     priority: int = 0,
     status: str | None = None,
+    shadow: bool | None = None,
     actor: Any = None,
 ) -> tuple[Rule, bool]:
     """Create or update a rule. A new version is made only when the definition changes."""
@@ -72,7 +73,12 @@ def rule_save(
         rule.full_clean(exclude=["current_version"])
         rule.save()
     changes: dict[str, Any] = {}
-    for field, value in (("name", name), ("priority", priority)):
+    fields = [("name", name), ("priority", priority)]
+    if shadow is not None:
+        fields.append(("shadow", shadow))
+        if created:
+            rule.shadow = shadow
+    for field, value in fields:
         if not created and getattr(rule, field) != value:
             changes[field] = [getattr(rule, field), value]
             setattr(rule, field, value)

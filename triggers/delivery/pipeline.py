@@ -392,9 +392,12 @@ def deliver_due(
 
     from triggers.channels.email import EmailChannel
 
-    now = now or timezone.now()
+    # A pinned ``now`` (tests, replays) stays fixed; otherwise each message reads the clock, so
+    # that a lease written late in a long pass runs from its own send, not from the pass's start
+    # (a lease already expired when written lets another worker's sweeper take the message).
+    clock = (lambda: now) if now is not None else timezone.now
     report = DeliveryReport()
-    sweep_expired_leases(now, report)
+    sweep_expired_leases(clock(), report)
     started = time.monotonic()
     mail = get_connection()
     EmailChannel.connection = mail
@@ -403,14 +406,14 @@ def deliver_due(
         while time.monotonic() - started < time_budget:
             ids = [
                 pk
-                for pk in due_message_ids(now, limit or settings.ONRAMP_DELIVERY_BATCH)
+                for pk in due_message_ids(clock(), limit or settings.ONRAMP_DELIVERY_BATCH)
                 if pk not in seen
             ]
             if not ids:
                 break
             for pk in ids:
                 seen.add(pk)
-                deliver_message(pk, now=now, report=report)
+                deliver_message(pk, now=clock(), report=report)
                 if time.monotonic() - started >= time_budget:
                     break
     finally:

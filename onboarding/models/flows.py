@@ -82,6 +82,13 @@ class FlowProgress(models.Model):
         indexes = [
             models.Index(fields=["flow", "entered_at"], name="flowprogress_entered"),
             models.Index(fields=["flow", "furthest_step", "reached_at"], name="flowprogress_step"),
+            # People who entered again after their first entry: the few a funnel whose range
+            # starts after their first entry walks from raw events.
+            models.Index(
+                fields=["flow", "latest_entry_at"],
+                condition=models.Q(latest_entry_at__gt=models.F("entered_at")),
+                name="flowprogress_reentry",
+            ),
         ]
 
     def __str__(self) -> str:

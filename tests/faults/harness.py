@@ -7,6 +7,7 @@ processes and transactions, never the application's tables.
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import json
 import logging
@@ -88,7 +89,7 @@ class _Recorder:
             with self.lock:
                 self.refusals += 1
             return self.refuse_with
-        key = self._parser.parsebytes(envelope.content).get("X-Onramp-Message", "")
+        key = self._parser.parsebytes(envelope.content).get("X-Onramp-Message", "").strip()
         with self.lock:
             self.keys.append(key)
             with self.log.open("a") as log:
@@ -172,10 +173,8 @@ class CeleryProcess:
 
     def kill_group(self) -> None:
         """SIGKILL everything in the session (orphaned pool children included)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if self.popen.poll() is None:
             self.popen.wait(timeout=15)
         if not self._log_file.closed:

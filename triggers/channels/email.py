@@ -80,14 +80,34 @@ class EmailChannel(Channel):
         )
         email.attach_alternative(html_body(message.body, message.pk, unsubscribe), "text/html")
         try:
+            if self.connection is not None:
+                # A pass's connection stays open across its messages (open() is a no-op when it
+                # is); unopened, Django's backend would connect and quit for every message.
+                self.connection.open()
             email.send(fail_silently=False)
         except smtplib.SMTPRecipientsRefused as error:
-            raise TransportError(f"recipient refused: {error.recipients}", permanent=True) from None
+            self._drop_connection()
+            # 4xx at RCPT (greylisting, a full mailbox) is temporary; only 5xx is final.
+            permanent = all(500 <= code < 600 for code, _ in error.recipients.values())
+            raise TransportError(
+                f"recipient refused: {error.recipients}", permanent=permanent
+            ) from None
         except smtplib.SMTPResponseException as error:
+            self._drop_connection()
             permanent = 500 <= error.smtp_code < 600
             raise TransportError(
                 f"SMTP {error.smtp_code}: {error.smtp_error!r}", permanent=permanent
             ) from None
         except (TimeoutError, smtplib.SMTPException, OSError) as error:
+            self._drop_connection()
             raise TransportError(f"SMTP unavailable: {error}") from None
         return SendResult(provider_id=email.extra_headers.get("Message-ID", ""))
+
+    def _drop_connection(self) -> None:
+        """After an error the pass's connection may be dead: the next message reconnects."""
+        if self.connection is None:
+            return
+        try:
+            self.connection.close()
+        except Exception:  # quitting a broken connection may fail; it is dropped either way
+            self.connection.connection = None

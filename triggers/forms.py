@@ -42,9 +42,9 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
 }
 FLOW_KINDS = ("inactive_in_flow", "step_abandoned", "inactive_sessions")
 EXIT_LABELS = {
-    "progressed": "The person progresses past the step (or completes)",
-    "completed": "The person completes the flow",
-    "never": "Never: send the whole sequence",
+    "progressed": "They make progress in the flow",
+    "completed": "They complete the flow",
+    "never": "Never (send every follow-up)",
 }
 RESERVED_SLUGS = {"new", "preview", "templates", "trigger-fields"}
 ROW_PREFIX = "follow_ups"

@@ -315,7 +315,7 @@ def _beta_density(a: float, b: float):
 def _quadrature_greater(a_n: float, b_n: float, a_w: float, b_w: float) -> float:
     """P(X_n > X_w) = ∫ f_n(x) F_w(x) dx for large a and b, where X_n is the narrower posterior.
 
-    Composite 10-point Gauss–Legendre panels one standard deviation of X_n wide over its mean
+    Composite 10-point Gauss–Legendre panels two standard deviations of X_n wide over its mean
     ± 14 sd; F_w at each node is accumulated from X_w's lower tail (mean − 14 sd) with 5-point rules
     between consecutive points, and carried on to its upper tail. Both densities are evaluated
     relative to their modes and normalised by their own quadrature sums, so no log-gamma (whose

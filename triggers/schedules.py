@@ -11,6 +11,7 @@ SCHEDULES: dict[str, tuple[str, int]] = {
     "onramp: evaluate trigger rules": ("triggers.tasks.evaluate_rules", 30),
     "onramp: deliver due follow-ups": ("triggers.tasks.deliver_due", 15),
     "onramp: purge old failed events": ("onboarding.tasks.purge_failed_events", 6 * 3600),
+    "onramp: roll up KPIs": ("dashboard.tasks.rollup_kpis", 3600),
 }
 
 

@@ -63,6 +63,10 @@ def _lift(value: float | None) -> str:
     return _percent(value, signed=True)
 
 
+def _chance(value: float) -> str:
+    return ">99.99%" if value > 0.9999 else "<0.01%" if value < 0.0001 else _percent(value)
+
+
 def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}" if value >= 0.0001 else f"{value:.1e}"
 
@@ -83,7 +87,7 @@ def render_table(analysis: Analysis) -> str:
             f"  relative lift       {_lift(c.relative_lift):>10}  "
             f"{_interval(c.relative_lift_ci, _lift)}",
             f"  p-value             {_p(c.p_value):>10}  (Holm-adjusted {_p(c.p_value_holm)})",
-            f"  chance to beat      {_percent(c.chance_to_beat_control):>10}",
+            f"  chance to beat      {_chance(c.chance_to_beat_control):>10}",
             f"  expected loss       ship {c.expected_loss_ship * 100:.3f} pp, "
             f"keep {c.expected_loss_keep * 100:.3f} pp",
         ]

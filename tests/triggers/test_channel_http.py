@@ -220,3 +220,30 @@ def test_invalid_provider_url_is_permanent():
     with pytest.raises(TransportError) as caught:
         target_for("ftp://example.com/x")
     assert caught.value.permanent
+
+
+def test_https_to_a_pinned_address_sends_the_host_name_as_sni():
+    """TLS to the checked IP still names the host (SNI, and so the certificate check)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received: list[bytes] = []
+
+    def accept() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(2)
+            received.append(connection.recv(4096))
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    target = Target("https", "hooks.example.test", listener.getsockname()[1], "/", ("127.0.0.1",))
+    with pytest.raises(TransportError) as caught:
+        AtLeastOnce().post(target, body=b"{}", headers={})
+    thread.join(3)
+    listener.close()
+    assert not caught.value.permanent  # the handshake failed: nothing was sent
+    assert received and received[0][:1] == b"\x16"  # a TLS ClientHello…
+    assert b"hooks.example.test" in received[0]  # …naming the host, not the IP

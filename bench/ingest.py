@@ -1,0 +1,503 @@
+"""Ingestion benchmark (DESIGN §5): the batch endpoint over HTTP against a raw ``COPY`` baseline.
+
+    python bench/ingest.py [--events 1000000] [--clients 4] [--batch 500] [--workers 2]
+
+PostgreSQL only. In one run, on one machine:
+
+1. creates its own database (``DATABASE_URL``, default
+   ``postgres://postgres@127.0.0.1:5432/onramp_bench``; dropped and re-created), migrates it,
+   installs the demo's 5-step activation flow (so flow progress is maintained as events arrive)
+   and creates a source;
+2. generates N events with the seeded demo generator (:mod:`onboarding.demo`, fixed seed), as
+   pre-serialized Segment batch bodies, and the same rows in ``COPY`` text format;
+3. (a) baseline: ``COPY`` of those rows into a scratch table created ``LIKE onboarding_event
+   INCLUDING ALL`` (same columns, indexes and unique constraint), timed including the commit;
+4. (b) starts gunicorn on 127.0.0.1 (production settings, DEBUG off, rate limiter off) and sends
+   the batches to ``POST /v1/batch`` from several client processes over keep-alive connections,
+   from the first request to the last 200; then checks that exactly N events are stored;
+5. measures single ``POST /v1/track`` latency (one client, sequential calls, p50/p99);
+6. prints a table with the ratio b/a (target ≥ 0.30) and drops the database (``--keep-db`` keeps it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import multiprocessing as mp
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench"
+SEED = 20240601
+EVENT_COLUMNS = (
+    "source_id",
+    "person_id",
+    "type",
+    "name",
+    "timestamp",
+    "received_at",
+    "message_id",
+    "user_id",
+    "anonymous_id",
+    "properties",
+    "context",
+)
+COPY_TABLE = "bench_copy_event"
+
+
+# --- database --------------------------------------------------------------------------------
+
+
+def _maintenance_url(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name:
+        raise SystemExit("DATABASE_URL must name a database, e.g. …/onramp_bench")
+    return urlunsplit(parts._replace(path="/postgres")), name
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    admin, name = _maintenance_url(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    admin, name = _maintenance_url(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def server_env(url: str) -> dict[str, str]:
+    """Environment for Django in this process and in gunicorn: production settings over HTTP."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "DATABASE_URL": url,
+            "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECURE_SSL_REDIRECT": "0",
+            "ONRAMP_RATE_LIMIT_REQUESTS": "0",
+            "ONRAMP_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    env.pop("REDIS_URL", None)  # the limiter is off; nothing else on this path uses the cache
+    return env
+
+
+def setup_django(url: str) -> str:
+    """Migrate the bench database, install the demo flow, create a source; return its key."""
+    os.environ.update(server_env(url))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from onboarding.demo_config import install_demo_config
+    from onboarding.services.sources import source_create
+
+    call_command("migrate", verbosity=0)
+    install_demo_config()  # the 5-step activation flow, so ingestion maintains flow progress
+    return source_create(name="bench").write_key
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def _copy_text(value: str) -> str:
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+def _dumps(value: dict) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def generate(
+    events: int, batch_size: int, source_id: int, track_calls: int
+) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """Batch bodies for HTTP, the same rows as COPY text chunks, and single track bodies."""
+    from onboarding.demo import iter_journeys
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    sent_at = now.isoformat().replace("+00:00", "Z")
+    received = now.isoformat()
+    bodies: list[bytes] = []
+    copy_chunks: list[bytes] = []
+    batch: list[dict] = []
+    lines: list[str] = []
+    users: list[str] = []
+    produced = 0
+    for person_id, (person, payloads) in enumerate(
+        iter_journeys(people=events, seed=SEED, now=now), start=1
+    ):
+        users.append(person.user_id)
+        for payload in payloads:
+            batch.append(payload)
+            is_traits = payload["type"] == "identify"
+            row = (
+                str(source_id),
+                str(person_id),
+                payload["type"],
+                payload.get("event", ""),
+                payload["timestamp"],
+                received,
+                payload["messageId"],
+                payload.get("userId", ""),
+                payload["anonymousId"],
+                _dumps(payload["traits"] if is_traits else payload["properties"]),
+                _dumps(payload["context"]),
+            )
+            lines.append("\t".join(_copy_text(v) for v in row))
+            produced += 1
+            if len(batch) == batch_size or produced == events:
+                bodies.append(
+                    json.dumps({"batch": batch, "sentAt": sent_at}, separators=(",", ":")).encode()
+                )
+                copy_chunks.append(("\n".join(lines) + "\n").encode())
+                batch, lines = [], []
+            if produced == events:
+                break
+        if produced == events:
+            break
+    tracks = [
+        json.dumps(
+            {
+                "userId": users[i % len(users)],
+                "event": "Settings Opened",
+                "properties": {"section": "notifications"},
+                "context": {"library": {"name": "analytics-python", "version": "2.3.3"}},
+                "messageId": f"bench-track-{i}",
+            }
+        ).encode()
+        for i in range(track_calls + 50)
+    ]
+    return bodies, copy_chunks, tracks
+
+
+# --- (a) COPY --------------------------------------------------------------------------------
+
+
+def run_copy(url: str, chunks: list[bytes]) -> float:
+    import psycopg
+
+    columns = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+    with psycopg.connect(url) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {COPY_TABLE}")
+        conn.execute(f"CREATE TABLE {COPY_TABLE} (LIKE onboarding_event INCLUDING ALL)")
+        conn.commit()
+        conn.execute("CHECKPOINT")
+        started = time.perf_counter()
+        copy_sql = f"COPY {COPY_TABLE} ({columns}) FROM STDIN"
+        with conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            for chunk in chunks:
+                copy.write(chunk)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        count = conn.execute(f"SELECT count(*) FROM {COPY_TABLE}").fetchone()[0]  # noqa: S608
+        if count != sum(chunk.count(b"\n") for chunk in chunks):
+            raise SystemExit(f"COPY stored {count} rows, expected more")
+        conn.execute(f"DROP TABLE {COPY_TABLE}")
+        conn.commit()
+        conn.execute("CHECKPOINT")
+    return elapsed
+
+
+# --- (b) HTTP --------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(url: str, port: int, workers: int, threads: int) -> subprocess.Popen:
+    command = [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "config.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread" if threads > 1 else "sync",
+        "--threads",
+        str(threads),
+        "--keep-alive",
+        "60",
+        "--timeout",
+        "120",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=server_env(url))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v1/openapi.json")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return process
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise SystemExit("gunicorn exited during start-up")
+        time.sleep(0.2)
+    process.terminate()
+    raise SystemExit("gunicorn did not answer within 30 s")
+
+
+def start_profiler(pid: int, output: str) -> subprocess.Popen:
+    """Sample every gunicorn worker, idle threads included, so waits on PostgreSQL show too."""
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--idle"]
+    command += ["--format", "raw", "--rate", "200", "--output", output, "--nonblocking"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    time.sleep(1)
+    return process
+
+
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict) -> int:
+    conn.request("POST", path, body, headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def _client(port, auth, bodies, start, results) -> None:
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.connect()
+    start.wait()
+    failures = 0
+    for body in bodies:
+        for attempt in range(5):
+            try:
+                status = _post(conn, "/v1/batch", body, headers)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                status = 0
+            if status == 200:
+                break
+            failures += 1
+            time.sleep(0.1 * (attempt + 1))
+        else:
+            results.put(("error", f"batch failed with status {status}"))
+            return
+    results.put(("done", time.monotonic(), failures))
+
+
+def run_http(port: int, key: str, bodies: list[bytes], clients: int) -> tuple[float, int]:
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    context = mp.get_context("fork")
+    start = context.Event()
+    results = context.Queue()
+    processes = [
+        context.Process(target=_client, args=(port, auth, bodies[i::clients], start, results))
+        for i in range(clients)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(0.5)  # let every client connect
+    started = time.monotonic()
+    start.set()
+    finished, retries = [], 0
+    for _ in processes:
+        outcome = results.get()
+        if outcome[0] == "error":
+            raise SystemExit(outcome[1])
+        finished.append(outcome[1])
+        retries += outcome[2]
+    for process in processes:
+        process.join()
+    return max(finished) - started, retries
+
+
+def run_track_latency(port: int, key: str, bodies: list[bytes], calls: int) -> list[float]:
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for body in bodies[:50]:  # warm-up
+        _post(conn, "/v1/track", body, headers)
+    latencies = []
+    for body in bodies[50 : 50 + calls]:
+        started = time.perf_counter()
+        status = _post(conn, "/v1/track", body, headers)
+        latencies.append(time.perf_counter() - started)
+        if status != 200:
+            raise SystemExit(f"/v1/track answered {status}")
+    conn.close()
+    return latencies
+
+
+def stored_counts(url: str) -> tuple[int, int, int]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return tuple(
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+            for table in ("onboarding_event", "onboarding_person", "onboarding_flowprogress")
+        )
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def machine(url: str) -> list[tuple[str, str]]:
+    import psycopg
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    with psycopg.connect(url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    return [
+        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("cpus (nproc)", str(os.cpu_count())),
+        ("cpu model", cpu),
+        ("ram", f"{mem_kb / 1024 / 1024:.1f} GiB"),
+        ("load average before", " ".join(f"{x:.2f}" for x in os.getloadavg())),
+        ("postgresql", version),
+        ("python", platform.python_version()),
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=4, help="client processes (4)")
+    parser.add_argument("--batch", type=int, default=500, help="events per batch request (500)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker (2: gthread)")
+    parser.add_argument("--track-calls", type=int, default=2000)
+    parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run gunicorn under py-spy (pip install py-spy) and write collapsed stacks to FILE",
+    )
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise SystemExit("bench/ingest.py runs on PostgreSQL only: set DATABASE_URL=postgres://…")
+
+    info = machine(_maintenance_url(url)[0])
+    t0 = time.perf_counter()
+    recreate_database(url)
+    key = setup_django(url)
+    from django.db import connections
+
+    from onboarding.models import Source
+
+    source_id = Source.objects.get(name="bench").pk
+    connections.close_all()
+    print(f"setup: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    t0 = time.perf_counter()
+    bodies, chunks, tracks = generate(args.events, args.batch, source_id, args.track_calls)
+    size = sum(map(len, bodies))
+    print(
+        f"generated {args.events} events in {len(bodies)} batches "
+        f"({size / 1e6:.0f} MB of JSON) in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+
+    copy_seconds = run_copy(url, chunks)
+    del chunks
+    print(f"(a) COPY: {copy_seconds:.2f} s", flush=True)
+
+    port = _free_port()
+    server = start_gunicorn(url, port, args.workers, args.threads)
+    try:
+        spy = start_profiler(server.pid, args.profile) if args.profile else None
+        http_seconds, retries = run_http(port, key, bodies, args.clients)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+            spy.wait(timeout=60)
+        print(f"(b) HTTP: {http_seconds:.2f} s", flush=True)
+        stored, people, progress = stored_counts(url)
+        latencies = run_track_latency(port, key, tracks, args.track_calls)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    if stored != args.events:
+        raise SystemExit(f"stored {stored} events, expected {args.events}")
+
+    copy_rate = args.events / copy_seconds
+    http_rate = args.events / http_seconds
+    print()
+    for name, value in info:
+        print(f"{name:<20} {value}")
+    print(
+        f"{'setup':<20} {args.clients} client processes, gunicorn {args.workers} workers x "
+        f"{args.threads} threads, {args.batch} events per batch; {retries} retried requests"
+    )
+    print()
+    print(f"| {'method':<32} | {'rows':>9} | {'seconds':>8} | {'events/s':>9} |")
+    print(f"|{'-' * 34}|{'-' * 10}:|{'-' * 9}:|{'-' * 10}:|")
+    print(
+        f"| {'(a) COPY, indexed scratch table':<32} | {args.events:>9} | "
+        f"{copy_seconds:>8.2f} | {copy_rate:>9.0f} |"
+    )
+    print(
+        f"| {'(b) POST /v1/batch over HTTP':<32} | {args.events:>9} | "
+        f"{http_seconds:>8.2f} | {http_rate:>9.0f} |"
+    )
+    verdict = "meets" if http_rate / copy_rate >= 0.30 else "BELOW"
+    print(f"\nratio b/a: {http_rate / copy_rate:.2f} ({verdict} the 0.30 target)")
+    print(f"stored: {stored} events (= N), {people} people, {progress} flow progress rows")
+    print(
+        f"single /v1/track, 1 client, {len(latencies)} sequential calls: "
+        f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms (target p99 < 20 ms)"
+    )
+    if not args.keep_db:
+        drop_database(url)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""Backtest: replay one rule over stored events on a virtual clock (DESIGN §4.6).
+
+Read-only. The question answered is "what would the live engine have done, had this rule been
+active and ticked every 30 s from ``since`` to ``until``, with the events arriving at their
+``received_at``?" — detection (:mod:`.detection`), then enrollment exactly as
+``triggers.engine.evaluate`` decides it (segment, re-entry, one occurrence per person per tick),
+then the follow-ups' due times (``follow_up_due_at``), then an estimate of delivery with the
+pipeline's checks in its order (consent → address → exit → caps → quiet hours → render).
+
+Approximations, stated in every result (``approximations``):
+- segment membership is evaluated now, not at each tick;
+- templates are rendered with people's current traits, consent and addresses are current;
+- the global cap counts what live rules actually sent in the period plus this rule's simulated
+  sends; live rules' own sends are taken as they happened (this rule would have changed them);
+- a running experiment's arms are not simulated: everyone gets the rule's follow-ups;
+- re-entry only sees the simulated enrollments (not enrollments a saved rule really made).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+from types import SimpleNamespace
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count
+from django.utils import timezone
+
+from onboarding.models import Person, Segment
+from onboarding.segments import members_queryset
+from triggers.channels import channel_for
+from triggers.delivery.pipeline import CAPPED_STATUSES
+from triggers.engine.detectors import Occurrence
+from triggers.engine.timing import follow_up_due_at, parse_quiet_hours, quiet_until
+from triggers.models import Enrollment, Message, MessageTemplate, Rule, RuleStatus
+from triggers.rendering import ENVIRONMENT, HTML_ENVIRONMENT, TemplateProblem, person_context
+from triggers.rules.spec import FollowUp, RuleSpec, parse_rule
+
+from .detection import detect_history
+from .history import Replay, StepHistory, TickGrid, flow_spec
+
+ATTRIBUTION = timedelta(days=7)
+PEOPLE_PER_BATCH = 20000
+APPROXIMATIONS = (
+    "segment membership is evaluated now, not at each tick",
+    "templates are rendered with each person's current traits; consent and addresses are current",
+    "the global cap counts what live rules really sent in the period plus this rule's sends",
+    "a running experiment's arms are not simulated: everyone gets the rule's follow-ups",
+    "re-entry sees only the simulated enrollments, not ones a saved rule really made",
+)
+
+
+class BacktestError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    person_id: int
+    external_id: str
+    occurrence: str
+    at: datetime
+
+
+@dataclass
+class BacktestResult:
+    rule: str | None
+    kind: str
+    since: datetime
+    until: datetime
+    now: datetime
+    ticks: int
+    entries: list[Entry] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    scheduled_per_day: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    sent_per_day: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    outcomes: Counter = field(default_factory=Counter)
+    deferred: int = 0
+    render_problems: Counter = field(default_factory=Counter)
+    overlap_people: int = 0
+    overlap_rules: dict[str, int] = field(default_factory=dict)
+    progressed_anyway: int = 0
+    attribution_open: int = 0
+    attribution_days: int = ATTRIBUTION.days
+    approximations: tuple[str, ...] = APPROXIMATIONS
+    seconds: float = 0.0
+
+    @property
+    def entered(self) -> int:
+        return len(self.entries)
+
+    @property
+    def people(self) -> int:
+        return len({e.person_id for e in self.entries})
+
+    @property
+    def scheduled(self) -> int:
+        return sum(sum(c.values()) for c in self.scheduled_per_day.values())
+
+    def as_dict(self, *, entries_limit: int | None = 1000) -> dict[str, Any]:
+        entries = self.entries if entries_limit is None else self.entries[:entries_limit]
+        return {
+            "rule": self.rule,
+            "kind": self.kind,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "now": self.now.isoformat(),
+            "ticks": self.ticks,
+            "entered": self.entered,
+            "people": self.people,
+            "entries": [{**asdict(e), "at": e.at.isoformat()} for e in entries],
+            "entries_truncated": len(entries) < len(self.entries),
+            "skipped": dict(self.skipped),
+            "scheduled": self.scheduled,
+            "scheduled_per_day": _days(self.scheduled_per_day),
+            "sent_per_day": _days(self.sent_per_day),
+            "outcomes": dict(self.outcomes),
+            "deferred": self.deferred,
+            "render_problems": dict(self.render_problems.most_common(10)),
+            "overlap": {"people": self.overlap_people, "rules": self.overlap_rules},
+            "progressed_anyway": {
+                "occurrences": self.progressed_anyway,
+                "window_open": self.attribution_open,
+                "window_days": self.attribution_days,
+            },
+            "approximations": list(self.approximations),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _days(per_day: dict[str, Counter]) -> dict[str, dict[str, int]]:
+    return {day: dict(sorted(c.items())) for day, c in sorted(per_day.items())}
+
+
+# --- enrollment (mirrors evaluate._enroll) ---------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Enrolled:
+    occurrence: Occurrence
+    tick: datetime
+
+
+def _enroll_person(
+    spec: RuleSpec, found: list[tuple[datetime, Occurrence]], member: bool, skipped: Counter
+) -> list[_Enrolled]:
+    """One person's occurrences, tick by tick, decided as ``evaluate._enroll`` decides them."""
+    every = timedelta(seconds=spec.reentry_every or 0)
+    keys: set[str] = set()
+    enrolled: list[_Enrolled] = []
+    found.sort(key=lambda pair: (pair[0], pair[1].at, pair[1].key))
+    for tick, group in groupby(found, key=lambda pair: pair[0]):
+        occurrences = [o for _, o in group]
+        if not member:
+            skipped["segment"] += len(occurrences)
+            continue
+        if spec.reentry_once:
+            blocked = bool(enrolled)
+        else:
+            blocked = any(e.occurrence.at > tick - every for e in enrolled)
+        accepted = False
+        for occurrence in occurrences:
+            if blocked or accepted:
+                skipped["reentry"] += 1
+                continue
+            accepted = True
+            if occurrence.key not in keys:  # the unique constraint: found again, enrolled once
+                keys.add(occurrence.key)
+                enrolled.append(_Enrolled(occurrence, tick))
+    return enrolled
+
+
+# --- delivery estimate (mirrors the pipeline's checks, in order) ------------------------------
+
+
+class _Renderer:
+    """Strict Liquid, as ``triggers.rendering.render``, with each template parsed once."""
+
+    def __init__(self, slugs: Iterable[str]) -> None:
+        self.templates = {t.slug: t for t in MessageTemplate.objects.filter(slug__in=set(slugs))}
+        self.parsed: dict[tuple[str, bool], Any] = {}
+
+    def problem(self, slug: str, context: dict[str, Any], html: bool) -> str | None:
+        template = self.templates.get(slug)
+        if template is None:
+            return f"no template {slug!r}"
+        environment = HTML_ENVIRONMENT if html else ENVIRONMENT
+        for name, source in (("subject", template.subject), ("body", template.body)):
+            if not source:
+                continue
+            key = (f"{slug}:{name}", html)
+            try:
+                if key not in self.parsed:
+                    self.parsed[key] = environment.from_string(source)
+                self.parsed[key].render(**context)
+            except Exception as error:  # LiquidError, as rendering.render reports it
+                return str(TemplateProblem(name, str(error).splitlines()[0] if str(error) else ""))
+        return None
+
+
+@dataclass
+class _Send:
+    due_at: datetime
+    step: int
+    follow_up: FollowUp
+    enrolled: _Enrolled
+
+
+def _deliver_person(
+    spec: RuleSpec,
+    person: Any,
+    sends: list[_Send],
+    live_sent: list[datetime],
+    history: StepHistory | None,
+    grid: TickGrid,
+    renderer: _Renderer,
+    result: BacktestResult,
+) -> None:
+    period = timedelta(seconds=settings.ONRAMP_GLOBAL_CAP_PERIOD)
+    quiet = spec.quiet_hours or parse_quiet_hours(settings.ONRAMP_QUIET_HOURS)
+    own: list[datetime] = []
+    consent = person.consent or {}
+    for send in sorted(sends, key=lambda s: (s.due_at, s.step)):
+        channel = channel_for(send.follow_up.channel)
+        moment = grid.at_or_after(send.due_at)
+        deferred = False
+        while True:
+            if moment > grid.last:
+                outcome = "after_period"
+                break
+            if consent.get("all") is False or consent.get(channel.name) is False:
+                outcome = "suppressed:consent"
+                break
+            if channel.address(person) is None:
+                outcome = "no_address"
+                break
+            if history is not None and spec.exit_when != "never":
+                progress = history.progress_at(moment)
+                before = send.enrolled.occurrence.context.get("furthest_step")
+                if progress is not None and progress.completed_at is not None:
+                    outcome = "cancelled:completed"
+                    break
+                if (
+                    spec.exit_when == "progressed"
+                    and progress is not None
+                    and before is not None
+                    and progress.furthest_step > before
+                ):
+                    outcome = "cancelled:progressed"
+                    break
+            recent = sum(1 for t in live_sent if t > moment - period) + sum(
+                1 for t in own if t > moment - period
+            )
+            if recent >= settings.ONRAMP_GLOBAL_CAP_MAX:
+                outcome = "capped:global"
+                break
+            if spec.cap_max is not None and spec.cap_per is not None:
+                window = timedelta(seconds=spec.cap_per)
+                if sum(1 for t in own if t > moment - window) >= spec.cap_max:
+                    outcome = "capped:rule"
+                    break
+            resume = quiet_until(moment, quiet, person.timezone)
+            if resume is not None:
+                deferred = True
+                moment = grid.at_or_after(resume)
+                continue
+            problem = renderer.problem(
+                send.follow_up.template, person_context(person), channel.html
+            )
+            if problem is not None:
+                result.render_problems[problem] += 1
+                outcome = "aborted:render"
+                break
+            outcome = "sent"
+            own.append(moment)
+            result.sent_per_day[moment.date().isoformat()][channel.name] += 1
+            break
+        result.outcomes[outcome] += 1
+        result.deferred += deferred
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _resolve(rule: Rule | str | None, definition: dict | None) -> tuple[Rule | None, RuleSpec]:
+    if isinstance(rule, str):
+        rule = Rule.objects.filter(slug=rule).select_related("current_version").first()
+        if rule is None:
+            raise BacktestError("no_rule", "no rule with this slug")
+    if definition is None:
+        if rule is None or rule.current_version is None:
+            raise BacktestError("no_definition", "the rule has no saved version")
+        definition = rule.current_version.definition
+    spec, problems = parse_rule(definition)
+    if spec is None:
+        raise BacktestError("invalid_rule", "; ".join(f"{p.path}: {p.message}" for p in problems))
+    return rule, spec
+
+
+def run_backtest(
+    *,
+    rule: Rule | str | None = None,
+    definition: dict | None = None,
+    since: datetime,
+    until: datetime,
+    now: datetime | None = None,
+    progress: Any = None,
+) -> BacktestResult:
+    """Replay one rule (saved, or an unsaved ``definition``) over ``(since, until]``.
+
+    ``progress``, if given, is called with a percentage now and then (for a progress bar).
+    """
+    started = time.perf_counter()
+    now = now or timezone.now()
+    if until <= since:
+        raise BacktestError("bad_period", "until must be after since")
+    rule, spec = _resolve(rule, definition)
+    grid = TickGrid(since, until)
+    replay = Replay(grid, min(now, grid.last + ATTRIBUTION))
+    result = BacktestResult(
+        rule=rule.slug if rule else None,
+        kind=spec.trigger.kind,
+        since=since,
+        until=until,
+        now=now,
+        ticks=grid.count,
+    )
+    flow = flow_spec(spec.trigger.flow) if spec.trigger.flow else None
+    segment = Segment.objects.filter(slug=spec.segment).first() if spec.segment else None
+    wanted = [f.template for f in spec.follow_ups]
+    renderer = _Renderer(wanted)
+
+    found: dict[int, list[tuple[datetime, Occurrence]]] = defaultdict(list)
+    for tick, occurrence in detect_history(spec.trigger, replay):
+        if tick is not None:
+            found[occurrence.person_id].append((tick, occurrence))
+    if progress:
+        progress(50)
+    people = sorted(found)
+    entered_people: set[int] = set()
+    for start in range(0, len(people), PEOPLE_PER_BATCH):
+        batch = people[start : start + PEOPLE_PER_BATCH]
+        members = _members(segment, spec, batch, now)
+        enrolled = {
+            p: _enroll_person(spec, found.pop(p), p in members, result.skipped) for p in batch
+        }
+        enrolled = {p: e for p, e in enrolled.items() if e}
+        if not enrolled:
+            continue
+        entered_people.update(enrolled)
+        persons = _people(enrolled)
+        histories = replay.histories(flow, enrolled) if flow else {}
+        live = _live_sends(rule, enrolled, since, until)
+        for person_id, items in enrolled.items():
+            person = persons[person_id]
+            history = histories.get(person_id)
+            sends: list[_Send] = []
+            for item in items:
+                occurrence = item.occurrence
+                result.entries.append(
+                    Entry(person_id, person.external_id or "", occurrence.key, occurrence.at)
+                )
+                for step, follow_up in enumerate(spec.follow_ups):
+                    due = follow_up_due_at(occurrence.at, follow_up, person.timezone)
+                    result.scheduled_per_day[due.date().isoformat()][follow_up.channel] += 1
+                    sends.append(_Send(due, step, follow_up, item))
+                _attribute(occurrence, history, now, result)
+            _deliver_person(
+                spec, person, sends, live.get(person_id, []), history, grid, renderer, result
+            )
+        replay.forget(batch)
+        if progress:
+            progress(50 + int(45 * (start + len(batch)) / len(people)))
+    result.entries.sort(key=lambda e: (e.at, e.person_id, e.occurrence))
+    _overlap(rule, entered_people, since, until, result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _members(segment: Segment | None, spec: RuleSpec, people: list[int], now: datetime) -> set[int]:
+    if not spec.segment:
+        return set(people)
+    if segment is None:
+        return set()
+    return set(members_queryset(segment, now).filter(pk__in=people).values_list("pk", flat=True))
+
+
+def _people(person_ids: Iterable[int]) -> dict[int, Any]:
+    fields = ("pk", "external_id", "email", "phone", "timezone", "traits", "consent")
+    return {
+        row[0]: SimpleNamespace(**dict(zip(fields, row, strict=True)))
+        for row in Person.objects.filter(pk__in=list(person_ids)).values_list(*fields)
+    }
+
+
+def _live_sends(
+    rule: Rule | None, people: Iterable[int], since: datetime, until: datetime
+) -> dict[int, list[datetime]]:
+    """What live rules really sent these people (the global cap counts them)."""
+    period = timedelta(seconds=settings.ONRAMP_GLOBAL_CAP_PERIOD)
+    rows = Message.objects.filter(
+        person_id__in=list(people),
+        status__in=CAPPED_STATUSES,
+        sent_at__gt=since - period,
+        sent_at__lte=until,
+    )
+    if rule is not None:
+        rows = rows.exclude(rule=rule)
+    out: dict[int, list[datetime]] = defaultdict(list)
+    for person_id, sent_at in rows.values_list("person_id", "sent_at"):
+        out[person_id].append(sent_at)
+    return out
+
+
+def _attribute(
+    occurrence: Occurrence, history: StepHistory | None, now: datetime, result: BacktestResult
+) -> None:
+    """Did the person progress within the attribution window anyway (no message was sent)?"""
+    if history is None:
+        return
+    end = occurrence.at + ATTRIBUTION
+    if end > now:
+        result.attribution_open += 1
+    before = occurrence.context.get("furthest_step")
+    if before is None:
+        at_start = history.progress_at(occurrence.at)
+        before = at_start.furthest_step if at_start else 0
+    after = history.progress_at(min(end, now))
+    if after is not None and (after.completed_at is not None or after.furthest_step > before):
+        result.progressed_anyway += 1
+
+
+def _overlap(
+    rule: Rule | None, people: set[int], since: datetime, until: datetime, result: BacktestResult
+) -> None:
+    """People this rule entered whom active live rules also enrolled in the period."""
+    if not people:
+        return
+    live = Enrollment.objects.filter(
+        rule__status=RuleStatus.ACTIVE, enrolled_at__gt=since, enrolled_at__lte=until
+    )
+    if rule is not None:
+        live = live.exclude(rule=rule)
+    overlapping: set[int] = set()
+    per_rule: Counter = Counter()
+    ids = sorted(people)
+    for start in range(0, len(ids), PEOPLE_PER_BATCH):
+        batch = live.filter(person_id__in=ids[start : start + PEOPLE_PER_BATCH])
+        overlapping.update(batch.values_list("person_id", flat=True).distinct())
+        for row in batch.values("rule__slug").annotate(people=Count("person", distinct=True)):
+            per_rule[row["rule__slug"]] += row["people"]
+    result.overlap_people = len(overlapping)
+    result.overlap_rules = dict(per_rule.most_common())

@@ -1,0 +1,294 @@
+"""Which occurrences the live detectors (``triggers.engine.detectors``) would have found, and at
+which tick, had the rule ticked every 30 s over a past period.
+
+Each function mirrors one live detector: the live detector answers "what fell due in
+(previous tick, this tick]" from the state the database holds at the tick; here that state is
+rebuilt from events received by the tick (:mod:`.history`). Each yields ``(tick, occurrence)``;
+the same occurrence key may come back at several ticks (sessions, milestones), exactly as the live
+detectors re-find it — enrollment (:mod:`.backtest`) decides as the live engine does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.db.models import F, Q, Window
+from django.db.models.functions import Lead
+
+from onboarding.models import Event, FlowProgress
+from triggers.engine.detectors import SESSION_GAP, Occurrence, _stamp
+from triggers.rules.spec import Trigger
+
+from .history import CHUNK, Replay, flow_spec, matches
+
+Found = tuple[datetime, Occurrence]
+
+
+def _flow_people(flow_id: int) -> list[int]:
+    """People who are in the flow now: anyone who ever had progress (entry is never undone)."""
+    return list(
+        FlowProgress.objects.filter(flow_id=flow_id)
+        .order_by("person_id")
+        .values_list("person_id", flat=True)
+    )
+
+
+def _chunks(people: list[int], size: int = 20000) -> Iterator[list[int]]:
+    for start in range(0, len(people), size):
+        yield people[start : start + size]
+
+
+def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+    """Idle spells: an arrival ``r`` followed by none until the tick after ``r + N``."""
+    grid = replay.grid
+    idle = timedelta(minutes=trigger.minutes or 0)
+    flow = flow_spec(trigger.flow or "")
+    for people in _chunks(_flow_people(flow.id)):
+        spells = (
+            Event.objects.filter(
+                person_id__in=people,
+                received_at__gt=grid.since - idle,
+                received_at__lte=grid.last,
+            )
+            .annotate(
+                following=Window(
+                    Lead("received_at"),
+                    partition_by=[F("person_id")],
+                    order_by=[F("received_at").asc()],
+                )
+            )
+            # Only the window condition here: a plain condition in the same filter would be
+            # applied before LEAD() and hide the activity that ends a spell.
+            .filter(Q(following__isnull=True) | Q(following__gt=F("received_at") + idle))
+            .values_list("person_id", "received_at", "following")
+        )
+        due: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+        for person_id, last_seen, following in spells.iterator(chunk_size=CHUNK):
+            due[person_id].append((last_seen, following))
+        histories = replay.histories(flow, list(due))
+        for person_id in sorted(due):
+            history = histories.get(person_id)
+            if history is None:
+                continue
+            for last_seen, following in sorted(due[person_id]):
+                deadline = last_seen + idle
+                tick = grid.tick_of(deadline)
+                if tick is None or (following is not None and following <= tick):
+                    continue  # activity arrived before the tick that would have seen the spell
+                progress = history.progress_at(tick)
+                if progress is None or progress.completed_at is not None:
+                    continue
+                if trigger.step is not None and progress.furthest_step != trigger.step - 1:
+                    continue
+                if progress.window_ends_at <= deadline:
+                    continue
+                yield (
+                    tick,
+                    Occurrence(
+                        person_id,
+                        f"idle:{_stamp(last_seen)}",
+                        deadline,
+                        {
+                            "furthest_step": progress.furthest_step,
+                            "last_seen": last_seen.isoformat(),
+                        },
+                    ),
+                )
+
+
+def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+    grid = replay.grid
+    within = timedelta(seconds=trigger.within or 0)
+    flow = flow_spec(trigger.flow or "")
+    did = flow.steps[(trigger.did or 1) - 1]
+    missing = flow.steps[(trigger.missing or 1) - 1]
+    done = [
+        row
+        for row in Event.objects.filter(
+            name=did.event_name,
+            received_at__gt=grid.since - within,
+            received_at__lte=grid.last - within,
+        ).values_list("id", "person_id", "timestamp", "received_at", "properties")
+        if matches(dict(did.where), row[4])
+    ]
+    people = sorted({row[1] for row in done})
+    histories = replay.histories(flow, people)
+    followed: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for chunk in _chunks(people):
+        for person_id, timestamp, received_at, properties in Event.objects.filter(
+            person_id__in=chunk, name=missing.event_name, received_at__lte=grid.last
+        ).values_list("person_id", "timestamp", "received_at", "properties"):
+            if matches(dict(missing.where), properties):
+                followed[person_id].append((timestamp, received_at))
+    for event_id, person_id, timestamp, received_at, _ in done:
+        due = received_at + within
+        tick = grid.tick_of(due)
+        history = histories.get(person_id)
+        if tick is None or history is None:
+            continue
+        progress = history.progress_at(tick)
+        if progress is None or progress.completed_at is not None:
+            continue
+        if any(timestamp <= t <= timestamp + within and r <= tick for t, r in followed[person_id]):
+            continue
+        yield (
+            tick,
+            Occurrence(
+                person_id,
+                f"abandon:{event_id}",
+                due,
+                {"furthest_step": progress.furthest_step, "did_at": timestamp.isoformat()},
+            ),
+        )
+
+
+def _matching(trigger: Trigger, people: list[int] | None, until: datetime):
+    """(id, person, timestamp, received_at) of the trigger's event, received by ``until``."""
+    rows = Event.objects.filter(name=trigger.event or "", received_at__lte=until)
+    batches = [None] if people is None else list(_chunks(people))
+    for batch in batches:
+        query = rows if batch is None else rows.filter(person_id__in=batch)
+        for event_id, person_id, timestamp, received_at, properties in query.values_list(
+            "id", "person_id", "timestamp", "received_at", "properties"
+        ).iterator(chunk_size=CHUNK):
+            if matches(trigger.where, properties):
+                yield event_id, person_id, timestamp, received_at
+
+
+def repeated_event(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+    grid = replay.grid
+    within = timedelta(seconds=trigger.within or 0)
+    times = trigger.times or 0
+    history: dict[int, list[tuple[int, datetime, datetime]]] = defaultdict(list)
+    for event_id, person_id, timestamp, received_at in _matching(trigger, None, grid.last):
+        history[person_id].append((event_id, timestamp, received_at))
+    for person_id in sorted(history):
+        rows = history[person_id]
+        for event_id, timestamp, received_at in rows:
+            tick = grid.tick_of(received_at)
+            if tick is None:
+                continue
+            before = [
+                1
+                for other_id, t, r in rows
+                if r <= tick and timestamp - within <= t and (t, other_id) < (timestamp, event_id)
+            ]
+            if len(before) == times - 1:
+                yield (
+                    tick,
+                    Occurrence(
+                        person_id,
+                        f"repeat:{event_id}",
+                        received_at,
+                        {"count": times, "event_id": event_id},
+                    ),
+                )
+
+
+def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+    grid = replay.grid
+    flow = flow_spec(trigger.flow or "")
+    wanted = trigger.sessions or 0
+    for people in _chunks(_flow_people(flow.id)):
+        histories = replay.histories(flow, people)
+        arrivals: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
+        for person_id, timestamp, received_at in (
+            Event.objects.filter(person_id__in=people, received_at__lte=grid.last)
+            .order_by("person_id", "timestamp", "id")
+            .values_list("person_id", "timestamp", "received_at")
+            .iterator(chunk_size=CHUNK)
+        ):
+            arrivals[person_id].append((timestamp, received_at))
+        for person_id in sorted(arrivals):
+            history = histories.get(person_id)
+            if history is None:
+                continue
+            events = arrivals[person_id]
+            ticks = sorted({grid.tick_of(r) for _, r in events} - {None})
+            for tick in ticks:  # the person was active in the interval this tick looked at
+                progress = history.progress_at(tick)
+                if progress is None or progress.completed_at is not None:
+                    continue
+                sessions, previous = 0, progress.reached_at
+                for timestamp, received_at in events:
+                    if received_at > tick or timestamp <= progress.reached_at:
+                        continue
+                    if timestamp - previous > SESSION_GAP:
+                        sessions += 1
+                    previous = timestamp
+                if sessions >= wanted:
+                    yield (
+                        tick,
+                        Occurrence(
+                            person_id,
+                            f"sessions:{_stamp(progress.reached_at)}",
+                            tick,
+                            {"sessions": sessions, "reached_at": progress.reached_at.isoformat()},
+                        ),
+                    )
+
+
+def milestone(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+    grid = replay.grid
+    rows: dict[int, list[tuple[int, datetime, datetime]]] = defaultdict(list)
+    for event_id, person_id, timestamp, received_at in _matching(trigger, None, grid.last):
+        rows[person_id].append((event_id, timestamp, received_at))
+    flow = flow_spec(trigger.flow) if trigger.flow else None
+    histories = replay.histories(flow, list(rows)) if flow else {}
+    for person_id in sorted(rows):
+        events = rows[person_id]
+        new_by_tick: dict[datetime, list[tuple[datetime, int]]] = defaultdict(list)
+        for event_id, _, received_at in events:
+            tick = grid.tick_of(received_at)
+            if tick is not None:
+                new_by_tick[tick].append((received_at, event_id))
+        for tick in sorted(new_by_tick):
+            completed_at = None
+            if flow is not None:
+                history = histories.get(person_id)
+                progress = history.progress_at(tick) if history else None
+                if progress is None or progress.completed_at is None:
+                    continue
+                completed_at = progress.completed_at
+            count = sum(
+                1 for _, t, r in events if r <= tick and (completed_at is None or t >= completed_at)
+            )
+            if count >= (trigger.times or 1):
+                yield (
+                    tick,
+                    Occurrence(
+                        person_id,
+                        f"milestone:{trigger.times}",
+                        max(new_by_tick[tick])[0],
+                        {"count": count},
+                    ),
+                )
+
+
+def event(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+    grid = replay.grid
+    rows = Event.objects.filter(
+        name=trigger.event or "", received_at__gt=grid.since, received_at__lte=grid.last
+    ).values_list("id", "person_id", "received_at", "properties")
+    for event_id, person_id, received_at, properties in rows.iterator(chunk_size=CHUNK):
+        if matches(trigger.where, properties):
+            yield (
+                grid.tick_of(received_at),
+                Occurrence(person_id, f"event:{event_id}", received_at, {"event_id": event_id}),
+            )
+
+
+HISTORICAL_DETECTORS = {
+    "inactive_in_flow": inactive_in_flow,
+    "step_abandoned": step_abandoned,
+    "repeated_event": repeated_event,
+    "inactive_sessions": inactive_sessions,
+    "milestone": milestone,
+    "event": event,
+}
+
+
+def detect_history(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+    return HISTORICAL_DETECTORS[trigger.kind](trigger, replay)

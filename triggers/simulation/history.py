@@ -1,0 +1,175 @@
+"""What a backtest needs to know about people as of any moment, rebuilt from their events.
+
+The live engine reads state the database holds at tick time; the state at a past moment ``t`` is
+the same computation over the events that had arrived by then (``received_at <= t``):
+
+- flow progress as of ``t``: :func:`onboarding.flows.chain.walk` over the step events received by
+  ``t``, sorted by (timestamp, id) — exactly what ingestion stores in ``FlowProgress``;
+- ``last_seen`` as of ``t``: the latest ``received_at <= t``.
+
+The live engine ticks on a 30-second grid from the start of the period (its first tick only sets
+the watermark); :class:`TickGrid` maps a due time to the tick that would have picked it up.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from onboarding.flows.chain import StepEvent, StepSpec, walk
+from onboarding.flows.progress import FlowSpec, flow_specs
+from onboarding.models import Event, OnboardingFlow
+
+TICK = timedelta(seconds=30)
+CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class TickGrid:
+    """Ticks at ``since + k·30 s`` for k ≥ 1 up to ``until``; tick k looks at (t(k-1), t(k)]."""
+
+    since: datetime
+    until: datetime
+    step: timedelta = TICK
+
+    @property
+    def count(self) -> int:
+        return int((self.until - self.since) / self.step)
+
+    @property
+    def last(self) -> datetime:
+        return self.since + self.count * self.step
+
+    def tick_of(self, due: datetime) -> datetime | None:
+        """The tick that detects something due at ``due``; None outside the period."""
+        if due <= self.since or due > self.last:
+            return None
+        k = -((self.since - due) // self.step)  # ceil((due - since) / step)
+        return self.since + k * self.step
+
+    def at_or_after(self, moment: datetime) -> datetime:
+        """The first tick (or delivery pass) at or after ``moment``, even past ``until``."""
+        if moment <= self.since:
+            return self.since
+        return self.since + -((self.since - moment) // self.step) * self.step
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    furthest_step: int
+    entered_at: datetime
+    reached_at: datetime
+    completed_at: datetime | None
+    window_ends_at: datetime
+
+
+@dataclass
+class StepHistory:
+    """One person's step events of one flow, sorted by (timestamp, id), with arrival times."""
+
+    flow: FlowSpec
+    events: list[StepEvent] = field(default_factory=list)
+    received: list[datetime] = field(default_factory=list)
+    _cache: dict[int, Progress | None] = field(default_factory=dict)
+    _arrivals: list[datetime] = field(default_factory=list)
+
+    def progress_at(self, moment: datetime) -> Progress | None:
+        """``FlowProgress`` as ingestion would have stored it once events up to ``moment`` arrived."""
+        # Arrivals only add events, so the count that had arrived identifies the set.
+        if len(self._arrivals) != len(self.received):
+            self._arrivals = sorted(self.received)
+        key = bisect_right(self._arrivals, moment)
+        if key in self._cache:
+            return self._cache[key]
+        if key == len(self.events):
+            events = self.events
+        else:
+            events = [e for e, r in zip(self.events, self.received, strict=True) if r <= moment]
+        chain = walk(self.flow.steps, events, window=self.flow.window)
+        progress = None
+        if chain is not None:
+            complete = chain.reached == len(self.flow.steps)
+            progress = Progress(
+                furthest_step=chain.reached,
+                entered_at=chain.entered_at,
+                reached_at=chain.times[-1],
+                completed_at=chain.times[-1] if complete else None,
+                window_ends_at=chain.entered_at + self.flow.window,
+            )
+        self._cache[key] = progress
+        return progress
+
+    def first_received(self) -> datetime | None:
+        """When the person could first have had progress: their earliest step-1 arrival."""
+        first = self.flow.steps[0]
+        times = [
+            r
+            for e, r in zip(self.events, self.received, strict=True)
+            if first.matches(e.name, e.properties)
+        ]
+        return min(times) if times else None
+
+
+def flow_spec(slug: str) -> FlowSpec:
+    flow = OnboardingFlow.objects.get(slug=slug)
+    return next(spec for spec in flow_specs() if spec.id == flow.pk)
+
+
+def step_histories(
+    flow: FlowSpec, person_ids: Iterable[int] | None, until: datetime
+) -> dict[int, StepHistory]:
+    """Step events received by ``until`` of these people (all people in the flow if None)."""
+    out: dict[int, StepHistory] = defaultdict(lambda: StepHistory(flow))
+    names = flow.event_names
+    filtered = {step.event_name for step in flow.steps if step.where}
+    rows = Event.objects.filter(name__in=names, received_at__lte=until)
+    batches: Iterable[list[int] | None]
+    if person_ids is None:
+        batches = [None]
+    else:
+        people = sorted(set(person_ids))
+        batches = [people[i : i + CHUNK] for i in range(0, len(people), CHUNK)]
+    for batch in batches:
+        query = rows if batch is None else rows.filter(person_id__in=batch)
+        values = query.order_by("person_id", "timestamp", "id").values_list(
+            "person_id", "id", "name", "timestamp", "received_at", "properties"
+        )
+        for person_id, event_id, name, timestamp, received_at, properties in values.iterator(
+            chunk_size=CHUNK
+        ):
+            history = out[person_id]
+            props = (properties or {}) if name in filtered else {}
+            history.events.append(StepEvent(event_id, name, timestamp, props))
+            history.received.append(received_at)
+    return dict(out)
+
+
+def matches(where: dict, properties: dict | None) -> bool:
+    return StepSpec("", where).matches("", properties or {})
+
+
+class Replay:
+    """A backtest's clock and its cache of step histories of the rule's flow, loaded up to
+    ``horizon`` (which may reach past the period: attribution looks at what people did after
+    their occurrence; ``progress_at`` never reads an event that had not arrived)."""
+
+    def __init__(self, grid: TickGrid, horizon: datetime) -> None:
+        self.grid = grid
+        self.horizon = max(horizon, grid.last)
+        self.cache: dict[int, StepHistory | None] = {}
+
+    def histories(self, flow: FlowSpec, person_ids: Iterable[int]) -> dict[int, StepHistory]:
+        people = set(person_ids)
+        missing = [p for p in people if p not in self.cache]
+        if missing:
+            loaded = step_histories(flow, missing, self.horizon)
+            for person_id in missing:
+                self.cache[person_id] = loaded.get(person_id)
+        return {p: h for p in people if (h := self.cache[p]) is not None}
+
+    def forget(self, person_ids: Iterable[int]) -> None:
+        for person_id in person_ids:
+            self.cache.pop(person_id, None)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_flows, views_funnels, views_segments
+from . import views, views_flows, views_funnels, views_people, views_segments
 
 app_name = "dashboard"
 
@@ -25,4 +25,6 @@ urlpatterns = [
     path("segments/preview/", views_segments.segment_preview, name="segment_preview"),
     path("segments/condition/", views_segments.condition_row, name="segment_condition_row"),
     path("segments/<slug:slug>/edit/", views_segments.segment_edit, name="segment_edit"),
+    path("people/", views_people.people_search, name="people"),
+    path("people/<int:pk>/", views_people.person_detail, name="person"),
 ]

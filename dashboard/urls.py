@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_flows, views_funnels, views_people, views_segments
+from . import views, views_flows, views_funnels, views_kpis, views_people, views_segments
 
 app_name = "dashboard"
 
@@ -27,4 +27,5 @@ urlpatterns = [
     path("segments/<slug:slug>/edit/", views_segments.segment_edit, name="segment_edit"),
     path("people/", views_people.people_search, name="people"),
     path("people/<int:pk>/", views_people.person_detail, name="person"),
+    path("kpis/", views_kpis.kpis_overview, name="kpis"),
 ]

@@ -351,5 +351,4 @@ def stalled_people(*, now: datetime, limit: int = 20) -> StalledPeople:
         )
         for row in page
     ]
-    total = len(people) if len(people) < limit else rows.count()
-    return StalledPeople(total, people, stalled_after)
+    return StalledPeople(rows.count(), people, stalled_after)

@@ -66,7 +66,7 @@ def test_unbuilt_sections_are_not_links(growth_client, clock):
     disabled = re.findall(
         r'<span class="nav-item is-disabled" aria-disabled="true"[^>]*>\s*<svg.*?</svg>(\w+)<', html
     )
-    assert disabled == ["Experiments", "KPIs"]
+    assert disabled == ["Experiments"]
     assert 'aria-current="page">' in html  # Overview is the active section
 
 

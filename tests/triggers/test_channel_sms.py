@@ -167,9 +167,10 @@ def test_no_answer_after_sending_is_unknown_never_retried(api, timeline, twilio)
     due_sms(api, timeline)
     deliver_due(now=T0 + M)
     message = Message.objects.get()
-    # Today's pipeline treats OutcomeUnknown as permanent: review, no automatic retry.
-    assert message.status in ("needs_review", "unknown")
+    # The provider may have it: unknown, a review item, no retry and no fallback channel.
+    assert (message.status, message.reason) == ("unknown", "unknown_outcome")
     assert "not retried" in message.last_error
+    assert ReviewItem.objects.get(message=message).reason == "unknown_outcome"
     deliver_due(now=T0 + timedelta(days=1))
     assert len(twilio.requests) == 1
 

@@ -303,6 +303,17 @@ def deliver_message(
                 return report  # the sweeper or another attempt took over
             current.last_error = str(error)[:2000]
             current.lease_until = None
+            if getattr(error, "unknown", False):
+                # The provider may have the message (no answer after sending): never retry, never
+                # fall back to another channel; a person decides. Counts toward caps (sent_at kept).
+                current.status, current.reason = MessageStatus.UNKNOWN, "unknown_outcome"
+                current.save()
+                ReviewItem.objects.get_or_create(
+                    message=current, defaults={"reason": "unknown_outcome", "detail": str(error)}
+                )
+                _log(current, now, "unknown", "no_answer", error=str(error)[:500], attempt=attempt)
+                report.add("unknown")
+                return report
             if not error.permanent and attempt < settings.ONRAMP_DELIVERY_MAX_ATTEMPTS:
                 delay = (
                     timedelta(seconds=error.retry_after) if error.retry_after else _backoff(attempt)

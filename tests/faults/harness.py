@@ -217,7 +217,8 @@ class Cluster:
                 if not process.alive():
                     pytest.fail(f"{process.name} exited early:\n{self.report()}")
             if time.monotonic() - started > timeout:
-                pytest.fail(f"no {what} within {timeout:.0f}s:\n{self.report()}")
+                states = Counter(Message.objects.values_list("status", "attempts", "reason"))
+                pytest.fail(f"no {what} within {timeout:.0f}s ({dict(states)}):\n{self.report()}")
             time.sleep(0.25)
         return time.monotonic() - started
 

@@ -4,10 +4,13 @@ from .experiments import Assignment, Experiment, ExperimentStatus, Variant
 from .logs import AuditLog, DecisionLog, Heartbeat
 from .messages import Message, MessageStatus, MessageTemplate, ReviewItem, ReviewStatus
 from .rules import Channel, Enrollment, Rule, RuleState, RuleStatus, RuleVersion
+from .simulation import BacktestRun, BacktestStatus
 
 __all__ = [
     "Assignment",
     "AuditLog",
+    "BacktestRun",
+    "BacktestStatus",
     "Channel",
     "DecisionLog",
     "Enrollment",

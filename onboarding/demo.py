@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -109,7 +109,7 @@ class DemoPerson:
     plan: str
     source: str
     timezone: str
-    furthest_step: int  # 1..5: the last flow step the person reaches (by ``now`` or ever)
+    furthest_step: int  # 1..5: the last flow step done in order by ``now`` (no window applied)
     browsed_anonymously: bool
     stalled_now: bool
 
@@ -310,7 +310,18 @@ def iter_journeys(
             if moment > now:
                 continue
             payloads.append({**payload, "timestamp": _iso(moment)})
-        yield person, payloads
+        yield replace(person, furthest_step=_reached(payloads)), payloads
+
+
+def _reached(payloads: list[dict[str, Any]]) -> int:
+    """The furthest flow step done by the payloads (a partial profile does not count)."""
+    reached = 0
+    for payload in payloads:
+        name = payload.get("event")
+        partial = payload.get("properties", {}).get("completionPercentage", 100) < 100
+        if reached < len(FLOW_EVENTS) and name == FLOW_EVENTS[reached] and not partial:
+            reached += 1
+    return reached
 
 
 def demo_payloads(*, people: int, seed: int, now: datetime) -> list[dict[str, Any]]:

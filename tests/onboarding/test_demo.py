@@ -160,6 +160,15 @@ def test_some_people_are_stalled_mid_onboarding_right_now(journeys):
         assert not any(p.get("event") == "Teammate Invited" for p in items)
 
 
+def test_furthest_step_is_what_the_payloads_show(journeys):
+    for person, items in journeys:
+        done = [
+            p["event"] for p in items if p.get("event") in FLOW_EVENTS and _finished(p["event"], p)
+        ]
+        assert done == list(FLOW_EVENTS[: person.furthest_step])
+    assert {person.furthest_step for person, _ in journeys} == {1, 2, 3, 4, 5}
+
+
 def test_repeated_failures_come_in_bursts(journeys):
     bursts = 0
     for _, items in journeys:

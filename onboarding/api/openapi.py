@@ -141,6 +141,129 @@ def _operation(summary: str, schema: str, *, batch: bool = False) -> dict[str, A
     }
 
 
+SCHEMAS["InAppMessage"] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "display": {"enum": ["banner", "modal"]},
+        "subject": {"type": "string"},
+        "body": {"type": "string"},
+        "cta": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {"label": {"type": "string"}, "url": {"type": "string"}},
+                    "required": ["label", "url"],
+                },
+                {"type": "null"},
+            ]
+        },
+        "sentAt": {"type": "string", "format": "date-time"},
+        "seenAt": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]},
+        "clickedAt": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]},
+    },
+    "required": ["id", "display", "subject", "body", "cta", "sentAt"],
+}
+
+_IN_APP_PARAMETERS = [
+    {"name": "userId", "in": "query", "schema": {"type": "string", "maxLength": 255}},
+    {"name": "anonymousId", "in": "query", "schema": {"type": "string", "maxLength": 255}},
+    {"name": "writeKey", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "X-Onramp-User-Hash",
+        "in": "header",
+        "description": "hex HMAC-SHA256 of the userId with the in-app secret",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _in_app_paths() -> dict[str, Any]:
+    listing = {
+        "get": {
+            "summary": "The in-app messages waiting for a user (newest first, at most 10)",
+            "parameters": _IN_APP_PARAMETERS,
+            "responses": {
+                "200": {
+                    "description": "Messages sent to this user and not dismissed.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "success": {"const": True},
+                                    "messages": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/InAppMessage"},
+                                    },
+                                },
+                                "required": ["success", "messages"],
+                            }
+                        }
+                    },
+                },
+                **_errors(400, 401, 429),
+            },
+            "security": [{"writeKey": []}, {}],
+        }
+    }
+    outcome = {
+        "post": {
+            "summary": "Report that the user saw, clicked or dismissed a message",
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+                {
+                    "name": "outcome",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": ["seen", "clicked", "dismissed"]},
+                },
+                *_IN_APP_PARAMETERS,
+            ],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "userId": {"type": "string"},
+                                "anonymousId": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Recorded (the first report of each outcome counts).",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "success": {"const": True},
+                                    "recorded": {"type": "boolean"},
+                                },
+                                "required": ["success", "recorded"],
+                            }
+                        }
+                    },
+                },
+                "404": {"description": "No such message for this user.", "content": _json("Error")},
+                **_errors(400, 401, 413, 429),
+            },
+            "security": [{"writeKey": []}, {}],
+        }
+    }
+    return {"/v1/in-app/messages": listing, "/v1/in-app/messages/{id}/{outcome}": outcome}
+
+
 def openapi_document(server_url: str) -> dict[str, Any]:
     paths = {
         "/v1/track": _operation("Record an action a user took", "Track"),
@@ -151,6 +274,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "/v1/group": _operation("Associate a user with a group", "Group"),
         "/v1/batch": _operation("Send many events at once", "Batch", batch=True),
         "/v1/import": _operation("Alias of /v1/batch", "Batch", batch=True),
+        **_in_app_paths(),
     }
     return {
         "openapi": "3.1.0",

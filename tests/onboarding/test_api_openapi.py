@@ -30,9 +30,15 @@ def test_the_document_declares_3_1_and_a_server(document):
 
 
 def test_every_endpoint_is_listed_as_a_post_with_its_responses(document):
-    assert set(document["paths"]) == {f"/v1/{e}" for e in ENDPOINTS}
-    for path, item in document["paths"].items():
-        operation = item["post"]
+    tracking = {f"/v1/{e}" for e in ENDPOINTS}
+    in_app = {"/v1/in-app/messages", "/v1/in-app/messages/{id}/{outcome}"}
+    assert set(document["paths"]) == tracking | in_app
+    assert set(document["paths"]["/v1/in-app/messages"]) == {"get"}
+    assert {"200", "401", "404"} <= set(
+        document["paths"]["/v1/in-app/messages/{id}/{outcome}"]["post"]["responses"]
+    )
+    for path in tracking:
+        operation = document["paths"][path]["post"]
         assert {"application/json", "text/plain"} <= set(operation["requestBody"]["content"]), path
         assert {"200", "400", "401", "413", "429", "503"} <= set(operation["responses"]), path
 

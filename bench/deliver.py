@@ -1,0 +1,298 @@
+"""Delivery benchmark (DESIGN §5: at least 200 emails/s to a local SMTP server from one worker
+process).
+
+    python bench/deliver.py [--messages 5000] [--backends postgres,sqlite] [--profile]
+
+For each database (PostgreSQL: its own database ``onramp_bench_deliver``, dropped, re-created and
+migrated; SQLite: a fresh file, migrated):
+
+1. N people with an email address and a "Trial Ending" event go in through the batch API (the
+   Django test client, in-process), and one ``evaluate_rules`` tick enrols them in an active rule
+   whose one follow-up is an email due at once: N messages due (fixed seed, fixed names);
+2. ``deliver_due()`` runs in this one process, exactly what one Celery worker process runs for a
+   ``triggers.tasks.deliver_due`` tick (checks, person lock, render, ledger, SMTP, fenced update);
+3. the same number of emails, rendered beforehand, go over one connection with ``smtplib``
+   (the baseline: the SMTP server and the socket alone).
+
+The SMTP server is aiosmtpd on 127.0.0.1 in a separate process (it would share the GIL in this
+one); it counts what it accepts, and the benchmark checks that every message arrived once.
+``--profile`` also runs ``deliver_due`` under cProfile and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench_deliver"
+SEED = 20261128
+
+_SERVER = """
+import sys, threading
+from aiosmtpd.controller import Controller
+class Count:
+    def __init__(self): self.keys = {}
+    async def handle_DATA(self, server, session, envelope):
+        head = envelope.content.split(b"\\r\\n\\r\\n", 1)[0]
+        self.keys[hash(head)] = self.keys.get(hash(head), 0) + 1
+        return "250 OK"
+handler = Count()
+controller = Controller(handler, hostname="127.0.0.1", port=int(sys.argv[1]))
+controller.start()
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.strip() == "count":
+        print(sum(handler.keys.values()), max(handler.keys.values(), default=0), flush=True)
+        handler.keys.clear()
+controller.stop()
+"""
+
+
+class SmtpProcess:
+    def __init__(self) -> None:
+        from tests.smtp import free_port
+
+        self.port = free_port()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(self.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.popen.stdout.readline().strip() == "ready"
+
+    def take_count(self) -> tuple[int, int]:
+        """Messages received since the last call, and the most times one message was."""
+        self.popen.stdin.write("count\n")
+        self.popen.stdin.flush()
+        total, most = self.popen.stdout.readline().split()
+        return int(total), int(most)
+
+    def close(self) -> None:
+        self.popen.stdin.close()
+        self.popen.wait(timeout=10)
+
+
+# --- the child: one backend -----------------------------------------------------------------
+
+
+def _seed(count: int) -> None:
+    from django.test import Client
+    from django.utils import timezone
+
+    from onboarding.services.sources import source_create
+    from triggers.engine.evaluate import evaluate_rules
+    from triggers.services.rules import rule_save, rule_set_status
+    from triggers.services.templates import template_save
+
+    rng = random.Random(SEED)
+    template_save(
+        slug="reminder",
+        channel="email",
+        subject="Finish setting up, {{ first_name }}",
+        body="Hi {{ first_name | default: 'there' }},\n\nYou are one step away. "
+        "Pick up where you left off: https://app.example.com/setup\n\nThe Onramp team",
+    )
+    rule, _ = rule_save(
+        slug="trial",
+        name="Trial ending",
+        definition={
+            "trigger": {"kind": "event", "event": "Trial Ending"},
+            "follow_ups": [{"channel": "email", "template": "reminder", "delay": "0s"}],
+            "reentry": "once",
+        },
+    )
+    rule_set_status(rule=rule, status="active")
+    key = source_create(name="bench").write_key
+    client = Client()
+    batch: list[dict] = []
+
+    def flush() -> None:
+        body = json.dumps({"writeKey": key, "batch": batch})
+        response = client.post("/v1/batch", body, content_type="application/json")
+        assert response.status_code == 200, response.content
+        batch.clear()
+
+    for n in range(count):
+        user = f"bench{n:06d}"
+        first = rng.choice(["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken"])
+        traits = {"email": f"{user}@example.com", "first_name": first}
+        batch.append({"type": "identify", "userId": user, "traits": traits, "messageId": f"i{n}"})
+        batch.append(
+            {"type": "track", "userId": user, "event": "Trial Ending", "messageId": f"t{n}"}
+        )
+        if len(batch) >= 1000:
+            flush()
+    if batch:
+        flush()
+    evaluate_rules(now=timezone.now())
+
+
+def _prerendered(count: int) -> list[tuple[str, list[str], bytes]]:
+    """The baseline's emails: rendered by Django's email classes, before the clock starts."""
+    from django.core.mail import EmailMultiAlternatives
+
+    from triggers.channels.email import html_body
+
+    out = []
+    for n in range(count):
+        text = f"Hi Ada,\n\nYou are one step away. Pick up where you left off: https://app.example.com/setup\n\nThe Onramp team {n}"
+        email = EmailMultiAlternatives(
+            subject="Finish setting up, Ada",
+            body=text,
+            from_email="Onramp <onramp@localhost>",
+            to=[f"raw{n:06d}@example.com"],
+            headers={"X-Onramp-Message": f"{n:064d}"},
+        )
+        email.attach_alternative(html_body(text, n, "http://127.0.0.1:8000/u/x"), "text/html")
+        out.append((email.from_email, email.to, email.message().as_bytes(linesep="\r\n")))
+    return out
+
+
+def child(args: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from triggers.delivery.pipeline import deliver_due
+    from triggers.models import Message
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", args.smtp_port
+    settings.EMAIL_TIMEOUT = 10
+    settings.ALLOWED_HOSTS = ["testserver"]  # the in-process test client
+    call_command("migrate", verbosity=0)
+    started = time.perf_counter()
+    _seed(args.messages)
+    seeded = time.perf_counter() - started
+    due = Message.objects.filter(status="scheduled").count()
+    assert due == args.messages, due
+
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        report = deliver_due(time_budget=3600)
+        profiler.disable()
+        seconds = time.perf_counter() - started
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
+    else:
+        started = time.perf_counter()
+        report = deliver_due(time_budget=3600)
+        seconds = time.perf_counter() - started
+    assert report.sent == args.messages, report.outcomes
+
+    emails = _prerendered(args.messages)
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", args.smtp_port) as raw:
+        for sender, recipients, data in emails:
+            raw.sendmail(sender, recipients, data)
+    raw_seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "raw_seconds": raw_seconds, "seeded": seeded}))
+
+
+# --- the parent -------------------------------------------------------------------------------
+
+
+def _recreate_postgres(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} × {cpu}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--backends", default="postgres,sqlite")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smtp-port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    smtp = SmtpProcess()
+    rows = []
+    try:
+        for backend in args.backends.split(","):
+            env = dict(
+                os.environ,
+                DJANGO_SETTINGS_MODULE="config.settings.test",
+                ONRAMP_LOG_LEVEL="WARNING",
+            )
+            env.pop("DATABASE_URL", None)
+            tmp = None
+            if backend == "postgres":
+                _recreate_postgres(args.database_url)
+                env["DATABASE_URL"] = args.database_url
+            else:
+                tmp = tempfile.TemporaryDirectory()
+                env["ONRAMP_SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
+            command = [sys.executable, __file__, "--child", "--smtp-port", str(smtp.port)]
+            command += ["--messages", str(args.messages)] + (["--profile"] if args.profile else [])
+            done = subprocess.run(
+                command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True
+            )
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            received, most = smtp.take_count()
+            assert received == 2 * args.messages and most == 1, (received, most)
+            rows.append((backend, result))
+            if tmp:
+                tmp.cleanup()
+    finally:
+        smtp.close()
+
+    n = args.messages
+    print(f"\nDelivery: {n} emails due, one process, aiosmtpd on 127.0.0.1 — {_machine()}\n")
+    print(f"{'what':<34} {'messages':>8} {'seconds':>8} {'emails/s':>9}")
+    for backend, result in rows:
+        print(
+            f"{'deliver_due, ' + backend:<34} {n:>8} {result['seconds']:>8.2f} {n / result['seconds']:>9.0f}"
+        )
+        print(
+            f"{'raw smtplib, one connection':<34} {n:>8} {result['raw_seconds']:>8.2f} {n / result['raw_seconds']:>9.0f}"
+        )
+    print("\n(every email was received exactly once; target: at least 200 emails/s)")
+
+
+if __name__ == "__main__":
+    main()

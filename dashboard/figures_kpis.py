@@ -51,28 +51,60 @@ _CONFIG = {"displayModeBar": False, "responsive": True}
 
 
 def completion_rate_figure(flows: list[FlowKpis], days: list[date]) -> dict[str, Any]:
-    """One line per flow: completion rate of each day's entrants (gaps on days nobody entered)."""
+    """One line per flow: completion rate of each day's entrants (gaps on days nobody entered).
+
+    Days whose entrants still have open windows are drawn apart, dotted: their rate can still
+    rise, so they must not read as a drop.
+    """
     traces = []
     for index, flow in enumerate(f for f in flows if f.days):
-        rates, counts = [], []
+        color = COLORWAY[index % len(COLORWAY)]
+        closed, open_, counts = [], [], []
         for day in days:
             row = flow.days.get(day)
-            rates.append(row.completions / row.entrants if row and row.entrants else None)
-            counts.append(f"{row.completions} of {row.entrants}" if row else "no entrants")
+            rate = row.completions / row.entrants if row and row.entrants else None
+            still_converting = bool(row and row.still_open)
+            closed.append(None if still_converting else rate)
+            open_.append(rate if still_converting else None)
+            counts.append(
+                f"{row.completions} of {row.entrants}"
+                + (f", {row.still_open} still converting" if still_converting else "")
+                if row
+                else "no entrants"
+            )
+        # The dotted series starts at the last closed day, so the two read as one line.
+        last_closed = max((i for i, v in enumerate(closed) if v is not None), default=None)
+        if last_closed is not None and any(v is not None for v in open_[last_closed + 1 :]):
+            open_[last_closed] = closed[last_closed]
+        common = {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "x": _x(days),
+            "customdata": counts,
+            "connectgaps": False,
+            "legendgroup": flow.flow.name,
+            "hovertemplate": "%{y:.1%} (%{customdata})<extra>%{fullData.name}</extra>",
+        }
         traces.append(
             {
-                "type": "scatter",
-                "mode": "lines+markers",
+                **common,
                 "name": flow.flow.name,
-                "x": _x(days),
-                "y": rates,
-                "customdata": counts,
-                "connectgaps": False,
-                "line": {"color": COLORWAY[index % len(COLORWAY)], "width": 2},
+                "y": closed,
+                "line": {"color": color, "width": 2},
                 "marker": {"size": 5},
-                "hovertemplate": "%{y:.1%} (%{customdata})<extra>%{fullData.name}</extra>",
             }
         )
+        if any(v is not None for v in open_):
+            traces.append(
+                {
+                    **common,
+                    "name": f"{flow.flow.name} (still converting)",
+                    "y": open_,
+                    "line": {"color": color, "width": 2, "dash": "dot"},
+                    "marker": {"size": 5, "symbol": "circle-open"},
+                    "opacity": 0.6,
+                }
+            )
     return {"data": traces, "layout": _layout(300, percent=True), "config": _CONFIG}
 
 
@@ -99,7 +131,7 @@ def time_to_value_figure(flows: list[FlowKpis], days: list[date]) -> dict[str, A
             }
         )
     layout = _layout(300, y_title="hours")
-    layout["yaxis"]["tickformat"] = ",.1f"
+    layout["yaxis"]["tickformat"] = ",~r"
     return {"data": traces, "layout": layout, "config": _CONFIG}
 
 
@@ -129,6 +161,11 @@ def rule_sends_figure(rule: RuleKpis, days: list[date]) -> dict[str, Any]:
             }
         )
     layout = _layout(200)
+    peak = max((sum(t["y"][i] for t in traces) for i in range(len(days))), default=0)
+    if peak <= 5:
+        layout["yaxis"]["dtick"] = 1
+        layout["yaxis"]["range"] = [0, max(peak, 1) + 0.2]
+    layout["showlegend"] = True
     layout["barmode"] = "stack"
     layout["bargap"] = 0.2
     layout["margin"] = {"l": 36, "r": 8, "t": 4, "b": 28}

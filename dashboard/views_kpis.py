@@ -50,9 +50,10 @@ def _results_context(request: HttpRequest) -> dict[str, Any]:
         if has_flows
         else None,
         "ttv_figure": figures.time_to_value_figure(result.flows, days) if has_flows else None,
-        "rule_rows": [
+        "rule_charts": [
             RuleRow(rule, figures.rule_sends_figure(rule, days), f"rule-sends-{rule.rule.pk}")
             for rule in result.rules
+            if rule.days
         ],
     }
 

@@ -1,6 +1,6 @@
 """``manage.py onramp export [--output FILE]`` and ``manage.py onramp import FILE [--dry-run]``.
 
-Configuration as code (DESIGN §3.4): flows and segments as one YAML document. A thin entry point
+Configuration as code (DESIGN §3.4): flows, segments, templates, rules and experiments as one YAML document. A thin entry point
 over :mod:`onboarding.configfile.document`.
 """
 
@@ -16,7 +16,7 @@ from onboarding.configfile.errors import ProblemsError
 
 
 class Command(BaseCommand):
-    help = "Export or import flows and segments as one YAML document (configuration as code)."
+    help = "Export or import flows, segments, templates, rules and experiments as one YAML document (configuration as code)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         commands = parser.add_subparsers(dest="action", required=True, metavar="{export,import}")

@@ -82,6 +82,8 @@ class FlowProgress(models.Model):
         indexes = [
             models.Index(fields=["flow", "entered_at"], name="flowprogress_entered"),
             models.Index(fields=["flow", "furthest_step", "reached_at"], name="flowprogress_step"),
+            # Whose progress changed since a moment (exits of trigger rules follow these).
+            models.Index(fields=["flow", "updated_at"], name="flowprogress_updated"),
             # People who entered again after their first entry: the few a funnel whose range
             # starts after their first entry walks from raw events.
             models.Index(

@@ -255,14 +255,21 @@ def _sequences(
     return out
 
 
-def _exits(rule: Rule, spec: RuleSpec, now: datetime, report: RuleReport) -> None:
-    """Cancel pending follow-ups of people who progressed or completed (``exit_when``)."""
+def _exits(rule: Rule, spec: RuleSpec, since: datetime, now: datetime, report: RuleReport) -> None:
+    """Cancel pending follow-ups of people who progressed or completed (``exit_when``).
+
+    Only people whose flow progress changed since the last tick can have exited, so the work
+    follows the progress rows updated in between (an index range), not every pending enrollment.
+    The delivery pipeline checks again at send time, so nothing is sent to someone who exited.
+    """
     if spec.exit_when == "never" or not spec.trigger.flow:
         return
+    moved = FlowProgress.objects.filter(flow__slug=spec.trigger.flow, updated_at__gt=since)
     active = Enrollment.objects.filter(
         rule=rule,
         status=EnrollmentStatus.ACTIVE,
         messages__status__in=PENDING_STATUSES,
+        person_id__in=moved.values("person_id"),
     ).distinct()
     rows = list(active.values_list("pk", "person_id", "context"))
     if not rows:
@@ -330,11 +337,12 @@ def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
     if spec is None:
         logger.error("rule %s has an invalid definition: %s", rule.slug, problems)
     elif now > state.checked_until:
-        occurrences = list(detect(spec.trigger, state.checked_until, now))
+        since = state.checked_until
+        occurrences = list(detect(spec.trigger, since, now))
         rule_report.found = len(occurrences)
         if occurrences:
             _enroll(rule, spec, occurrences, now, rule_report)
-        _exits(rule, spec, now, rule_report)
+        _exits(rule, spec, since, now, rule_report)
         state.checked_until = now
     rule_report.seconds = time.perf_counter() - started
     state.last_tick_at = now

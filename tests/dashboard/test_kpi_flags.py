@@ -107,3 +107,27 @@ def test_thresholds_come_from_settings(settings):
     config = FlagSettings.from_settings()
     flags = rule_flags([figures(sent_7d=11, people_sent_7d=10, responded=0)], config)
     assert [f.kind for f in flags] == [TOO_OFTEN, POOR_RESPONSE]
+
+
+def test_completion_figure_draws_still_converting_days_apart():
+    from datetime import date, datetime
+
+    from dashboard.figures_kpis import completion_rate_figure
+    from dashboard.kpis.queries import FlowKpis, Ratio
+    from dashboard.models import FlowDailyKpi
+    from onboarding.models import OnboardingFlow
+
+    days = [date(2026, 11, n) for n in (1, 2, 3)]
+    flow = OnboardingFlow(pk=1, slug="activation", name="Activation")
+    at = datetime(2026, 11, 3)
+    rows = {
+        days[0]: FlowDailyKpi(
+            day=days[0], entrants=10, completions=4, still_open=0, computed_at=at
+        ),
+        days[2]: FlowDailyKpi(day=days[2], entrants=5, completions=0, still_open=5, computed_at=at),
+    }
+    kpis = FlowKpis(flow, rows, Ratio(4, 15, "entrants"), 5, None)
+    closed, open_ = completion_rate_figure([kpis], days)["data"]
+    assert closed["y"] == [0.4, None, None]
+    assert open_["y"] == [0.4, None, 0.0] and open_["line"]["dash"] == "dot"
+    assert open_["customdata"][2] == "0 of 5, 5 still converting"

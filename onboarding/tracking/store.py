@@ -1,10 +1,10 @@
-"""Bulk writes of the ingestion pipeline, one statement per batch.
+"""Bulk writes of the ingestion pipeline, a few statements per batch.
 
-PostgreSQL gets ``INSERT … SELECT FROM unnest(arrays) … ON CONFLICT DO NOTHING RETURNING``: the
-whole batch travels as a dozen array parameters, so the cost per event is the index maintenance,
-not a round trip. Other databases (SQLite in the embedded default) get a multi-row ``VALUES``
-insert with the same conflict rule. Either way the unique (source, message_id) constraint makes a
-retried call a no-op.
+PostgreSQL gets the batch by ``COPY`` (psycopg's C row writer) into a temporary staging table,
+then one ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` into the events table: the rows
+are never rendered into SQL text, so the cost per event is the index maintenance. Other databases
+(SQLite in the embedded default) get a multi-row ``VALUES`` insert with the same conflict rule.
+Either way the unique (source, message_id) constraint makes a retried call a no-op.
 """
 
 from __future__ import annotations
@@ -32,18 +32,11 @@ _COLUMNS = (
     "properties",
     "context",
 )
-_PG_TYPES = (
-    "bigint[]",
-    "bigint[]",
-    "text[]",
-    "text[]",
-    "timestamptz[]",
-    "timestamptz[]",
-    "text[]",
-    "text[]",
-    "text[]",
-    "jsonb[]",
-    "jsonb[]",
+_PG_STAGE = "onramp_stage_event"
+_PG_STAGE_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (source_id bigint, person_id bigint, type text,"
+    " name text, timestamp timestamptz, received_at timestamptz, message_id text, user_id text,"
+    " anonymous_id text, properties jsonb, context jsonb) ON COMMIT DELETE ROWS"
 )
 _SQLITE_CHUNK = 1000
 
@@ -85,12 +78,14 @@ def insert_events(
     inserted: list[InsertedEvent] = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            arrays = [list(column) for column in zip(*rows, strict=True)]
-            unnest = ", ".join(f"%s::{t}" for t in _PG_TYPES)
+            cursor.execute(_PG_STAGE_DDL)
+            cursor.execute(f"DELETE FROM {_PG_STAGE}")  # noqa: S608
+            with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({unnest}) "  # noqa: S608
-                "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING id, message_id",
-                arrays,
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_PG_STAGE} "  # noqa: S608
+                "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING id, message_id"
             )
             inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
         else:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views_rules, views_templates
+from . import views_experiments, views_rules, views_templates
 
 app_name = "triggers"
 
@@ -13,6 +13,31 @@ urlpatterns = [
     path("templates/new/", views_templates.template_new, name="template_new"),
     path("templates/preview/", views_templates.template_preview, name="template_preview"),
     path("templates/<slug:slug>/", views_templates.template_edit, name="template_edit"),
+    path("experiments/", views_experiments.experiments_list, name="experiments"),
+    path("experiments/plan/", views_experiments.experiment_plan, name="experiment_plan"),
+    path(
+        "experiments/<slug:slug>/",
+        views_experiments.experiment_results_view,
+        name="experiment_results",
+    ),
+    path(
+        "experiments/<slug:slug>/edit/", views_experiments.experiment_edit, name="experiment_edit"
+    ),
+    path(
+        "experiments/<slug:slug>/status/",
+        views_experiments.experiment_status,
+        name="experiment_status",
+    ),
+    path(
+        "experiments/<slug:slug>/ship/",
+        views_experiments.experiment_ship_view,
+        name="experiment_ship",
+    ),
+    path(
+        "<slug:rule_slug>/experiments/new/",
+        views_experiments.experiment_new,
+        name="experiment_new",
+    ),
     path("<slug:slug>/", views_rules.rule_edit, name="rule_edit"),
     path("<slug:slug>/status/", views_rules.rule_status, name="rule_status"),
 ]

@@ -306,7 +306,7 @@ NAMES = ["Signed Up", "Email Verified", "Profile Completed", "Page Viewed", "Pag
         max_size=12,
     ),
     minutes=st.integers(1, 6),
-    step=st.one_of(st.none(), st.integers(1, 3)),
+    step=st.one_of(st.none(), st.integers(2, 3)),
     reentry=st.sampled_from(["once", {"once_per": "3m"}, {"once_per": "1h"}]),
 )
 def test_inactive_in_flow_random_timelines(timeline, raw, minutes, step, reentry):

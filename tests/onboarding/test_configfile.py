@@ -177,7 +177,7 @@ segments:
 
 
 def test_export_of_an_empty_database(db):
-    assert export_config() == "flows: []\nsegments: []\ntemplates: []\nrules: []\n"
+    assert export_config() == "flows: []\nsegments: []\ntemplates: []\nrules: []\nexperiments: []\n"
     assert import_config(export_config()).changes == []
     assert import_config("").changes == []
 
@@ -221,8 +221,11 @@ def test_failure_while_applying_rolls_everything_back(db, monkeypatch):
         ("flows: [", "not valid YAML"),
         ("- a\n- b\n", "the document must be a mapping of sections"),
         ("flows: []\nflows: []\n", "duplicate key 'flows'"),
-        ("widgets: []", "widgets: unknown section (expected flows, rules, segments, templates)"),
-        ("experiments: []", "experiments: not supported by this version yet"),
+        (
+            "widgets: []",
+            "widgets: unknown section (expected experiments, flows, rules, segments, templates)",
+        ),
+        ("experiments: {}", "experiments: must be a list"),
         ("flows: {}", "flows: must be a list"),
         ("flows: [3]", "flows[0]: must be a mapping"),
         ("flows: [{name: A, steps: [{name: a, event: A}]}]", "flows[0].slug: required"),
@@ -374,16 +377,16 @@ flows:
   - {slug: a, name: A, window: 7 days, steps: [{name: a, event: A}, {name: b}]}
 segments:
   - {slug: s, name: S, conditions: [{trait: x, op: equals, value: 1}, {flow: zzz, state: entered}]}
-experiments: []
+experiments: {}
 """
     )
     assert problems == [
-        "experiments: not supported by this version yet; remove the section",
         "flows[0].window: must be a duration such as 90s, 5m, 24h or 7d, not '7 days'",
         "flows[0].steps[1].event: required",
         "segments[0].conditions[0].op: unknown operator 'equals' (one of eq, neq, contains, in, "
         "not_in, gt, gte, lt, lte, before, after, within_last, is_set, is_not_set)",
         "segments[0].conditions[1].flow: unknown flow 'zzz'",
+        "experiments: must be a list",
     ]
 
 
@@ -425,12 +428,12 @@ def test_command_import_export_and_dry_run(db, tmp_path: Path):
 
 def test_command_reports_every_problem_and_fails(db, tmp_path: Path):
     config = tmp_path / "bad.yaml"
-    config.write_text("flows: [{slug: a, name: A, steps: [{name: a}]}]\nexperiments: []\n")
+    config.write_text("flows: [{slug: a, name: A, steps: [{name: a}]}]\nexperiments: {}\n")
     err = io.StringIO()
     with pytest.raises(CommandError, match="2 problems found; nothing was changed"):
         call_command("onramp", "import", str(config), stderr=err)
     assert f"{config}: flows[0].steps[0].event: required" in err.getvalue()
-    assert f"{config}: experiments: not supported" in err.getvalue()
+    assert f"{config}: experiments: must be a list" in err.getvalue()
     with pytest.raises(CommandError, match="cannot read"):
         call_command("onramp", "import", str(tmp_path / "missing.yaml"))
 

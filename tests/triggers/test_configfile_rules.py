@@ -259,7 +259,9 @@ def test_round_trip_is_exact(db):
             Rule.objects.update(current_version=None)
             RuleVersion.objects.all().delete()
         model.objects.all().delete()
-    assert export_config() == "flows: []\nsegments: []\ntemplates: []\nrules: []\n"
+    assert export_config() == (
+        "flows: []\nsegments: []\ntemplates: []\nrules: []\nexperiments: []\n"
+    )
 
     assert import_config(exported).count("created") == 8
     assert export_config() == exported
@@ -439,12 +441,9 @@ def test_every_problem_in_the_file_is_reported_at_once(db):
     ]
 
 
-def test_experiments_are_still_refused(db):
-    assert problems_of("experiments: []") == [
-        "experiments: not supported by this version yet; remove the section"
-    ]
+def test_an_unknown_section_names_every_known_one(db):
     assert problems_of("widgets: []") == [
-        "widgets: unknown section (expected flows, rules, segments, templates)"
+        "widgets: unknown section (expected experiments, flows, rules, segments, templates)"
     ]
 
 

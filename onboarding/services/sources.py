@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,6 +38,7 @@ def source_create(*, name: str) -> IssuedKey:
     source = Source(name=name, write_key_hash=hash_write_key(key), write_key_prefix=key[:10])
     source.full_clean()
     source.save()
+    _forget_cached_keys()
     return IssuedKey(source, key)
 
 
@@ -56,7 +58,21 @@ def source_rotate(*, name: str, grace: timedelta = timedelta(0)) -> IssuedKey:
     source.write_key_prefix = key[:10]
     source.rotated_at = now
     source.save()
+    transaction.on_commit(_forget_cached_keys)
+    _forget_cached_keys()
     return IssuedKey(source, key)
+
+
+# hash → (source or None, expires at monotonic time): one query per key every few seconds per
+# process instead of one per request. A rotation, deactivation or new key takes effect in every
+# process within this many seconds (the process that made the change clears its cache at once).
+_CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[Source | None, float]] = {}
+
+
+def _forget_cached_keys(*args: object, **kwargs: object) -> None:
+    """Clear this process's key cache (connected to Source saves and deletes, too)."""
+    _cache.clear()
 
 
 def source_for_write_key(key: str) -> Source | None:
@@ -68,6 +84,22 @@ def source_for_write_key(key: str) -> Source | None:
     if not key:
         return None
     digest = hash_write_key(key)
+    cached = _cache.get(digest)
+    if cached is not None and cached[1] > time.monotonic():
+        source = cached[0]
+        # A previous key (rotation with grace) stops at its deadline, cached or not.
+        if source is None or source.write_key_hash == digest:
+            return source
+        if source.previous_key_expires_at and source.previous_key_expires_at > timezone.now():
+            return source
+    source = _lookup(digest)
+    if len(_cache) > 10_000:  # unknown keys are cached too: bound the memory
+        _cache.clear()
+    _cache[digest] = (source, time.monotonic() + _CACHE_SECONDS)
+    return source
+
+
+def _lookup(digest: str) -> Source | None:
     now = timezone.now()
     source = (
         Source.objects.filter(is_active=True)

@@ -19,7 +19,8 @@ from onboarding.flows.progress import refresh_after_ingest
 from onboarding.models import FailedEvent, Person, Source
 
 from . import store
-from .errors import Problem
+from .erased import refuse_erased
+from .errors import Rejection
 from .identity import mirror_trait_columns, resolve_people
 from .parsing import TrackedEvent
 
@@ -33,19 +34,14 @@ _TRANSIENT_SQLSTATES = {"40001", "40P01", "23503", "23505"}
 _ATTEMPTS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    index: int | None
-    problem: Problem
-    payload: str
-
-
 @dataclass
 class IngestResult:
     accepted: int = 0
     inserted: int = 0
     duplicates: int = 0
     inserted_ids: list[int] = field(default_factory=list)
+    # Every rejected event of the request, by index: the envelope's and those about erased people.
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 def _apply_traits(events: list[TrackedEvent], person_ids: list[int]) -> None:
@@ -97,9 +93,7 @@ def _apply_traits(events: list[TrackedEvent], person_ids: list[int]) -> None:
         )
         if after != before:
             changed.append(person)
-    Person.objects.bulk_update(
-        changed, ["traits", "trait_timestamps", "email", "phone", "timezone"]
-    )
+    store.update_people_traits(changed)
 
 
 def _refresh_flow_progress(
@@ -123,8 +117,11 @@ def _write(
     received_at: datetime,
     endpoint: str,
 ) -> IngestResult:
-    result = IngestResult(accepted=len(events))
     with transaction.atomic():
+        events, refused = refuse_erased(events)
+        if refused:
+            rejections = sorted([*rejections, *refused], key=lambda r: r.index or 0)
+        result = IngestResult(accepted=len(events), rejections=rejections)
         if events:
             person_ids = resolve_people(events, received_at=received_at)
             inserted = store.insert_events(

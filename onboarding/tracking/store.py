@@ -139,3 +139,32 @@ def touch_people(seen: dict[int, tuple[datetime, datetime]]) -> None:
                     f"{table}.id)) WHERE id IN (SELECT id FROM v)",
                     params,
                 )
+
+
+_TRAIT_FIELDS = ["traits", "trait_timestamps", "email", "phone", "timezone"]
+
+
+def update_people_traits(people: list[Person]) -> None:
+    """Write the trait columns of these (locked) people: one ``UPDATE … FROM unnest`` on
+    PostgreSQL instead of the ORM's CASE-per-row ``bulk_update``."""
+    if not people:
+        return
+    if connection.vendor != "postgresql":
+        Person.objects.bulk_update(people, _TRAIT_FIELDS)
+        return
+    table = connection.ops.quote_name(Person._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS p SET traits = v.traits, trait_timestamps = v.stamps, "  # noqa: S608
+            "email = v.email, phone = v.phone, timezone = v.tz "
+            "FROM unnest(%s::bigint[], %s::jsonb[], %s::jsonb[], %s::text[], %s::text[], %s::text[])"
+            " AS v(id, traits, stamps, email, phone, tz) WHERE p.id = v.id",
+            [
+                [p.pk for p in people],
+                [_dumps(p.traits) for p in people],
+                [_dumps(p.trait_timestamps) for p in people],
+                [p.email for p in people],
+                [p.phone for p in people],
+                [p.timezone for p in people],
+            ],
+        )

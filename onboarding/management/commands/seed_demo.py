@@ -12,11 +12,13 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from onboarding.demo import demo_payloads
+from onboarding.demo_config import install_demo_config
 from onboarding.models import Event, Person, Source
 from onboarding.services.sources import source_create
 from onboarding.tracking.envelope import read_envelope
@@ -83,6 +85,11 @@ class Command(BaseCommand):
                 "use `manage.py sources rotate` to get one)."
             )
         people_before = Person.objects.count()
+        # The flow and segments first, so flow progress is maintained as the events arrive.
+        config = install_demo_config()
+        created = [str(c) for c in config.changes if c.status != "unchanged"]
+        if created:
+            self.stdout.write("Demo configuration: " + "; ".join(created) + ".")
 
         now = timezone.now()
         payloads = demo_payloads(people=people, seed=seed, now=now)
@@ -111,6 +118,14 @@ class Command(BaseCommand):
             f"Generated {len(payloads)} events for {people} people (seed {seed}) "
             f"in {len(batches)} batches."
         )
+        # Apps that build on the event store (trigger rules, say) add their own demo objects;
+        # onboarding does not import them, it asks every app that offers ``install_demo``.
+        for config in apps.get_app_configs():
+            install = getattr(config, "install_demo", None)
+            if callable(install):
+                summary = install()
+                if summary:
+                    self.stdout.write(summary)
         self.stdout.write(
             f"Stored {inserted} new events ({duplicates} already present, {rejected} rejected); "
             f"people: {Person.objects.count() - people_before} new, {Person.objects.count()} total; "

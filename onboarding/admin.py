@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -21,7 +22,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from onboarding.models import Event, FailedEvent, Identity, Person, Source
+from onboarding.models import Erasure, Event, FailedEvent, Identity, Person, Source
+from onboarding.services.gdpr import person_erase, person_export
 from onboarding.services.sources import IssuedKey, source_create, source_rotate
 
 admin.site.site_header = "Onramp admin"
@@ -167,8 +169,22 @@ class IdentityInline(admin.TabularInline):
         return False
 
 
+ERASE_CONFIRMATION = "ERASE"
+
+
+class EraseForm(forms.Form):
+    confirmation = forms.CharField(label=f"Type {ERASE_CONFIRMATION} to confirm", max_length=20)
+
+    def clean_confirmation(self) -> str:
+        value = self.cleaned_data["confirmation"].strip()
+        if value != ERASE_CONFIRMATION:
+            raise forms.ValidationError(f"Type {ERASE_CONFIRMATION} in capitals to erase.")
+        return value
+
+
 @admin.register(Person)
 class PersonAdmin(admin.ModelAdmin):
+    actions = ["export_people", "erase_people"]
     list_display = ["id", "external_id", "email", "first_seen", "last_seen"]
     list_display_links = ["id", "external_id"]
     # Exact matches use the indexes; support staff paste an id or an address.
@@ -226,6 +242,64 @@ class PersonAdmin(admin.ModelAdmin):
                 + f"?person__id__exact={obj.pk}",
             },
         )
+
+    # --- GDPR -----------------------------------------------------------------------------
+
+    @admin.action(description="Export as JSON (GDPR access)", permissions=["view"])
+    def export_people(self, request: HttpRequest, queryset: QuerySet[Person]) -> HttpResponse:
+        people = list(queryset.order_by("pk"))
+        exports = [person_export(person) for person in people]
+        document = exports[0] if len(exports) == 1 else {"people": exports}
+        name = f"person-{people[0].pk}" if len(people) == 1 else f"people-{len(people)}"
+        response = HttpResponse(
+            json.dumps(document, cls=DjangoJSONEncoder, indent=2, ensure_ascii=False),
+            content_type="application/json; charset=utf-8",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{name}.json"'
+        response["Cache-Control"] = "no-store"
+        for person in people:
+            self.log_change(request, person, "Exported as JSON (GDPR)")
+        return response
+
+    @admin.action(description="Erase for good (GDPR erasure)…", permissions=["change"])
+    def erase_people(self, request: HttpRequest, queryset: QuerySet[Person]) -> HttpResponse | None:
+        form = EraseForm(request.POST if "confirm" in request.POST else None)
+        people = list(queryset.order_by("pk"))
+        if form.is_bound and form.is_valid():
+            for person in people:
+                label = str(person)
+                erasure = person_erase(person, actor=request.user)
+                self.message_user(
+                    request,
+                    f"Erased {label} (#{erasure.person_pk}): "
+                    + ", ".join(f"{n} {t}" for t, n in erasure.deleted.items()),
+                    messages.SUCCESS,
+                )
+            return None
+        return TemplateResponse(
+            request,
+            "admin/onboarding/person/erase_confirmation.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Erase people",
+                "opts": self.model._meta,
+                "people": people,
+                "form": form,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+
+@admin.register(Erasure)
+class ErasureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The audit trail of erasures: who, when, how many rows; no personal data."""
+
+    list_display = ["erased_at", "erased_by_label", "person_pk", "deleted"]
+    fields = ["erased_at", "erased_by_label", "person_pk", "deleted"]
+    readonly_fields = fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 # --- Events ----------------------------------------------------------------------------------

@@ -106,15 +106,15 @@ def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> Json
         received_at=received_at,
         endpoint=endpoint,
     )
-    if not envelope.rejections:
+    if not result.rejections:
         return JsonResponse({"success": True})
     rejected = [
         {"index": r.index, **r.problem.as_dict()} if r.index is not None else r.problem.as_dict()
-        for r in envelope.rejections
+        for r in result.rejections
     ]
     if event_type is not None:
         return JsonResponse(
-            {"success": False, "error": envelope.rejections[0].problem.as_dict()}, status=400
+            {"success": False, "error": result.rejections[0].problem.as_dict()}, status=400
         )
     body = {"success": False, "accepted": result.accepted, "rejected": rejected}
     if not result.accepted:

@@ -6,8 +6,11 @@ Write paths live in ``onboarding.services`` and ``onboarding.tracking``; nothing
 
 from .events import Event, EventType, FailedEvent, Identity, IdentityKind, Person, Source
 from .flows import FlowProgress, OnboardingFlow, Segment, Step
+from .privacy import ErasedIdentity, Erasure
 
 __all__ = [
+    "ErasedIdentity",
+    "Erasure",
     "Event",
     "EventType",
     "FailedEvent",

@@ -15,6 +15,15 @@ class Problem:
         return {"code": self.code, "path": self.path, "message": self.message}
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused event: its index in the batch (None for a single call), why, and its payload."""
+
+    index: int | None
+    problem: Problem
+    payload: str
+
+
 class EnvelopeError(Exception):
     """The request as a whole cannot be read: answered with a 4xx and nothing is stored."""
 

@@ -65,7 +65,7 @@ def rates_figure(result: ExperimentResult) -> dict[str, Any]:
                 "name": arm.name,
             }
         )
-    layout = _base_layout(70 + 46 * len(arms))
+    layout = _base_layout(max(280, 80 + 56 * len(arms)))
     labels = [f"{a.name} (control)" if a.name == result.control else a.name for a in arms]
     layout["yaxis"] = {
         "type": "category",
@@ -74,8 +74,9 @@ def rates_figure(result: ExperimentResult) -> dict[str, Any]:
         "showgrid": False,
         "automargin": True,
     }
+    highest = max((a.ci[1] for a in arms if a.ci is not None), default=1.0)
     layout["xaxis"] = {
-        "tickformat": ".0%",
+        "tickformat": ".0%" if highest >= 0.1 else ".1%",
         "gridcolor": "#eef0f3",
         "zeroline": False,
         "title": {"text": "Conversion rate, with its 95 % interval"},
@@ -110,7 +111,7 @@ def over_time_figure(result: ExperimentResult) -> dict[str, Any]:
             continue
         kept = [p for p in points if p.difference is not None]
         band_x = days + list(reversed(days))
-        band_y = [p.high for p in kept] + [p.low for p in reversed(kept)]
+        band_y = [_points(p.high) for p in kept] + [_points(p.low) for p in reversed(kept)]
         data.append(
             {
                 "type": "scatter",
@@ -129,20 +130,20 @@ def over_time_figure(result: ExperimentResult) -> dict[str, Any]:
                 "type": "scatter",
                 "mode": "lines+markers",
                 "x": days,
-                "y": [p.difference for p in kept],
+                "y": [_points(p.difference) for p in kept],
                 "line": {"color": color, "width": 2},
                 "marker": {"size": 5},
-                "customdata": [[p.low, p.high, p.users] for p in kept],
+                "customdata": [[_points(p.low), _points(p.high), p.users] for p in kept],
                 "hovertemplate": (
                     f"{name} − {result.control}: "
-                    "%{y:+.1%} (%{customdata[0]:+.1%} to %{customdata[1]:+.1%})"
+                    "%{y:+.1f} pp (%{customdata[0]:+.1f} to %{customdata[1]:+.1f})"
                     "<br>%{customdata[2]:,} users so far<extra></extra>"
                 ),
                 "name": f"{name} − {result.control}",
             }
         )
-    layout = _base_layout(280)
-    layout["margin"] = {"l": 56, "r": 16, "t": 8, "b": 36}
+    layout = _base_layout(300)
+    layout["margin"] = {"l": 60, "r": 16, "t": 8, "b": 36}
     layout["showlegend"] = len(result.over_time) > 1
     layout["legend"] = {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"}
     layout["hovermode"] = "x unified"
@@ -153,14 +154,19 @@ def over_time_figure(result: ExperimentResult) -> dict[str, Any]:
         "tickformat": "%b %-d",
     }
     layout["yaxis"] = {
-        "tickformat": "+.0%",
+        "tickformat": "+.0f",
+        "ticksuffix": " pp",
         "gridcolor": "#eef0f3",
         "zeroline": True,
         "zerolinecolor": "#9ca3af",
         "zerolinewidth": 1.5,
-        "title": {"text": "Difference vs control (points)"},
     }
     return {"data": data, "layout": layout, "config": _CONFIG}
+
+
+def _points(value: float | None) -> float | None:
+    """A difference of rates in percentage points (0.012 → 1.2)."""
+    return None if value is None else value * 100
 
 
 def _rgba(hex_color: str, alpha: float) -> str:

@@ -34,20 +34,20 @@ class ExperimentForm(forms.Form):
     slug = forms.SlugField(
         max_length=64, help_text="Lowercase letters, digits and hyphens; used in the config file."
     )
-    flow = forms.ChoiceField(label="Conversion: completes the flow")
+    flow = forms.ChoiceField(label="Converts by completing")
     completed_within = forms.CharField(
-        label="Within (of assignment)",
+        label="Within",
         max_length=16,
         initial="14d",
         widget=forms.TextInput(attrs={"placeholder": "14d"}),
-        help_text="Only people whose window has closed are counted.",
+        help_text="Of assignment; only closed windows count.",
     )
     reengaged_within = forms.CharField(
-        label="Re-engaged within (secondary)",
+        label="Re-engaged within",
         max_length=16,
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "24h"}),
-        help_text="Any event this soon after assignment; 24h when empty.",
+        help_text="Secondary: any event this soon; 24h when empty.",
     )
     planned_users_per_arm = forms.IntegerField(
         label="Planned users (largest arm)",
@@ -56,7 +56,7 @@ class ExperimentForm(forms.Form):
         help_text="No verdict before this; smaller arms need their share of it.",
     )
     minimum_effect = forms.FloatField(
-        label="Smallest effect worth finding (points)",
+        label="Smallest effect (points)",
         min_value=0.1,
         max_value=99,
         required=False,

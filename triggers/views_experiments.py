@@ -65,7 +65,9 @@ def experiments_list(request: HttpRequest) -> HttpResponse:
         return redirect("triggers:experiment_new", rule_slug=rule.slug)
     experiments = (
         Experiment.objects.select_related("rule", "shipped_variant")
-        .annotate(assigned=Count("assignments"), arms=Count("variants", distinct=True))
+        .annotate(
+            assigned=Count("assignments", distinct=True), arms=Count("variants", distinct=True)
+        )
         .order_by("-created_at")
     )
     rules = Rule.objects.exclude(status="archived").order_by("name").values_list("slug", "name")
@@ -130,6 +132,10 @@ def _plan_context(data: dict[str, Any], rows: list[ArmRow], rule: Rule) -> dict[
     if len(arms) < 2 or any(weight <= 0 for _, weight, _ in arms):
         out["plan_missing"] = "Give at least two arms positive weights to see the sample size."
         return out
+    try:
+        out["planned"] = int(str(data.get("planned_users_per_arm") or "").strip())
+    except ValueError:
+        out["planned"] = None
     try:
         out["plan"] = planning.plan(
             baseline=rate,
@@ -373,6 +379,7 @@ def experiment_results_view(request: HttpRequest, slug: str) -> HttpResponse:
         "rows": rows,
         "phases": range(1, experiment.phase + 1),
         "several": len(result.analysis.comparisons) > 1,
+        "short_arms": [a for a in result.arms if a.more_needed],
         "analysis_json": result.analysis.as_dict(),
         "rates_figure": figures_experiments.rates_figure(result),
         "over_time_figure": figures_experiments.over_time_figure(result),

@@ -444,3 +444,12 @@ def test_secondary_metrics_and_guardrail_per_arm(growth, experiment):
     page = growth.get("/rules/experiments/reminder-test/").content.decode()
     assert 'id="secondary-table"' in page
     assert "Unsubscribed (guardrail)" in page and "sends nothing" in page
+
+
+def test_plan_panel_warns_when_the_planned_size_is_too_small(growth, rule):
+    data = form_data(baseline="20", minimum_effect="5", planned_users_per_arm="100")
+    page = growth.post("/rules/experiments/plan/", data).content.decode()
+    assert 'id="plan-underpowered"' in page
+    data["planned_users_per_arm"] = "100000"
+    page = growth.post("/rules/experiments/plan/", data).content.decode()
+    assert 'id="plan-underpowered"' not in page

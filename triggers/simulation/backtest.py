@@ -339,50 +339,77 @@ def run_backtest(
     renderer = _Renderer(wanted)
 
     found: dict[int, list[tuple[datetime, Occurrence]]] = defaultdict(list)
-    for tick, occurrence in detect_history(spec.trigger, replay):
+    entered_people: set[int] = set()
+    context = _Context(spec, flow, segment, rule, renderer, replay, now, result, entered_people)
+    for item in detect_history(spec.trigger, replay):
+        if item is None:  # a batch of people is complete: decide it, free its memory
+            _decide(context, found)
+            found.clear()
+            if progress:
+                progress(5 + int(90 * replay.done))
+            continue
+        tick, occurrence = item
         if tick is not None:
             found[occurrence.person_id].append((tick, occurrence))
-    if progress:
-        progress(50)
-    people = sorted(found)
-    entered_people: set[int] = set()
-    for start in range(0, len(people), PEOPLE_PER_BATCH):
-        batch = people[start : start + PEOPLE_PER_BATCH]
-        members = _members(segment, spec, batch, now)
-        enrolled = {
-            p: _enroll_person(spec, found.pop(p), p in members, result.skipped) for p in batch
-        }
-        enrolled = {p: e for p, e in enrolled.items() if e}
-        if not enrolled:
-            continue
-        entered_people.update(enrolled)
-        persons = _people(enrolled)
-        histories = replay.histories(flow, enrolled) if flow else {}
-        live = _live_sends(rule, enrolled, since, until)
-        for person_id, items in enrolled.items():
-            person = persons[person_id]
-            history = histories.get(person_id)
-            sends: list[_Send] = []
-            for item in items:
-                occurrence = item.occurrence
-                result.entries.append(
-                    Entry(person_id, person.external_id or "", occurrence.key, occurrence.at)
-                )
-                for step, follow_up in enumerate(spec.follow_ups):
-                    due = follow_up_due_at(occurrence.at, follow_up, person.timezone)
-                    result.scheduled_per_day[due.date().isoformat()][follow_up.channel] += 1
-                    sends.append(_Send(due, step, follow_up, item))
-                _attribute(occurrence, history, now, result)
-            _deliver_person(
-                spec, person, sends, live.get(person_id, []), history, grid, renderer, result
-            )
-        replay.forget(batch)
-        if progress:
-            progress(50 + int(45 * (start + len(batch)) / len(people)))
+    _decide(context, found)
     result.entries.sort(key=lambda e: (e.at, e.person_id, e.occurrence))
     _overlap(rule, entered_people, since, until, result)
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class _Context:
+    spec: RuleSpec
+    flow: Any
+    segment: Segment | None
+    rule: Rule | None
+    renderer: _Renderer
+    replay: Replay
+    now: datetime
+    result: BacktestResult
+    entered_people: set[int]
+
+
+def _decide(c: _Context, found: dict[int, list[tuple[datetime, Occurrence]]]) -> None:
+    """Enroll, schedule and estimate delivery for these people's occurrences."""
+    spec, result = c.spec, c.result
+    people = sorted(found)
+    for start in range(0, len(people), PEOPLE_PER_BATCH):
+        batch = people[start : start + PEOPLE_PER_BATCH]
+        members = _members(c.segment, spec, batch, c.now)
+        enrolled = {p: _enroll_person(spec, found[p], p in members, result.skipped) for p in batch}
+        enrolled = {p: e for p, e in enrolled.items() if e}
+        if enrolled:
+            c.entered_people.update(enrolled)
+            persons = _people(enrolled)
+            histories = c.replay.histories(c.flow, enrolled) if c.flow else {}
+            live = _live_sends(c.rule, enrolled, result.since, result.until)
+            for person_id, items in enrolled.items():
+                person = persons[person_id]
+                history = histories.get(person_id)
+                sends: list[_Send] = []
+                for item in items:
+                    occurrence = item.occurrence
+                    result.entries.append(
+                        Entry(person_id, person.external_id or "", occurrence.key, occurrence.at)
+                    )
+                    for step, follow_up in enumerate(spec.follow_ups):
+                        due = follow_up_due_at(occurrence.at, follow_up, person.timezone)
+                        result.scheduled_per_day[due.date().isoformat()][follow_up.channel] += 1
+                        sends.append(_Send(due, step, follow_up, item))
+                    _attribute(occurrence, history, c.now, result)
+                _deliver_person(
+                    spec,
+                    person,
+                    sends,
+                    live.get(person_id, []),
+                    history,
+                    c.replay.grid,
+                    c.renderer,
+                    result,
+                )
+        c.replay.forget(batch)
 
 
 def _members(segment: Segment | None, spec: RuleSpec, people: list[int], now: datetime) -> set[int]:

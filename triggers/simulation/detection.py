@@ -24,6 +24,8 @@ from triggers.rules.spec import Trigger
 from .history import CHUNK, Replay, flow_spec, matches
 
 Found = tuple[datetime, Occurrence]
+# Yielded after the occurrences of a batch of people are all out: the caller may decide them.
+FLUSH = None
 
 
 def _flow_people(flow_id: int) -> list[int]:
@@ -35,17 +37,21 @@ def _flow_people(flow_id: int) -> list[int]:
     )
 
 
-def _chunks(people: list[int], size: int = 20000) -> Iterator[list[int]]:
+def _chunks(
+    people: list[int], size: int = 20000, replay: Replay | None = None
+) -> Iterator[list[int]]:
     for start in range(0, len(people), size):
         yield people[start : start + size]
+        if replay is not None:
+            replay.done = min(1.0, (start + size) / len(people))
 
 
-def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     """Idle spells: an arrival ``r`` followed by none until the tick after ``r + N``."""
     grid = replay.grid
     idle = timedelta(minutes=trigger.minutes or 0)
     flow = flow_spec(trigger.flow or "")
-    for people in _chunks(_flow_people(flow.id)):
+    for people in _chunks(_flow_people(flow.id), replay=replay):
         spells = (
             Event.objects.filter(
                 person_id__in=people,
@@ -96,9 +102,10 @@ def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found]:
                         },
                     ),
                 )
+        yield FLUSH
 
 
-def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     grid = replay.grid
     within = timedelta(seconds=trigger.within or 0)
     flow = flow_spec(trigger.flow or "")
@@ -157,7 +164,7 @@ def _matching(trigger: Trigger, people: list[int] | None, until: datetime):
                 yield event_id, person_id, timestamp, received_at
 
 
-def repeated_event(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+def repeated_event(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     grid = replay.grid
     within = timedelta(seconds=trigger.within or 0)
     times = trigger.times or 0
@@ -187,11 +194,11 @@ def repeated_event(trigger: Trigger, replay: Replay) -> Iterator[Found]:
                 )
 
 
-def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     grid = replay.grid
     flow = flow_spec(trigger.flow or "")
     wanted = trigger.sessions or 0
-    for people in _chunks(_flow_people(flow.id)):
+    for people in _chunks(_flow_people(flow.id), replay=replay):
         histories = replay.histories(flow, people)
         arrivals: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
         for person_id, timestamp, received_at in (
@@ -228,9 +235,10 @@ def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found]:
                             {"sessions": sessions, "reached_at": progress.reached_at.isoformat()},
                         ),
                     )
+        yield FLUSH
 
 
-def milestone(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+def milestone(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     grid = replay.grid
     rows: dict[int, list[tuple[int, datetime, datetime]]] = defaultdict(list)
     for event_id, person_id, timestamp, received_at in _matching(trigger, None, grid.last):
@@ -267,7 +275,7 @@ def milestone(trigger: Trigger, replay: Replay) -> Iterator[Found]:
                 )
 
 
-def event(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+def event(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     grid = replay.grid
     rows = Event.objects.filter(
         name=trigger.event or "", received_at__gt=grid.since, received_at__lte=grid.last
@@ -290,5 +298,5 @@ HISTORICAL_DETECTORS = {
 }
 
 
-def detect_history(trigger: Trigger, replay: Replay) -> Iterator[Found]:
+def detect_history(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     return HISTORICAL_DETECTORS[trigger.kind](trigger, replay)

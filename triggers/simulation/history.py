@@ -160,6 +160,7 @@ class Replay:
         self.grid = grid
         self.horizon = max(horizon, grid.last)
         self.cache: dict[int, StepHistory | None] = {}
+        self.done = 0.0  # the share of people detection has gone through (for progress bars)
 
     def histories(self, flow: FlowSpec, person_ids: Iterable[int]) -> dict[int, StepHistory]:
         people = set(person_ids)

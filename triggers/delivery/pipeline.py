@@ -15,6 +15,7 @@ retried with the same ``webhook-id``. In-app messages are "sent" by committing t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from onboarding.models import FlowProgress, Person
@@ -105,17 +106,34 @@ def _exit_reason(message: Message, spec: RuleSpec) -> str | None:
 
 
 def _cap_reason(message: Message, spec: RuleSpec, now: datetime) -> str | None:
-    mine = Message.objects.filter(person_id=message.person_id, status__in=CAPPED_STATUSES)
+    """Counted from the ledger, under the person's lock: one query for both caps."""
     period = timedelta(seconds=settings.ONRAMP_GLOBAL_CAP_PERIOD)
-    if mine.filter(sent_at__gt=now - period).count() >= settings.ONRAMP_GLOBAL_CAP_MAX:
-        return "cap:global"
+    counts = {"global": Count("pk", filter=Q(sent_at__gt=now - period))}
     if spec.cap_max is not None and spec.cap_per is not None:
-        recent = mine.filter(
-            rule_id=message.rule_id, sent_at__gt=now - timedelta(seconds=spec.cap_per)
-        )
-        if recent.count() >= spec.cap_max:
-            return "cap:rule"
+        since = now - timedelta(seconds=spec.cap_per)
+        counts["rule"] = Count("pk", filter=Q(rule_id=message.rule_id, sent_at__gt=since))
+    found = Message.objects.filter(
+        person_id=message.person_id, status__in=CAPPED_STATUSES
+    ).aggregate(**counts)
+    if found["global"] >= settings.ONRAMP_GLOBAL_CAP_MAX:
+        return "cap:global"
+    if "rule" in found and found["rule"] >= spec.cap_max:
+        return "cap:rule"
     return None
+
+
+# Parsed rule specs, kept for the life of the process. Keyed by the definition's text, not only the
+# version id: an id can come back after a rolled-back insert (SQLite), a definition cannot lie.
+_SPECS: dict[str, RuleSpec | None] = {}
+
+
+def _spec(message: Message) -> RuleSpec | None:
+    key = json.dumps(message.rule_version.definition, sort_keys=True)
+    if key not in _SPECS:
+        if len(_SPECS) > 5000:
+            _SPECS.clear()
+        _SPECS[key] = parse_rule(message.rule_version.definition)[0]
+    return _SPECS[key]
 
 
 def _to_review(
@@ -193,7 +211,7 @@ def _prepare(pk: int, now: datetime, report: DeliveryReport) -> tuple[Message, P
             report.add("cancelled")
         return None  # paused: the message waits for the rule to resume
     person = Person.objects.select_for_update().get(pk=message.person_id)
-    spec, _ = parse_rule(message.rule_version.definition)
+    spec = _spec(message)
     if spec is None:
         _to_review(message, now, "invalid_rule", "the rule version no longer validates", report)
         return None
@@ -292,7 +310,7 @@ def deliver_message(
     if prepared is None:
         return report
     message, person = prepared
-    spec, _ = parse_rule(message.rule_version.definition)
+    spec = _spec(message)
     attempt = message.attempts
     try:
         result = channel_for(message.channel).send(message, person)

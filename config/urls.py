@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from dashboard.auth import ThrottledLoginView
 from dashboard.views import healthz
 
 urlpatterns = [
@@ -9,7 +10,7 @@ urlpatterns = [
     path("v1/", include("onboarding.api.urls")),
     path("healthz", healthz, name="healthz"),
     path("t/", include("triggers.urls_links")),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("demo/widget/", include("triggers.api.urls_demo")),

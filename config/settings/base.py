@@ -37,6 +37,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "dashboard.security.ContentSecurityPolicyMiddleware",
     "onboarding.api.middleware.TrackingApiMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -214,3 +215,33 @@ ONRAMP_HTTP_CONNECT_TIMEOUT_SECONDS = env_int("ONRAMP_HTTP_CONNECT_TIMEOUT_SECON
 # hash is required (it is checked whenever it is sent).
 ONRAMP_IN_APP_SECRET = env_str("ONRAMP_IN_APP_SECRET", "")
 ONRAMP_IN_APP_REQUIRE_HASH = env_bool("ONRAMP_IN_APP_REQUIRE_HASH", False)
+
+# --- Privacy (GDPR erasure) ----------------------------------------------------------------------
+# The key of the hashes that tombstones keep of erased people's ids; empty means SECRET_KEY. Set it
+# explicitly before ever rotating SECRET_KEY, or events of erased people stop being refused.
+ONRAMP_ERASURE_KEY = env_str("ONRAMP_ERASURE_KEY", "")
+
+# --- Security headers and login throttling (docs/security.md) ------------------------------------
+# Django's SecurityMiddleware and XFrameOptionsMiddleware send these on every response.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (dashboard.security.ContentSecurityPolicyMiddleware). Scripts only from
+# our own static files: no inline scripts or handlers anywhere (json_script blocks are data). Styles
+# allow 'unsafe-inline': Plotly injects <style> elements and sets style attributes on its charts.
+ONRAMP_CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# Failed logins per (user name, client address) before the login form answers 429, and the window.
+ONRAMP_LOGIN_MAX_FAILURES = env_int("ONRAMP_LOGIN_MAX_FAILURES", 5)
+ONRAMP_LOGIN_LOCKOUT_SECONDS = env_int("ONRAMP_LOGIN_LOCKOUT_SECONDS", 15 * 60)

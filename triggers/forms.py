@@ -46,7 +46,7 @@ EXIT_LABELS = {
     "completed": "They complete the flow",
     "never": "Never (send every follow-up)",
 }
-RESERVED_SLUGS = {"new", "preview", "templates", "trigger-fields"}
+RESERVED_SLUGS = {"new", "preview", "templates", "trigger-fields", "experiments", "backtests"}
 ROW_PREFIX = "follow_ups"
 ROW_FIELDS = ("channel", "template", "delay", "at")
 EMPTY_ROW = {"channel": "email", "template": "", "delay": "0m", "at": ""}

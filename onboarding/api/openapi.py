@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-_ID = {"anyOf": [{"type": "string", "maxLength": 255}, {"type": "integer"}]}
-_TIME = {"type": "string", "format": "date-time"}
-_OBJECT = {"type": "object", "additionalProperties": True}
+# Segment ids may be strings or numbers; null or "" is the same as leaving the field out.
+_ID = {"anyOf": [{"type": "string", "maxLength": 255}, {"type": "integer"}, {"type": "null"}]}
+_PRESENT_ID = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "integer"}]}
+# ISO 8601; corrected for clock skew with sentAt, and refused more than 24 h in the future.
+_TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}
+_OBJECT = {"type": ["object", "null"], "additionalProperties": True}
+_NAME = {"anyOf": [{"type": "string", "maxLength": 255}, {"type": "null"}]}
+
+# Used only when no Basic auth is sent, and only if it is a string; anything else is ignored.
+_WRITE_KEY: dict[str, Any] = {"description": "The write key, if not sent as Basic auth."}
 
 _COMMON: dict[str, Any] = {
     "userId": _ID,
@@ -17,16 +24,23 @@ _COMMON: dict[str, Any] = {
     "sentAt": _TIME,
     "context": _OBJECT,
     "integrations": _OBJECT,
-    "writeKey": {"type": "string"},
+    "writeKey": _WRITE_KEY,
 }
 
 
 def _message(type_: str, extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {"type": {"const": type_}, **_COMMON, **extra},
+        "description": (
+            "Strings anywhere in the event must not contain NUL (\\u0000) or unpaired surrogates "
+            "(PostgreSQL jsonb cannot store them); an event is at most 32 KB."
+        ),
+        "properties": {"type": {"enum": [type_, None]}, **_COMMON, **extra},
         "required": required,
-        "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
+        "anyOf": [
+            {"required": ["userId"], "properties": {"userId": _PRESENT_ID}},
+            {"required": ["anonymousId"], "properties": {"anonymousId": _PRESENT_ID}},
+        ],
         "additionalProperties": True,
     }
 
@@ -38,14 +52,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         ["event"],
     ),
     "Identify": _message("identify", {"traits": _OBJECT}, []),
-    "Page": _message("page", {"name": {"type": "string"}, "properties": _OBJECT}, []),
-    "Screen": _message("screen", {"name": {"type": "string"}, "properties": _OBJECT}, []),
-    "Alias": _message("alias", {"previousId": _ID}, ["previousId", "userId"]),
-    "Group": _message("group", {"groupId": _ID, "traits": _OBJECT}, ["groupId"]),
+    "Page": _message("page", {"name": _NAME, "properties": _OBJECT}, []),
+    "Screen": _message("screen", {"name": _NAME, "properties": _OBJECT}, []),
+    "Alias": _message(
+        "alias", {"previousId": _PRESENT_ID, "userId": _PRESENT_ID}, ["previousId", "userId"]
+    ),
+    "Group": _message("group", {"groupId": _PRESENT_ID, "traits": _OBJECT}, ["groupId"]),
 }
 SCHEMAS["BatchItem"] = {
     "oneOf": [
-        {"allOf": [{"$ref": f"#/components/schemas/{name}"}, {"required": ["type"]}]}
+        {
+            "allOf": [
+                {"$ref": f"#/components/schemas/{name}"},
+                {"required": ["type"], "properties": {"type": {"type": "string"}}},
+            ]
+        }
         for name in ("Track", "Identify", "Page", "Screen", "Alias", "Group")
     ]
 }
@@ -54,8 +75,8 @@ SCHEMAS["Batch"] = {
     "properties": {
         "batch": {"type": "array", "items": {"$ref": "#/components/schemas/BatchItem"}},
         "sentAt": _TIME,
-        "context": _OBJECT,
-        "writeKey": {"type": "string"},
+        "context": {"description": "Merged into each event's context when it is an object."},
+        "writeKey": _WRITE_KEY,
     },
     "required": ["batch"],
     "additionalProperties": True,
@@ -123,7 +144,8 @@ def _operation(summary: str, schema: str, *, batch: bool = False) -> dict[str, A
     )
     body_types = {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}},
-        "text/plain": {"schema": {"type": "string", "contentMediaType": "application/json"}},
+        # analytics.js sends the same JSON document labelled text/plain (no CORS preflight).
+        "text/plain": {"schema": {"$ref": f"#/components/schemas/{schema}"}},
     }
     return {
         "post": {
@@ -165,6 +187,10 @@ SCHEMAS["InAppMessage"] = {
     "required": ["id", "display", "subject", "body", "cta", "sentAt"],
 }
 
+_IN_APP_ID = {
+    "anyOf": [{"type": "string", "maxLength": 255}, {"type": "number"}, {"type": "null"}],
+    "description": "Overrides the query parameter of the same name unless null.",
+}
 _IN_APP_PARAMETERS = [
     {"name": "userId", "in": "query", "schema": {"type": "string", "maxLength": 255}},
     {"name": "anonymousId", "in": "query", "schema": {"type": "string", "maxLength": 255}},
@@ -231,10 +257,7 @@ def _in_app_paths() -> dict[str, Any]:
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "properties": {
-                                "userId": {"type": "string"},
-                                "anonymousId": {"type": "string"},
-                            },
+                            "properties": {"userId": _IN_APP_ID, "anonymousId": _IN_APP_ID},
                         }
                     }
                 },

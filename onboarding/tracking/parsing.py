@@ -79,6 +79,8 @@ def _optional_id(payload: dict[str, Any], key: str, path: str) -> str:
     value = payload.get(key)
     if value is None:
         return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 5.0 is the number 5 in JSON: the id "5"
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise EventRejected(
             "invalid_type", _join(path, key), f"{_join(path, key)} must be a string"
@@ -141,6 +143,9 @@ def corrected_timestamp(
     key = "timestamp"
     if raw is None:
         raw, key = payload.get("originalTimestamp"), "originalTimestamp"
+    elif payload.get("originalTimestamp") is not None:
+        # Unused when timestamp is given, but a malformed one is still an error, as documented.
+        parse_timestamp(payload["originalTimestamp"], _join(path, "originalTimestamp"))
     if raw is None:
         return received_at
     client_time = parse_timestamp(raw, _join(path, key))

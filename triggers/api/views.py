@@ -21,6 +21,7 @@ import logging
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
 from onboarding.models import IdentityKind, Source
@@ -93,9 +94,13 @@ def _parameters(request: HttpRequest) -> dict:
         return values
     content_type = request.content_type or ""
     if content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        try:
+            form = request.POST
+        except MultiPartParserError:
+            raise ApiError(400, "invalid_body", "body", "the form body cannot be read") from None
         for key in ("userId", "anonymousId"):
-            if request.POST.get(key):
-                values[key] = request.POST[key]
+            if form.get(key):
+                values[key] = form[key]
         return values
     raw = request.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:

@@ -42,7 +42,7 @@ from triggers.rendering import ENVIRONMENT, HTML_ENVIRONMENT, TemplateProblem, p
 from triggers.rules.spec import FollowUp, RuleSpec, parse_rule
 
 from .detection import detect_history
-from .history import Replay, StepHistory, TickGrid, flow_spec
+from .history import Replay, StepHistory, TickGrid, flow_spec, for_people
 
 ATTRIBUTION = timedelta(days=7)
 PEOPLE_PER_BATCH = 20000
@@ -421,10 +421,12 @@ def _members(segment: Segment | None, spec: RuleSpec, people: list[int], now: da
 
 
 def _people(person_ids: Iterable[int]) -> dict[int, Any]:
+    wanted = set(person_ids)
     fields = ("pk", "external_id", "email", "phone", "timezone", "traits", "consent")
     return {
         row[0]: SimpleNamespace(**dict(zip(fields, row, strict=True)))
-        for row in Person.objects.filter(pk__in=list(person_ids)).values_list(*fields)
+        for row in for_people(Person.objects.all(), "pk", sorted(person_ids)).values_list(*fields)
+        if row[0] in wanted
     }
 
 
@@ -433,8 +435,8 @@ def _live_sends(
 ) -> dict[int, list[datetime]]:
     """What live rules really sent these people (the global cap counts them)."""
     period = timedelta(seconds=settings.ONRAMP_GLOBAL_CAP_PERIOD)
-    rows = Message.objects.filter(
-        person_id__in=list(people),
+    wanted = set(people)
+    rows = for_people(Message.objects.all(), "person_id", sorted(wanted)).filter(
         status__in=CAPPED_STATUSES,
         sent_at__gt=since - period,
         sent_at__lte=until,
@@ -443,7 +445,8 @@ def _live_sends(
         rows = rows.exclude(rule=rule)
     out: dict[int, list[datetime]] = defaultdict(list)
     for person_id, sent_at in rows.values_list("person_id", "sent_at"):
-        out[person_id].append(sent_at)
+        if person_id in wanted:
+            out[person_id].append(sent_at)
     return out
 
 

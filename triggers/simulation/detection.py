@@ -21,7 +21,7 @@ from onboarding.models import Event, FlowProgress
 from triggers.engine.detectors import SESSION_GAP, Occurrence, _stamp
 from triggers.rules.spec import Trigger
 
-from .history import CHUNK, Replay, flow_spec, matches
+from .history import CHUNK, Replay, flow_spec, for_people, matches
 
 Found = tuple[datetime, Occurrence]
 # Yielded after the occurrences of a batch of people are all out: the caller may decide them.
@@ -53,10 +53,10 @@ def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]
     flow = flow_spec(trigger.flow or "")
     for people in _chunks(_flow_people(flow.id), replay=replay):
         spells = (
-            Event.objects.filter(
-                person_id__in=people,
-                received_at__gt=grid.since - idle,
-                received_at__lte=grid.last,
+            for_people(
+                Event.objects.filter(received_at__gt=grid.since - idle, received_at__lte=grid.last),
+                "person_id",
+                people,
             )
             .annotate(
                 following=Window(
@@ -71,8 +71,10 @@ def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]
             .values_list("person_id", "received_at", "following")
         )
         due: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+        wanted = set(people)
         for person_id, last_seen, following in spells.iterator(chunk_size=CHUNK):
-            due[person_id].append((last_seen, following))
+            if person_id in wanted:
+                due[person_id].append((last_seen, following))
         histories = replay.histories(flow, list(due))
         for person_id in sorted(due):
             history = histories.get(person_id)

@@ -7,7 +7,6 @@ services take; the services validate and write. Problems the services report wit
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from django.core.exceptions import ValidationError
 from onboarding.configfile.durations import DurationError, format_duration, parse_duration
 from onboarding.models import Segment
 from onboarding.segments.tree import COUNT_OPERATORS, FLOW_STATES, TRAIT_OPERATORS
+from onboarding.where_text import parse_where
 
 DEFAULT_RANGE_DAYS = 30
 COMMON_BREAKDOWNS = ("device", "source", "plan")
@@ -26,57 +26,6 @@ AUTO_WEEKLY_AFTER_DAYS = 21
 
 
 # --- small parsers ------------------------------------------------------------------------------
-
-
-def parse_scalar(text: str) -> Any:
-    """``100`` → 100, ``true`` → True, ``"100"`` → "100", anything else → the text itself."""
-    text = text.strip()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(value, bool | int | float | str):
-        return value
-    return text
-
-
-def format_scalar(value: Any) -> str:
-    """The inverse of :func:`parse_scalar`: text that would read back as another type is quoted."""
-    if isinstance(value, str):
-        return json.dumps(value) if parse_scalar(value) != value else value
-    return json.dumps(value)
-
-
-def parse_where(text: str) -> dict[str, Any]:
-    """A property filter from ``key=value`` lines or a JSON object; empty text is no filter."""
-    text = text.strip()
-    if not text:
-        return {}
-    if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError as error:
-            raise ValidationError(f"Not valid JSON: {error}") from None
-        if not isinstance(value, dict):
-            raise ValidationError("Write a JSON object, or key=value lines.")
-        return value
-    where: dict[str, Any] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise ValidationError(f"Line {number}: write key=value (for example device=ios).")
-        where[key.strip()] = parse_scalar(value)
-    return where
-
-
-def format_where(where: Mapping[str, Any] | None) -> str:
-    if not where:
-        return ""
-    if any(isinstance(value, dict | list) for value in where.values()):
-        return json.dumps(where, ensure_ascii=False)
-    return "\n".join(f"{key}={format_scalar(value)}" for key, value in where.items())
 
 
 class DurationField(forms.CharField):

@@ -18,10 +18,11 @@ from django.views.decorators.http import require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import view_dashboard_required
-from dashboard.forms import STEP_FIELDS, FlowForm, StepFormSet, format_where
+from dashboard.forms import STEP_FIELDS, FlowForm, StepFormSet
 from onboarding.configfile.durations import format_duration
 from onboarding.models import OnboardingFlow
 from onboarding.services.flows import StepInput, flow_problems, flow_save
+from onboarding.where_text import format_where
 
 PREFIX = "steps"
 _ROW_ACTION = re.compile(r"^(remove|up|down):(\d+)$")

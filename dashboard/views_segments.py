@@ -26,15 +26,12 @@ from dashboard.forms import (
     CONDITION_FIELDS,
     ConditionForm,
     SegmentForm,
-    format_scalar,
-    format_where,
-    parse_scalar,
-    parse_where,
 )
 from onboarding.configfile.errors import Problem, ProblemsError
 from onboarding.models import OnboardingFlow, Segment
 from onboarding.segments import segment_count_and_sample
 from onboarding.services.segments import segment_problems, segment_save
+from onboarding.where_text import format_scalar, format_where, parse_scalar, parse_where
 
 PREFIX = "conditions"
 SAMPLE_SIZE = 10

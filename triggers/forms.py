@@ -9,7 +9,6 @@ field it is about. Follow-ups are rows posted as ``follow_ups-<i>-<field>`` with
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from onboarding.configfile.errors import Problem
+from onboarding.where_text import format_where, parse_where
 from triggers.models import Channel
 from triggers.rules.spec import EXIT_WHEN, MAX_FOLLOW_UPS, TRIGGER_KINDS
 
@@ -55,50 +55,6 @@ _ROW_PATH = re.compile(r"^follow_ups\[(\d+)\](?:\.(\w+))?$")
 
 
 # --- key=value lines ----------------------------------------------------------------------------
-
-
-def _scalar(text: str) -> Any:
-    text = text.strip()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    return value if isinstance(value, bool | int | float | str) else text
-
-
-def parse_where(text: str) -> dict[str, Any]:
-    """``key=value`` lines (or a JSON object) into a property filter; empty text is no filter."""
-    text = (text or "").strip()
-    if not text:
-        return {}
-    if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError as error:
-            raise ValidationError(f"Not valid JSON: {error}") from None
-        if not isinstance(value, dict):
-            raise ValidationError("Write a JSON object, or key=value lines.")
-        return value
-    where: dict[str, Any] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise ValidationError(f"Line {number}: write key=value (for example plan=pro).")
-        where[key.strip()] = _scalar(value)
-    return where
-
-
-def format_where(where: Mapping[str, Any] | None) -> str:
-    if not where:
-        return ""
-    if any(isinstance(value, dict | list) for value in where.values()):
-        return json.dumps(where, ensure_ascii=False)
-    return "\n".join(
-        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-        for key, value in where.items()
-    )
 
 
 # --- the rule form --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
+from . import tasks_simulation  # noqa: F401  (registers the backtest task with the worker)
 from .delivery.pipeline import deliver_due, deliver_message
 from .engine.evaluate import evaluate_rules
 from .models import Heartbeat

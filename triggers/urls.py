@@ -40,4 +40,5 @@ urlpatterns = [
     ),
     path("<slug:slug>/", views_rules.rule_edit, name="rule_edit"),
     path("<slug:slug>/status/", views_rules.rule_status, name="rule_status"),
+    path("<slug:slug>/backtest/", views_rules.rule_backtest, name="rule_backtest"),
 ]

@@ -11,12 +11,14 @@ shown next to their fields.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -38,6 +40,7 @@ from triggers.forms import (
 )
 from triggers.models import MessageTemplate, Rule, RuleStatus
 from triggers.rules.spec import parse_rule
+from triggers.services.backtests import backtest_start
 from triggers.services.rules import DatabaseCatalog, RuleInvalid, rule_save, rule_set_status
 
 EDITOR = "triggers/rules/editor.html"
@@ -299,3 +302,22 @@ def rule_status(request: HttpRequest, slug: str) -> HttpResponse:
     verb = {"active": "is active", "paused": "is paused", "archived": "is archived"}
     messages.success(request, f"{rule.name} {verb.get(status, 'is a draft')}.")
     return redirect("triggers:rule_edit", slug=rule.slug)
+
+
+BACKTEST_DAYS = 30
+
+
+@view_dashboard_required
+@require_POST
+def rule_backtest(request: HttpRequest, slug: str) -> HttpResponse:
+    """Queue "test against the last 30 days" for the saved rule; the panel polls its progress."""
+    rule = get_object_or_404(Rule, slug=slug)
+    now = timezone.now()
+    run = backtest_start(rule, now - timedelta(days=BACKTEST_DAYS), now, request.user)
+    if getattr(request, "htmx", False):
+        return render(
+            request,
+            "triggers/backtest_status.html",
+            {"run": run, "data": {}, "finished": False},
+        )
+    return redirect(f"{reverse('backtests:status', args=[run.pk])}?format=html")

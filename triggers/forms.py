@@ -46,7 +46,15 @@ EXIT_LABELS = {
     "completed": "They complete the flow",
     "never": "Never (send every follow-up)",
 }
-RESERVED_SLUGS = {"new", "preview", "templates", "trigger-fields", "experiments", "backtests"}
+RESERVED_SLUGS = {
+    "new",
+    "preview",
+    "templates",
+    "trigger-fields",
+    "experiments",
+    "backtests",
+    "sandbox",
+}
 ROW_PREFIX = "follow_ups"
 ROW_FIELDS = ("channel", "template", "delay", "at")
 EMPTY_ROW = {"channel": "email", "template": "", "delay": "0m", "at": ""}

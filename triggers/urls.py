@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views_experiments, views_rules, views_templates
+from . import views_experiments, views_rules, views_sandbox, views_templates
 
 app_name = "triggers"
 
@@ -9,6 +9,7 @@ urlpatterns = [
     path("new/", views_rules.rule_new, name="rule_new"),
     path("preview/", views_rules.rule_preview, name="rule_preview"),
     path("trigger-fields/", views_rules.trigger_fields, name="trigger_fields"),
+    path("sandbox/", views_sandbox.sandbox, name="sandbox"),
     path("templates/", views_templates.templates_list, name="templates"),
     path("templates/new/", views_templates.template_new, name="template_new"),
     path("templates/preview/", views_templates.template_preview, name="template_preview"),

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triggers import stats
+from triggers import bayes, stats
 from triggers.stats import Arm, analyse
 
 try:
@@ -222,9 +222,9 @@ def test_expected_loss_against_a_double_integral(xc, nc, xv, nv):
     ],
 )
 def test_closed_form_and_quadrature_agree(monkeypatch, a1, b1, a2, b2):
-    monkeypatch.setattr(stats, "QUADRATURE_ABOVE", 10**9)
+    monkeypatch.setattr(bayes, "QUADRATURE_ABOVE", 10**9)
     closed = stats.prob_greater(a1, b1, a2, b2)
-    monkeypatch.setattr(stats, "QUADRATURE_ABOVE", 0)
+    monkeypatch.setattr(bayes, "QUADRATURE_ABOVE", 0)
     quadrature = stats.prob_greater(a1, b1, a2, b2)
     assert closed == pytest.approx(quadrature, abs=1e-11)
 

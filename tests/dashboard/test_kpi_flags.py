@@ -13,7 +13,8 @@ from dashboard.kpis.flags import (
     RuleFigures,
     rule_flags,
 )
-from dashboard.kpis.interval import lift, newcombe_difference
+from dashboard.kpis.interval import lift
+from triggers.stats import Arm, analyse
 
 CONFIG = FlagSettings()
 
@@ -87,7 +88,7 @@ def test_no_better_than_holdout_carries_its_interval():
     assert flag.title == "Converts worse than holdout"
 
 
-def test_lift_needs_both_arms_and_matches_the_local_interval():
+def test_lift_needs_both_arms_and_matches_the_experiment_statistics():
     assert (
         lift(treated_users=0, treated_conversions=0, holdout_users=5, holdout_conversions=1) is None
     )
@@ -97,8 +98,11 @@ def test_lift_needs_both_arms_and_matches_the_local_interval():
     result = lift(
         treated_users=120, treated_conversions=30, holdout_users=80, holdout_conversions=12
     )
-    difference, (low, high) = newcombe_difference((12, 80), (30, 120))
-    assert result.difference == pytest.approx(difference)
+    [comparison] = analyse(
+        [Arm("holdout", 80, 12), Arm("treated", 120, 30)], control="holdout"
+    ).comparisons
+    difference, (low, high) = comparison.difference, comparison.difference_ci
+    assert result.difference == pytest.approx(difference) == pytest.approx(30 / 120 - 12 / 80)
     assert (result.low, result.high) == (pytest.approx(low), pytest.approx(high))
 
 

@@ -3,7 +3,9 @@
 - CORS: any origin may call the tracking endpoints (write keys are semi-public and only append);
   preflights are answered here. No credentials: the API never reads cookies.
 - A database that is down is a 503 with ``Retry-After``, telling clients to retry the same request,
-  never a 500.
+  never a 500. So is one that refuses writes (SQLSTATE 25006: a standby not yet promoted after a
+  failover, or ``default_transaction_read_only`` during maintenance), which psycopg reports as an
+  ``InternalError``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, InternalError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/"
+_READ_ONLY_SQLSTATE = "25006"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -58,9 +61,16 @@ class TrackingApiMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if request.path.startswith(API_PREFIX) and isinstance(
-            exception, OperationalError | InterfaceError
-        ):
+        if request.path.startswith(API_PREFIX) and _database_unavailable(exception):
             logger.error("database unavailable during %s: %s", request.path, exception)
             return database_unavailable_response()
         return None
+
+
+def _database_unavailable(exception: Exception) -> bool:
+    if isinstance(exception, OperationalError | InterfaceError):
+        return True
+    return (
+        isinstance(exception, InternalError)
+        and getattr(exception.__cause__, "sqlstate", None) == _READ_ONLY_SQLSTATE
+    )

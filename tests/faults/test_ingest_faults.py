@@ -406,3 +406,25 @@ def test_acked_events_survive_worker_kills_and_a_database_outage(tmp_path: Path)
     assert tally.acked - stored == set(), f"acked but lost: {sorted(tally.acked - stored)[:10]}"
     assert len(tally.acked) == EVENTS  # every batch was eventually acknowledged
     assert stored_count == EVENTS
+
+
+def test_a_read_only_database_is_a_503_not_a_500(tmp_path: Path) -> None:
+    """A primary that refuses writes (a standby not yet promoted after a failover, or
+    ``default_transaction_read_only`` during maintenance) is unavailable for ingestion: the
+    client must retry, so 503 with ``Retry-After``, never a 500 (SQLSTATE 25006 is an
+    ``InternalError`` in psycopg, not an ``OperationalError``)."""
+    from django.test import Client
+
+    key = source_create(name="read-only").write_key
+    client = Client(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{key}:".encode()).decode())
+    batch = {"batch": [{"type": "track", "userId": "ro", "event": "E", "messageId": "ro-1"}]}
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION default_transaction_read_only = on")
+    try:
+        response = client.post("/v1/batch", json.dumps(batch), content_type="application/json")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION default_transaction_read_only = off")
+    assert response.status_code == 503, response.content
+    assert int(response["Retry-After"]) >= 1
+    assert response.json()["error"]["code"] == "database_unavailable"

@@ -90,6 +90,11 @@ class RuleForm(forms.Form):
     priority = forms.IntegerField(
         initial=0, help_text="Higher wins when several rules want the same person."
     )
+    shadow = forms.BooleanField(
+        label="Shadow mode",
+        required=False,
+        help_text="Evaluate and record every decision, send nothing.",
+    )
     kind = forms.ChoiceField(label="Trigger", choices=[(k, KIND_LABELS[k]) for k in TRIGGER_KINDS])
     flow = forms.CharField(required=False, widget=_select())
     step = forms.CharField(label="At step", required=False, widget=_select())

@@ -189,6 +189,7 @@ def _save(
             definition=definition,
             priority=form.cleaned_data["priority"],
             status=status,
+            shadow=form.cleaned_data["shadow"],
             actor=request.user,
         )
     except RuleInvalid as error:  # the world changed between the check and the save
@@ -231,7 +232,7 @@ def _editor(request: HttpRequest, rule: Rule | None) -> HttpResponse:
         rows_data = apply_row_action(rows_from_post(request.POST), action)
     elif rule is not None and rule.current_version is not None:
         values, rows_data = initial_from_definition(rule.current_version.definition)
-        values.update(name=rule.name, slug=rule.slug, priority=rule.priority)
+        values.update(name=rule.name, slug=rule.slug, priority=rule.priority, shadow=rule.shadow)
     else:
         values, rows_data = (
             {"kind": "inactive_in_flow", "minutes": "5", "priority": 0},

@@ -446,3 +446,15 @@ def test_preview_for_event_triggers(growth, flow, templates):
     ).content.decode()
     assert "People with Task Failed 3 times or more in the last 10m" in html
     assert "of the matching event arriving" in html
+
+
+def test_shadow_mode_is_saved_from_the_editor_and_audited(growth, flow, templates):
+    from triggers.models import AuditLog
+
+    growth.post("/rules/new/", form_data(shadow="on"))
+    rule = Rule.objects.get(slug="nudge-profile")
+    assert rule.shadow is True
+    growth.post(f"/rules/{rule.slug}/", form_data())  # the box unticked
+    rule.refresh_from_db()
+    assert rule.shadow is False
+    assert AuditLog.objects.filter(object_id=str(rule.pk), changes__shadow=[True, False]).exists()

@@ -37,7 +37,7 @@ from triggers.services.templates import template_save, template_validate
 IMPORT_ACTOR = "import"  # the audit log's actor label for changes made by ``onramp import``
 
 # The rule's own fields; every other key of a rule item is its definition (a RuleVersion).
-RULE_FIELDS = ("slug", "name", "status", "priority")
+RULE_FIELDS = ("slug", "name", "status", "priority", "shadow")
 DEFINITION_KEYS = (
     "trigger",
     "segment",
@@ -59,6 +59,7 @@ RULE_KEYS = (
     "exit_when",
     "reentry",
     "priority",
+    "shadow",
     "quiet_hours",
     "cap",
     "fallback",
@@ -234,6 +235,10 @@ class RulesSection(Section):
         elif not low <= priority <= high:
             context.fail(join_path(path, "priority"), f"must be between {low} and {high}")
             priority = 0
+        shadow = item.get("shadow", False)
+        if not isinstance(shadow, bool):
+            context.fail(join_path(path, "shadow"), "must be true or false")
+            shadow = False
         # Model-level checks (slug format, name length) for what is not reported already.
         rule = Rule(
             slug=slug if isinstance(slug, str) else "placeholder",
@@ -259,6 +264,7 @@ class RulesSection(Section):
             "name": name,
             "status": status,
             "priority": priority,
+            "shadow": shadow,
             "definition": spec.to_definition() if spec is not None else None,
         }
 
@@ -268,10 +274,11 @@ class RulesSection(Section):
         if rule is None:
             return "created"
         current = rule.current_version.definition if rule.current_version else None
-        same = (rule.name, rule.status, rule.priority, current) == (
+        same = (rule.name, rule.status, rule.priority, rule.shadow, current) == (
             values["name"],
             values["status"],
             values["priority"],
+            values["shadow"],
             values["definition"],
         )
         return "unchanged" if same else "updated"
@@ -298,6 +305,8 @@ class RulesSection(Section):
                 **definition,
                 "priority": rule.priority,
             }
+            if rule.shadow:  # written only when on, so files without it stay as they are
+                data["shadow"] = True
             for key in _INLINE:
                 if isinstance(data.get(key), dict):
                     data[key] = Inline(data[key])

@@ -504,3 +504,34 @@ def test_command_dry_run_import_and_problems(db, tmp_path):
     with pytest.raises(CommandError, match="1 problem found; nothing was changed"):
         call_command("onramp", "import", str(config), stderr=err)
     assert f"{config}: rules[0].trigger.minutes: must be a positive integer" in err.getvalue()
+
+
+def test_shadow_mode_round_trips_and_is_validated(db, flow_and_templates_for_shadow):
+    from onboarding.configfile.document import export_config, import_config
+    from triggers.models import Rule
+
+    document = flow_and_templates_for_shadow + """rules:
+  - slug: quiet-try
+    name: Quiet try
+    status: active
+    shadow: true
+    trigger: {kind: event, event: Trial Ending}
+    follow_ups: [{channel: in_app, template: tip, delay: 0s}]
+"""
+    import_config(document)
+    assert Rule.objects.get(slug="quiet-try").shadow is True
+    exported = export_config()
+    assert "shadow: true" in exported
+    assert {c.status for c in import_config(exported).changes} == {"unchanged"}
+    with pytest.raises(Exception) as error:
+        import_config(document.replace("shadow: true", "shadow: maybe"))
+    assert "rules[0].shadow: must be true or false" in str(error.value)
+
+
+@pytest.fixture
+def flow_and_templates_for_shadow() -> str:
+    return """templates:
+  - slug: tip
+    channel: in_app
+    body: "A tip"
+"""

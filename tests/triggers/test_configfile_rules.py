@@ -510,7 +510,9 @@ def test_shadow_mode_round_trips_and_is_validated(db, flow_and_templates_for_sha
     from onboarding.configfile.document import export_config, import_config
     from triggers.models import Rule
 
-    document = flow_and_templates_for_shadow + """rules:
+    document = (
+        flow_and_templates_for_shadow
+        + """rules:
   - slug: quiet-try
     name: Quiet try
     status: active
@@ -518,6 +520,7 @@ def test_shadow_mode_round_trips_and_is_validated(db, flow_and_templates_for_sha
     trigger: {kind: event, event: Trial Ending}
     follow_ups: [{channel: in_app, template: tip, delay: 0s}]
 """
+    )
     import_config(document)
     assert Rule.objects.get(slug="quiet-try").shadow is True
     exported = export_config()

@@ -19,13 +19,13 @@ from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import view_dashboard_required
 from dashboard.forms import STEP_FIELDS, FlowForm, StepFormSet
+from dashboard.rows import apply_row_action
 from onboarding.configfile.durations import format_duration
 from onboarding.models import OnboardingFlow
 from onboarding.services.flows import StepInput, flow_problems, flow_save
 from onboarding.where_text import format_where
 
 PREFIX = "steps"
-_ROW_ACTION = re.compile(r"^(remove|up|down):(\d+)$")
 _STEP_PATH = re.compile(r"^steps\[(\d+)\](?:\.(\w+))?")
 _EMPTY_ROW = {"name": "", "event": "", "where": "", "optional": False, "critical": False}
 
@@ -65,22 +65,7 @@ def _rows_from_flow(flow: OnboardingFlow) -> list[dict[str, Any]]:
 
 
 def _apply_row_action(rows: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
-    rows = list(rows)
-    if action == "add":
-        return [*rows, dict(_EMPTY_ROW)]
-    match = _ROW_ACTION.match(action)
-    if match is None:
-        return rows
-    verb, index = match.group(1), int(match.group(2))
-    if not 0 <= index < len(rows):
-        return rows
-    if verb == "remove":
-        del rows[index]
-    elif verb == "up" and index > 0:
-        rows[index - 1], rows[index] = rows[index], rows[index - 1]
-    elif verb == "down" and index + 1 < len(rows):
-        rows[index + 1], rows[index] = rows[index], rows[index + 1]
-    return rows
+    return apply_row_action(rows, action, lambda _: dict(_EMPTY_ROW))
 
 
 def _unbound_steps(rows: list[dict[str, Any]]) -> Any:

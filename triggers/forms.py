@@ -16,6 +16,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from dashboard.rows import apply_row_action as move_rows
 from onboarding.configfile.errors import Problem
 from onboarding.where_text import format_where, parse_where
 from triggers.models import Channel
@@ -58,7 +59,6 @@ RESERVED_SLUGS = {
 ROW_PREFIX = "follow_ups"
 ROW_FIELDS = ("channel", "template", "delay", "at")
 EMPTY_ROW = {"channel": "email", "template": "", "delay": "0m", "at": ""}
-_ROW_ACTION = re.compile(r"^(remove|up|down):(\d+)$")
 _ROW_PATH = re.compile(r"^follow_ups\[(\d+)\](?:\.(\w+))?$")
 
 
@@ -283,25 +283,13 @@ def rows_from_post(data: Mapping[str, Any]) -> list[dict[str, str]]:
 
 
 def apply_row_action(rows: list[dict[str, str]], action: str) -> list[dict[str, str]]:
-    rows = list(rows)
-    if action == "add":
-        if len(rows) >= MAX_FOLLOW_UPS:
-            return rows
-        last = rows[-1] if rows else EMPTY_ROW
-        return [*rows, {**EMPTY_ROW, "channel": last.get("channel") or "email", "delay": ""}]
-    match = _ROW_ACTION.match(action)
-    if match is None:
-        return rows
-    verb, index = match.group(1), int(match.group(2))
-    if not 0 <= index < len(rows):
-        return rows
-    if verb == "remove":
-        del rows[index]
-    elif verb == "up" and index > 0:
-        rows[index - 1], rows[index] = rows[index], rows[index - 1]
-    elif verb == "down" and index + 1 < len(rows):
-        rows[index + 1], rows[index] = rows[index], rows[index + 1]
-    return rows
+    def new_row(current: list[dict[str, str]]) -> dict[str, str] | None:
+        if len(current) >= MAX_FOLLOW_UPS:
+            return None
+        last = current[-1] if current else EMPTY_ROW
+        return {**EMPTY_ROW, "channel": last.get("channel") or "email", "delay": ""}
+
+    return move_rows(rows, action, new_row)
 
 
 def row_forms(

@@ -32,3 +32,8 @@ if CELERY_BROKER_URL == "filesystem://":  # noqa: F405
     }
     for _folder in ("queue", "processed", "control"):
         (_test_broker / _folder).mkdir(parents=True, exist_ok=True)
+
+# Login failures are counted in the cache, which is Redis in CI and outlives a test (and a run): a
+# few wrong-password tests would lock the personas out of later ones. tests/security sets the
+# production figures (5 per 15 minutes) on a cache of its own.
+ONRAMP_LOGIN_MAX_FAILURES = 1000

@@ -16,7 +16,9 @@ ADDRESS = "203.0.113.7"
 
 @pytest.fixture(autouse=True)
 def _own_cache(settings):
-    """A cache of this test's own (CI's Redis is shared), whose expiry follows time-machine."""
+    """The production limits, on a cache of this test's own whose expiry follows time-machine."""
+    settings.ONRAMP_LOGIN_MAX_FAILURES = 5
+    settings.ONRAMP_LOGIN_LOCKOUT_SECONDS = 15 * 60
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",

@@ -39,6 +39,7 @@ GROUP_PERMISSIONS: dict[str, list[str]] = {
         "onboarding.view_identity",
         "onboarding.view_event",
         "onboarding.view_failedevent",
+        "onboarding.view_erasure",
         "triggers.view_reviewitem",
         "triggers.change_reviewitem",
         "triggers.view_message",

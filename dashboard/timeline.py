@@ -70,7 +70,10 @@ def person_timeline(person: Person, *, limit: int = 200) -> list[TimelineEntry]:
                 decision.reason,
             )
         )
-    entries.sort(key=lambda e: e.at, reverse=True)
+    # Newest first; at the same instant, effects above their causes (a message above the decision
+    # that sent it, above the enrollment, above the event that triggered it).
+    rank = {"event": 0, "enrollment": 1, "decision": 2, "message": 3}
+    entries.sort(key=lambda e: (e.at, rank[e.kind]), reverse=True)
     return entries[:limit]
 
 

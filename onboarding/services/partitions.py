@@ -137,6 +137,7 @@ def convert_to_partitioned(cursor, now: datetime, ahead: int = 3) -> None:
     ``(id, timestamp)`` and the ``(source, message_id)`` unique constraint moves to the dedupe
     table, which is filled from the existing rows.
     """
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
     cursor.execute(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
@@ -201,6 +202,7 @@ def convert_to_partitioned(cursor, now: datetime, ahead: int = 3) -> None:
 
 def convert_to_plain(cursor) -> None:
     """The reverse of :func:`convert_to_partitioned` (for ``migrate onboarding 0005``)."""
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
     cursor.execute(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
@@ -291,6 +293,8 @@ def maintain_event_partitions(
         return result
     current = month_start(now)
     with transaction.atomic(), connection.cursor() as cursor:
+        # ALTER TABLE refuses to run with deferred foreign-key checks pending on the table.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for step in range(ahead + 1):
             month = add_months(current, step)
             if create_month_partition(cursor, month):

@@ -194,7 +194,8 @@ def convert_to_partitioned(cursor, now: datetime, ahead: int = 3) -> None:
     if highest is not None:
         cursor.execute(f"ALTER TABLE {PARENT} ALTER COLUMN id RESTART WITH {highest + 1}")
     for _, definition in indexes:
-        cursor.execute(definition)
+        # pg_indexes gives a partitioned table's indexes as "ON ONLY", which does not recurse.
+        cursor.execute(definition.replace(" ON ONLY ", " ON ", 1))
     for name, definition in foreign_keys:
         cursor.execute(f'ALTER TABLE {PARENT} ADD CONSTRAINT "{name}" {definition}')
     cursor.execute(f"ANALYZE {PARENT}")
@@ -245,7 +246,8 @@ def convert_to_plain(cursor) -> None:
         f"ALTER TABLE {PARENT} ADD CONSTRAINT event_unique_message_id UNIQUE (source_id, message_id)"
     )
     for _, definition in indexes:
-        cursor.execute(definition)
+        # pg_indexes gives a partitioned table's indexes as "ON ONLY", which does not recurse.
+        cursor.execute(definition.replace(" ON ONLY ", " ON ", 1))
     for name, definition in foreign_keys:
         cursor.execute(f'ALTER TABLE {PARENT} ADD CONSTRAINT "{name}" {definition}')
 

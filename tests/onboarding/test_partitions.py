@@ -197,6 +197,15 @@ def test_the_conversion_moves_existing_rows(person, source):
     with connection.cursor() as cursor:
         partitions.convert_to_partitioned(cursor, now)
     assert partitions.is_partitioned()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE NOT i.indisvalid), count(*) FROM pg_index i"
+            " WHERE i.indrelid = to_regclass(%s)",
+            [partition_name(month_start(now))],
+        )
+        invalid, count = cursor.fetchone()
+    # The primary key and the five secondary indexes, built on every partition.
+    assert (invalid, count) == (0, 6)
     assert sorted(Event.objects.values_list("pk", flat=True)) == sorted(e.pk for e in events)
     assert _partition_of(events[0].pk) == partition_name(month_start(now))
     assert _partition_of(events[1].pk) == partition_name(month_start(now - timedelta(days=40)))

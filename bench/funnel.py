@@ -292,7 +292,9 @@ def load(url: str, workdir: Path) -> None:
             print(f"  COPY: {time.perf_counter() - t0:.1f} s", flush=True)
             t0 = time.perf_counter()
             for _, definition in indexes:
-                cursor.execute(definition)
+                # A partitioned table's index reads "ON ONLY parent", which would not build
+                # the partitions' indexes.
+                cursor.execute(definition.replace(" ON ONLY ", " ON ", 1))
             for name, definition in constraints:
                 cursor.execute(f'ALTER TABLE onboarding_event ADD CONSTRAINT "{name}" {definition}')
             print(f"  indexes and constraints: {time.perf_counter() - t0:.1f} s", flush=True)

@@ -11,7 +11,9 @@ PostgreSQL only. In one run, on one machine:
 2. generates N events with the seeded demo generator (:mod:`onboarding.demo`, fixed seed), as
    pre-serialized Segment batch bodies, and the same rows in ``COPY`` text format;
 3. (a) baseline: ``COPY`` of those rows into a scratch table created ``LIKE onboarding_event
-   INCLUDING ALL`` (same columns, indexes and unique constraint), timed including the commit;
+   INCLUDING ALL`` (same columns, indexes and unique constraint; with events partitioned by
+   month, plus the unique (source_id, message_id) index of the dedupe table), timed including
+   the commit;
 4. (b) starts gunicorn on 127.0.0.1 (production settings, DEBUG off, rate limiter off) and sends
    the batches to ``POST /v1/batch`` from several client processes over keep-alive connections,
    from the first request to the last 200; then checks that exactly N events are stored;
@@ -213,6 +215,15 @@ def run_copy(url: str, chunks: list[bytes]) -> float:
     with psycopg.connect(url) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {COPY_TABLE}")
         conn.execute(f"CREATE TABLE {COPY_TABLE} (LIKE onboarding_event INCLUDING ALL)")
+        # Events partitioned by month carry the messageId key in onboarding_event_dedupe, which
+        # LIKE does not copy: give the baseline the same unique (source_id, message_id) index.
+        has_key = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass"
+            " AND contype = 'u')",
+            [COPY_TABLE],
+        ).fetchone()[0]
+        if not has_key:
+            conn.execute(f"CREATE UNIQUE INDEX ON {COPY_TABLE} (source_id, message_id)")
         conn.commit()
         conn.execute("CHECKPOINT")
         started = time.perf_counter()

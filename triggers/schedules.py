@@ -12,6 +12,9 @@ SCHEDULES: dict[str, tuple[str, int]] = {
     "onramp: deliver due follow-ups": ("triggers.tasks.deliver_due", 15),
     "onramp: purge old failed events": ("onboarding.tasks.purge_failed_events", 6 * 3600),
     "onramp: roll up KPIs": ("dashboard.tasks.rollup_kpis", 3600),
+    # Event partitions ahead (PostgreSQL) and ONRAMP_EVENT_RETENTION_MONTHS; daily is plenty,
+    # since partitions are created months ahead.
+    "onramp: maintain event partitions": ("onboarding.tasks.maintain_event_partitions", 86400),
 }
 
 

@@ -185,6 +185,11 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 ONRAMP_FAILED_EVENT_RETENTION_DAYS = env_int("ONRAMP_FAILED_EVENT_RETENTION_DAYS", 30)
+# Events (PostgreSQL: monthly partitions of onboarding_event). Keep this many whole months before
+# the current one; older partitions are dropped by the daily maintenance task. 0 = keep forever.
+ONRAMP_EVENT_RETENTION_MONTHS = env_int("ONRAMP_EVENT_RETENTION_MONTHS", 0)
+# Monthly partitions created ahead of the current month.
+ONRAMP_EVENT_PARTITIONS_AHEAD = env_int("ONRAMP_EVENT_PARTITIONS_AHEAD", 3)
 ONRAMP_DEFAULT_TIMEZONE = env_str("ONRAMP_DEFAULT_TIMEZONE", "UTC")
 
 # --- Delivery (DESIGN §4.5) ----------------------------------------------------------------------

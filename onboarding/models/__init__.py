@@ -4,7 +4,16 @@ Write paths live in ``onboarding.services`` and ``onboarding.tracking``; nothing
 ``save()`` or signals.
 """
 
-from .events import Event, EventType, FailedEvent, Identity, IdentityKind, Person, Source
+from .events import (
+    Event,
+    EventDedupe,
+    EventType,
+    FailedEvent,
+    Identity,
+    IdentityKind,
+    Person,
+    Source,
+)
 from .flows import FlowProgress, OnboardingFlow, Segment, Step
 from .privacy import ErasedIdentity, Erasure
 
@@ -12,6 +21,7 @@ __all__ = [
     "ErasedIdentity",
     "Erasure",
     "Event",
+    "EventDedupe",
     "EventType",
     "FailedEvent",
     "FlowProgress",

@@ -134,6 +134,31 @@ class Event(models.Model):
         return f"{self.type} {self.name}".strip()
 
 
+class EventDedupe(models.Model):
+    """The ``messageId`` guarantee on PostgreSQL, where events are partitioned by month.
+
+    A unique constraint on a partitioned table must include the partition key (``timestamp``), so
+    ``event_unique_message_id`` cannot hold there: the same messageId retried with another
+    timestamp would land in another partition. This unpartitioned table carries it instead; the
+    ingest transaction inserts here first and stores only the events whose key was new
+    (``tracking/store.py``). On SQLite the table exists but stays empty: the events table keeps
+    its unique constraint. Rows older than ``ONRAMP_EVENT_RETENTION_MONTHS`` (by ``received_at``)
+    are trimmed with the old partitions (``services/partitions.py``).
+    """
+
+    pk = models.CompositePrimaryKey("source_id", "message_id")
+    # No foreign key: the insert path stays one index probe per event.
+    source_id = models.BigIntegerField()
+    message_id = models.CharField(max_length=255)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "onboarding_event_dedupe"
+
+    def __str__(self) -> str:
+        return f"{self.source_id}:{self.message_id}"
+
+
 class FailedEvent(models.Model):
     """An authenticated payload that was rejected, kept so support staff can see why."""
 

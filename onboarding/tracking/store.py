@@ -1,10 +1,14 @@
 """Bulk writes of the ingestion pipeline, a few statements per batch.
 
 PostgreSQL gets the batch by ``COPY`` (psycopg's C row writer) into a temporary staging table,
-then one ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` into the events table: the rows
-are never rendered into SQL text, so the cost per event is the index maintenance. Other databases
-(SQLite in the embedded default) get a multi-row ``VALUES`` insert with the same conflict rule.
-Either way the unique (source, message_id) constraint makes a retried call a no-op.
+then one statement: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the (source, messageId) keys
+into ``onboarding_event_dedupe``, and an insert of only the events whose key was new into the
+events table, which is partitioned by month (``services/partitions.py``) and so cannot carry the
+unique constraint itself. The rows are never rendered into SQL text, so the cost per event is
+the index maintenance. Other databases (SQLite in the embedded default) get a multi-row
+``VALUES`` insert with ``ON CONFLICT`` on the events table's unique (source, message_id)
+constraint. Either way a retried call is a no-op, within one transaction with the rest of the
+batch.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ _COLUMNS = (
     "context",
 )
 _PG_STAGE = "onramp_stage_event"
+_PG_DEDUPE = "onboarding_event_dedupe"
 _PG_STAGE_DDL = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (source_id bigint, person_id bigint, type text,"
     " name text, timestamp timestamptz, received_at timestamptz, message_id text, user_id text,"
@@ -78,14 +83,25 @@ def insert_events(
     inserted: list[InsertedEvent] = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # A messageId repeated inside the batch: the first occurrence wins, as on SQLite.
+            unique: dict[str, tuple] = {}
+            for row in rows:
+                unique.setdefault(row[6], row)
+            rows = list(unique.values())
             cursor.execute(_PG_STAGE_DDL)
             cursor.execute(f"DELETE FROM {_PG_STAGE}")  # noqa: S608
             with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+            # The key is claimed in the dedupe table first (sorted, so concurrent batches lock
+            # keys in the same order); only the events whose key was new are stored.
+            staged = ", ".join(f"s.{connection.ops.quote_name(c)}" for c in _COLUMNS)
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_PG_STAGE} "  # noqa: S608
-                "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING id, message_id"
+                f"WITH fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "  # noqa: S608
+                f"SELECT source_id, message_id, received_at FROM {_PG_STAGE} ORDER BY message_id "
+                "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id) "
+                f"INSERT INTO {table} ({columns}) SELECT {staged} FROM {_PG_STAGE} s "
+                "JOIN fresh USING (message_id) RETURNING id, message_id"
             )
             inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
         else:

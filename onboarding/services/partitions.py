@@ -129,14 +129,8 @@ def create_month_partition(cursor, month: date) -> bool:
     return True
 
 
-def convert_to_partitioned(cursor, now: datetime, ahead: int = 3) -> None:
-    """Turn the plain events table into a partitioned one, moving its rows (migration 0006).
-
-    Keeps the columns, the identity (restarted after the highest id), the foreign keys and the
-    secondary indexes (re-created on the parent, so on every partition); the primary key becomes
-    ``(id, timestamp)`` and the ``(source, message_id)`` unique constraint moves to the dedupe
-    table, which is filled from the existing rows.
-    """
+def _lock_and_describe(cursor) -> tuple[list, list, str]:
+    """Lock the events table; its secondary indexes, foreign keys and id sequence."""
     cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
     cursor.execute(
@@ -154,6 +148,18 @@ def convert_to_partitioned(cursor, now: datetime, ahead: int = 3) -> None:
     foreign_keys = cursor.fetchall()
     cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [PARENT])
     (sequence,) = cursor.fetchone()
+    return indexes, foreign_keys, sequence
+
+
+def convert_to_partitioned(cursor, now: datetime, ahead: int = 3) -> None:
+    """Turn the plain events table into a partitioned one, moving its rows (migration 0006).
+
+    Keeps the columns, the identity (restarted after the highest id), the foreign keys and the
+    secondary indexes (re-created on the parent, so on every partition); the primary key becomes
+    ``(id, timestamp)`` and the ``(source, message_id)`` unique constraint moves to the dedupe
+    table, which is filled from the existing rows.
+    """
+    indexes, foreign_keys, sequence = _lock_and_describe(cursor)
     for name, _ in foreign_keys:
         cursor.execute(f'ALTER TABLE {PARENT} DROP CONSTRAINT "{name}"')
     for name, _ in indexes:
@@ -203,23 +209,7 @@ def convert_to_partitioned(cursor, now: datetime, ahead: int = 3) -> None:
 
 def convert_to_plain(cursor) -> None:
     """The reverse of :func:`convert_to_partitioned` (for ``migrate onboarding 0005``)."""
-    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
-    cursor.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-        "AND tablename = %s AND indexname NOT IN "
-        "(SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s))",
-        [PARENT, PARENT],
-    )
-    indexes = cursor.fetchall()
-    cursor.execute(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE conrelid = to_regclass(%s) AND contype = 'f' ORDER BY conname",
-        [PARENT],
-    )
-    foreign_keys = cursor.fetchall()
-    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [PARENT])
-    (sequence,) = cursor.fetchone()
+    indexes, foreign_keys, sequence = _lock_and_describe(cursor)
     cursor.execute(f"ALTER TABLE {PARENT} RENAME TO {PARENT}_old")
     for name, _ in foreign_keys:
         cursor.execute(f'ALTER TABLE {PARENT}_old DROP CONSTRAINT "{name}"')

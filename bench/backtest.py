@@ -17,8 +17,6 @@ the cost of one plain scan: ``SELECT count(*), max(received_at) FROM onboarding_
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +28,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import funnel  # noqa: E402  (the shared data generator)
+from common import (  # noqa: E402 - bench/common.py, next to this file
+    bulk_load,
+    database_url,
+    drop_database,
+    machine,
+    maintenance_url,
+    migrate,
+    print_machine,
+    print_table,
+    recreate_database,
+    timed,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench_backtest"
 RULE = {
@@ -55,36 +65,19 @@ def _has_data(url: str) -> bool:
 
 
 def prepare(url: str, scale: float) -> None:
-    funnel.recreate_database(url)
-    funnel.migrate(url)
+    recreate_database(url)
+    migrate(url)
     from django.db import connections
 
-    from onboarding.models import OnboardingFlow, Source, Step
-
-    source = Source.objects.create(name="bench", write_key_hash="0" * 64, write_key_prefix="bench")
-    flow = OnboardingFlow.objects.create(
-        slug="activation", name="Activation", window_seconds=funnel.WINDOW
-    )
-    for position, (name, event, where) in enumerate(funnel.STEPS, start=1):
-        Step.objects.create(flow=flow, position=position, name=name, event_name=event, where=where)
+    source, flow = funnel.create_flow()
     connections.close_all()
     with tempfile.TemporaryDirectory(prefix="onramp-bench-backtest-") as tmp:
         t0 = time.perf_counter()
         sizes = funnel.generate(int(1_000_000 * scale), Path(tmp), source.pk, flow.pk)
         print(f"generated {sizes} in {time.perf_counter() - t0:.1f} s", flush=True)
         t0 = time.perf_counter()
-        funnel.load(url, Path(tmp))
+        bulk_load(url, Path(tmp))
         print(f"loaded in {time.perf_counter() - t0:.1f} s", flush=True)
-
-
-def timed(fn, runs: int = 3):
-    fn()
-    seconds, result = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - t0)
-    return statistics.median(seconds), result
 
 
 def main() -> None:
@@ -94,15 +87,13 @@ def main() -> None:
     parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
     parser.add_argument("--setup-only", action="store_true", help="load the data and stop")
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    if not url.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("bench/backtest.py runs on PostgreSQL only: set DATABASE_URL=postgres://…")
-    info = [(k, v) for k, v in funnel.machine(funnel._admin_url(url)[0]) if k != "duckdb"]
+    url = database_url(DEFAULT_URL, "bench/backtest.py")
+    info = machine(maintenance_url(url)[0], pg_settings=True)
     if args.reuse and _has_data(url):
-        funnel.migrate(url)
+        migrate(url)
     else:
         prepare(url, args.scale)
-        funnel.migrate(url)
+        migrate(url)
     if args.setup_only:
         return
     from django.db import connection, connections
@@ -139,24 +130,35 @@ def main() -> None:
         )
         rows.append((label, result, seconds))
     print()
-    for name, value in info:
-        print(f"{name:<20} {value}")
+    print_machine(info)
     print(f"{'data':<20} {events} events")
     print(f"{'baseline':<20} one scan of the events table: {scan_seconds:.2f} s")
     print()
-    print(
-        f"| {'backtest (inactive 30 min, 2 follow-ups)':<42} | {'ticks':>7} | {'entered':>8} |"
-        f" {'sends':>8} | {'seconds':>8} | {'vs scan':>7} |"
+    print_table(
+        [
+            "backtest (inactive 30 min, 2 follow-ups)",
+            "ticks",
+            "entered",
+            "sends",
+            "seconds",
+            "vs scan",
+        ],
+        [42, 7, 8, 8, 8, 7],
+        [
+            [
+                label,
+                str(result.ticks),
+                str(result.entered),
+                str(result.scheduled),
+                f"{seconds:.2f}s",
+                f"{seconds / scan_seconds:.1f}x",
+            ]
+            for label, result, seconds in rows
+        ],
     )
-    print(f"|{'-' * 44}|{'-' * 8}:|{'-' * 9}:|{'-' * 9}:|{'-' * 9}:|{'-' * 8}:|")
-    for label, result, seconds in rows:
-        print(
-            f"| {label:<42} | {result.ticks:>7} | {result.entered:>8} |"
-            f" {result.scheduled:>8} | {seconds:>7.2f}s | {seconds / scan_seconds:>6.1f}x |"
-        )
     connections.close_all()
     if not args.keep_db and not args.reuse:
-        funnel.drop_database(url)
+        drop_database(url)
 
 
 if __name__ == "__main__":

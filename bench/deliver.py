@@ -32,10 +32,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import (  # noqa: E402 - bench/common.py, next to this file
+    cpu_model,
+    free_port,
+    recreate_database,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench_deliver"
 SEED = 20261128
@@ -63,8 +68,6 @@ controller.stop()
 
 class SmtpProcess:
     def __init__(self) -> None:
-        from tests.smtp import free_port
-
         self.port = free_port()
         self.popen = subprocess.Popen(
             [sys.executable, "-c", _SERVER, str(self.port)],
@@ -214,27 +217,8 @@ def child(args: argparse.Namespace) -> None:
 # --- the parent -------------------------------------------------------------------------------
 
 
-def _recreate_postgres(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
 def _machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} × {cpu}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} × {cpu_model('unknown CPU')}, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -262,7 +246,7 @@ def main() -> None:
             env.pop("DATABASE_URL", None)
             tmp = None
             if backend == "postgres":
-                _recreate_postgres(args.database_url)
+                recreate_database(args.database_url)
                 env["DATABASE_URL"] = args.database_url
             else:
                 tmp = tempfile.TemporaryDirectory()

@@ -29,7 +29,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -43,15 +42,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from funnel import (  # noqa: E402 - bench helpers shared with the funnel benchmark
-    EVENT_COLUMNS,
-    PEOPLE_COLUMNS,
-    PROGRESS_COLUMNS,
-    _copy_file,
+from common import (  # noqa: E402 - bench/common.py, next to this file
+    bulk_load,
+    copy_tables,
     drop_database,
-    load,
+    machine,
     migrate,
     recreate_database,
+    reset_sequences,
     ts_text,
 )
 
@@ -363,15 +361,9 @@ def copy_more(url: str, workdir: Path) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
         t0 = time.perf_counter()
-        _copy_file(cursor, "onboarding_person", PEOPLE_COLUMNS, workdir / "people.copy")
-        _copy_file(cursor, "onboarding_event", EVENT_COLUMNS, workdir / "events.copy")
-        _copy_file(cursor, "onboarding_flowprogress", PROGRESS_COLUMNS, workdir / "progress.copy")
+        copy_tables(cursor, workdir)
         print(f"  COPY (indexed tables): {time.perf_counter() - t0:.1f} s", flush=True)
-        for table in ("onboarding_person", "onboarding_event", "onboarding_flowprogress"):
-            cursor.execute(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"  # noqa: S608 - constants
-                f" (SELECT max(id) FROM {table}))"
-            )
+        reset_sequences(cursor)
         cursor.execute("VACUUM ANALYZE")
 
 
@@ -459,39 +451,6 @@ def phase_summary(ticks: list[dict]) -> dict:
     }
 
 
-def machine(url: str) -> list[tuple[str, str]]:
-    import psycopg
-
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    with psycopg.connect(url) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]
-        settings = conn.execute(
-            "SELECT string_agg(name || '=' || setting, ', ') FROM pg_settings WHERE name IN"
-            " ('shared_buffers', 'work_mem', 'max_parallel_workers_per_gather')"
-        ).fetchone()[0]
-    return [
-        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("cpus (nproc)", str(os.cpu_count())),
-        ("cpu model", cpu),
-        ("ram", f"{mem_kb / 1024 / 1024:.1f} GiB"),
-        ("load average before", " ".join(f"{x:.2f}" for x in os.getloadavg())),
-        ("postgresql", f"{version} ({settings})"),
-        ("python", platform.python_version()),
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 1 M people (+1 M)")
@@ -505,7 +464,7 @@ def main() -> None:
 
     print(f"Database {url} (re-created), scale {args.scale}", flush=True)
     recreate_database(url)
-    described = machine(url)
+    described = machine(url, pg_settings=True)
     try:
         migrate(url)
         from django.conf import settings
@@ -517,7 +476,7 @@ def main() -> None:
             t0 = time.perf_counter()
             counts = generate(people, mid, workdir, source_id, flow_id)
             print(f"Generated {counts} in {time.perf_counter() - t0:.1f} s", flush=True)
-            load(url, workdir)
+            bulk_load(url, workdir)
 
             print("Phase 1: ticks", flush=True)
             first = run_ticks(FIRST_TICK, TICKS)

@@ -27,20 +27,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import (  # noqa: E402 - bench/common.py, next to this file
+    bulk_load,
+    database_url,
+    drop_database,
+    machine,
+    maintenance_url,
+    migrate,
+    print_machine,
+    print_table,
+    recreate_database,
+    timed,
+    ts_text,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench_funnel"
 SEED = 20261128
@@ -65,81 +74,7 @@ PLANS = ["free", "free", "free", "pro", "team"]
 EVENTS_PER_PERSON = 10
 
 
-# --- database --------------------------------------------------------------------------------
-
-
-def _admin_url(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/postgres")), parts.path.lstrip("/")
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    admin, name = _admin_url(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    admin, name = _admin_url(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def django_env(url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings.production",
-            "DATABASE_URL": url,
-            "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DJANGO_DEBUG": "0",
-            "DJANGO_SECURE_SSL_REDIRECT": "0",
-            "ONRAMP_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    env.pop("REDIS_URL", None)
-    return env
-
-
-def migrate(url: str) -> None:
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "--verbosity", "0"],
-        env=django_env(url),
-        check=True,
-    )
-    os.environ.update(django_env(url))
-    import django
-
-    django.setup()
-
-
 # --- data ------------------------------------------------------------------------------------
-
-_DAY_TEXT: dict[int, str] = {}
-
-
-def ts_text(seconds: int) -> str:
-    """Epoch seconds as PostgreSQL timestamptz text, fast (a cache per day)."""
-    day, rest = divmod(seconds, 86400)
-    prefix = _DAY_TEXT.get(day)
-    if prefix is None:
-        prefix = _DAY_TEXT[day] = datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{prefix} {hours:02d}:{minutes:02d}:{secs:02d}+00"
 
 
 def journey(rng: random.Random, signup: int) -> list[tuple[int, str, str]]:
@@ -241,73 +176,6 @@ def generate(people: int, workdir: Path, source_id: int, flow_id: int) -> dict[s
     return {"people": people, "events": event_id, "progress": progress_id}
 
 
-# --- loading into PostgreSQL -----------------------------------------------------------------
-
-EVENT_COLUMNS = (
-    "id, source_id, person_id, type, name, timestamp, received_at, message_id, user_id,"
-    " anonymous_id, properties, context"
-)
-PEOPLE_COLUMNS = (
-    "id, external_id, traits, trait_timestamps, email, phone, timezone, first_seen, last_seen,"
-    " consent"
-)
-PROGRESS_COLUMNS = (
-    "id, flow_id, person_id, entered_at, entry_event_id, latest_entry_at, furthest_step,"
-    " step_seconds, reached_at, completed_at, window_ends_at, updated_at"
-)
-
-
-def _copy_file(cursor, table: str, columns: str, path: Path) -> None:
-    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy, open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            copy.write(block)
-
-
-def load(url: str, workdir: Path) -> None:
-    """COPY people, events and progress; the event table's indexes and FKs are rebuilt after."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        indexes = conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'onboarding_event'"
-            " AND indexname NOT IN (SELECT conname FROM pg_constraint"
-            " WHERE conrelid = 'onboarding_event'::regclass)"
-        ).fetchall()
-        constraints = conn.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE conrelid = 'onboarding_event'::regclass AND contype IN ('u', 'f')"
-        ).fetchall()
-        for name, _ in constraints:
-            conn.execute(f'ALTER TABLE onboarding_event DROP CONSTRAINT "{name}"')
-        for name, _ in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
-        conn.execute("SET maintenance_work_mem = '512MB'")
-        with conn.cursor() as cursor:
-            t0 = time.perf_counter()
-            _copy_file(cursor, "onboarding_person", PEOPLE_COLUMNS, workdir / "people.copy")
-            _copy_file(cursor, "onboarding_event", EVENT_COLUMNS, workdir / "events.copy")
-            _copy_file(
-                cursor, "onboarding_flowprogress", PROGRESS_COLUMNS, workdir / "progress.copy"
-            )
-            print(f"  COPY: {time.perf_counter() - t0:.1f} s", flush=True)
-            t0 = time.perf_counter()
-            for _, definition in indexes:
-                # A partitioned table's index reads "ON ONLY parent", which would not build
-                # the partitions' indexes.
-                cursor.execute(definition.replace(" ON ONLY ", " ON ", 1))
-            for name, definition in constraints:
-                cursor.execute(f'ALTER TABLE onboarding_event ADD CONSTRAINT "{name}" {definition}')
-            print(f"  indexes and constraints: {time.perf_counter() - t0:.1f} s", flush=True)
-            for table in ("onboarding_person", "onboarding_event", "onboarding_flowprogress"):
-                cursor.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-                    f" (SELECT max(id) FROM {table}))"
-                )
-            t0 = time.perf_counter()
-            cursor.execute("VACUUM ANALYZE")
-            print(f"  VACUUM ANALYZE: {time.perf_counter() - t0:.1f} s", flush=True)
-
-
 # --- DuckDB ----------------------------------------------------------------------------------
 
 
@@ -372,74 +240,19 @@ def duckdb_funnel_sql(*, segment: bool, breakdown: bool) -> str:
     )
 
 
-# --- timing ----------------------------------------------------------------------------------
+# --- report --------------------------------------------------------------------------------
 
 
-def timed(fn, runs: int = 3) -> tuple[float, object]:
-    fn()  # warm-up
-    times = []
-    result = None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
-
-
-def machine(url: str) -> list[tuple[str, str]]:
-    import psycopg
-
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
+def machine_with_duckdb(url: str) -> list[tuple[str, str]]:
     import duckdb
 
-    with psycopg.connect(url) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]
-        settings = conn.execute(
-            "SELECT string_agg(name || '=' || setting, ', ') FROM pg_settings WHERE name IN"
-            " ('shared_buffers', 'work_mem', 'max_parallel_workers_per_gather')"
-        ).fetchone()[0]
-    return [
-        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("cpus (nproc)", str(os.cpu_count())),
-        ("cpu model", cpu),
-        ("ram", f"{mem_kb / 1024 / 1024:.1f} GiB"),
-        ("load average before", " ".join(f"{x:.2f}" for x in os.getloadavg())),
-        ("postgresql", f"{version} ({settings})"),
-        ("duckdb", f"{duckdb.__version__} (2 threads, in-memory tables)"),
-        ("python", platform.python_version()),
-    ]
+    duck = ("duckdb", f"{duckdb.__version__} (2 threads, in-memory tables)")
+    return machine(url, pg_settings=True, extra=[duck])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 1 M people, ~10 M events")
-    parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
-    args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    if not url.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("bench/funnel.py runs on PostgreSQL only: set DATABASE_URL=postgres://…")
-    people = int(1_000_000 * args.scale)
-    info = machine(_admin_url(url)[0])
-    started = time.perf_counter()
-
-    t0 = time.perf_counter()
-    recreate_database(url)
-    migrate(url)
-    from django.db import connections
-
-    from onboarding.models import OnboardingFlow, Segment, Source, Step
+def create_flow() -> tuple:
+    """The bench source and the 5-step ``activation`` flow of :data:`STEPS`."""
+    from onboarding.models import OnboardingFlow, Source, Step
 
     source = Source.objects.create(name="bench", write_key_hash="0" * 64, write_key_prefix="bench")
     flow = OnboardingFlow.objects.create(
@@ -447,6 +260,27 @@ def main() -> None:
     )
     for position, (name, event, where) in enumerate(STEPS, start=1):
         Step.objects.create(flow=flow, position=position, name=name, event_name=event, where=where)
+    return source, flow
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 1 M people, ~10 M events")
+    parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+    url = database_url(DEFAULT_URL, "bench/funnel.py")
+    people = int(1_000_000 * args.scale)
+    info = machine_with_duckdb(maintenance_url(url)[0])
+    started = time.perf_counter()
+
+    t0 = time.perf_counter()
+    recreate_database(url)
+    migrate(url)
+    from django.db import connections
+
+    from onboarding.models import Segment
+
+    source, flow = create_flow()
     segment = Segment.objects.create(
         slug="pro",
         name="Pro plan",
@@ -465,7 +299,7 @@ def main() -> None:
             flush=True,
         )
         t0 = time.perf_counter()
-        load(url, workdir)
+        bulk_load(url, workdir)
         print(f"loaded into PostgreSQL in {time.perf_counter() - t0:.1f} s", flush=True)
         t0 = time.perf_counter()
         duck = duckdb_setup(workdir)
@@ -473,23 +307,20 @@ def main() -> None:
 
     rows = run_timings(flow, segment, duck)
     print()
-    for name, value in info:
-        print(f"{name:<20} {value}")
+    print_machine(info)
     print(
         f"{'data':<20} {sizes['people']} people, {sizes['events']} events,"
         f" {sizes['progress']} progress rows; entries {SINCE}..{UNTIL}, 7-day window"
     )
     print()
-    print(
-        f"| {'funnel (5 steps, 7-day window)':<32} | {'entrants':>9} | {'Onramp':>8} |"
-        f" {'DuckDB':>8} | {'DuckDB/Onramp':>13} |"
+    print_table(
+        ["funnel (5 steps, 7-day window)", "entrants", "Onramp", "DuckDB", "DuckDB/Onramp"],
+        [32, 9, 8, 8, 13],
+        [
+            [label, str(entrants), f"{ours:.3f}s", f"{theirs:.3f}s", f"{theirs / ours:.1f}x"]
+            for label, entrants, ours, theirs in rows
+        ],
     )
-    print(f"|{'-' * 34}|{'-' * 10}:|{'-' * 9}:|{'-' * 9}:|{'-' * 14}:|")
-    for label, entrants, ours, theirs in rows:
-        print(
-            f"| {label:<32} | {entrants:>9} | {ours:>7.3f}s | {theirs:>7.3f}s |"
-            f" {theirs / ours:>12.1f}x |"
-        )
     print(f"\ntotal wall time: {time.perf_counter() - started:.0f} s")
     connections.close_all()
     if not args.keep_db:

@@ -28,19 +28,30 @@ import base64
 import http.client
 import json
 import multiprocessing as mp
-import os
-import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import (  # noqa: E402 - bench/common.py, next to this file
+    configure_django,
+    database_url,
+    drop_database,
+    free_port,
+    machine,
+    maintenance_url,
+    print_machine,
+    print_table,
+    recreate_database,
+    server_env,
+    start_gunicorn,
+    stop_gunicorn,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench"
 SEED = 20240601
@@ -63,63 +74,9 @@ COPY_TABLE = "bench_copy_event"
 # --- database --------------------------------------------------------------------------------
 
 
-def _maintenance_url(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if not name:
-        raise SystemExit("DATABASE_URL must name a database, e.g. …/onramp_bench")
-    return urlunsplit(parts._replace(path="/postgres")), name
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    admin, name = _maintenance_url(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    admin, name = _maintenance_url(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def server_env(url: str) -> dict[str, str]:
-    """Environment for Django in this process and in gunicorn: production settings over HTTP."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings.production",
-            "DATABASE_URL": url,
-            "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DJANGO_DEBUG": "0",
-            "DJANGO_SECURE_SSL_REDIRECT": "0",
-            "ONRAMP_RATE_LIMIT_REQUESTS": "0",
-            "ONRAMP_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    env.pop("REDIS_URL", None)  # the limiter is off; nothing else on this path uses the cache
-    return env
-
-
 def setup_django(url: str) -> str:
     """Migrate the bench database, install the demo flow, create a source; return its key."""
-    os.environ.update(server_env(url))
-    import django
-
-    django.setup()
+    configure_django(url)
     from django.core.management import call_command
 
     from onboarding.demo_config import install_demo_config
@@ -245,49 +202,6 @@ def run_copy(url: str, chunks: list[bytes]) -> float:
 # --- (b) HTTP --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gunicorn(url: str, port: int, workers: int, threads: int) -> subprocess.Popen:
-    command = [
-        str(Path(sys.executable).with_name("gunicorn")),
-        "config.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "gthread" if threads > 1 else "sync",
-        "--threads",
-        str(threads),
-        "--keep-alive",
-        "60",
-        "--timeout",
-        "120",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, env=server_env(url))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v1/openapi.json")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return process
-        except OSError:
-            pass
-        if process.poll() is not None:
-            raise SystemExit("gunicorn exited during start-up")
-        time.sleep(0.2)
-    process.terminate()
-    raise SystemExit("gunicorn did not answer within 30 s")
-
-
 def start_profiler(pid: int, output: str) -> subprocess.Popen:
     """Sample every gunicorn worker, idle threads included, so waits on PostgreSQL show too."""
     spy = Path(sys.executable).with_name("py-spy")
@@ -384,32 +298,6 @@ def stored_counts(url: str) -> tuple[int, int, int]:
 # --- report ----------------------------------------------------------------------------------
 
 
-def machine(url: str) -> list[tuple[str, str]]:
-    import psycopg
-
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    with psycopg.connect(url) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]
-    return [
-        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("cpus (nproc)", str(os.cpu_count())),
-        ("cpu model", cpu),
-        ("ram", f"{mem_kb / 1024 / 1024:.1f} GiB"),
-        ("load average before", " ".join(f"{x:.2f}" for x in os.getloadavg())),
-        ("postgresql", version),
-        ("python", platform.python_version()),
-    ]
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -431,11 +319,9 @@ def main() -> None:
         help="run gunicorn under py-spy (pip install py-spy) and write collapsed stacks to FILE",
     )
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    if not url.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("bench/ingest.py runs on PostgreSQL only: set DATABASE_URL=postgres://…")
+    url = database_url(DEFAULT_URL, "bench/ingest.py")
 
-    info = machine(_maintenance_url(url)[0])
+    info = machine(maintenance_url(url)[0])
     t0 = time.perf_counter()
     recreate_database(url)
     key = setup_django(url)
@@ -460,8 +346,8 @@ def main() -> None:
     del chunks
     print(f"(a) COPY: {copy_seconds:.2f} s", flush=True)
 
-    port = _free_port()
-    server = start_gunicorn(url, port, args.workers, args.threads)
+    port = free_port()
+    server = start_gunicorn(server_env(url), port, args.workers, args.threads)
     try:
         spy = start_profiler(server.pid, args.profile) if args.profile else None
         http_seconds, retries = run_http(port, key, bodies, args.clients)
@@ -472,30 +358,36 @@ def main() -> None:
         stored, people, progress = stored_counts(url)
         latencies = run_track_latency(port, key, tracks, args.track_calls)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_gunicorn(server)
     if stored != args.events:
         raise SystemExit(f"stored {stored} events, expected {args.events}")
 
     copy_rate = args.events / copy_seconds
     http_rate = args.events / http_seconds
     print()
-    for name, value in info:
-        print(f"{name:<20} {value}")
+    print_machine(info)
     print(
         f"{'setup':<20} {args.clients} client processes, gunicorn {args.workers} workers x "
         f"{args.threads} threads, {args.batch} events per batch; {retries} retried requests"
     )
     print()
-    print(f"| {'method':<32} | {'rows':>9} | {'seconds':>8} | {'events/s':>9} |")
-    print(f"|{'-' * 34}|{'-' * 10}:|{'-' * 9}:|{'-' * 10}:|")
-    print(
-        f"| {'(a) COPY, indexed scratch table':<32} | {args.events:>9} | "
-        f"{copy_seconds:>8.2f} | {copy_rate:>9.0f} |"
-    )
-    print(
-        f"| {'(b) POST /v1/batch over HTTP':<32} | {args.events:>9} | "
-        f"{http_seconds:>8.2f} | {http_rate:>9.0f} |"
+    print_table(
+        ["method", "rows", "seconds", "events/s"],
+        [32, 9, 8, 9],
+        [
+            [
+                "(a) COPY, indexed scratch table",
+                str(args.events),
+                f"{copy_seconds:.2f}",
+                f"{copy_rate:.0f}",
+            ],
+            [
+                "(b) POST /v1/batch over HTTP",
+                str(args.events),
+                f"{http_seconds:.2f}",
+                f"{http_rate:.0f}",
+            ],
+        ],
     )
     verdict = "meets" if http_rate / copy_rate >= 0.30 else "BELOW"
     print(f"\nratio b/a: {http_rate / copy_rate:.2f} ({verdict} the 0.30 target)")

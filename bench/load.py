@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -124,37 +123,6 @@ def _locust_executable(given: str | None) -> str:
     raise SystemExit("locust not found: pip install -e '.[bench]' or pass --locust PATH")
 
 
-def _gunicorn(env: dict[str, str], port: int, workers: int, threads: int) -> subprocess.Popen:
-    """gunicorn as bench/ingest.py starts it, with this environment."""
-    import http.client
-
-    command = [str(Path(sys.executable).with_name("gunicorn")), "config.wsgi:application"]
-    command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    command += ["--worker-class", "gthread" if threads > 1 else "sync", "--threads", str(threads)]
-    command += ["--keep-alive", "60", "--timeout", "120", "--log-level", "warning"]
-    process = subprocess.Popen(command, cwd=BENCH.parent, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v1/openapi.json")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return process
-        except OSError:
-            pass
-        if process.poll() is not None:
-            raise SystemExit("gunicorn exited during start-up")
-        time.sleep(0.2)
-    process.terminate()
-    raise SystemExit("gunicorn did not answer within 30 s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
-
-
 def run_locust(
     locust: str, port: int, users: int, seconds: int, env: dict[str, str], out: Path
 ) -> dict:
@@ -181,16 +149,19 @@ def main() -> None:
     import tempfile
 
     sys.path.insert(0, str(BENCH))
-    from ingest import (
-        _free_port,
-        _maintenance_url,
+    from common import (
+        database_url,
         drop_database,
-        generate,
+        free_port,
         machine,
+        maintenance_url,
+        print_machine,
         recreate_database,
         server_env,
-        setup_django,
+        start_gunicorn,
+        stop_gunicorn,
     )
+    from ingest import generate, setup_django
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", default="1,2,4,8,16,32", help="locust users per step")
@@ -203,14 +174,12 @@ def main() -> None:
     parser.add_argument("--locust", help="the locust executable (default: on PATH or in venv)")
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    if not url.startswith(("postgres://", "postgresql://")):
-        raise SystemExit("bench/load.py runs on PostgreSQL only: set DATABASE_URL=postgres://…")
+    url = database_url(DEFAULT_URL, "bench/load.py")
     redis_url = os.environ.get("ONRAMP_LOAD_REDIS_URL", DEFAULT_REDIS)
     locust = _locust_executable(args.locust)
     steps = [int(u) for u in args.users.split(",")]
 
-    info = machine(_maintenance_url(url)[0])
+    info = machine(maintenance_url(url)[0])
     recreate_database(url)
     key = setup_django(url)
     from django.db import connections
@@ -229,8 +198,8 @@ def main() -> None:
     locust_env["ONRAMP_LOAD_AUTH"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
 
     # Phase 1: the knee, rate limiter off.
-    port = _free_port()
-    server = _gunicorn(server_env(url), port, args.workers, args.threads)
+    port = free_port()
+    server = start_gunicorn(server_env(url), port, args.workers, args.threads)
     results = []
     try:
         for users in steps:
@@ -243,7 +212,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        _stop(server)
+        stop_gunicorn(server)
     under = [r for r in results if r["p99"] < P99_TARGET_MS and r["failures"] == 0]
     knee = max(under, key=lambda r: r["rps"]) if under else None
 
@@ -259,12 +228,12 @@ def main() -> None:
         ONRAMP_RATE_LIMIT_WINDOW="1",
     )
     users = max(4, knee["users"] if knee else 4)
-    port = _free_port()
-    server = _gunicorn(limited_env, port, args.workers, args.threads)
+    port = free_port()
+    server = start_gunicorn(limited_env, port, args.workers, args.threads)
     try:
         limited = run_locust(locust, port, users, args.limit_seconds, locust_env, out)
     finally:
-        _stop(server)
+        stop_gunicorn(server)
     with psycopg.connect(url) as conn:
         after = conn.execute("SELECT count(*) FROM onboarding_event").fetchone()[0]
     accepted = (after - before) // args.batch
@@ -275,8 +244,7 @@ def main() -> None:
     allowed = args.limit * (args.limit_seconds + 2)
 
     print()
-    for name, value in info:
-        print(f"{name:<20} {value}")
+    print_machine(info)
     print(
         f"{'setup':<20} gunicorn {args.workers} workers x {args.threads} threads, locust "
         f"(FastHttpUser, no think time) on the same machine, {args.batch} events per request, "

@@ -16,11 +16,16 @@ def test_login_lands_on_overview(browser, live_server, alice):
 
 def test_wrong_password_stays_on_login(browser, live_server, alice):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{live_server.url}/login/")
     browser.find_element(By.NAME, "username").send_keys("alice")
     browser.find_element(By.NAME, "password").send_keys("wrong")
     browser.find_element(By.CSS_SELECTOR, "form [type=submit]").click()
+    # Wait for the answer to the POST (the page is replaced), not the form that was just sent.
+    alert = WebDriverWait(browser, 15).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "[role=alert]"))
+    )
     assert "/login/" in browser.current_url
-    alert = browser.find_element(By.CSS_SELECTOR, "[role=alert]")
     assert "correct username and password" in alert.text

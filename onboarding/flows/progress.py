@@ -86,12 +86,19 @@ def _progress_row(flow: FlowSpec, person_id: int, events: list[StepEvent]) -> Fl
 def refresh_progress(flows: list[FlowSpec], person_ids: Iterable[int]) -> int:
     """Recompute the progress of these people in these flows from their stored events."""
     people = sorted(set(person_ids))
-    if not flows or not people:
+    return _refresh([(flow, people) for flow in flows])
+
+
+def _refresh(targets: list[tuple[FlowSpec, list[int]]]) -> int:
+    """Recompute (flow, people) pairs: one read of the step events, one upsert, one delete per flow."""
+    targets = [(flow, people) for flow, people in targets if people]
+    if not targets:
         return 0
-    names = set().union(*(flow.event_names for flow in flows))
+    everyone = sorted(set().union(*(people for _, people in targets)))
+    names = set().union(*(flow.event_names for flow, _ in targets))
     events: dict[int, list[StepEvent]] = defaultdict(list)
     rows = (
-        Event.objects.filter(person_id__in=people, name__in=names)
+        Event.objects.filter(person_id__in=everyone, name__in=names)
         .order_by("person_id", "timestamp", "id")
         .values_list("person_id", "id", "name", "timestamp", "properties")
     )
@@ -99,12 +106,12 @@ def refresh_progress(flows: list[FlowSpec], person_ids: Iterable[int]) -> int:
         events[person_id].append(StepEvent(event_id, name, timestamp, properties or {}))
 
     upserts: list[FlowProgress] = []
-    stale: list[tuple[int, int]] = []
-    for flow in flows:
+    stale: dict[int, list[int]] = defaultdict(list)
+    for flow, people in targets:
         for person_id in people:
             row = _progress_row(flow, person_id, events.get(person_id, []))
             if row is None:
-                stale.append((flow.id, person_id))
+                stale[flow.id].append(person_id)
             else:
                 upserts.append(row)
     with transaction.atomic():
@@ -116,19 +123,24 @@ def refresh_progress(flows: list[FlowSpec], person_ids: Iterable[int]) -> int:
                 update_fields=_UPDATE_FIELDS,
                 batch_size=2000,
             )
-        for flow_id, person_id in stale:
-            FlowProgress.objects.filter(flow_id=flow_id, person_id=person_id).delete()
+        for flow_id, person_ids in stale.items():
+            FlowProgress.objects.filter(flow_id=flow_id, person_id__in=person_ids).delete()
     return len(upserts)
 
 
 def refresh_after_ingest(names_by_person: dict[int, set[str]]) -> None:
-    """Called by ingestion with the names of the newly stored events of each person."""
+    """Called by ingestion with the names of the newly stored events of each person.
+
+    Each flow is recomputed only for the people whose new events are among its steps; the step
+    events of all of them are read in one query.
+    """
     all_names = set().union(*names_by_person.values()) if names_by_person else set()
-    flows = flow_specs(all_names)
-    for flow in flows:
-        names = flow.event_names
-        affected = [p for p, seen in names_by_person.items() if seen & names]
-        refresh_progress([flow], affected)
+    _refresh(
+        [
+            (flow, sorted(p for p, seen in names_by_person.items() if seen & flow.event_names))
+            for flow in flow_specs(all_names)
+        ]
+    )
 
 
 def rebuild_flow_progress(flow: OnboardingFlow, *, chunk: int = 5000) -> int:

@@ -125,3 +125,33 @@ class TrackingApi:
 def tracking(api: Client) -> TrackingApi:
     """``tracking.post("/v1/track", {...})`` with the ``write_key`` source's Basic auth."""
     return TrackingApi(api)
+
+
+def run_at_once(work, count: int, *, timeout: float = 60) -> list[BaseException]:
+    """Run ``work(index)`` in ``count`` threads released together; return what they raised.
+
+    Each thread uses its own database connection (closed at the end), as separate processes
+    would: for tests of what concurrent requests, ticks or dispatchers do on PostgreSQL.
+    """
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            work(index)
+        except BaseException as error:  # reported to the test
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return errors

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection
 from django.test import Client
 
 from onboarding.models import Identity, Person
 from onboarding.signals import people_merged
 
-from ..conftest import basic_auth
+from ..conftest import basic_auth, run_at_once
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -311,37 +309,25 @@ def test_first_and_last_seen_span_the_merged_people(send):
 def test_concurrent_batches_for_the_same_new_users_make_one_person_each(write_key):
     users = [f"user-{i}" for i in range(30)]
     workers = 4
-    barrier = threading.Barrier(workers)
     statuses: list[int] = []
-    errors: list[BaseException] = []
 
     def post_batch(worker: int) -> None:
-        try:
-            client = Client(HTTP_AUTHORIZATION=basic_auth(write_key))
-            batch = [
-                {
-                    "type": "identify",
-                    "userId": user,
-                    "anonymousId": f"{user}-device-{worker}",
-                    "traits": {f"seen_by_{worker}": True},
-                    "messageId": f"{user}-{worker}",
-                }
-                for user in (users if worker % 2 else list(reversed(users)))
-            ]
-            body = json.dumps({"batch": batch})
-            barrier.wait(timeout=10)
-            response = client.post("/v1/batch", body, content_type="application/json")
-            statuses.append(response.status_code)
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
-        finally:
-            connection.close()
+        client = Client(HTTP_AUTHORIZATION=basic_auth(write_key))
+        batch = [
+            {
+                "type": "identify",
+                "userId": user,
+                "anonymousId": f"{user}-device-{worker}",
+                "traits": {f"seen_by_{worker}": True},
+                "messageId": f"{user}-{worker}",
+            }
+            for user in (users if worker % 2 else list(reversed(users)))
+        ]
+        body = json.dumps({"batch": batch})
+        response = client.post("/v1/batch", body, content_type="application/json")
+        statuses.append(response.status_code)
 
-    threads = [threading.Thread(target=post_batch, args=(w,)) for w in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = run_at_once(post_batch, workers)
 
     assert errors == []
     assert statuses == [200] * workers

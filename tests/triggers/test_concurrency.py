@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 
+from tests.conftest import run_at_once
 from triggers.models import Enrollment, Message
 
 from .conftest import T0, make_rule
@@ -26,25 +25,9 @@ def test_concurrent_ticks_enroll_each_person_once(timeline):
     )
     for n in range(30):
         timeline.send(T0, f"u{n}", "Signed Up")
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
+    from triggers.engine.evaluate import evaluate_rules
 
-    def tick() -> None:
-        from triggers.engine.evaluate import evaluate_rules
-
-        try:
-            barrier.wait(timeout=10)
-            evaluate_rules(now=T0 + timedelta(minutes=6))
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=tick) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = run_at_once(lambda _: evaluate_rules(now=T0 + timedelta(minutes=6)), 4)
     assert errors == []
     assert Enrollment.objects.count() == 30
     assert Message.objects.count() == 30

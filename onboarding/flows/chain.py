@@ -12,6 +12,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 
+def where_matches(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
+    """A property filter: every listed property is present and equal (DESIGN §4.2)."""
+    return all(key in properties and properties[key] == value for key, value in where.items())
+
+
 @dataclass(frozen=True, slots=True)
 class StepSpec:
     event_name: str
@@ -20,9 +25,7 @@ class StepSpec:
     def matches(self, name: str, properties: Mapping[str, Any]) -> bool:
         if name != self.event_name:
             return False
-        return all(
-            key in properties and properties[key] == value for key, value in self.where.items()
-        )
+        return where_matches(self.where, properties)
 
 
 @dataclass(frozen=True, slots=True)

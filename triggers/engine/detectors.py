@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from onboarding.flows.chain import StepSpec
+from onboarding.flows.chain import StepSpec, where_matches
 from onboarding.models import Event, FlowProgress, OnboardingFlow
 from triggers.rules.spec import Trigger
 
@@ -43,10 +43,6 @@ def _steps(flow_slug: str) -> tuple[OnboardingFlow, list[StepSpec]]:
     flow = OnboardingFlow.objects.get(slug=flow_slug)
     steps = [StepSpec(s.event_name, s.where or {}) for s in flow.steps.order_by("position")]
     return flow, steps
-
-
-def _matches(where: dict[str, Any], properties: dict[str, Any]) -> bool:
-    return all(key in properties and properties[key] == value for key, value in where.items())
 
 
 def inactive_in_flow(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
@@ -81,7 +77,7 @@ def step_abandoned(trigger: Trigger, since: datetime, until: datetime) -> Iterat
     done = Event.objects.filter(
         name=did.event_name, received_at__gt=since - within, received_at__lte=until - within
     ).values_list("id", "person_id", "timestamp", "received_at", "properties")
-    candidates = [row for row in done if _matches(did.where, row[4] or {})]
+    candidates = [row for row in done if where_matches(did.where, row[4] or {})]
     if not candidates:
         return
     people = {row[1] for row in candidates}
@@ -95,7 +91,7 @@ def step_abandoned(trigger: Trigger, since: datetime, until: datetime) -> Iterat
     for person_id, timestamp, properties in Event.objects.filter(
         person_id__in=list(open_people), name=missing.event_name, timestamp__gte=earliest
     ).values_list("person_id", "timestamp", "properties"):
-        if _matches(missing.where, properties or {}):
+        if where_matches(missing.where, properties or {}):
             followed[person_id].append(timestamp)
     for event_id, person_id, timestamp, received_at, _ in candidates:
         if person_id not in open_people:
@@ -113,7 +109,7 @@ def step_abandoned(trigger: Trigger, since: datetime, until: datetime) -> Iterat
 def _new_events(name: str, since: datetime, until: datetime, where: dict[str, Any]):
     rows = Event.objects.filter(name=name, received_at__gt=since, received_at__lte=until)
     for row in rows.values_list("id", "person_id", "timestamp", "received_at", "properties"):
-        if _matches(where, row[4] or {}):
+        if where_matches(where, row[4] or {}):
             yield row
 
 
@@ -129,7 +125,7 @@ def repeated_event(trigger: Trigger, since: datetime, until: datetime) -> Iterat
     for event_id, person_id, timestamp, properties in Event.objects.filter(
         person_id__in={row[1] for row in new}, name=trigger.event, timestamp__gte=earliest
     ).values_list("id", "person_id", "timestamp", "properties"):
-        if _matches(trigger.where, properties or {}):
+        if where_matches(trigger.where, properties or {}):
             history[person_id].append((timestamp, event_id))
     for event_id, person_id, timestamp, received_at, _ in new:
         before = [
@@ -203,7 +199,7 @@ def milestone(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Oc
     ).values_list("person_id", "timestamp", "properties"):
         if person_id in completed and timestamp < completed[person_id]:
             continue
-        if _matches(trigger.where, properties or {}):
+        if where_matches(trigger.where, properties or {}):
             counts[person_id] += 1
     reached_at = {row[1]: row[3] for row in new}
     for person_id in sorted(people):

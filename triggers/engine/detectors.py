@@ -35,7 +35,7 @@ class Occurrence:
     context: dict[str, Any] = field(default_factory=dict)
 
 
-def _stamp(moment: datetime) -> str:
+def occurrence_stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%M%S.%f")
 
 
@@ -64,7 +64,7 @@ def inactive_in_flow(trigger: Trigger, since: datetime, until: datetime) -> Iter
             continue  # the conversion window closed: no longer "in onboarding"
         yield Occurrence(
             person_id,
-            f"idle:{_stamp(last_seen)}",
+            f"idle:{occurrence_stamp(last_seen)}",
             deadline,
             {"furthest_step": furthest, "last_seen": last_seen.isoformat()},
         )
@@ -174,7 +174,7 @@ def inactive_sessions(trigger: Trigger, since: datetime, until: datetime) -> Ite
         if sessions >= (trigger.sessions or 0):
             yield Occurrence(
                 person_id,
-                f"sessions:{_stamp(reached_at)}",
+                f"sessions:{occurrence_stamp(reached_at)}",
                 until,
                 {"sessions": sessions, "reached_at": reached_at.isoformat()},
             )

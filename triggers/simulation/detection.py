@@ -18,7 +18,7 @@ from django.db.models import F, Q, Window
 from django.db.models.functions import Lead
 
 from onboarding.models import Event, FlowProgress
-from triggers.engine.detectors import SESSION_GAP, Occurrence, _stamp
+from triggers.engine.detectors import SESSION_GAP, Occurrence, occurrence_stamp
 from triggers.rules.spec import Trigger
 
 from .history import CHUNK, Replay, flow_spec, for_people, matches
@@ -96,7 +96,7 @@ def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]
                     tick,
                     Occurrence(
                         person_id,
-                        f"idle:{_stamp(last_seen)}",
+                        f"idle:{occurrence_stamp(last_seen)}",
                         deadline,
                         {
                             "furthest_step": progress.furthest_step,
@@ -232,7 +232,7 @@ def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found | None
                         tick,
                         Occurrence(
                             person_id,
-                            f"sessions:{_stamp(progress.reached_at)}",
+                            f"sessions:{occurrence_stamp(progress.reached_at)}",
                             tick,
                             {"sessions": sessions, "reached_at": progress.reached_at.isoformat()},
                         ),

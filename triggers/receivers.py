@@ -8,7 +8,14 @@ from django.dispatch import receiver
 
 from onboarding.models import Person
 from onboarding.signals import person_erasing, person_exporting
-from triggers.models import Assignment, DecisionLog, Enrollment, Message, ReviewItem
+from triggers.models import (
+    Assignment,
+    BacktestRun,
+    DecisionLog,
+    Enrollment,
+    Message,
+    ReviewItem,
+)
 from triggers.services.audit import audit
 
 
@@ -55,7 +62,42 @@ def export_person(sender: Any, *, person: Person, **kwargs: Any) -> dict[str, li
             .order_by("at", "id")
             .values("at", "rule__slug", "outcome", "reason", "detail")
         ),
+        "backtest_entries": [
+            {"backtest": run_id, **entry} for run_id, entry in _backtest_entries_of(person)
+        ],
     }
+
+
+def _saved_backtests():
+    """Saved backtest reports that list people (a few dozen rows: each is one marketer's run)."""
+    return BacktestRun.objects.exclude(result=None).only("id", "result").order_by("id")
+
+
+def _backtest_entries_of(person: Person) -> list[tuple[int, dict]]:
+    """The entries naming ``person`` in saved backtest reports (who would have entered, when)."""
+    return [
+        (run.pk, entry)
+        for run in _saved_backtests()
+        for entry in (run.result or {}).get("entries", [])
+        if entry.get("person_id") == person.pk
+    ]
+
+
+def _scrub_backtests(person: Person) -> int:
+    """Remove ``person`` from the entry lists of saved backtest reports; return entries removed.
+
+    The report's counts (entered, sends per day…) stay as they were: they are aggregates that
+    name nobody, and a report is a record of what the rule would have done at the time.
+    """
+    removed = 0
+    for run in _saved_backtests():
+        entries = (run.result or {}).get("entries", [])
+        kept = [entry for entry in entries if entry.get("person_id") != person.pk]
+        if len(kept) != len(entries):
+            removed += len(entries) - len(kept)
+            run.result = {**run.result, "entries": kept}
+            run.save(update_fields=["result"])
+    return removed
 
 
 @receiver(person_erasing, dispatch_uid="triggers.erase_person")
@@ -74,5 +116,8 @@ def erase_person(
         _, per_model = queryset.delete()
         for label, count in per_model.items():
             deleted[label] = deleted.get(label, 0) + count
+    scrubbed = _scrub_backtests(person)
+    if scrubbed:
+        deleted["triggers.BacktestRun entries"] = scrubbed
     audit(actor=actor, action="person.erase", obj=person, changes={"deleted": deleted})
     return deleted

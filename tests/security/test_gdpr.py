@@ -7,6 +7,7 @@ FailedEvent row that keeps no payload; other people's events still go through.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
@@ -25,13 +26,14 @@ from onboarding.services.gdpr import person_erase, person_export
 from triggers.models import (
     Assignment,
     AuditLog,
+    BacktestRun,
     DecisionLog,
     Enrollment,
     Message,
     ReviewItem,
 )
 
-from .conftest import track
+from .conftest import T0, track
 
 PER_PERSON_TABLES = [Event, Identity, FlowProgress, Enrollment, Message, ReviewItem, Assignment]
 
@@ -174,3 +176,26 @@ def test_people_without_change_permission_cannot_erase(rich_person, client, alic
     )
     assert response.status_code in (200, 302, 403)
     assert Person.objects.filter(pk=rich_person.pk).exists()
+
+
+def test_saved_backtest_reports_lose_the_person_but_keep_their_counts(rich_person, bob):
+    def entry(person_id: int, external_id: str) -> dict:
+        return {"person_id": person_id, "external_id": external_id, "occurrence": "o", "at": "t"}
+
+    rule = Enrollment.objects.get(person=rich_person).rule
+    run = BacktestRun.objects.create(
+        rule=rule,
+        definition=rule.current_version.definition,
+        since=T0 - timedelta(days=30),
+        until=T0,
+        status="done",
+        result={"entered": 2, "entries": [entry(rich_person.pk, "dana"), entry(0, "erin")]},
+    )
+    export = person_export(rich_person)
+    assert export["backtest_entries"] == [{"backtest": run.pk, **entry(rich_person.pk, "dana")}]
+
+    erasure = person_erase(rich_person, actor=bob)
+    run.refresh_from_db()
+    assert run.result == {"entered": 2, "entries": [entry(0, "erin")]}
+    assert "dana" not in json.dumps(run.result)
+    assert erasure.deleted["triggers.BacktestRun entries"] == 1

@@ -12,9 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -23,197 +21,29 @@ from django.views.decorators.vary import vary_on_headers
 from dashboard.decorators import view_dashboard_required
 from dashboard.forms import (
     CONDITION_ERROR_FIELDS,
-    CONDITION_FIELDS,
     ConditionForm,
     SegmentForm,
+)
+from dashboard.segment_rows import (
+    PREFIX,
+    Built,
+    advanced_definition,
+    build_definition,
+    definition_yaml,
+    describe_condition,
+    empty_row,
+    row_from_post,
+    rows_from_definition,
+    rows_from_post,
 )
 from onboarding.configfile.errors import Problem, ProblemsError
 from onboarding.models import OnboardingFlow, Segment
 from onboarding.segments import segment_count_and_sample
 from onboarding.services.segments import segment_problems, segment_save
-from onboarding.where_text import format_scalar, format_where, parse_scalar, parse_where
 
-PREFIX = "conditions"
 SAMPLE_SIZE = 10
 _ROW_ACTION = re.compile(r"^remove:(\d+)$")
 _CONDITION_PATH = re.compile(r"^conditions\[(\d+)\](?:\.(\w+))?")
-_PRIMARY = {"trait": "trait", "event": "event", "flow": "flow"}
-_LIST_OPS = ("in", "not_in")
-_TEXT_OPS = ("contains", "before", "after", "within_last")
-_NO_VALUE_OPS = ("is_set", "is_not_set")
-
-
-def _empty_row(kind: str = "trait") -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "trait": "",
-        "op": "eq",
-        "value": "",
-        "event": "",
-        "where": "",
-        "count_op": "gte",
-        "count_value": 1,
-        "within": "",
-        "flow": "",
-        "state": "entered",
-        "step": None,
-        "stalled_for": "",
-    }
-
-
-# --- definition ↔ rows --------------------------------------------------------------------------
-
-
-def _value_text(op: str, value: Any) -> str:
-    if op in _NO_VALUE_OPS or value is None:
-        return ""
-    if op in _LIST_OPS and isinstance(value, list):
-        return ", ".join(format_scalar(item) for item in value)
-    if op in _TEXT_OPS and isinstance(value, str):
-        return value
-    return format_scalar(value)
-
-
-def rows_from_definition(definition: Any) -> tuple[str, list[dict[str, Any]]] | None:
-    """``(match, rows)`` for a definition the rows can show, else None (edit it as YAML)."""
-    if not isinstance(definition, dict):
-        return None
-    rows = []
-    for condition in definition.get("conditions") or []:
-        if not isinstance(condition, dict):
-            return None
-        row = _empty_row()
-        if "trait" in condition:
-            op = condition.get("op", "eq")
-            row.update(
-                kind="trait",
-                trait=condition["trait"],
-                op=op,
-                value=_value_text(op, condition.get("value")),
-            )
-        elif "event" in condition:
-            count = condition.get("count") or {}
-            row.update(
-                kind="event",
-                event=condition["event"],
-                where=format_where(condition.get("where")),
-                count_op=count.get("op", "gte"),
-                count_value=count.get("value", 1),
-                within=condition.get("within", ""),
-            )
-        elif "flow" in condition:
-            row.update(
-                kind="flow",
-                flow=condition["flow"],
-                state=condition.get("state", "entered"),
-                step=condition.get("step"),
-                stalled_for=condition.get("for", ""),
-            )
-        else:
-            return None
-        rows.append(row)
-    return definition.get("match", "all"), rows
-
-
-def _rows_from_post(data: QueryDict) -> list[dict[str, Any]]:
-    try:
-        total = min(int(data.get(f"{PREFIX}-TOTAL_FORMS", 0)), 100)
-    except ValueError:
-        total = 0
-    return [_row_from_post(data, index) for index in range(total)]
-
-
-def _row_from_post(data: QueryDict, index: int) -> dict[str, Any]:
-    row = _empty_row()
-    for name in CONDITION_FIELDS:
-        key = f"{PREFIX}-{index}-{name}"
-        if key in data:
-            row[name] = data.get(key, "")
-    if row["kind"] not in _PRIMARY:
-        row["kind"] = "trait"
-    return row
-
-
-@dataclass
-class Built:
-    """A definition built from rows, which row each condition came from, and row-level errors."""
-
-    definition: dict[str, Any]
-    row_of_condition: list[int] = field(default_factory=list)
-    row_errors: dict[int, list[tuple[str | None, str]]] = field(default_factory=dict)
-
-
-def _is_blank(row: dict[str, Any]) -> bool:
-    return not str(row.get(_PRIMARY[row["kind"]]) or "").strip()
-
-
-def _condition(row: dict[str, Any], errors: list[tuple[str | None, str]]) -> dict[str, Any]:
-    kind = row["kind"]
-    if kind == "trait":
-        op = row["op"] or "eq"
-        condition: dict[str, Any] = {"trait": row["trait"].strip(), "op": op}
-        text = str(row["value"] or "").strip()
-        if op in _LIST_OPS:
-            condition["value"] = [parse_scalar(part) for part in text.split(",") if part.strip()]
-        elif op in _TEXT_OPS:
-            condition["value"] = text
-        elif op not in _NO_VALUE_OPS:
-            condition["value"] = parse_scalar(text)
-        return condition
-    if kind == "event":
-        condition = {"event": row["event"].strip()}
-        try:
-            where = parse_where(row["where"] or "")
-        except ValidationError as error:
-            errors.append(("where", error.messages[0]))
-            where = {}
-        if where:
-            condition["where"] = where
-        try:
-            count = int(row["count_value"]) if str(row["count_value"]).strip() else 1
-        except ValueError:
-            errors.append(("count_value", "Enter a whole number."))
-            count = 1
-        if (row["count_op"] or "gte", count) != ("gte", 1):
-            condition["count"] = {"op": row["count_op"] or "gte", "value": count}
-        if str(row["within"] or "").strip():
-            condition["within"] = row["within"].strip()
-        return condition
-    condition = {"flow": row["flow"], "state": row["state"] or "entered"}
-    step = str(row["step"] or "").strip()
-    if step:
-        try:
-            condition["step"] = int(step)
-        except ValueError:
-            errors.append(("step", "Enter a step number."))
-    if str(row["stalled_for"] or "").strip():
-        condition["for"] = row["stalled_for"].strip()
-    return condition
-
-
-def build_definition(match: str, rows: list[dict[str, Any]]) -> Built:
-    built = Built({"match": match, "conditions": []})
-    for index, row in enumerate(rows):
-        if _is_blank(row):
-            continue
-        errors: list[tuple[str | None, str]] = []
-        built.definition["conditions"].append(_condition(row, errors))
-        built.row_of_condition.append(index)
-        if errors:
-            built.row_errors[index] = errors
-    return built
-
-
-def _advanced_definition(text: str) -> tuple[Any, str | None]:
-    try:
-        value = yaml.safe_load(text) if text.strip() else {"match": "all", "conditions": []}
-    except yaml.YAMLError as error:
-        return None, f"Not valid YAML or JSON: {error}"
-    return value, None
-
-
-def _definition_yaml(definition: Any) -> str:
-    return yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=100)
 
 
 # --- the editor ---------------------------------------------------------------------------------
@@ -252,13 +82,13 @@ def _state_from_post(request: HttpRequest, segment: Segment | None) -> EditorSta
         data, editing=segment is not None, initial={"slug": segment.slug} if segment else None
     )
     mode = "advanced" if data.get("mode") == "advanced" else "rows"
-    return EditorState(form, mode, _rows_from_post(data))
+    return EditorState(form, mode, rows_from_post(data))
 
 
 def _definition_of(state: EditorState, data: QueryDict) -> tuple[Any, Built | None, str | None]:
     """The definition the form describes; in rows mode also how conditions map to rows."""
     if state.mode == "advanced":
-        definition, error = _advanced_definition(data.get("advanced", ""))
+        definition, error = advanced_definition(data.get("advanced", ""))
         return definition, None, error
     built = build_definition(data.get("match", "all"), state.rows)
     state.row_errors.update(built.row_errors)
@@ -313,19 +143,19 @@ def _save(request: HttpRequest, state: EditorState, segment: Segment | None) -> 
 def _apply_action(state: EditorState, action: str, request: HttpRequest) -> None:
     """Row actions and mode switches: change what the form shows, save nothing."""
     if action == "add":
-        state.rows.append(_empty_row())
+        state.rows.append(empty_row())
     elif (match := _ROW_ACTION.match(action)) and int(match.group(1)) < len(state.rows):
         del state.rows[int(match.group(1))]
     elif action == "advanced" and state.mode == "rows":
         built = build_definition(request.POST.get("match", "all"), state.rows)
         state.mode = "advanced"
         state.form = SegmentForm(
-            initial={**_form_initial(request.POST), "advanced": _definition_yaml(built.definition)},
+            initial={**_form_initial(request.POST), "advanced": definition_yaml(built.definition)},
             editing=state.form.fields["slug"].disabled,
         )
         return
     elif action == "rows" and state.mode == "advanced":
-        definition, error = _advanced_definition(request.POST.get("advanced", ""))
+        definition, error = advanced_definition(request.POST.get("advanced", ""))
         shown = rows_from_definition(definition) if error is None else None
         if shown is None:
             state.form.is_valid()
@@ -354,12 +184,12 @@ def _form_initial(data: QueryDict) -> dict[str, Any]:
 def _initial_state(segment: Segment | None) -> EditorState:
     if segment is None:
         form = SegmentForm(initial={"match": "all", "mode": "rows"})
-        return EditorState(form, "rows", [_empty_row()])
+        return EditorState(form, "rows", [empty_row()])
     shown = rows_from_definition(segment.definition)
     initial = {"name": segment.name, "slug": segment.slug}
     if shown is None:
         form = SegmentForm(
-            initial={**initial, "advanced": _definition_yaml(segment.definition)}, editing=True
+            initial={**initial, "advanced": definition_yaml(segment.definition)}, editing=True
         )
         return EditorState(form, "advanced", [])
     match, rows = shown
@@ -417,7 +247,7 @@ def _page_preview(state: EditorState, request: HttpRequest) -> Preview:
     """The preview shown with a whole page: of what the form now describes."""
     if state.mode == "advanced":
         text = state.form["advanced"].value() or ""
-        definition, error = _advanced_definition(text)
+        definition, error = advanced_definition(text)
         return Preview(problems=[error]) if error else _preview(definition)
     match = state.form["match"].value() or "all"
     built = build_definition(match, state.rows)
@@ -482,7 +312,7 @@ def condition_row(request: HttpRequest) -> HttpResponse:
         index = max(0, min(int(request.POST.get("row", 0)), 99))
     except ValueError:
         index = 0
-    row = _row_from_post(request.POST, index)
+    row = row_from_post(request.POST, index)
     (form,) = _condition_forms([row], _flow_choices())
     form.prefix = f"{PREFIX}-{index}"
     return render(
@@ -490,56 +320,6 @@ def condition_row(request: HttpRequest) -> HttpResponse:
         "dashboard/segments/editor.html#condition-row",
         {"condition": form, "index": index, "number": index + 1},
     )
-
-
-# --- the list -----------------------------------------------------------------------------------
-
-
-def _describe_filter(key: str, value: Any) -> str:
-    if isinstance(value, dict):
-        shown = value.get("value")
-        if isinstance(shown, list):
-            shown = ", ".join(str(item) for item in shown)
-        return f"{key} {str(value.get('op', '')).replace('_', ' ')} {shown}".strip()
-    return f"{key}={value}"
-
-
-def describe_condition(condition: Any) -> str:
-    """A short human reading of one stored condition, for the list page."""
-    if not isinstance(condition, dict):
-        return "?"
-    if "trait" in condition:
-        op = condition.get("op", "eq").replace("_", " ")
-        value = condition.get("value")
-        return f"{condition['trait']} {op}" + ("" if value is None else f" {value}")
-    if "person" in condition:
-        return (
-            f"{condition['person']} {condition.get('op', '')} {condition.get('value', '')}".strip()
-        )
-    if "event" in condition:
-        text = f"did {condition['event']}"
-        if condition.get("where"):
-            text += (
-                " ("
-                + ", ".join(_describe_filter(k, v) for k, v in condition["where"].items())
-                + ")"
-            )
-        if condition.get("count"):
-            text += f" {condition['count'].get('op')} {condition['count'].get('value')} times"
-        if condition.get("within"):
-            text += f" in the last {condition['within']}"
-        return text
-    if "flow" in condition:
-        text = f"{condition['flow']}: {condition.get('state', '').replace('_', ' ')}"
-        if condition.get("step"):
-            text += f" at step {condition['step']}"
-        return text
-    for key in ("any", "all"):
-        if key in condition:
-            return f"{key} of {len(condition[key])} conditions"
-    if "not" in condition:
-        return "not (" + describe_condition(condition["not"]) + ")"
-    return "?"
 
 
 @view_dashboard_required

@@ -469,12 +469,12 @@ def test_one_bad_rule_writes_nothing_not_even_the_templates(db):
 
 
 def test_a_failure_while_applying_rolls_everything_back(db, monkeypatch):
-    from triggers import configfile
+    from triggers.configfile import rules
 
     def explode(**kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(configfile, "rule_save", explode)
+    monkeypatch.setattr(rules, "rule_save", explode)
     with pytest.raises(RuntimeError):
         import_config(FILE)
     assert snapshot() == ([], [], [], [], [], [], 0)

@@ -1,4 +1,5 @@
-"""Fixtures for the fault tests: the recording SMTP server and a cluster of Celery processes."""
+"""Fixtures for the fault tests: the recording SMTP server, a cluster of Celery processes and a
+private PostgreSQL server to restart."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from django.conf import settings
 
 from config.celery import app as celery_app
 
-from .harness import Cluster, SmtpRecorder, subprocess_env
+from .harness import Cluster, SmtpRecorder, missing, subprocess_env
+from .postgres import PostgresUnavailable, ThrowawayPostgres
 
 
 @pytest.fixture
@@ -33,3 +35,19 @@ def cluster(transactional_db, tmp_path: Path, smtp: SmtpRecorder) -> Iterator[Cl
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL server of this test's own (never the machine's shared one), stopped
+    and deleted afterwards whatever happens; its log is kept in ``tmp_path``. Missing server
+    binaries skip the test on a laptop and fail it in CI."""
+    try:
+        server = ThrowawayPostgres()
+    except PostgresUnavailable as error:
+        missing("A PostgreSQL server installation", str(error))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy(keep_log=tmp_path / "postgres.log")

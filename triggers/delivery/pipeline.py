@@ -26,12 +26,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import reduce
-from operator import or_
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from onboarding.models import Person
@@ -262,6 +260,7 @@ def _passes_checks(
     return True
 
 
+SENT_FIELDS = ["status", "reason", "provider_id", "lease_until"]
 LEDGER_FIELDS = [
     "status",
     "reason",
@@ -328,19 +327,42 @@ def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]
             claims.append(Claim(message, person, spec, channel))
         caps.add(message, now)  # the next message for this person in the batch counts it
         written.append(message)
-    if written:
-        Message.objects.bulk_update(written, LEDGER_FIELDS, batch_size=len(written))
+    _save_each(written, LEDGER_FIELDS)
     DecisionLog.objects.bulk_create(decisions)
     return claims
+
+
+def _save_each(messages: list[Message], fields: list[str]) -> None:
+    """Write ``fields`` of each message, one ``UPDATE`` per row sent with ``executemany`` (one
+    pipelined round trip on PostgreSQL). ``bulk_update`` builds a ``CASE`` per field and row,
+    which cost more Python time than the whole rest of a batch's checks."""
+    if not messages:
+        return
+    meta = Message._meta
+    quote = connection.ops.quote_name
+    columns = [meta.get_field(name) for name in fields]
+    assignments = ", ".join(f"{quote(column.column)} = %s" for column in columns)
+    table, key = quote(meta.db_table), quote(meta.pk.column)  # names from the model, not input
+    sql = f"UPDATE {table} SET {assignments} WHERE {key} = %s"  # noqa: S608
+    rows = [
+        [
+            column.get_db_prep_save(getattr(message, column.attname), connection)
+            for column in columns
+        ]
+        + [message.pk]
+        for message in messages
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def _hold(claims: list[Claim]) -> set[int]:
     """Lock the claims' rows that are still ours ("sending" at our attempt): the fence."""
     if not claims:
         return set()
-    ours = reduce(or_, (Q(pk=claim.message.pk, attempts=claim.attempt) for claim in claims))
-    rows = Message.objects.select_for_update().filter(ours, status=MessageStatus.SENDING)
-    return set(rows.values_list("pk", flat=True))
+    attempts = {claim.message.pk: claim.attempt for claim in claims}
+    rows = Message.objects.select_for_update().filter(pk__in=attempts, status=MessageStatus.SENDING)
+    return {pk for pk, attempt in rows.values_list("pk", "attempts") if attempts[pk] == attempt}
 
 
 def _renew_leases(claims: list[Claim], until: datetime) -> list[Claim]:
@@ -369,16 +391,11 @@ def _record_sent(sent: list[tuple[Claim, SendResult]], report: DeliveryReport) -
         done = [(claim, result) for claim, result in sent if claim.message.pk in held]
         if not done:
             return
-        provider_ids = [
-            When(pk=claim.message.pk, then=Value(result.provider_id[:255]))
-            for claim, result in done
-        ]
-        Message.objects.filter(pk__in=held).update(
-            status=MessageStatus.SENT,
-            provider_id=Case(*provider_ids, default=Value("")),
-            lease_until=None,
-            reason="",
-        )
+        for claim, result in done:
+            message = claim.message
+            message.status, message.reason = MessageStatus.SENT, ""
+            message.provider_id, message.lease_until = result.provider_id[:255], None
+        _save_each([claim.message for claim, _ in done], SENT_FIELDS)
         DecisionLog.objects.bulk_create(
             [_decision(claim.message, claim.message.sent_at, "sent") for claim, _ in done]
         )

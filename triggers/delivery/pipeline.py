@@ -18,13 +18,10 @@ with the same ``webhook-id``. In-app messages are "sent" by committing the row i
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -36,26 +33,26 @@ from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
 from triggers.channels.base import Channel, SendResult
 from triggers.engine.timing import parse_quiet_hours, quiet_until
-from triggers.models import DecisionLog, Message, MessageTemplate, ReviewItem, RuleStatus
+from triggers.models import DecisionLog, Message, ReviewItem, RuleStatus
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.rendering import TemplateProblem, person_context, render
 from triggers.rules.spec import RuleSpec
 
 from .checks import CapLedger, ExitCheck, rule_spec
+from .outcomes import (
+    DeliveryReport,
+    backoff,
+    decision,
+    fall_back,
+    log_decision,
+    settle,
+    sweep_expired_leases,
+    to_review,
+)
+
+__all__ = ["DeliveryReport", "deliver_due", "deliver_message", "sweep_expired_leases"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DeliveryReport:
-    outcomes: Counter = field(default_factory=Counter)
-
-    def add(self, outcome: str) -> None:
-        self.outcomes[outcome] += 1
-
-    @property
-    def sent(self) -> int:
-        return self.outcomes["sent"]
 
 
 @dataclass
@@ -70,105 +67,6 @@ class Claim:
     @property
     def attempt(self) -> int:
         return self.message.attempts
-
-
-def _decision(message: Message, now: datetime, outcome: str, reason: str = "", **detail):
-    return DecisionLog(
-        at=now,
-        person_id=message.person_id,
-        rule_id=message.rule_id,
-        rule_version_id=message.rule_version_id,
-        enrollment_id=message.enrollment_id,
-        message=message,
-        outcome=outcome,
-        reason=reason,
-        detail={"channel": message.channel, "step": message.step, **detail},
-    )
-
-
-def _log(message: Message, now: datetime, outcome: str, reason: str = "", **detail) -> None:
-    _decision(message, now, outcome, reason, **detail).save()
-
-
-def _backoff(attempts: int) -> timedelta:
-    base = min(3600, 30 * 2 ** max(0, attempts - 1))
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
-
-
-def _to_review(
-    message: Message, now: datetime, reason: str, detail: str, report: DeliveryReport
-) -> None:
-    message.status = MessageStatus.NEEDS_REVIEW
-    message.reason = reason[:64]
-    message.lease_until = None
-    message.save(update_fields=["status", "reason", "lease_until"])
-    ReviewItem.objects.get_or_create(
-        message=message, defaults={"reason": reason[:64], "detail": detail}
-    )
-    _log(message, now, "review", reason, error=detail[:500])
-    report.add("needs_review")
-
-
-def _fall_back(
-    message: Message,
-    spec: RuleSpec | None,
-    now: datetime,
-    reason: str,
-    detail: str,
-    report: DeliveryReport,
-) -> None:
-    """The rule's fallback channel if it has one (once), else a review item for support staff."""
-    fallback = spec.fallback if spec else None
-    if (
-        fallback is None
-        or message.fallback_of_id is not None
-        or fallback.channel == message.channel
-    ):
-        _to_review(message, now, reason, detail, report)
-        return
-    template = MessageTemplate.objects.filter(slug=fallback.template).first()
-    if template is None:
-        _to_review(message, now, reason, f"{detail}; fallback template missing", report)
-        return
-    message.status = MessageStatus.FAILED
-    message.reason = reason[:64]
-    message.lease_until = None
-    message.save(update_fields=["status", "reason", "lease_until"])
-    key = hashlib.sha256(f"{message.idempotency_key}:fallback".encode()).hexdigest()
-    Message.objects.get_or_create(
-        idempotency_key=key,
-        defaults={
-            "enrollment_id": message.enrollment_id,
-            "rule_id": message.rule_id,
-            "rule_version_id": message.rule_version_id,
-            "person_id": message.person_id,
-            "step": message.step,
-            "channel": fallback.channel,
-            "template": template,
-            "due_at": now,
-            "fallback_of": message,
-        },
-    )
-    _log(message, now, "fallback", reason, to=fallback.channel, error=detail[:500])
-    report.add("fallback")
-
-
-def _settle(
-    message: Message,
-    status: str,
-    reason: str,
-    now: datetime,
-    report: DeliveryReport,
-    outcome: str,
-    log_reason: str,
-    fields: tuple[str, ...] = (),
-    **detail,
-) -> None:
-    """A final (or deferred) outcome decided by the checks: no send."""
-    message.status, message.reason = status, reason
-    message.save(update_fields=["status", "reason", *fields])
-    _log(message, now, outcome, log_reason, **detail)
-    report.add(outcome)
 
 
 def _lock_messages(pks: list[int]) -> list[Message]:
@@ -199,14 +97,14 @@ def _passes_checks(
     False when the message was settled here (suppressed, cancelled, deferred, fallback, review);
     True when it is rendered and ready for the ledger."""
     if spec is None:
-        _to_review(message, now, "invalid_rule", "the rule version no longer validates", report)
+        to_review(message, now, "invalid_rule", "the rule version no longer validates", report)
         return False
     consent = person.consent or {}
     if consent.get("all") is False or consent.get(message.channel) is False:
-        _settle(message, MessageStatus.SUPPRESSED, "consent", now, report, "suppressed", "consent")
+        settle(message, MessageStatus.SUPPRESSED, "consent", now, report, "suppressed", "consent")
         return False
     if channel.address(person) is None:
-        _fall_back(
+        fall_back(
             message, spec, now, "no_address", f"the person has no {message.channel} address", report
         )
         return False
@@ -215,11 +113,11 @@ def _passes_checks(
     exit_reason = exits.reason(message, spec)
     if exit_reason:
         cancelled = MessageStatus.CANCELLED
-        _settle(message, cancelled, f"exit:{exit_reason}", now, report, "cancelled", exit_reason)
+        settle(message, cancelled, f"exit:{exit_reason}", now, report, "cancelled", exit_reason)
         return False
     cap = caps.reason(message, spec, now)
     if cap:
-        _settle(message, MessageStatus.SUPPRESSED, cap, now, report, "suppressed", cap)
+        settle(message, MessageStatus.SUPPRESSED, cap, now, report, "suppressed", cap)
         return False
     quiet = spec.quiet_hours or parse_quiet_hours(settings.ONRAMP_QUIET_HOURS)
     resume = quiet_until(now, quiet, person.timezone)
@@ -228,7 +126,7 @@ def _passes_checks(
         deferred = MessageStatus.DEFERRED
         fields = ("due_at",)
         until = resume.isoformat()
-        _settle(
+        settle(
             message,
             deferred,
             "quiet_hours",
@@ -248,14 +146,14 @@ def _passes_checks(
             html=channel.html,
         )
     except TemplateProblem as problem:
-        _fall_back(message, spec, now, "render", str(problem), report)
+        fall_back(message, spec, now, "render", str(problem), report)
         return False
     message.subject, message.body = rendered.subject, rendered.body
     if message.rule.shadow:
         # Shadow mode: every check ran; record what would have been sent, send nothing.
         shadow = MessageStatus.SUPPRESSED
         fields = ("subject", "body")
-        _settle(message, shadow, "shadow", now, report, "shadow", "would_have_sent", fields)
+        settle(message, shadow, "shadow", now, report, "shadow", "would_have_sent", fields)
         return False
     return True
 
@@ -286,7 +184,7 @@ def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]
             live.append(message)
         elif message.rule.status == RuleStatus.ARCHIVED:
             archived = MessageStatus.CANCELLED
-            _settle(message, archived, "rule:archived", now, report, "cancelled", "archived")
+            settle(message, archived, "rule:archived", now, report, "cancelled", "archived")
         # paused: the message waits for the rule to resume
     if not live:
         return []
@@ -320,7 +218,7 @@ def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]
             result = channel.send(message, person)
             message.status, message.reason = MessageStatus.SENT, ""
             message.provider_id, message.lease_until = result.provider_id, None
-            decisions.append(_decision(message, now, "sent"))
+            decisions.append(decision(message, now, "sent"))
             report.add("sent")
         else:
             message.status, message.lease_until = MessageStatus.SENDING, lease_until
@@ -397,7 +295,7 @@ def _record_sent(sent: list[tuple[Claim, SendResult]], report: DeliveryReport) -
             message.provider_id, message.lease_until = result.provider_id[:255], None
         _save_each([claim.message for claim, _ in done], SENT_FIELDS)
         DecisionLog.objects.bulk_create(
-            [_decision(claim.message, claim.message.sent_at, "sent") for claim, _ in done]
+            [decision(claim.message, claim.message.sent_at, "sent") for claim, _ in done]
         )
     report.outcomes["sent"] += len(done)
 
@@ -420,22 +318,26 @@ def _record_failure(
             ReviewItem.objects.get_or_create(
                 message=current, defaults={"reason": "unknown_outcome", "detail": str(error)}
             )
-            _log(current, now, "unknown", "no_answer", error=str(error)[:500], attempt=attempt)
+            log_decision(
+                current, now, "unknown", "no_answer", error=str(error)[:500], attempt=attempt
+            )
             report.add("unknown")
             return
         if not error.permanent and attempt < settings.ONRAMP_DELIVERY_MAX_ATTEMPTS:
-            delay = timedelta(seconds=error.retry_after) if error.retry_after else _backoff(attempt)
+            delay = timedelta(seconds=error.retry_after) if error.retry_after else backoff(attempt)
             current.status, current.reason = MessageStatus.SCHEDULED, "retry"
             current.next_attempt_at = now + delay
             current.sent_at = None
             current.save()
-            _log(current, now, "retry", "transient", error=str(error)[:500], attempt=attempt)
+            log_decision(
+                current, now, "retry", "transient", error=str(error)[:500], attempt=attempt
+            )
             report.add("retry")
         else:
             current.sent_at = None
             current.save()
             reason = "permanent_error" if error.permanent else "retries_exhausted"
-            _fall_back(current, claim.spec, now, reason, str(error), report)
+            fall_back(current, claim.spec, now, reason, str(error), report)
 
 
 def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryReport) -> None:
@@ -481,45 +383,6 @@ def deliver_message(
     report = report or DeliveryReport()
     _deliver_batch([pk], (lambda: now) if now is not None else timezone.now, report)
     return report
-
-
-def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
-    """Messages stuck in "sending" past their lease: the worker died mid-send."""
-    stuck = Message.objects.filter(status=MessageStatus.SENDING, lease_until__lt=now)
-    for message in stuck.select_related("rule_version"):
-        with transaction.atomic():
-            current = (
-                Message.objects.select_for_update()
-                .filter(pk=message.pk, status=MessageStatus.SENDING)
-                .first()
-            )
-            if current is None or current.lease_until is None or current.lease_until >= now:
-                continue
-            if channel_for(current.channel).at_most_once:
-                current.status, current.reason, current.lease_until = (
-                    MessageStatus.UNKNOWN,
-                    "unknown_outcome",
-                    None,
-                )
-                current.save(update_fields=["status", "reason", "lease_until"])
-                ReviewItem.objects.get_or_create(
-                    message=current,
-                    defaults={
-                        "reason": "unknown_outcome",
-                        "detail": "The worker stopped between calling the provider and recording the result; "
-                        "the message may or may not have been delivered.",
-                    },
-                )
-                _log(current, now, "unknown", "lease_expired")
-                report.add("unknown")
-            else:
-                current.status, current.reason = MessageStatus.SCHEDULED, "retry"
-                current.lease_until, current.next_attempt_at, current.sent_at = None, now, None
-                current.save(
-                    update_fields=["status", "reason", "lease_until", "next_attempt_at", "sent_at"]
-                )
-                _log(current, now, "retry", "lease_expired")
-                report.add("retry")
 
 
 def due_message_ids(now: datetime, limit: int) -> list[int]:

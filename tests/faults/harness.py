@@ -44,6 +44,8 @@ logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every S
 IN_CI = bool(os.environ.get("CI"))
 FINAL_STATUSES = {"sent", "unknown", "suppressed", "cancelled"}
 LEASE_SECONDS = 3
+# Messages a worker claims per batch: a kill -9 mid-batch leaves at most this many "unknown".
+CLAIM = 25
 DELIVER_TASK = "triggers.tasks.deliver_due"
 EVALUATE_TASK = "triggers.tasks.evaluate_rules"
 
@@ -248,6 +250,7 @@ def subprocess_env(tmp_path: Path, smtp_port: int, **extra: str) -> dict[str, st
         ONRAMP_VAR_DIR=str(tmp_path / "var"),  # the filesystem broker's folders, if it is used
         ONRAMP_FAULTS_SMTP_PORT=str(smtp_port),
         ONRAMP_DELIVERY_LEASE_SECONDS=str(LEASE_SECONDS),
+        ONRAMP_DELIVERY_CLAIM=str(CLAIM),
         ONRAMP_GLOBAL_CAP_MAX="100",
         ONRAMP_LOG_LEVEL="INFO",
     )

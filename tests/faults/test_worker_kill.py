@@ -16,6 +16,7 @@ from triggers.engine.evaluate import evaluate_rules
 from triggers.models import Message
 
 from .harness import (
+    CLAIM,
     LEASE_SECONDS,
     check_delivery,
     fast_schedules,
@@ -66,10 +67,12 @@ def test_kill_9_of_workers_sends_nothing_twice_and_leaves_nothing_open(api, smtp
     cluster.wait_for(lambda: open_messages() == 0, "drain", 150, [worker, beat])
     drained = time.monotonic()
     outcome = check_delivery(smtp)
-    assert outcome.unknown <= len(kills), outcome.summary()
-    assert outcome.statuses["sent"] >= 2 * PEOPLE - len(kills)
+    # Each kill can interrupt one claimed batch: at most CLAIM emails whose outcome is unknown
+    # (in-app messages are sent by the claim's commit, so they are never unknown).
+    assert outcome.unknown <= min(PEOPLE, CLAIM * len(kills)), outcome.summary()
+    assert outcome.statuses["sent"] >= 2 * PEOPLE - CLAIM * len(kills)
     print(
         f"\nworker kill: {len(kills)} kills {kills} in {killed_at - started:.1f}s, "
         f"{open_after_kills} open after the kills, drained in {drained - killed_at:.1f}s "
-        f"(lease {LEASE_SECONDS}s); {outcome.summary()}"
+        f"(lease {LEASE_SECONDS}s, claim {CLAIM}); {outcome.summary()}"
     )

@@ -34,7 +34,7 @@ from django.utils import timezone
 from onboarding.models import Person, Segment
 from onboarding.segments import members_queryset
 from triggers.channels import channel_for
-from triggers.delivery.pipeline import CAPPED_STATUSES
+from triggers.delivery.checks import CAPPED_STATUSES
 from triggers.engine.detectors import Occurrence
 from triggers.engine.timing import follow_up_due_at, parse_quiet_hours, quiet_until
 from triggers.models import Enrollment, Message, MessageTemplate, Rule, RuleStatus

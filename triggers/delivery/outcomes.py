@@ -1,0 +1,167 @@
+"""What a delivery pass records: the decision log, and the outcomes that end an attempt without a
+send (suppressed, cancelled, deferred, fallback, review), plus the sweeper for expired leases."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import transaction
+
+from triggers.channels import channel_for
+from triggers.models import DecisionLog, Message, MessageTemplate, ReviewItem
+from triggers.models.messages import MessageStatus
+from triggers.rules.spec import RuleSpec
+
+
+@dataclass
+class DeliveryReport:
+    outcomes: Counter = field(default_factory=Counter)
+
+    def add(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+
+    @property
+    def sent(self) -> int:
+        return self.outcomes["sent"]
+
+
+def decision(message: Message, now: datetime, outcome: str, reason: str = "", **detail):
+    return DecisionLog(
+        at=now,
+        person_id=message.person_id,
+        rule_id=message.rule_id,
+        rule_version_id=message.rule_version_id,
+        enrollment_id=message.enrollment_id,
+        message=message,
+        outcome=outcome,
+        reason=reason,
+        detail={"channel": message.channel, "step": message.step, **detail},
+    )
+
+
+def log_decision(message: Message, now: datetime, outcome: str, reason: str = "", **detail) -> None:
+    decision(message, now, outcome, reason, **detail).save()
+
+
+def backoff(attempts: int) -> timedelta:
+    base = min(3600, 30 * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+def to_review(
+    message: Message, now: datetime, reason: str, detail: str, report: DeliveryReport
+) -> None:
+    message.status = MessageStatus.NEEDS_REVIEW
+    message.reason = reason[:64]
+    message.lease_until = None
+    message.save(update_fields=["status", "reason", "lease_until"])
+    ReviewItem.objects.get_or_create(
+        message=message, defaults={"reason": reason[:64], "detail": detail}
+    )
+    log_decision(message, now, "review", reason, error=detail[:500])
+    report.add("needs_review")
+
+
+def fall_back(
+    message: Message,
+    spec: RuleSpec | None,
+    now: datetime,
+    reason: str,
+    detail: str,
+    report: DeliveryReport,
+) -> None:
+    """The rule's fallback channel if it has one (once), else a review item for support staff."""
+    fallback = spec.fallback if spec else None
+    if (
+        fallback is None
+        or message.fallback_of_id is not None
+        or fallback.channel == message.channel
+    ):
+        to_review(message, now, reason, detail, report)
+        return
+    template = MessageTemplate.objects.filter(slug=fallback.template).first()
+    if template is None:
+        to_review(message, now, reason, f"{detail}; fallback template missing", report)
+        return
+    message.status = MessageStatus.FAILED
+    message.reason = reason[:64]
+    message.lease_until = None
+    message.save(update_fields=["status", "reason", "lease_until"])
+    key = hashlib.sha256(f"{message.idempotency_key}:fallback".encode()).hexdigest()
+    Message.objects.get_or_create(
+        idempotency_key=key,
+        defaults={
+            "enrollment_id": message.enrollment_id,
+            "rule_id": message.rule_id,
+            "rule_version_id": message.rule_version_id,
+            "person_id": message.person_id,
+            "step": message.step,
+            "channel": fallback.channel,
+            "template": template,
+            "due_at": now,
+            "fallback_of": message,
+        },
+    )
+    log_decision(message, now, "fallback", reason, to=fallback.channel, error=detail[:500])
+    report.add("fallback")
+
+
+def settle(
+    message: Message,
+    status: str,
+    reason: str,
+    now: datetime,
+    report: DeliveryReport,
+    outcome: str,
+    log_reason: str,
+    fields: tuple[str, ...] = (),
+    **detail,
+) -> None:
+    """A final (or deferred) outcome decided by the checks: no send."""
+    message.status, message.reason = status, reason
+    message.save(update_fields=["status", "reason", *fields])
+    log_decision(message, now, outcome, log_reason, **detail)
+    report.add(outcome)
+
+
+def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
+    """Messages stuck in "sending" past their lease: the worker died mid-send."""
+    stuck = Message.objects.filter(status=MessageStatus.SENDING, lease_until__lt=now)
+    for message in stuck.select_related("rule_version"):
+        with transaction.atomic():
+            current = (
+                Message.objects.select_for_update()
+                .filter(pk=message.pk, status=MessageStatus.SENDING)
+                .first()
+            )
+            if current is None or current.lease_until is None or current.lease_until >= now:
+                continue
+            if channel_for(current.channel).at_most_once:
+                current.status, current.reason, current.lease_until = (
+                    MessageStatus.UNKNOWN,
+                    "unknown_outcome",
+                    None,
+                )
+                current.save(update_fields=["status", "reason", "lease_until"])
+                ReviewItem.objects.get_or_create(
+                    message=current,
+                    defaults={
+                        "reason": "unknown_outcome",
+                        "detail": "The worker stopped between calling the provider and recording the result; "
+                        "the message may or may not have been delivered.",
+                    },
+                )
+                log_decision(current, now, "unknown", "lease_expired")
+                report.add("unknown")
+            else:
+                current.status, current.reason = MessageStatus.SCHEDULED, "retry"
+                current.lease_until, current.next_attempt_at, current.sent_at = None, now, None
+                current.save(
+                    update_fields=["status", "reason", "lease_until", "next_attempt_at", "sent_at"]
+                )
+                log_decision(current, now, "retry", "lease_expired")
+                report.add("retry")

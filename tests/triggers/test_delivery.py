@@ -78,6 +78,9 @@ def test_email_reaches_the_smtp_server_once_with_both_parts_and_unsubscribe(api,
     assert "Hi Ada" in text and "Hi Ada" in html and 'width="1"' in html
     message = Message.objects.get()
     assert (message.status, message.attempts, message.sent_at) == ("sent", 1, T0 + M)
+    # The ledger names the email by its Message-ID, for bounces and replies.
+    assert message.provider_id == received["Message-ID"]
+    assert message.provider_id.startswith("<") and message.provider_id.endswith(">")
 
 
 def test_links_in_email_are_signed_click_redirects(api, timeline, smtp):

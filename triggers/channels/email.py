@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 import smtplib
+from email.utils import make_msgid, parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -55,6 +56,12 @@ def html_body(text: str, message_id: int, unsubscribe: str) -> str:
     )
 
 
+def _sender_domain() -> str:
+    """The domain of ``DEFAULT_FROM_EMAIL`` (no DNS lookup of this host's name, as Django does)."""
+    _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
+    return address.rpartition("@")[2] or "localhost"
+
+
 @register
 class EmailChannel(Channel):
     name = "email"
@@ -66,6 +73,9 @@ class EmailChannel(Channel):
 
     def send(self, message, person) -> SendResult:
         unsubscribe = unsubscribe_url(message.pk)
+        # Our own Message-ID, so the ledger's provider id names the email a bounce or a reply
+        # refers to (Django would otherwise make one while sending, and not tell us).
+        message_id = make_msgid(domain=_sender_domain())
         email = EmailMultiAlternatives(
             subject=message.subject,
             body=message.body + f"\n\n--\nUnsubscribe: {unsubscribe}\n",
@@ -75,6 +85,7 @@ class EmailChannel(Channel):
                 "List-Unsubscribe": f"<{unsubscribe}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "X-Onramp-Message": message.idempotency_key,
+                "Message-ID": message_id,
             },
             connection=self.connection or get_connection(),
         )
@@ -101,7 +112,7 @@ class EmailChannel(Channel):
         except (TimeoutError, smtplib.SMTPException, OSError) as error:
             self._drop_connection()
             raise TransportError(f"SMTP unavailable: {error}") from None
-        return SendResult(provider_id=email.extra_headers.get("Message-ID", ""))
+        return SendResult(provider_id=message_id)
 
     def _drop_connection(self) -> None:
         """After an error the pass's connection may be dead: the next message reconnects."""

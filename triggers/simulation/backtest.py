@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -41,6 +41,7 @@ from triggers.models import Enrollment, Message, MessageTemplate, Rule, RuleStat
 from triggers.rendering import ENVIRONMENT, HTML_ENVIRONMENT, TemplateProblem, person_context
 from triggers.rules.spec import FollowUp, RuleSpec, parse_rule
 
+from . import idle
 from .detection import detect_history
 from .history import Replay, StepHistory, TickGrid, flow_spec, for_people
 
@@ -338,12 +339,42 @@ def run_backtest(
     wanted = [f.template for f in spec.follow_ups]
     renderer = _Renderer(wanted)
 
-    found: dict[int, list[tuple[datetime, Occurrence]]] = defaultdict(list)
     entered_people: set[int] = set()
     context = _Context(spec, flow, segment, rule, renderer, replay, now, result, entered_people)
+    if spec.trigger.kind == "inactive_in_flow" and idle.supported():
+        clock = idle.Clock.of(grid, timedelta(minutes=spec.trigger.minutes or 0))
+
+        def enroll(person_id: int, spells: list[idle.Spell], member: bool) -> list[_Enrolled]:
+            return [
+                _Enrolled(occurrence, tick)
+                for occurrence, tick in idle.enroll_spells(
+                    spec, person_id, spells, member, clock, result.skipped
+                )
+            ]
+
+        for spells in idle.detect_spells(spec, replay):
+            _decide(context, spells, enroll)
+            if progress:
+                progress(5 + int(90 * replay.done))
+    else:
+        _detect_and_decide(context, progress)
+    result.entries.sort(key=lambda e: (e.at, e.person_id, e.occurrence))
+    _overlap(rule, entered_people, since, until, result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _detect_and_decide(context: _Context, progress: Any) -> None:
+    """Any trigger: the occurrences the detectors find, decided a batch of people at a time."""
+    spec, result, replay = context.spec, context.result, context.replay
+
+    def enroll(person_id: int, items: list[tuple[datetime, Occurrence]], member: bool):
+        return _enroll_person(spec, items, member, result.skipped)
+
+    found: dict[int, list[tuple[datetime, Occurrence]]] = defaultdict(list)
     for item in detect_history(spec.trigger, replay):
         if item is None:  # a batch of people is complete: decide it, free its memory
-            _decide(context, found)
+            _decide(context, found, enroll)
             found.clear()
             if progress:
                 progress(5 + int(90 * replay.done))
@@ -351,11 +382,7 @@ def run_backtest(
         tick, occurrence = item
         if tick is not None:
             found[occurrence.person_id].append((tick, occurrence))
-    _decide(context, found)
-    result.entries.sort(key=lambda e: (e.at, e.person_id, e.occurrence))
-    _overlap(rule, entered_people, since, until, result)
-    result.seconds = time.perf_counter() - started
-    return result
+    _decide(context, found, enroll)
 
 
 @dataclass
@@ -371,14 +398,17 @@ class _Context:
     entered_people: set[int]
 
 
-def _decide(c: _Context, found: dict[int, list[tuple[datetime, Occurrence]]]) -> None:
-    """Enroll, schedule and estimate delivery for these people's occurrences."""
+def _decide(
+    c: _Context, found: dict[int, Any], enroll: Callable[[int, Any, bool], list[_Enrolled]]
+) -> None:
+    """Enroll (``enroll(person, found, member)``), schedule and estimate delivery for these
+    people's occurrences."""
     spec, result = c.spec, c.result
     people = sorted(found)
     for start in range(0, len(people), PEOPLE_PER_BATCH):
         batch = people[start : start + PEOPLE_PER_BATCH]
         members = _members(c.segment, spec, batch, c.now)
-        enrolled = {p: _enroll_person(spec, found[p], p in members, result.skipped) for p in batch}
+        enrolled = {p: enroll(p, found[p], p in members) for p in batch}
         enrolled = {p: e for p, e in enrolled.items() if e}
         if enrolled:
             c.entered_people.update(enrolled)

@@ -23,9 +23,10 @@ integers (microseconds since the epoch, tick numbers), decided as the live engin
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from django.db import connection
 from django.db.models import F, Max, Q, Window
@@ -38,7 +39,16 @@ from triggers.engine.detectors import Occurrence, occurrence_stamp
 from triggers.rules.spec import RuleSpec
 
 from .detection import chunks, flow_people
-from .history import CHUNK, Replay, TickGrid, flow_spec, for_people
+from .history import (
+    CHUNK,
+    Progress,
+    Replay,
+    StepHistory,
+    TickGrid,
+    flow_spec,
+    for_people,
+    step_histories,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = 1_000_000
@@ -165,30 +175,73 @@ def spells_python(people: list[int], clock: Clock) -> list[tuple[int, int, int]]
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stored:
-    """A person's ``FlowProgress`` row in microseconds, and their last step-event arrival."""
+    """A person's ``FlowProgress`` row in microseconds, and their last step-event arrival: from
+    that moment on, their progress is the stored row (the walk over all their step events).
+
+    Stands in for :class:`.history.StepHistory` in the delivery estimate of people whose
+    enrolled spells all came after that moment (every later question is about a later moment).
+    """
 
     furthest_step: int
-    completed: bool
+    entered: int
+    reached: int
+    completed: int | None
     window_ends: int
-    settled_from: int  # from this moment on, progress is the stored row
+    settled_from: int
+    walk: Callable[[], StepHistory | None] | None = (
+        None  # for earlier moments (``now`` < ``until``)
+    )
+    _progress: Progress | None = None
+
+    def progress_at(self, at: datetime) -> Progress | None:
+        if micros(at) < self.settled_from:
+            history = self.walk() if self.walk is not None else None
+            return history.progress_at(at) if history is not None else None
+        if self._progress is None:
+            self._progress = Progress(
+                furthest_step=self.furthest_step,
+                entered_at=moment(self.entered),
+                reached_at=moment(self.reached),
+                completed_at=None if self.completed is None else moment(self.completed),
+                window_ends_at=moment(self.window_ends),
+            )
+        return self._progress
+
+
+def _walk(flow: FlowSpec, person_id: int, horizon: datetime) -> StepHistory | None:
+    return step_histories(flow, [person_id], horizon).get(person_id)
+
+
+def _rows(query) -> list[tuple]:
+    """The rows of an ORM query of numbers, without per-row conversion."""
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _stored(flow: FlowSpec, people: list[int]) -> dict[int, Stored]:
+    if not people:
+        return {}
     last_arrival = dict(
-        for_people(Event.objects.filter(name__in=flow.event_names), "person_id", people)
-        .values("person_id")
-        .annotate(last=Max(_epoch('"onboarding_event"."received_at"')))
-        .values_list("person_id", "last")
+        _rows(
+            for_people(Event.objects.filter(name__in=flow.event_names), "person_id", people)
+            .values("person_id")
+            .annotate(last=Max(_epoch('"onboarding_event"."received_at"')))
+            .values_list("person_id", "last")
+        )
     )
     rows = for_people(FlowProgress.objects.filter(flow_id=flow.id), "person_id", people)
-    window = _epoch('"onboarding_flowprogress"."window_ends_at"')
+    columns = ("entered_at", "reached_at", "completed_at", "window_ends_at")
+    epochs = {f"_{c}": _epoch(f'"onboarding_flowprogress"."{c}"') for c in columns}
+    values = rows.annotate(**epochs).values_list(
+        "person_id", "furthest_step", *(f"_{c}" for c in columns)
+    )
     return {
-        person_id: Stored(furthest, completed_at is not None, window_ends, last_arrival[person_id])
-        for person_id, furthest, completed_at, window_ends in rows.annotate(w=window)
-        .values_list("person_id", "furthest_step", "completed_at", "w")
-        .iterator(chunk_size=CHUNK)
+        person_id: Stored(furthest, entered, reached, completed, ends, last_arrival[person_id])
+        for person_id, furthest, entered, reached, completed, ends in _rows(values)
         if person_id in last_arrival
     }
 
@@ -209,7 +262,7 @@ def found_spells(
     for person_id, r, k in rows:
         if person_id in wanted:
             by_person[person_id].append((k, r))
-    stored = _stored(flow, list(by_person))
+    stored = _stored(flow, sorted(by_person))
     walking = [
         p
         for p, spells in by_person.items()
@@ -227,7 +280,7 @@ def found_spells(
         for k, r in spells:
             tick = clock.tick(k)
             if tick >= row.settled_from:
-                if row.completed:
+                if row.completed is not None:
                     continue
                 furthest, window_ends = row.furthest_step, row.window_ends
             else:
@@ -242,6 +295,9 @@ def found_spells(
             kept.append((k, r, furthest))
         if kept:
             out[person_id] = kept
+            if history is None:  # all kept spells came after the last step event
+                row.walk = partial(_walk, flow, person_id, replay.horizon)
+                replay.cache[person_id] = row
     return out
 
 

@@ -194,6 +194,13 @@ class _Renderer:
         self.templates = {t.slug: t for t in MessageTemplate.objects.filter(slug__in=set(slugs))}
         self.parsed: dict[tuple[str, bool], tuple[Any, tuple[str, ...] | None]] = {}
         self.outcomes: dict[tuple, str | None] = {}
+        self.channels: dict[str, Any] = {}
+
+    def channel(self, name: str) -> Any:
+        """``channel_for``, once per run and name (it imports the registry on each call)."""
+        if name not in self.channels:
+            self.channels[name] = channel_for(name)
+        return self.channels[name]
 
     def _parsed(self, key: tuple[str, bool], source: str) -> tuple[Any, tuple[str, ...] | None]:
         if key not in self.parsed:
@@ -260,7 +267,7 @@ def _deliver_person(
     own: list[datetime] = []
     consent = person.consent or {}
     for send in sorted(sends, key=lambda s: (s.due_at, s.step)):
-        channel = channel_for(send.follow_up.channel)
+        channel = renderer.channel(send.follow_up.channel)
         moment = grid.at_or_after(send.due_at)
         deferred = False
         while True:

@@ -1,10 +1,11 @@
 """Backtest benchmark (DESIGN §4.6): one rule replayed over about 10 M stored events.
 
-    python bench/backtest.py [--scale 1.0] [--reuse] [--keep-db]
+    python bench/backtest.py [--scale 1.0] [--db NAME] [--reuse] [--keep-db] [--period 7d|35d]
 
 Data: the funnel benchmark's generator (``bench/funnel.py``: 1 M people, about 10 M events at
 scale 1, a 5-step onboarding flow, seeded), loaded with ``COPY`` into its own database
-(``DATABASE_URL``, default ``postgres://postgres@127.0.0.1:5432/onramp_bench_backtest``).
+(``DATABASE_URL``, default ``postgres://postgres@127.0.0.1:5432/onramp_bench_backtest``; ``--db``
+names another database on the same server, so runs never share the funnel benchmark's).
 ``--reuse`` keeps an already loaded database (it is checked for events); ``--keep-db`` keeps it
 afterwards.
 
@@ -22,6 +23,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -86,8 +88,16 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse a loaded database")
     parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
     parser.add_argument("--setup-only", action="store_true", help="load the data and stop")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs after the warm-up")
+    parser.add_argument("--db", help="database name (default: the one in DATABASE_URL)")
+    parser.add_argument(
+        "--period", choices=("7d", "35d"), action="append", help="time only these periods"
+    )
     args = parser.parse_args()
     url = database_url(DEFAULT_URL, "bench/backtest.py")
+    if args.db:
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(path=f"/{args.db}"))
     info = machine(maintenance_url(url)[0], pg_settings=True)
     if args.reuse and _has_data(url):
         migrate(url)
@@ -119,14 +129,17 @@ def main() -> None:
 
     scan_seconds, _ = timed(scan)
     rows = []
-    for label, since, until in (
-        ("35 days", funnel.START, funnel.START + timedelta(days=funnel.SIGNUP_DAYS + 2)),
-        ("last 7 days", funnel.NOW - timedelta(days=7), funnel.NOW),
-    ):
+    periods = {
+        "35d": ("35 days", funnel.START, funnel.START + timedelta(days=funnel.SIGNUP_DAYS + 2)),
+        "7d": ("last 7 days", funnel.NOW - timedelta(days=7), funnel.NOW),
+    }
+    for key in args.period or ("35d", "7d"):
+        label, since, until = periods[key]
         seconds, result = timed(
             lambda since=since, until=until: run_backtest(
                 definition=RULE, since=since, until=until, now=funnel.NOW
-            )
+            ),
+            runs=args.runs,
         )
         rows.append((label, result, seconds))
     print()
@@ -139,16 +152,18 @@ def main() -> None:
             "backtest (inactive 30 min, 2 follow-ups)",
             "ticks",
             "entered",
+            "skipped",
             "sends",
             "seconds",
             "vs scan",
         ],
-        [42, 7, 8, 8, 8, 7],
+        [42, 7, 8, 9, 8, 8, 7],
         [
             [
                 label,
                 str(result.ticks),
                 str(result.entered),
+                str(result.skipped["reentry"]),
                 str(result.scheduled),
                 f"{seconds:.2f}s",
                 f"{seconds / scan_seconds:.1f}x",

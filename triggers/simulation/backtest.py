@@ -18,9 +18,12 @@ Approximations, stated in every result (``approximations``):
 
 from __future__ import annotations
 
+import gc
+import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -28,7 +31,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
 from django.utils import timezone
 
 from onboarding.models import Person, Segment
@@ -41,6 +43,7 @@ from triggers.models import Enrollment, Message, MessageTemplate, Rule, RuleStat
 from triggers.rendering import ENVIRONMENT, HTML_ENVIRONMENT, TemplateProblem, person_context
 from triggers.rules.spec import FollowUp, RuleSpec, parse_rule
 
+from . import idle
 from .detection import detect_history
 from .history import Replay, StepHistory, TickGrid, flow_spec, for_people
 
@@ -182,27 +185,62 @@ def _enroll_person(
 
 
 class _Renderer:
-    """Strict Liquid, as ``triggers.rendering.render``, with each template parsed once."""
+    """Strict Liquid, as ``triggers.rendering.render``, with each template parsed once.
+
+    Whether a render fails depends only on the context's values of the names the template reads
+    (templates cannot include others), so outcomes are remembered by those values."""
 
     def __init__(self, slugs: Iterable[str]) -> None:
         self.templates = {t.slug: t for t in MessageTemplate.objects.filter(slug__in=set(slugs))}
-        self.parsed: dict[tuple[str, bool], Any] = {}
+        self.parsed: dict[tuple[str, bool], tuple[Any, tuple[str, ...] | None]] = {}
+        self.outcomes: dict[tuple, str | None] = {}
+        self.channels: dict[str, Any] = {}
+
+    def channel(self, name: str) -> Any:
+        """``channel_for``, once per run and name (it imports the registry on each call)."""
+        if name not in self.channels:
+            self.channels[name] = channel_for(name)
+        return self.channels[name]
+
+    def _parsed(self, key: tuple[str, bool], source: str) -> tuple[Any, tuple[str, ...] | None]:
+        if key not in self.parsed:
+            environment = HTML_ENVIRONMENT if key[1] else ENVIRONMENT
+            template = environment.from_string(source)
+            try:
+                names: tuple[str, ...] | None = tuple(sorted(template.analyze().globals))
+            except Exception:  # no analysis: render every time
+                names = None
+            self.parsed[key] = (template, names)
+        return self.parsed[key]
 
     def problem(self, slug: str, context: dict[str, Any], html: bool) -> str | None:
         template = self.templates.get(slug)
         if template is None:
             return f"no template {slug!r}"
-        environment = HTML_ENVIRONMENT if html else ENVIRONMENT
         for name, source in (("subject", template.subject), ("body", template.body)):
             if not source:
                 continue
             key = (f"{slug}:{name}", html)
+            remembered = None
             try:
-                if key not in self.parsed:
-                    self.parsed[key] = environment.from_string(source)
-                self.parsed[key].render(**context)
+                parsed, names = self._parsed(key, source)
+                if names is not None:
+                    values = [(n in context, context.get(n)) for n in names]
+                    remembered = (key, json.dumps(values, sort_keys=True, default=repr))
+                    if remembered in self.outcomes:
+                        if self.outcomes[remembered] is None:
+                            continue
+                        return self.outcomes[remembered]
+                parsed.render(**context)
+                if remembered is not None:
+                    self.outcomes[remembered] = None
             except Exception as error:  # LiquidError, as rendering.render reports it
-                return str(TemplateProblem(name, str(error).splitlines()[0] if str(error) else ""))
+                problem = str(
+                    TemplateProblem(name, str(error).splitlines()[0] if str(error) else "")
+                )
+                if remembered is not None:
+                    self.outcomes[remembered] = problem
+                return problem
         return None
 
 
@@ -229,7 +267,7 @@ def _deliver_person(
     own: list[datetime] = []
     consent = person.consent or {}
     for send in sorted(sends, key=lambda s: (s.due_at, s.step)):
-        channel = channel_for(send.follow_up.channel)
+        channel = renderer.channel(send.follow_up.channel)
         moment = grid.at_or_after(send.due_at)
         deferred = False
         while True:
@@ -338,12 +376,61 @@ def run_backtest(
     wanted = [f.template for f in spec.follow_ups]
     renderer = _Renderer(wanted)
 
-    found: dict[int, list[tuple[datetime, Occurrence]]] = defaultdict(list)
     entered_people: set[int] = set()
-    context = _Context(spec, flow, segment, rule, renderer, replay, now, result, entered_people)
+    with _no_cycle_collection():
+        context = _Context(spec, flow, segment, rule, renderer, replay, now, result, entered_people)
+        _run(context, progress)
+    result.entries.sort(key=lambda e: (e.at, e.person_id, e.occurrence))
+    _overlap(rule, entered_people, since, until, result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Millions of short-lived tuples, none in a cycle: the cycle collector would walk the
+    growing heap again and again for nothing (a tenth of the run at scale)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run(context: _Context, progress: Any) -> None:
+    spec, replay, result = context.spec, context.replay, context.result
+    if spec.trigger.kind == "inactive_in_flow" and idle.supported():
+        clock = idle.Clock.of(replay.grid, timedelta(minutes=spec.trigger.minutes or 0))
+
+        def enroll(person_id: int, spells: list[idle.Spell], member: bool) -> list[_Enrolled]:
+            return [
+                _Enrolled(occurrence, tick)
+                for occurrence, tick in idle.enroll_spells(
+                    spec, person_id, spells, member, clock, result.skipped
+                )
+            ]
+
+        for spells in idle.detect_spells(spec, replay):
+            _decide(context, spells, enroll)
+            if progress:
+                progress(5 + int(90 * replay.done))
+    else:
+        _detect_and_decide(context, progress)
+
+
+def _detect_and_decide(context: _Context, progress: Any) -> None:
+    """Any trigger: the occurrences the detectors find, decided a batch of people at a time."""
+    spec, result, replay = context.spec, context.result, context.replay
+
+    def enroll(person_id: int, items: list[tuple[datetime, Occurrence]], member: bool):
+        return _enroll_person(spec, items, member, result.skipped)
+
+    found: dict[int, list[tuple[datetime, Occurrence]]] = defaultdict(list)
     for item in detect_history(spec.trigger, replay):
         if item is None:  # a batch of people is complete: decide it, free its memory
-            _decide(context, found)
+            _decide(context, found, enroll)
             found.clear()
             if progress:
                 progress(5 + int(90 * replay.done))
@@ -351,11 +438,7 @@ def run_backtest(
         tick, occurrence = item
         if tick is not None:
             found[occurrence.person_id].append((tick, occurrence))
-    _decide(context, found)
-    result.entries.sort(key=lambda e: (e.at, e.person_id, e.occurrence))
-    _overlap(rule, entered_people, since, until, result)
-    result.seconds = time.perf_counter() - started
-    return result
+    _decide(context, found, enroll)
 
 
 @dataclass
@@ -371,14 +454,17 @@ class _Context:
     entered_people: set[int]
 
 
-def _decide(c: _Context, found: dict[int, list[tuple[datetime, Occurrence]]]) -> None:
-    """Enroll, schedule and estimate delivery for these people's occurrences."""
+def _decide(
+    c: _Context, found: dict[int, Any], enroll: Callable[[int, Any, bool], list[_Enrolled]]
+) -> None:
+    """Enroll (``enroll(person, found, member)``), schedule and estimate delivery for these
+    people's occurrences."""
     spec, result = c.spec, c.result
     people = sorted(found)
     for start in range(0, len(people), PEOPLE_PER_BATCH):
         batch = people[start : start + PEOPLE_PER_BATCH]
         members = _members(c.segment, spec, batch, c.now)
-        enrolled = {p: _enroll_person(spec, found[p], p in members, result.skipped) for p in batch}
+        enrolled = {p: enroll(p, found[p], p in members) for p in batch}
         enrolled = {p: e for p, e in enrolled.items() if e}
         if enrolled:
             c.entered_people.update(enrolled)
@@ -482,10 +568,13 @@ def _overlap(
     overlapping: set[int] = set()
     per_rule: Counter = Counter()
     ids = sorted(people)
+    if not live.exists():
+        ids = []
     for start in range(0, len(ids), PEOPLE_PER_BATCH):
-        batch = live.filter(person_id__in=ids[start : start + PEOPLE_PER_BATCH])
-        overlapping.update(batch.values_list("person_id", flat=True).distinct())
-        for row in batch.values("rule__slug").annotate(people=Count("person", distinct=True)):
-            per_rule[row["rule__slug"]] += row["people"]
+        batch = for_people(live, "person_id", ids[start : start + PEOPLE_PER_BATCH])
+        pairs = set(batch.values_list("person_id", "rule__slug").distinct())
+        pairs = {(person_id, slug) for person_id, slug in pairs if person_id in people}
+        overlapping.update(person_id for person_id, _ in pairs)
+        per_rule.update(slug for _, slug in pairs)
     result.overlap_people = len(overlapping)
     result.overlap_rules = dict(per_rule.most_common())

@@ -28,7 +28,7 @@ Found = tuple[datetime, Occurrence]
 FLUSH = None
 
 
-def _flow_people(flow_id: int) -> list[int]:
+def flow_people(flow_id: int) -> list[int]:
     """People who are in the flow now: anyone who ever had progress (entry is never undone)."""
     return list(
         FlowProgress.objects.filter(flow_id=flow_id)
@@ -37,7 +37,7 @@ def _flow_people(flow_id: int) -> list[int]:
     )
 
 
-def _chunks(
+def chunks(
     people: list[int], size: int = 20000, replay: Replay | None = None
 ) -> Iterator[list[int]]:
     for start in range(0, len(people), size):
@@ -51,7 +51,7 @@ def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]
     grid = replay.grid
     idle = timedelta(minutes=trigger.minutes or 0)
     flow = flow_spec(trigger.flow or "")
-    for people in _chunks(_flow_people(flow.id), replay=replay):
+    for people in chunks(flow_people(flow.id), replay=replay):
         spells = (
             for_people(
                 Event.objects.filter(received_at__gt=grid.since - idle, received_at__lte=grid.last),
@@ -125,7 +125,7 @@ def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     people = sorted({row[1] for row in done})
     histories = replay.histories(flow, people)
     followed: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
-    for chunk in _chunks(people):
+    for chunk in chunks(people):
         for person_id, timestamp, received_at, properties in Event.objects.filter(
             person_id__in=chunk, name=missing.event_name, received_at__lte=grid.last
         ).values_list("person_id", "timestamp", "received_at", "properties"):
@@ -156,7 +156,7 @@ def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
 def _matching(trigger: Trigger, people: list[int] | None, until: datetime):
     """(id, person, timestamp, received_at) of the trigger's event, received by ``until``."""
     rows = Event.objects.filter(name=trigger.event or "", received_at__lte=until)
-    batches = [None] if people is None else list(_chunks(people))
+    batches = [None] if people is None else list(chunks(people))
     for batch in batches:
         query = rows if batch is None else rows.filter(person_id__in=batch)
         for event_id, person_id, timestamp, received_at, properties in query.values_list(
@@ -200,7 +200,7 @@ def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found | None
     grid = replay.grid
     flow = flow_spec(trigger.flow or "")
     wanted = trigger.sessions or 0
-    for people in _chunks(_flow_people(flow.id), replay=replay):
+    for people in chunks(flow_people(flow.id), replay=replay):
         histories = replay.histories(flow, people)
         arrivals: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
         for person_id, timestamp, received_at in (

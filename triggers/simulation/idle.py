@@ -1,0 +1,349 @@
+"""The backtest of "inactive in onboarding" at scale: idle spells found and filtered in SQL.
+
+The generic detector (:func:`.detection.inactive_in_flow`) fetches every gap longer than N minutes
+as datetimes and decides each in Python; with noise events nearly every gap is one (about 1.6 M
+for a week of 10 M events). Here the database does the per-spell arithmetic and the result is
+integers (microseconds since the epoch, tick numbers), decided as the live engine does:
+
+1. spells (:func:`spells_sql`): an arrival ``r`` whose next arrival comes after the tick that
+   sees ``r + N``. The tick is ``since + k·30 s`` with ``k = ceil((r + N − since) / 30 s)``; the
+   spell survives when the next arrival is after it (an arrival exactly at the tick is seen by
+   that tick, as ``Person.last_seen <= until − N`` is then false). :func:`spells_python` is the
+   same over rows fetched one by one, for other databases and as the tests' reference;
+2. progress at the tick: the stored ``FlowProgress`` row when all the person's step events had
+   arrived by the tick (it is then the chain walk over all of them, as ingestion stored it),
+   else the walk over the step events received by the tick (:class:`.history.StepHistory`);
+3. enrollment (:func:`enroll_spells`): re-entry on integers; only enrolled spells become
+   ``Occurrence`` objects, the others are counted.
+"""
+
+# SQL here is built from this module's constants and the ORM's own SQL.
+# ruff: noqa: S608, S611
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from django.db import connection
+from django.db.models import F, Max, Q, Window
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Lead
+
+from onboarding.flows.progress import FlowSpec
+from onboarding.models import Event, FlowProgress
+from triggers.engine.detectors import Occurrence, occurrence_stamp
+from triggers.rules.spec import RuleSpec
+
+from .detection import chunks, flow_people
+from .history import (
+    CHUNK,
+    Progress,
+    Replay,
+    StepHistory,
+    TickGrid,
+    flow_spec,
+    for_people,
+    step_histories,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+US = 1_000_000
+EPOCH_SQL = {
+    # PostgreSQL 14+: EXTRACT returns an exact numeric (before: a double, still exact to the µs
+    # once rounded at this magnitude).
+    "postgresql": "(EXTRACT(EPOCH FROM {0}) * 1000000)::bigint",
+    # SQLite stores "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC: whole seconds, then the digits.
+    "sqlite": (
+        "(CAST(strftime('%%s', substr({0}, 1, 19)) AS INTEGER) * 1000000 + CAST(substr({0}, 21, 6) AS INTEGER))"
+    ),
+}
+
+# (tick number k, arrival r in µs, furthest step at the tick)
+Spell = tuple[int, int, int]
+
+
+def supported() -> bool:
+    return connection.vendor in EPOCH_SQL
+
+
+def micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def moment(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def _epoch(column: str) -> RawSQL:
+    return RawSQL(EPOCH_SQL[connection.vendor].format(column), [])
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The tick grid in microseconds."""
+
+    since: int
+    last: int
+    idle: int
+    step: int
+
+    @classmethod
+    def of(cls, grid: TickGrid, idle: timedelta) -> Clock:
+        return cls(
+            micros(grid.since),
+            micros(grid.last),
+            idle // timedelta(microseconds=1),
+            grid.step // timedelta(microseconds=1),
+        )
+
+    def tick(self, k: int) -> int:
+        return self.since + k * self.step
+
+
+def _arrivals(people: list[int], clock: Clock):
+    return for_people(
+        Event.objects.filter(
+            received_at__gt=moment(clock.since - clock.idle), received_at__lte=moment(clock.last)
+        ),
+        "person_id",
+        people,
+    )
+
+
+def spells_sql(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
+    """(person, r, k) of the spells that a tick in the period sees, filtered in the database."""
+    inner = _arrivals(people, clock).annotate(r=_epoch('"onboarding_event"."received_at"'))
+    sql, params = inner.values_list("person_id", "r").query.sql_with_params()
+    step = clock.step
+    query = f"""
+        SELECT person_id, r, k FROM (
+            SELECT person_id, r, nxt, (r + %s - %s + {step - 1}) / {step} AS k
+            FROM (
+                SELECT person_id, r, LEAD(r) OVER (PARTITION BY person_id ORDER BY r) AS nxt
+                FROM ({sql}) arrivals
+            ) ordered
+            WHERE r + %s > %s AND r + %s <= %s
+        ) due
+        WHERE nxt IS NULL OR nxt > %s + k * {step}
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            query,
+            [
+                clock.idle,
+                clock.since,
+                *params,
+                clock.idle,
+                clock.since,
+                clock.idle,
+                clock.last,
+                clock.since,
+            ],
+        )
+        return cursor.fetchall()
+
+
+def spells_python(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
+    """:func:`spells_sql` with the arithmetic in Python (other databases; the tests' reference)."""
+    idle = timedelta(microseconds=clock.idle)
+    rows = (
+        _arrivals(people, clock)
+        .annotate(
+            following=Window(
+                Lead("received_at"),
+                partition_by=[F("person_id")],
+                order_by=[F("received_at").asc()],
+            )
+        )
+        .filter(Q(following__isnull=True) | Q(following__gt=F("received_at") + idle))
+        .values_list("person_id", "received_at", "following")
+    )
+    out = []
+    for person_id, received_at, following in rows.iterator(chunk_size=CHUNK):
+        r = micros(received_at)
+        due = r + clock.idle
+        if due <= clock.since or due > clock.last:
+            continue
+        k = -((clock.since - due) // clock.step)
+        if following is not None and micros(following) <= clock.tick(k):
+            continue
+        out.append((person_id, r, k))
+    return out
+
+
+@dataclass(slots=True)
+class Stored:
+    """A person's ``FlowProgress`` row in microseconds, and their last step-event arrival: from
+    that moment on, their progress is the stored row (the walk over all their step events).
+
+    Stands in for :class:`.history.StepHistory` in the delivery estimate of people whose
+    enrolled spells all came after that moment (every later question is about a later moment).
+    """
+
+    furthest_step: int
+    entered: int
+    reached: int
+    completed: int | None
+    window_ends: int
+    settled_from: int
+    walk: Callable[[], StepHistory | None] | None = (
+        None  # for earlier moments (``now`` < ``until``)
+    )
+    _progress: Progress | None = None
+
+    def progress_at(self, at: datetime) -> Progress | None:
+        if micros(at) < self.settled_from:
+            history = self.walk() if self.walk is not None else None
+            return history.progress_at(at) if history is not None else None
+        if self._progress is None:
+            self._progress = Progress(
+                furthest_step=self.furthest_step,
+                entered_at=moment(self.entered),
+                reached_at=moment(self.reached),
+                completed_at=None if self.completed is None else moment(self.completed),
+                window_ends_at=moment(self.window_ends),
+            )
+        return self._progress
+
+
+def _walk(flow: FlowSpec, person_id: int, horizon: datetime) -> StepHistory | None:
+    return step_histories(flow, [person_id], horizon).get(person_id)
+
+
+def _rows(query) -> list[tuple]:
+    """The rows of an ORM query of numbers, without per-row conversion."""
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _stored(flow: FlowSpec, people: list[int]) -> dict[int, Stored]:
+    if not people:
+        return {}
+    last_arrival = dict(
+        _rows(
+            for_people(Event.objects.filter(name__in=flow.event_names), "person_id", people)
+            .values("person_id")
+            .annotate(last=Max(_epoch('"onboarding_event"."received_at"')))
+            .values_list("person_id", "last")
+        )
+    )
+    rows = for_people(FlowProgress.objects.filter(flow_id=flow.id), "person_id", people)
+    columns = ("entered_at", "reached_at", "completed_at", "window_ends_at")
+    epochs = {f"_{c}": _epoch(f'"onboarding_flowprogress"."{c}"') for c in columns}
+    values = rows.annotate(**epochs).values_list(
+        "person_id", "furthest_step", *(f"_{c}" for c in columns)
+    )
+    return {
+        person_id: Stored(furthest, entered, reached, completed, ends, last_arrival[person_id])
+        for person_id, furthest, entered, reached, completed, ends in _rows(values)
+        if person_id in last_arrival
+    }
+
+
+def found_spells(
+    people: list[int],
+    clock: Clock,
+    flow: FlowSpec,
+    step: int | None,
+    replay: Replay,
+    *,
+    fetch=None,
+) -> dict[int, list[Spell]]:
+    """These people's spells that the live detector would have found, by person, in order."""
+    rows = (fetch or (spells_sql if supported() else spells_python))(people, clock)
+    wanted = set(people)
+    by_person: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for person_id, r, k in rows:
+        if person_id in wanted:
+            by_person[person_id].append((k, r))
+    stored = _stored(flow, sorted(by_person))
+    walking = [
+        p
+        for p, spells in by_person.items()
+        if p in stored and clock.tick(min(spells)[0]) < stored[p].settled_from
+    ]
+    histories = replay.histories(flow, walking) if walking else {}
+    out: dict[int, list[Spell]] = {}
+    for person_id, spells in by_person.items():
+        row = stored.get(person_id)
+        if row is None:
+            continue  # never in the flow: no progress at any tick
+        spells.sort()
+        history = histories.get(person_id)
+        kept: list[Spell] = []
+        for k, r in spells:
+            tick = clock.tick(k)
+            if tick >= row.settled_from:
+                if row.completed is not None:
+                    continue
+                furthest, window_ends = row.furthest_step, row.window_ends
+            else:
+                progress = history.progress_at(moment(tick)) if history is not None else None
+                if progress is None or progress.completed_at is not None:
+                    continue
+                furthest, window_ends = progress.furthest_step, micros(progress.window_ends_at)
+            if step is not None and furthest != step - 1:
+                continue
+            if window_ends <= r + clock.idle:
+                continue
+            kept.append((k, r, furthest))
+        if kept:
+            out[person_id] = kept
+            if history is None:  # all kept spells came after the last step event
+                row.walk = partial(_walk, flow, person_id, replay.horizon)
+                replay.cache[person_id] = row
+    return out
+
+
+def enroll_spells(
+    spec: RuleSpec,
+    person_id: int,
+    spells: list[Spell],
+    member: bool,
+    clock: Clock,
+    skipped: Counter,
+) -> Iterator[tuple[Occurrence, datetime]]:
+    """(occurrence, tick) of the enrolled spells, decided as ``_enroll_person`` decides them
+    (each spell has its own tick, and deadlines grow with the ticks, so the last enrollment is
+    the latest one re-entry compares with)."""
+    if not member:
+        skipped["segment"] += len(spells)
+        return
+    every = (spec.reentry_every or 0) * US
+    last: int | None = None
+    blocked = 0
+    for k, r, furthest in spells:
+        tick = clock.tick(k)
+        if last is not None and (spec.reentry_once or last > tick - every):
+            blocked += 1
+            continue
+        last = r + clock.idle
+        seen = moment(r)
+        yield (
+            Occurrence(
+                person_id,
+                f"idle:{occurrence_stamp(seen)}",
+                moment(last),
+                {"furthest_step": furthest, "last_seen": seen.isoformat()},
+            ),
+            moment(tick),
+        )
+    if blocked:
+        skipped["reentry"] += blocked
+
+
+def detect_spells(
+    spec: RuleSpec, replay: Replay, *, fetch=None
+) -> Iterator[dict[int, list[Spell]]]:
+    """The found spells of the rule's flow, one batch of people at a time."""
+    trigger = spec.trigger
+    flow = flow_spec(trigger.flow or "")
+    clock = Clock.of(replay.grid, timedelta(minutes=trigger.minutes or 0))
+    for people in chunks(flow_people(flow.id), replay=replay):
+        yield found_spells(people, clock, flow, trigger.step, replay, fetch=fetch)

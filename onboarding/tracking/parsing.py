@@ -146,13 +146,14 @@ def corrected_timestamp(
     elif payload.get("originalTimestamp") is not None:
         # Unused when timestamp is given, but a malformed one is still an error, as documented.
         parse_timestamp(payload["originalTimestamp"], _join(path, "originalTimestamp"))
-    if raw is None:
-        return received_at
-    client_time = parse_timestamp(raw, _join(path, key))
+    # sentAt is checked even when there is no timestamp to correct: a malformed one is an error.
     sent_raw = payload.get("sentAt")
     sent_at = (
         parse_timestamp(sent_raw, _join(path, "sentAt")) if sent_raw is not None else batch_sent_at
     )
+    if raw is None:
+        return received_at
+    client_time = parse_timestamp(raw, _join(path, key))
     if sent_at is None:
         return client_time
     try:

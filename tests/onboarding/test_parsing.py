@@ -126,6 +126,15 @@ def test_corrected_timestamp_applies_the_skew_of_the_sending_clock():
     ) == NOW - timedelta(seconds=20)
 
 
+@pytest.mark.parametrize("payload", [{}, {"timestamp": "2024-06-01T15:00:00Z"}])
+def test_a_malformed_sent_at_is_refused_with_or_without_a_timestamp_to_correct(payload):
+    with pytest.raises(EventRejected) as raised:
+        corrected_timestamp(
+            {**payload, "sentAt": 1.5e16}, "batch[2]", received_at=NOW, batch_sent_at=None
+        )
+    assert raised.value.problem.path == "batch[2].sentAt"
+
+
 # --- decode_body and read_envelope ------------------------------------------------------------
 
 

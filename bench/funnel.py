@@ -1,6 +1,6 @@
-"""Funnel benchmark (DESIGN §5): ``run_funnel`` on PostgreSQL against DuckDB, same rows, same run.
+"""Funnel benchmark (DESIGN §5): ``run_funnel`` on PostgreSQL against DuckDB and chDB, same rows.
 
-    python bench/funnel.py [--scale 1.0] [--keep-db]
+    python bench/funnel.py [--scale 1.0] [--keep-db | --reuse-db]
 
 At scale 1: 1 M people, about 10 M events (a 5-step onboarding flow with a 7-day window, realistic
 drop-off, 3 % of people signing up a second time, plus noise events), fixed seed.
@@ -12,12 +12,17 @@ drop-off, 3 % of people signing up a second time, plus noise events), fixed seed
    :func:`onboarding.flows.chain.walk` over their step events (the function ingestion uses);
 3. loads all three tables with ``COPY`` (the event table's indexes and constraints are dropped
    for the load and re-created after it, like a restore), then ``VACUUM ANALYZE``;
-4. writes the same events and people to Parquet with DuckDB and loads them into in-memory DuckDB
-   tables;
+4. writes the same step events and people to Parquet with DuckDB and loads them into in-memory
+   DuckDB tables, and into chDB MergeTree tables (``bench/funnel_chdb.py``);
 5. times the funnel (entries on 30 of the 35 days, so re-entrants are evaluated from raw events)
    with ``run_funnel``: no filter, a trait segment (plan = pro) and a breakdown by the entry's
-   ``source``; and the same funnel as one DuckDB SQL query of DESIGN §4.2; median of 3 runs after
-   a warm-up; checks that both give the same counts; prints a table with the ratio.
+   ``source``; the same funnel as one DuckDB SQL query of DESIGN §4.2, and as chDB's
+   ``windowFunnel``; median of 3 runs after a warm-up; fails unless DuckDB gives Onramp's counts,
+   medians and still converting, and chDB agrees where ``windowFunnel``'s semantics do (see
+   ``bench/funnel_chdb.py``); prints a table with the ratios.
+
+``--keep-db`` keeps the database; ``--reuse-db`` skips steps 1–3 on such a kept database (it
+migrates it, so new indexes are built) and exports the baselines' rows from it.
 """
 
 # SQL here is built from this file's constants and table names only.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -49,6 +55,12 @@ from common import (  # noqa: E402 - bench/common.py, next to this file
     recreate_database,
     timed,
     ts_text,
+)
+from funnel_chdb import (  # noqa: E402 - bench/funnel_chdb.py
+    chdb_funnel_sql,
+    chdb_rows,
+    chdb_setup,
+    chdb_version,
 )
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench_funnel"
@@ -202,11 +214,13 @@ def duckdb_setup(workdir: Path):
     return con
 
 
-def duckdb_funnel_sql(*, segment: bool, breakdown: bool) -> str:
+def duckdb_funnel_sql(*, segment: bool, breakdown: bool, single_entry: bool = False) -> str:
     """DESIGN §4.2 for this flow (step names are distinct, so no event can serve two steps).
 
     Entry: the earliest step-1 event in the range (its ``source`` for the breakdown); each next
     step the earliest matching event at or after the previous chosen one and within entry + 7 d.
+    ``single_entry`` keeps only people with exactly one step-1 event in the range (the people on
+    whom chDB's ``windowFunnel`` and §4.2 agree; see ``funnel_chdb``).
     """
     since = f"TIMESTAMPTZ '{SINCE.isoformat()} 00:00:00+00'"
     until = f"TIMESTAMPTZ '{(UNTIL + timedelta(days=1)).isoformat()} 00:00:00+00'"
@@ -232,7 +246,8 @@ def duckdb_funnel_sql(*, segment: bool, breakdown: bool) -> str:
         "WITH s1 AS (SELECT e.person_id, min(e.ts) AS t1,"
         f" {'arg_min(e.source, (e.ts, e.id))' if breakdown else 'NULL'} AS bd"
         f" FROM events e {people} WHERE e.name = 'Signed Up' AND e.ts >= {since}"
-        f" AND e.ts < {until} GROUP BY e.person_id), "
+        f" AND e.ts < {until} GROUP BY e.person_id"
+        f"{' HAVING count(*) = 1' if single_entry else ''}), "
         + ", ".join(chain)
         + f" SELECT {group} AS bd, count(*) AS c1, {counts}, {medians},"
         f" count(*) FILTER (WHERE t5 IS NULL AND t1 + {window} > TIMESTAMPTZ '{NOW.isoformat()}')"
@@ -243,11 +258,12 @@ def duckdb_funnel_sql(*, segment: bool, breakdown: bool) -> str:
 # --- report --------------------------------------------------------------------------------
 
 
-def machine_with_duckdb(url: str) -> list[tuple[str, str]]:
+def machine_with_baselines(url: str) -> list[tuple[str, str]]:
     import duckdb
 
     duck = ("duckdb", f"{duckdb.__version__} (2 threads, in-memory tables)")
-    return machine(url, pg_settings=True, extra=[duck])
+    chdb = ("chdb", f"{chdb_version()} (MergeTree ORDER BY (person_id, ts), windowFunnel)")
+    return machine(url, pg_settings=True, extra=[duck, chdb])
 
 
 def create_flow() -> tuple:
@@ -267,12 +283,71 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 1 M people, ~10 M events")
     parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--reuse-db",
+        action="store_true",
+        help="time again on the database a --keep-db run left (migrated first; no generation)",
+    )
     args = parser.parse_args()
     url = database_url(DEFAULT_URL, "bench/funnel.py")
-    people = int(1_000_000 * args.scale)
-    info = machine_with_duckdb(maintenance_url(url)[0])
+    info = machine_with_baselines(maintenance_url(url)[0])
     started = time.perf_counter()
 
+    with tempfile.TemporaryDirectory(prefix="onramp-bench-funnel-") as tmp:
+        workdir = Path(tmp)
+        if args.reuse_db:
+            flow, segment, sizes = reuse_database(url, workdir)
+        else:
+            flow, segment, sizes = build_database(url, workdir, int(1_000_000 * args.scale))
+        t0 = time.perf_counter()
+        duck = duckdb_setup(workdir)
+        print(f"Parquet + DuckDB tables in {time.perf_counter() - t0:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        chdb = chdb_setup(workdir)
+        print(f"chDB MergeTree tables in {time.perf_counter() - t0:.1f} s", flush=True)
+        rows = run_timings(flow, segment, duck, chdb)
+    print()
+    print_machine(info)
+    print(f"{'load average after':<20} {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"{'data':<20} {sizes['people']} people, {sizes['events']} events,"
+        f" {sizes['progress']} progress rows; entries {SINCE}..{UNTIL}, 7-day window"
+    )
+    print()
+    print_table(
+        [
+            "funnel (5 steps, 7-day window)",
+            "entrants",
+            "Onramp",
+            "DuckDB",
+            "chDB",
+            "DuckDB/Onramp",
+            "chDB/Onramp",
+        ],
+        [32, 9, 8, 8, 8, 13, 11],
+        [
+            [
+                label,
+                str(entrants),
+                f"{ours:.3f}s",
+                f"{duck_s:.3f}s",
+                f"{chdb_s:.3f}s",
+                f"{duck_s / ours:.1f}x",
+                f"{chdb_s / ours:.1f}x",
+            ]
+            for label, entrants, ours, duck_s, chdb_s in rows
+        ],
+    )
+    print(f"\ntotal wall time: {time.perf_counter() - started:.0f} s")
+    from django.db import connections
+
+    connections.close_all()
+    if not args.keep_db and not args.reuse_db:
+        drop_database(url)
+
+
+def build_database(url: str, workdir: Path, people: int) -> tuple:
+    """Create, migrate and load the bench database; leave the baselines' TSV files in ``workdir``."""
     t0 = time.perf_counter()
     recreate_database(url)
     migrate(url)
@@ -288,75 +363,92 @@ def main() -> None:
     )
     connections.close_all()
     print(f"setup (create database, migrate): {time.perf_counter() - t0:.1f} s", flush=True)
-
-    with tempfile.TemporaryDirectory(prefix="onramp-bench-funnel-") as tmp:
-        workdir = Path(tmp)
-        t0 = time.perf_counter()
-        sizes = generate(people, workdir, source.pk, flow.pk)
-        print(
-            f"generated {sizes['people']} people, {sizes['events']} events, {sizes['progress']}"
-            f" progress rows in {time.perf_counter() - t0:.1f} s",
-            flush=True,
-        )
-        t0 = time.perf_counter()
-        bulk_load(url, workdir)
-        print(f"loaded into PostgreSQL in {time.perf_counter() - t0:.1f} s", flush=True)
-        t0 = time.perf_counter()
-        duck = duckdb_setup(workdir)
-        print(f"Parquet + DuckDB tables in {time.perf_counter() - t0:.1f} s", flush=True)
-
-    rows = run_timings(flow, segment, duck)
-    print()
-    print_machine(info)
+    t0 = time.perf_counter()
+    sizes = generate(people, workdir, source.pk, flow.pk)
     print(
-        f"{'data':<20} {sizes['people']} people, {sizes['events']} events,"
-        f" {sizes['progress']} progress rows; entries {SINCE}..{UNTIL}, 7-day window"
+        f"generated {sizes['people']} people, {sizes['events']} events, {sizes['progress']}"
+        f" progress rows in {time.perf_counter() - t0:.1f} s",
+        flush=True,
     )
-    print()
-    print_table(
-        ["funnel (5 steps, 7-day window)", "entrants", "Onramp", "DuckDB", "DuckDB/Onramp"],
-        [32, 9, 8, 8, 13],
-        [
-            [label, str(entrants), f"{ours:.3f}s", f"{theirs:.3f}s", f"{theirs / ours:.1f}x"]
-            for label, entrants, ours, theirs in rows
-        ],
-    )
-    print(f"\ntotal wall time: {time.perf_counter() - started:.0f} s")
-    connections.close_all()
-    if not args.keep_db:
-        drop_database(url)
+    t0 = time.perf_counter()
+    bulk_load(url, workdir)
+    print(f"loaded into PostgreSQL in {time.perf_counter() - t0:.1f} s", flush=True)
+    return flow, segment, sizes
 
 
-def run_timings(flow, segment, duck) -> list[tuple[str, int, float, float]]:
+def reuse_database(url: str, workdir: Path) -> tuple:
+    """Migrate a kept bench database and write the baselines' TSV files from its rows."""
+    import psycopg
+
+    t0 = time.perf_counter()
+    migrate(url)
+    from onboarding.models import OnboardingFlow, Segment
+
+    flow = OnboardingFlow.objects.get(slug="activation")
+    segment = Segment.objects.get(slug="pro")
+    names = ", ".join(f"'{event}'" for _, event, _ in STEPS)
+    with psycopg.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute("SET TimeZone = 'UTC'")
+        exports = [
+            (
+                "events.tsv",
+                "SELECT id, person_id, name, timestamp, COALESCE(properties ->> 'source', ''),"
+                " COALESCE(properties ->> 'completionPercentage', '')"
+                f" FROM onboarding_event WHERE name IN ({names})",
+            ),
+            ("people.tsv", "SELECT id, traits ->> 'plan' FROM onboarding_person"),
+        ]
+        for filename, select in exports:
+            with (
+                open(workdir / filename, "wb") as out,
+                cursor.copy(f"COPY ({select}) TO STDOUT") as copy,
+            ):
+                for chunk in copy:
+                    out.write(chunk)
+        sizes = {
+            name: cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for name, table in (
+                ("people", "onboarding_person"),
+                ("events", "onboarding_event"),
+                ("progress", "onboarding_flowprogress"),
+            )
+        }
+    print(f"reused the database, exported the baselines' rows in {time.perf_counter() - t0:.1f} s")
+    return flow, segment, sizes
+
+
+def run_timings(flow, segment, duck, chdb) -> list[tuple[str, int, float, float, float]]:
     from dashboard.funnels import FunnelQuery, run_funnel
-    from onboarding.models import Person
 
-    try:
-        from onboarding.segments import members_queryset  # noqa: F401
-
-        by_segment = {"segment": segment}
-        segment_label = "segment plan = pro (compiler)"
-    except ImportError:
-        by_segment = {"people": Person.objects.filter(traits__plan="pro")}
-        segment_label = "segment plan = pro (queryset)"
     cases = [
         ("no filter", {}, {"segment": False, "breakdown": False}),
-        (segment_label, by_segment, {"segment": True, "breakdown": False}),
+        (
+            "segment plan = pro (compiler)",
+            {"segment": segment},
+            {"segment": True, "breakdown": False},
+        ),
         (
             "breakdown by entry source",
             {"breakdown": "source"},
             {"segment": False, "breakdown": True},
         ),
     ]
+    window = {"since": SINCE, "until": UNTIL, "window": WINDOW, "now": NOW}
     rows = []
-    for label, options, duck_options in cases:
+    for label, options, baseline in cases:
         query = FunnelQuery(flow=flow, since=SINCE, until=UNTIL, now=NOW, **options)
         ours, result = timed(lambda q=query: run_funnel(q))
-        sql = duckdb_funnel_sql(**duck_options)
-        theirs, duck_rows = timed(lambda s=sql: duck.execute(s).fetchall())
+        sql = duckdb_funnel_sql(**baseline)
+        duck_s, duck_rows = timed(lambda s=sql: duck.execute(s).fetchall())
+        sql = chdb_funnel_sql(STEPS, **window, **baseline)
+        chdb_s, chdb_result = timed(lambda s=sql: chdb_rows(chdb, s))
         check(label, result, duck_rows)
-        rows.append((label, result.steps[0].count, ours, theirs))
-        print(f"  {label}: Onramp {ours:.3f} s, DuckDB {theirs:.3f} s", flush=True)
+        check_chdb(label, result, chdb_result, duck, chdb, baseline)
+        rows.append((label, result.steps[0].count, ours, duck_s, chdb_s))
+        print(
+            f"  {label}: Onramp {ours:.3f} s, DuckDB {duck_s:.3f} s, chDB {chdb_s:.3f} s",
+            flush=True,
+        )
     return rows
 
 
@@ -388,6 +480,41 @@ def check(label: str, result, duck_rows: list[tuple]) -> None:
     our_groups = {value: ours(steps, None)[:2] for value, steps in result.breakdown.items()}
     if duck_groups != our_groups:
         raise SystemExit(f"{label}: Onramp {our_groups} != DuckDB {duck_groups}")
+
+
+def check_chdb(label: str, result, chdb_result: list[list], duck, chdb, baseline: dict) -> None:
+    """chDB's ``windowFunnel`` against §4.2 where their semantics agree (see ``funnel_chdb``).
+
+    Entrants (everyone with a step-1 event in the range) must equal Onramp's, per group too; over
+    the people with exactly one in-range entry, counts per step and still converting must equal
+    DuckDB's §4.2 query restricted to the same people (DuckDB itself equals Onramp, checked above).
+    """
+    n = len(STEPS)
+    if result.breakdown is None:
+        entrants = {None: chdb_result[0][1]}
+        expected = {None: result.steps[0].count}
+    else:
+        entrants = {row[0] or "(none)": row[1] for row in chdb_result}
+        expected = {value: steps[0].count for value, steps in result.breakdown.items()}
+    if entrants != expected:
+        raise SystemExit(f"{label}: chDB entrants {entrants} != Onramp {expected}")
+    if result.breakdown is None:
+        ours = [step.count for step in result.steps]
+        print(f"  {label}: windowFunnel counts {chdb_result[0][1 : n + 1]}, §4.2 {ours}")
+    window = {"since": SINCE, "until": UNTIL, "window": WINDOW, "now": NOW}
+    single = {**baseline, "single_entry": True}
+    ch = {
+        row[0] or "(none)": row[1:]
+        for row in chdb_rows(chdb, chdb_funnel_sql(STEPS, **window, **single))
+    }
+    duck_rows = duck.execute(duckdb_funnel_sql(**single)).fetchall()
+    if baseline["breakdown"]:
+        dk = {row[0] or "(none)": list(row[1 : n + 1]) for row in duck_rows}
+        ch = {value: counts[:n] for value, counts in ch.items()}
+    else:
+        dk = {"(none)": [*duck_rows[0][1 : n + 1], duck_rows[0][-1]]}
+    if ch != dk:
+        raise SystemExit(f"{label}: one-entry people, chDB {ch} != DuckDB {dk}")
 
 
 if __name__ == "__main__":

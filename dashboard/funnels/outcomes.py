@@ -139,9 +139,17 @@ def reentrant_ids(query: FunnelQuery, allowed: QuerySet[Person] | None) -> list[
         # Implied by the two above; stated so that a partial index on re-entrants can serve it.
         latest_entry_at__gt=F("entered_at"),
     )
-    if allowed is not None:
-        rows = rows.filter(person_id__in=allowed.values("pk"))
-    return list(rows.values_list("person_id", flat=True))
+    ids = list(rows.values_list("person_id", flat=True))
+    if allowed is None or not ids:
+        return ids
+    # The segment is evaluated on these few people only, fetched by primary key. As one query
+    # (``person_id IN (segment)``) the planner cannot tell how few re-entrants there are and
+    # evaluates the segment over every person to hash-join them (a full scan of the people).
+    members: list[int] = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        members += allowed.filter(pk__in=chunk).values_list("pk", flat=True)
+    return members
 
 
 def raw_entrant_ids(

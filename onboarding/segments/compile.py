@@ -41,7 +41,14 @@ from django.utils import timezone
 
 from onboarding.models import Event, FlowProgress, Person
 
-from .jsonsql import JSONBoolean, JSONNumber, JSONString, JSONTimestamp, JSONType, TimestampBound
+from .jsonsql import (
+    JSONEquals,
+    JSONNumber,
+    JSONString,
+    JSONTimestamp,
+    JSONType,
+    TimestampBound,
+)
 from .parse import parse_iso_datetime
 from .tree import (
     PERSON_FIELDS,
@@ -79,11 +86,10 @@ def _bound(value: DateBound, now: datetime) -> datetime:
 
 
 def _scalar_equals(column: str, key: str, value: Any) -> Q:
-    if isinstance(value, bool):
-        return _true(Exact(JSONBoolean(column, key), value))
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # Numbers compare as floats (1 equals 1.0), which JSON containment would not do exactly.
         return _true(Exact(JSONNumber(column, key), float(value)))
-    return _true(Exact(JSONString(column, key), value))
+    return _true(JSONEquals(column, key, value))
 
 
 def json_comparison(column: str, key: str, comparison: Comparison, now: datetime) -> Q:

@@ -184,6 +184,32 @@ def test_segment_filter_uses_the_segment_compiler(flow, mode):
     assert result.as_dict()["segment"] == "pro"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_segment_filter_applies_to_people_who_entered_again(api, flow, mode):
+    # Both first entered before the range and enter again inside it, so the progress path walks
+    # them from raw events; only the segment's member may count.
+    send(
+        api,
+        identify("pro-again", T0 - 3 * DAY, plan="pro"),
+        identify("free-again", T0 - 3 * DAY, plan="free"),
+        track("pro-again", "Signed Up", T0 - 2 * DAY),
+        track("pro-again", "Signed Up", T0 + MINUTE),
+        track("pro-again", "Email Verified", T0 + 5 * MINUTE),
+        track("free-again", "Signed Up", T0 - 2 * DAY),
+        track("free-again", "Signed Up", T0 + MINUTE),
+        track("free-again", "Email Verified", T0 + 5 * MINUTE),
+        track("free-again", "Paid", T0 + 6 * MINUTE),
+        track("pro-new", "Signed Up", T0 + 2 * MINUTE),
+    )
+    definition = {"match": "all", "conditions": [{"trait": "plan", "op": "eq", "value": "pro"}]}
+    send(api, identify("pro-new", T0 + 3 * MINUTE, plan="pro"))
+    pro = Segment.objects.create(slug="pro", name="Pro", definition=definition)
+    result = run_funnel(query(flow, mode, segment=pro))
+    assert [s.count for s in result.steps] == [2, 1, 0]
+    everyone = run_funnel(query(flow, mode))
+    assert [s.count for s in everyone.steps] == [3, 2, 1]
+
+
 def test_query_validation(flow):
     with pytest.raises(FunnelQueryError):
         FunnelQuery(flow=flow, since=T0.date(), until=(T0 - DAY).date())

@@ -155,6 +155,28 @@ def test_trait_keys_that_look_like_lookups_or_paths(db):
     assert names(where({"trait": "a.b", "op": "eq", "value": 2})) == {"eve"}
 
 
+def test_eq_matches_the_value_itself_never_a_container_holding_it(db):
+    # PostgreSQL compiles string and boolean equality to JSON containment; containment would match
+    # an array holding the value at the top level, so the shapes around the value are pinned here.
+    person("eve", {"plan": "pro", "beta": True})
+    person("fay", {"plan": ["pro"], "beta": [True]})
+    person("gus", {"plan": {"pro": "pro"}, "beta": {"beta": True}})
+    person("hal", {"nested": {"plan": "pro", "beta": True}})
+    person("ida", {"plan": "Pro", "beta": "true"})
+    person("jo", {"plan": 'pro"', "beta": 1})
+    assert names(where({"trait": "plan", "op": "eq", "value": "pro"})) == {"eve"}
+    assert names(where({"trait": "beta", "op": "eq", "value": True})) == {"eve"}
+    assert names(where({"trait": "plan", "op": "eq", "value": 'pro"'})) == {"jo"}
+    assert names(where({"trait": "plan", "op": "neq", "value": "pro"})) == {
+        "fay",
+        "gus",
+        "hal",
+        "ida",
+        "jo",
+    }
+    assert names(where({"trait": "plan", "op": "in", "value": ["Pro", "x"]})) == {"ida"}
+
+
 def test_odd_trait_values_never_raise(db):
     values = ["", "abc", "1e400", "2026-02-30", "2025-02-29", "2024-02-29T10:00:00Z", "9999-99-99",
               "2026-13-01", "2026-01-01T01:00:00+05:00", [1], {"x": 1}, None, True, 3, -0.5, "2026-01-01T25:00:00"]  # fmt: skip

@@ -5,9 +5,10 @@ class DashboardConfig(AppConfig):
     name = "dashboard"
     verbose_name = "Dashboard"
 
-    def install_demo(self) -> str:
-        """Roll the demo's 30 days of history up, so the KPI page has numbers at once
-        (the hourly beat task keeps it current afterwards)."""
+    def summarise_demo(self, *, seed: int) -> str:
+        """Roll the demo's 30 days of history up (after every app installed its demo objects,
+        trigger history included), so the KPI page has numbers at once; the hourly beat task
+        keeps it current afterwards."""
         from datetime import timedelta
 
         from django.utils import timezone

@@ -5,23 +5,21 @@ class TriggersConfig(AppConfig):
     name = "triggers"
     verbose_name = "Triggers and delivery"
 
-    def install_demo(self) -> str:
-        """Demo templates and rules, for ``manage.py seed_demo``."""
-        from datetime import timedelta
-
-        from django.utils import timezone
-
+    def install_demo(self, *, seed: int) -> str:
+        """Demo templates and rules, and their last 30 days of history, for ``manage.py
+        seed_demo`` (the history once: rules that already enrolled anyone are left alone)."""
         from triggers.demo import install_demo_rules
-        from triggers.models import RuleState
+        from triggers.demo_history import install_demo_history
 
         result = install_demo_rules()
         changed = [str(c) for c in result.changes if c.status != "unchanged"]
-        # Live rules look forward from activation; the demo's first evaluation also covers the
-        # last hour of the seeded history, so people who stalled recently get their nudges.
-        RuleState.objects.filter(
-            rule__slug__in=[c.slug for c in result.changes if c.kind == "rule"]
-        ).update(checked_until=timezone.now() - timedelta(hours=1))
-        return ("Demo rules: " + "; ".join(changed) + ".") if changed else ""
+        lines = ["Demo rules: " + "; ".join(changed) + "."] if changed else []
+        history = install_demo_history(
+            rule_slugs=[c.slug for c in result.changes if c.kind == "rule"], seed=seed
+        )
+        if not history.already:
+            lines.append(str(history))
+        return "\n".join(lines)
 
     def ready(self) -> None:
         # The templates and rules sections of the configuration file (onboarding cannot import us).

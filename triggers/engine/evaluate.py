@@ -228,6 +228,18 @@ def _enroll(
     DecisionLog.objects.bulk_create(decisions, batch_size=1000)
 
 
+def enroll_occurrences(rule: Rule, occurrences: list[Occurrence], *, now: datetime) -> RuleReport:
+    """Decide occurrences found outside a live tick (a replay of stored history) as a tick at
+    ``now`` would: segment, re-entry, experiment arm, follow-ups and the decision log."""
+    spec, problems = parse_rule(rule.current_version.definition)
+    report = RuleReport(rule=rule.slug, found=len(occurrences))
+    if spec is None:
+        raise ValueError(f"rule {rule.slug} has an invalid definition: {problems}")
+    if occurrences:
+        _enroll(rule, spec, occurrences, now, report)
+    return report
+
+
 def _sequences(
     rule: Rule, spec: RuleSpec, fresh: list[Enrollment], now: datetime
 ) -> dict[int, tuple[tuple[FollowUp, ...], Variant | None]]:

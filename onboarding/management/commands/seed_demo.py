@@ -118,14 +118,17 @@ class Command(BaseCommand):
             f"Generated {len(payloads)} events for {people} people (seed {seed}) "
             f"in {len(batches)} batches."
         )
-        # Apps that build on the event store (trigger rules, say) add their own demo objects;
-        # onboarding does not import them, it asks every app that offers ``install_demo``.
-        for config in apps.get_app_configs():
-            install = getattr(config, "install_demo", None)
-            if callable(install):
-                summary = install()
-                if summary:
-                    self.stdout.write(summary)
+        # Apps that build on the event store add their own demo objects (trigger rules and their
+        # history, say), then what summarises them (the KPI roll-ups). Onboarding imports none of
+        # them: it asks every app that offers ``install_demo``, then every one that offers
+        # ``summarise_demo``. Each hook changes nothing when its objects are already there.
+        for hook in ("install_demo", "summarise_demo"):
+            for config in apps.get_app_configs():
+                install = getattr(config, hook, None)
+                if callable(install):
+                    summary = install(seed=seed)
+                    if summary:
+                        self.stdout.write(summary)
         self.stdout.write(
             f"Stored {inserted} new events ({duplicates} already present, {rejected} rejected); "
             f"people: {Person.objects.count() - people_before} new, {Person.objects.count()} total; "

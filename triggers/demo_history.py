@@ -43,7 +43,7 @@ from django.utils import timezone
 
 from onboarding.models import Event, FlowProgress, Person
 from triggers.channels import channel_for
-from triggers.delivery.pipeline import CAPPED_STATUSES
+from triggers.delivery.checks import CAPPED_STATUSES
 from triggers.engine.detectors import Occurrence
 from triggers.engine.evaluate import enroll_occurrences
 from triggers.engine.timing import parse_quiet_hours, quiet_until

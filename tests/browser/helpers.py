@@ -10,10 +10,12 @@ import requests
 IMG_DIR = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
-def wait(browser, timeout: float = 10):
+def wait(browser, timeout: float = 15):
+    """An explicit wait that retries while htmx replaces the element being read (stale)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout)
+    return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def screenshot(browser, name: str) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from onboarding.models import OnboardingFlow, Step
 from tests.browser.conftest import login
+from tests.browser.helpers import wait as wait_for
 from triggers.models import AuditLog, Experiment
 from triggers.services.rules import rule_save
 from triggers.services.templates import template_save
@@ -38,9 +39,8 @@ def rule(db) -> None:
 def test_set_up_start_and_see_it_running(browser, live_server, alice, rule):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 10)
+    wait = wait_for(browser)
     login(browser, live_server, "alice", "pw-alice")
     browser.get(f"{live_server.url}/rules/profile-stalled/")
     browser.find_element(By.LINK_TEXT, "Test its follow-ups").click()

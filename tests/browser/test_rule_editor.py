@@ -6,6 +6,7 @@ import pytest
 
 from onboarding.models import OnboardingFlow, Step
 from tests.browser.conftest import login
+from tests.browser.helpers import wait as wait_for
 from triggers.models import Rule
 from triggers.services.templates import template_save
 
@@ -27,9 +28,9 @@ def catalog(db) -> None:
 def test_create_a_rule_fix_an_error_and_activate(browser, live_server, alice, catalog):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
-    wait = WebDriverWait(browser, 10)
+    wait = wait_for(browser)
     login(browser, live_server, "alice", "pw-alice")
     browser.get(f"{live_server.url}/rules/new/")
     browser.find_element(By.NAME, "name").send_keys("Stalled at profile")

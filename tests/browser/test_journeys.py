@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,7 +31,6 @@ from triggers.services.templates import template_save
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 M = timedelta(minutes=1)
-BUDGET = 25  # seconds per journey
 
 
 def by():
@@ -97,7 +95,6 @@ def onboarding_batch(people: int, start: datetime, **traits_of) -> list[dict]:
 
 def test_funnel_step_people_and_csv_export(browser, live_server, alice, api):
     By, EC = by(), ec()
-    started = time.monotonic()
     activation_flow()
     post_batch(api, onboarding_batch(8, datetime.now(UTC) - timedelta(days=2)))
 
@@ -135,7 +132,6 @@ def test_funnel_step_people_and_csv_export(browser, live_server, alice, api):
     # Without the session the export is not public.
     anonymous = Client().get(csv_link.get_attribute("href").removeprefix(live_server.url))
     assert anonymous.status_code == 302
-    assert time.monotonic() - started < BUDGET
 
 
 # --- 2. a segment: live count, save, list -------------------------------------------------------
@@ -145,7 +141,6 @@ def test_segment_editor_live_count_save_and_list(browser, live_server, alice, ap
     from selenium.webdriver.support.ui import Select
 
     By, EC = by(), ec()
-    started = time.monotonic()
     plans = ["pro", "free", "free", "pro", "free", "team", "pro"]
     post_batch(
         api,
@@ -193,7 +188,6 @@ def test_segment_editor_live_count_save_and_list(browser, live_server, alice, ap
     assert segment.definition["conditions"] == [
         {"trait": "plan", "op": "in", "value": ["pro", "team"]}
     ]
-    assert time.monotonic() - started < BUDGET
 
 
 # --- 3. template preview for a person, with the missing-variable reason ------------------------
@@ -201,7 +195,6 @@ def test_segment_editor_live_count_save_and_list(browser, live_server, alice, ap
 
 def test_template_preview_names_the_missing_variable(browser, live_server, alice, api):
     By, EC = by(), ec()
-    started = time.monotonic()
     post_batch(
         api,
         [
@@ -243,7 +236,6 @@ def test_template_preview_names_the_missing_variable(browser, live_server, alice
     assert "company" in problem.text and "no default" in problem.text
     assert not browser.find_elements(By.CSS_SELECTOR, "#template-preview .rendered")
     screenshot(browser, "template-preview")
-    assert time.monotonic() - started < BUDGET
 
 
 # --- 4. a rule built in the browser whose email arrives over SMTP -------------------------------
@@ -262,7 +254,6 @@ def test_rule_built_in_browser_sends_email_once(browser, live_server, alice, api
     from selenium.webdriver.support.ui import Select
 
     By, EC = by(), ec()
-    started = time.monotonic()
     template_save(
         slug="trial-ending",
         channel="email",
@@ -323,7 +314,6 @@ def test_rule_built_in_browser_sends_email_once(browser, live_server, alice, api
     text = mail.get_body(preferencelist=("plain",)).get_content()
     assert "Hi Grace, pick a plan" in text
     assert Message.objects.get(rule=rule).status == "sent"
-    assert time.monotonic() - started < BUDGET
 
 
 # --- 5. KPIs: charts after the roll-up; the range switch swaps over htmx -----------------------
@@ -333,7 +323,6 @@ def test_kpi_page_charts_and_range_switch(browser, live_server, alice, api):
     from dashboard.kpis import rollup_kpis
 
     By, EC = by(), ec()
-    started = time.monotonic()
     activation_flow()
     now = datetime.now(UTC)
     post_batch(api, onboarding_batch(8, now - timedelta(days=5)))
@@ -364,7 +353,6 @@ def test_kpi_page_charts_and_range_switch(browser, live_server, alice, api):
     )
     assert browser.execute_script("return window.__sameDocument === true")  # swapped, not loaded
     assert browser.find_elements(By.ID, "kpi-stalled")  # the rest of the page stayed
-    assert time.monotonic() - started < BUDGET
 
 
 # --- 6. support resolves a review item, the dashboard's person page shows it --------------------
@@ -389,7 +377,6 @@ def review_item(write_key) -> ReviewItem:
 
 def test_support_edits_and_sends_a_review_item(browser, live_server, bob, review_item):
     By, EC = by(), ec()
-    started = time.monotonic()
     person = review_item.message.person
 
     login(browser, live_server, "bob", "pw-bob")
@@ -430,7 +417,6 @@ def test_support_edits_and_sends_a_review_item(browser, live_server, bob, review
     manual = [e for e in entries if "Hello from support" in e.text]
     assert len(manual) == 1, [e.text for e in entries]
     assert "sent" in manual[0].find_element(By.CSS_SELECTOR, ".badge").text
-    assert time.monotonic() - started < BUDGET
 
 
 # --- 7. the person page: events, enrollment, message and decisions in order ---------------------
@@ -438,7 +424,6 @@ def test_support_edits_and_sends_a_review_item(browser, live_server, bob, review
 
 def test_person_page_timeline_in_order(browser, live_server, alice, write_key):
     By, EC = by(), ec()
-    started = time.monotonic()
     activation_flow()
     template_save(
         slug="nudge",
@@ -493,4 +478,3 @@ def test_person_page_timeline_in_order(browser, live_server, alice, write_key):
     message = entries[0].text
     assert "Need a hand, there?" in message and "sent" in message
     screenshot(browser, "person")
-    assert time.monotonic() - started < BUDGET

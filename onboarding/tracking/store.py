@@ -14,14 +14,16 @@ batch.
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 
 from onboarding.models import Event, Person
 
 from .parsing import TrackedEvent
+from .traits import TraitState
 
 _COLUMNS = (
     "source_id",
@@ -44,6 +46,21 @@ _PG_STAGE_DDL = (
     " anonymous_id text, properties jsonb, context jsonb) ON COMMIT DELETE ROWS"
 )
 _SQLITE_CHUNK = 1000
+_TRAIT_FIELDS = ["traits", "trait_timestamps", "email", "phone", "timezone"]
+
+
+# The database connections (psycopg's, which Django replaces when it reconnects) whose session
+# has the staging table: created once per session, not once per batch.
+_staged_sessions: weakref.WeakSet = weakref.WeakSet()
+
+
+def _ensure_stage(cursor) -> None:
+    session = connection.connection
+    if session in _staged_sessions:
+        return
+    cursor.execute(_PG_STAGE_DDL)
+    # A rollback would undo the CREATE: remember the table only once it is committed.
+    transaction.on_commit(lambda: _staged_sessions.add(session))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +105,20 @@ def insert_events(
             for row in rows:
                 unique.setdefault(row[6], row)
             rows = list(unique.values())
-            cursor.execute(_PG_STAGE_DDL)
-            cursor.execute(f"DELETE FROM {_PG_STAGE}")  # noqa: S608
+            _ensure_stage(cursor)
             with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            # The key is claimed in the dedupe table first (sorted, so concurrent batches lock
-            # keys in the same order); only the events whose key was new are stored.
+            # One statement empties the stage (so a second batch in the same transaction starts
+            # from nothing), claims the keys in the dedupe table (sorted, so concurrent batches
+            # lock keys in the same order) and stores only the events whose key was new.
             staged = ", ".join(f"s.{connection.ops.quote_name(c)}" for c in _COLUMNS)
             cursor.execute(
-                f"WITH fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "  # noqa: S608
-                f"SELECT source_id, message_id, received_at FROM {_PG_STAGE} ORDER BY message_id "
+                f"WITH s AS (DELETE FROM {_PG_STAGE} RETURNING *), "  # noqa: S608
+                f"fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "
+                "SELECT source_id, message_id, received_at FROM s ORDER BY message_id "
                 "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id) "
-                f"INSERT INTO {table} ({columns}) SELECT {staged} FROM {_PG_STAGE} s "
+                f"INSERT INTO {table} ({columns}) SELECT {staged} FROM s "
                 "JOIN fresh USING (message_id) RETURNING id, message_id"
             )
             inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
@@ -120,8 +138,102 @@ def insert_events(
     return inserted
 
 
+@dataclass(frozen=True, slots=True)
+class PersonUpdate:
+    """What a batch changes on a person who existed before it."""
+
+    id: int
+    first_seen: datetime  # earliest event timestamp of the batch: first_seen only moves back
+    last_seen: datetime  # received_at: last_seen only moves forward
+    traits: TraitState | None = None  # the new trait columns, when identify changed them
+    context_timezone: str = ""  # the timezone column, unless the person has a timezone trait
+
+
+def lock_trait_states(person_ids: list[int]) -> dict[int, TraitState]:
+    """The trait columns of these people, locked until the end of the transaction."""
+    rows = (
+        Person.objects.select_for_update()
+        .filter(pk__in=person_ids)
+        .order_by("pk")
+        .values_list("pk", *_TRAIT_FIELDS)
+    )
+    return {pk: TraitState(*values) for pk, *values in rows}
+
+
+# The person's timezone trait is missing or false-like (null, false, 0, "", [], {}), as Python's
+# ``not traits.get("timezone")`` has it: only then does context.timezone set the column.
+_NO_TIMEZONE_TRAIT = (
+    "COALESCE(p.traits -> 'timezone', 'null'::jsonb) IN "
+    "('null'::jsonb, 'false'::jsonb, '0'::jsonb, '\"\"'::jsonb, '[]'::jsonb, '{}'::jsonb)"
+)
+
+
+def update_people(updates: list[PersonUpdate]) -> None:
+    """Write a batch's changes to existing people: on PostgreSQL one ``UPDATE … FROM unnest``
+    widening first/last seen, setting changed traits and context timezones together."""
+    if not updates:
+        return
+    if connection.vendor != "postgresql":
+        _update_people_portably(updates)
+        return
+    updates = sorted(updates, key=lambda u: u.id)
+    table = connection.ops.quote_name(Person._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS p SET first_seen = LEAST(p.first_seen, v.fs), "  # noqa: S608
+            "last_seen = GREATEST(p.last_seen, v.ls), "
+            "traits = COALESCE(v.traits, p.traits), "
+            "trait_timestamps = COALESCE(v.stamps, p.trait_timestamps), "
+            "email = COALESCE(v.email, p.email), phone = COALESCE(v.phone, p.phone), "
+            "timezone = CASE WHEN v.traits IS NOT NULL THEN v.tz "
+            f"WHEN v.ctz IS NOT NULL AND {_NO_TIMEZONE_TRAIT} THEN v.ctz ELSE p.timezone END "
+            "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::jsonb[], "
+            "%s::jsonb[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+            "AS v(id, fs, ls, traits, stamps, email, phone, tz, ctz) "
+            "WHERE p.id = v.id AND (p.first_seen > v.fs OR p.last_seen < v.ls "
+            "OR v.traits IS NOT NULL "
+            f"OR (v.ctz IS NOT NULL AND p.timezone <> v.ctz AND {_NO_TIMEZONE_TRAIT}))",
+            [
+                [u.id for u in updates],
+                [u.first_seen for u in updates],
+                [u.last_seen for u in updates],
+                [_dumps(u.traits.traits) if u.traits else None for u in updates],
+                [_dumps(u.traits.trait_timestamps) if u.traits else None for u in updates],
+                [u.traits.email if u.traits else None for u in updates],
+                [u.traits.phone if u.traits else None for u in updates],
+                [u.traits.timezone if u.traits else None for u in updates],
+                [u.context_timezone or None for u in updates],
+            ],
+        )
+
+
+def _update_people_portably(updates: list[PersonUpdate]) -> None:
+    """The same writes through the ORM (SQLite serializes writers, so no locks are needed)."""
+    touch_people({u.id: (u.first_seen, u.last_seen) for u in updates})
+    changed = [
+        Person(pk=u.id, **{name: getattr(u.traits, name) for name in _TRAIT_FIELDS})
+        for u in updates
+        if u.traits is not None
+    ]
+    if changed:
+        Person.objects.bulk_update(changed, _TRAIT_FIELDS)
+    timezones = {
+        u.id: u.context_timezone for u in updates if u.traits is None and u.context_timezone
+    }
+    if timezones:
+        people = Person.objects.filter(pk__in=timezones).values_list("pk", "traits", "timezone")
+        moved = [
+            Person(pk=pk, timezone=timezones[pk])
+            for pk, traits, timezone in people
+            if not traits.get("timezone") and timezone != timezones[pk]
+        ]
+        if moved:
+            Person.objects.bulk_update(moved, ["timezone"])
+
+
 def touch_people(seen: dict[int, tuple[datetime, datetime]]) -> None:
-    """Widen each person's first_seen / last_seen to cover the batch, in one statement.
+    """Widen each person's first_seen / last_seen to cover the batch (SQLite; PostgreSQL folds this
+    into :func:`update_people`).
 
     ``seen`` maps person id to (earliest event timestamp, latest received_at).
     """
@@ -130,57 +242,17 @@ def touch_people(seen: dict[int, tuple[datetime, datetime]]) -> None:
     table = connection.ops.quote_name(Person._meta.db_table)
     ids = sorted(seen)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        for start in range(0, len(ids), _SQLITE_CHUNK):
+            chunk = ids[start : start + _SQLITE_CHUNK]
+            values = ", ".join(["(%s, %s, %s)"] * len(chunk))
+            params: list = []
+            for i in chunk:
+                params.extend([i, *(connection.ops.adapt_datetimefield_value(v) for v in seen[i])])
             cursor.execute(
-                f"UPDATE {table} AS p SET first_seen = LEAST(p.first_seen, v.fs), "  # noqa: S608
-                "last_seen = GREATEST(p.last_seen, v.ls) "
-                "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS v(id, fs, ls) "
-                "WHERE p.id = v.id AND (p.first_seen > v.fs OR p.last_seen < v.ls)",
-                [ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids]],
+                f"WITH v(id, fs, ls) AS (VALUES {values}) "  # noqa: S608
+                f"UPDATE {table} SET "
+                "first_seen = MIN(first_seen, (SELECT fs FROM v WHERE v.id = "
+                f"{table}.id)), last_seen = MAX(last_seen, (SELECT ls FROM v WHERE v.id = "
+                f"{table}.id)) WHERE id IN (SELECT id FROM v)",
+                params,
             )
-        else:
-            for start in range(0, len(ids), _SQLITE_CHUNK):
-                chunk = ids[start : start + _SQLITE_CHUNK]
-                values = ", ".join(["(%s, %s, %s)"] * len(chunk))
-                params: list = []
-                for i in chunk:
-                    params.extend(
-                        [i, *(connection.ops.adapt_datetimefield_value(v) for v in seen[i])]
-                    )
-                cursor.execute(
-                    f"WITH v(id, fs, ls) AS (VALUES {values}) "  # noqa: S608
-                    f"UPDATE {table} SET "
-                    "first_seen = MIN(first_seen, (SELECT fs FROM v WHERE v.id = "
-                    f"{table}.id)), last_seen = MAX(last_seen, (SELECT ls FROM v WHERE v.id = "
-                    f"{table}.id)) WHERE id IN (SELECT id FROM v)",
-                    params,
-                )
-
-
-_TRAIT_FIELDS = ["traits", "trait_timestamps", "email", "phone", "timezone"]
-
-
-def update_people_traits(people: list[Person]) -> None:
-    """Write the trait columns of these (locked) people: one ``UPDATE … FROM unnest`` on
-    PostgreSQL instead of the ORM's CASE-per-row ``bulk_update``."""
-    if not people:
-        return
-    if connection.vendor != "postgresql":
-        Person.objects.bulk_update(people, _TRAIT_FIELDS)
-        return
-    table = connection.ops.quote_name(Person._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} AS p SET traits = v.traits, trait_timestamps = v.stamps, "  # noqa: S608
-            "email = v.email, phone = v.phone, timezone = v.tz "
-            "FROM unnest(%s::bigint[], %s::jsonb[], %s::jsonb[], %s::text[], %s::text[], %s::text[])"
-            " AS v(id, traits, stamps, email, phone, tz) WHERE p.id = v.id",
-            [
-                [p.pk for p in people],
-                [_dumps(p.traits) for p in people],
-                [_dumps(p.trait_timestamps) for p in people],
-                [p.email for p in people],
-                [p.phone for p in people],
-                [p.timezone for p in people],
-            ],
-        )

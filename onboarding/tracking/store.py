@@ -69,8 +69,8 @@ class InsertedEvent:
     message_id: str
 
 
-def _dumps(value: dict) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def insert_events(

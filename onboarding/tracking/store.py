@@ -1,6 +1,7 @@
 """Bulk writes of the ingestion pipeline, a few statements per batch.
 
-PostgreSQL gets the batch by ``COPY`` (psycopg's C row writer) into a temporary staging table,
+PostgreSQL gets the batch by ``COPY`` (psycopg's C row writer) into a temporary staging table
+(a handful of events, as single calls send, go in the statement itself: fewer round trips),
 then one statement: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the (source, messageId) keys
 into ``onboarding_event_dedupe``, and an insert of only the events whose key was new into the
 events table, which is partitioned by month (``services/partitions.py``) and so cannot carry the
@@ -44,6 +45,12 @@ _PG_STAGE_DDL = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (source_id bigint, person_id bigint, type text,"
     " name text, timestamp timestamptz, received_at timestamptz, message_id text, user_id text,"
     " anonymous_id text, properties jsonb, context jsonb) ON COMMIT DELETE ROWS"
+)
+# Up to this many events, one rendered statement beats COPY's extra round trips.
+_PG_SMALL_BATCH = 20
+_PG_ROW = (
+    "(%s::bigint, %s::bigint, %s::text, %s::text, %s::timestamptz, %s::timestamptz, %s::text, "
+    "%s::text, %s::text, %s::jsonb, %s::jsonb)"
 )
 _SQLITE_CHUNK = 1000
 _TRAIT_FIELDS = ["traits", "trait_timestamps", "email", "phone", "timezone"]
@@ -105,21 +112,30 @@ def insert_events(
             for row in rows:
                 unique.setdefault(row[6], row)
             rows = list(unique.values())
-            _ensure_stage(cursor)
-            with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            # One statement empties the stage (so a second batch in the same transaction starts
-            # from nothing), claims the keys in the dedupe table (sorted, so concurrent batches
-            # lock keys in the same order) and stores only the events whose key was new.
+            if len(rows) <= _PG_SMALL_BATCH:
+                # A few rows: rendered into one statement, one round trip (COPY takes three).
+                source = "(VALUES " + ", ".join([_PG_ROW] * len(rows)) + ")"
+                params: list | None = [value for row in rows for value in row]
+            else:
+                _ensure_stage(cursor)
+                with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                # Emptied by the statement that reads it, so a second batch in the same
+                # transaction starts from nothing.
+                source = f"(DELETE FROM {_PG_STAGE} RETURNING {columns})"  # noqa: S608
+                params = None
+            # The keys are claimed in the dedupe table first (sorted, so concurrent batches lock
+            # keys in the same order); only the events whose key was new are stored.
             staged = ", ".join(f"s.{connection.ops.quote_name(c)}" for c in _COLUMNS)
             cursor.execute(
-                f"WITH s AS (DELETE FROM {_PG_STAGE} RETURNING *), "  # noqa: S608
+                f"WITH s ({columns}) AS {source}, "  # noqa: S608
                 f"fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "
                 "SELECT source_id, message_id, received_at FROM s ORDER BY message_id "
                 "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id) "
                 f"INSERT INTO {table} ({columns}) SELECT {staged} FROM s "
-                "JOIN fresh USING (message_id) RETURNING id, message_id"
+                "JOIN fresh USING (message_id) RETURNING id, message_id",
+                params,
             )
             inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
         else:

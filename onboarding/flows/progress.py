@@ -161,17 +161,23 @@ def _refresh(targets: list[tuple[FlowSpec, list[int]]]) -> int:
     return len(upserts)
 
 
-def refresh_after_ingest(names_by_person: dict[int, set[str]]) -> None:
+def refresh_after_ingest(
+    names_by_person: dict[int, set[str]], *, flows: list[FlowSpec] | None = None
+) -> None:
     """Called by ingestion with the names of the newly stored events of each person.
 
     Each flow is recomputed only for the people whose new events are among its steps; the step
-    events of all of them are read in one query.
+    events of all of them are read in one query. ``flows`` are the definitions if the caller
+    read them already (:func:`flow_specs`, in the same transaction).
     """
-    all_names = set().union(*names_by_person.values()) if names_by_person else set()
+    if not names_by_person:
+        return
+    all_names = set().union(*names_by_person.values())
     _refresh(
         [
             (flow, sorted(p for p, seen in names_by_person.items() if seen & flow.event_names))
-            for flow in flow_specs(all_names)
+            for flow in (flow_specs() if flows is None else flows)
+            if not all_names.isdisjoint(flow.event_names)
         ]
     )
 

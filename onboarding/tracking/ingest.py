@@ -15,7 +15,7 @@ from datetime import datetime
 
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 
-from onboarding.flows.progress import refresh_after_ingest
+from onboarding.flows.progress import FlowSpec, flow_specs, refresh_after_ingest
 from onboarding.models import FailedEvent, Source
 
 from . import store, traits
@@ -92,7 +92,10 @@ def _update_people(
 
 
 def _refresh_flow_progress(
-    events: list[TrackedEvent], person_ids: list[int], inserted: list[store.InsertedEvent]
+    events: list[TrackedEvent],
+    person_ids: list[int],
+    inserted: list[store.InsertedEvent],
+    flows: list[FlowSpec],
 ) -> None:
     """Keep flow progress exact for the people whose newly stored events are flow steps."""
     if not inserted:
@@ -102,7 +105,7 @@ def _refresh_flow_progress(
     for event, person_id in zip(events, person_ids, strict=True):
         if event.name and event.message_id in new_ids:
             names_by_person.setdefault(person_id, set()).add(event.name)
-    refresh_after_ingest(names_by_person)
+    refresh_after_ingest(names_by_person, flows=flows)
 
 
 def _write(
@@ -118,12 +121,15 @@ def _write(
             rejections = sorted([*rejections, *refused], key=lambda r: r.index or 0)
         result = IngestResult(accepted=len(events), rejections=rejections)
         if events:
+            # Everything that needs no lock comes first: the people this batch names stay
+            # locked from their resolution to the commit, and a concurrent batch naming one
+            # of them waits that long.
+            staged = store.stage_events(source_id=source.pk, events=events, received_at=received_at)
+            flows = flow_specs()
             resolved = resolve_people(events, received_at=received_at)
             person_ids = resolved.person_ids
-            inserted = store.insert_events(
-                source_id=source.pk, events=events, person_ids=person_ids, received_at=received_at
-            )
-            _refresh_flow_progress(events, person_ids, inserted)
+            inserted = store.insert_events(staged, person_ids)
+            _refresh_flow_progress(events, person_ids, inserted, flows)
             _update_people(events, person_ids, resolved.created, received_at)
             result.inserted = len(inserted)
             result.duplicates = len(events) - len(inserted)

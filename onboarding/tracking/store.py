@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -41,15 +41,18 @@ _COLUMNS = (
 )
 _PG_STAGE = "onramp_stage_event"
 _PG_DEDUPE = "onboarding_event_dedupe"
+# The staged rows have no person yet: ``n`` is the row's place in the batch, joined with the
+# person ids once they are resolved.
 _PG_STAGE_DDL = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (source_id bigint, person_id bigint, type text,"
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (n integer, source_id bigint, type text,"
     " name text, timestamp timestamptz, received_at timestamptz, message_id text, user_id text,"
     " anonymous_id text, properties jsonb, context jsonb) ON COMMIT DELETE ROWS"
 )
+_STAGE_COLUMNS = ("n", *(c for c in _COLUMNS if c != "person_id"))
 # Up to this many events, one rendered statement beats COPY's extra round trips.
 _PG_SMALL_BATCH = 20
 _PG_ROW = (
-    "(%s::bigint, %s::bigint, %s::text, %s::text, %s::timestamptz, %s::timestamptz, %s::text, "
+    "(%s::integer, %s::bigint, %s::text, %s::text, %s::timestamptz, %s::timestamptz, %s::text, "
     "%s::text, %s::text, %s::jsonb, %s::jsonb)"
 )
 _SQLITE_CHUNK = 1000
@@ -80,67 +83,103 @@ class InsertedEvent:
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
-def insert_events(
-    *, source_id: int, events: list[TrackedEvent], person_ids: list[int], received_at: datetime
-) -> list[InsertedEvent]:
-    """Insert events, skipping any whose (source, messageId) is already stored."""
-    if not events:
+@dataclass
+class StagedEvents:
+    """A batch's event rows, ready to insert once their people are known.
+
+    ``rows`` follow ``_STAGE_COLUMNS`` (``n`` first, no person); ``positions[n]`` is the index in
+    the batch of the event in row ``n``. A messageId repeated inside the batch is staged once:
+    the first occurrence wins.
+    """
+
+    rows: list[tuple] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    copied: bool = False  # the rows are in the staging table (PostgreSQL, larger batches)
+
+
+def stage_events(
+    *, source_id: int, events: list[TrackedEvent], received_at: datetime
+) -> StagedEvents:
+    """Build the rows (JSON encoded once) and, on PostgreSQL, ``COPY`` a larger batch into the
+    staging table: work that needs no lock, done before the people are resolved and locked."""
+    staged = StagedEvents()
+    seen: set[str] = set()
+    for position, e in enumerate(events):
+        if e.message_id in seen:
+            continue
+        seen.add(e.message_id)
+        staged.rows.append(
+            (
+                len(staged.rows),
+                source_id,
+                e.type,
+                e.name,
+                e.timestamp,
+                received_at,
+                e.message_id,
+                e.user_id,
+                e.anonymous_id,
+                _dumps(e.payload_for_storage),
+                _dumps(e.context),
+            )
+        )
+        staged.positions.append(position)
+    if connection.vendor == "postgresql" and len(staged.rows) > _PG_SMALL_BATCH:
+        columns = ", ".join(connection.ops.quote_name(c) for c in _STAGE_COLUMNS)
+        with connection.cursor() as cursor:
+            _ensure_stage(cursor)
+            with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
+                for row in staged.rows:
+                    copy.write_row(row)
+        staged.copied = True
+    return staged
+
+
+def insert_events(staged: StagedEvents, person_ids: list[int]) -> list[InsertedEvent]:
+    """Insert the staged events with their people (``person_ids`` by position in the batch),
+    skipping any whose (source, messageId) is already stored."""
+    if not staged.rows:
         return []
     table = connection.ops.quote_name(Event._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-    rows = [
-        (
-            source_id,
-            person_id,
-            e.type,
-            e.name,
-            e.timestamp,
-            received_at,
-            e.message_id,
-            e.user_id,
-            e.anonymous_id,
-            _dumps(e.payload_for_storage),
-            _dumps(e.context),
-        )
-        for e, person_id in zip(events, person_ids, strict=True)
-    ]
+    people = [person_ids[position] for position in staged.positions]
     inserted: list[InsertedEvent] = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # A messageId repeated inside the batch: the first occurrence wins, as on SQLite.
-            unique: dict[str, tuple] = {}
-            for row in rows:
-                unique.setdefault(row[6], row)
-            rows = list(unique.values())
-            if len(rows) <= _PG_SMALL_BATCH:
-                # A few rows: rendered into one statement, one round trip (COPY takes three).
-                source = "(VALUES " + ", ".join([_PG_ROW] * len(rows)) + ")"
-                params: list | None = [value for row in rows for value in row]
-            else:
-                _ensure_stage(cursor)
-                with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+            stage_columns = ", ".join(connection.ops.quote_name(c) for c in _STAGE_COLUMNS)
+            if staged.copied:
                 # Emptied by the statement that reads it, so a second batch in the same
                 # transaction starts from nothing.
-                source = f"(DELETE FROM {_PG_STAGE} RETURNING {columns})"  # noqa: S608
-                params = None
+                source = f"(DELETE FROM {_PG_STAGE} RETURNING {stage_columns})"  # noqa: S608
+                params: list = []
+            else:
+                # A few rows: rendered into the statement, one round trip (COPY takes three).
+                source = "(VALUES " + ", ".join([_PG_ROW] * len(staged.rows)) + ")"
+                params = [value for row in staged.rows for value in row]
+            selected = ", ".join(
+                "p.person_id" if c == "person_id" else f"s.{connection.ops.quote_name(c)}"
+                for c in _COLUMNS
+            )
             # The keys are claimed in the dedupe table first (sorted, so concurrent batches lock
             # keys in the same order); only the events whose key was new are stored.
-            staged = ", ".join(f"s.{connection.ops.quote_name(c)}" for c in _COLUMNS)
             cursor.execute(
-                f"WITH s ({columns}) AS {source}, "  # noqa: S608
+                f"WITH s ({stage_columns}) AS {source}, "  # noqa: S608
+                "p AS (SELECT person_id, (n - 1)::integer AS n "
+                "FROM unnest(%s::bigint[]) WITH ORDINALITY AS p(person_id, n)), "
                 f"fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "
                 "SELECT source_id, message_id, received_at FROM s ORDER BY message_id "
                 "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id) "
-                f"INSERT INTO {table} ({columns}) SELECT {staged} FROM s "
+                f"INSERT INTO {table} ({columns}) SELECT {selected} FROM s JOIN p USING (n) "
                 "JOIN fresh USING (message_id) RETURNING id, message_id",
-                params,
+                [*params, people],
             )
             inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
         else:
             adapt = connection.ops.adapt_datetimefield_value
-            rows = [(*r[:4], adapt(r[4]), adapt(r[5]), *r[6:]) for r in rows]
+            rows = [
+                (r[1], person, *r[2:4], adapt(r[4]), adapt(r[5]), *r[6:])
+                for r, person in zip(staged.rows, people, strict=True)
+            ]
             placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
             for start in range(0, len(rows), _SQLITE_CHUNK):
                 chunk = rows[start : start + _SQLITE_CHUNK]

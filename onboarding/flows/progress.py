@@ -119,22 +119,35 @@ def refresh_progress(flows: list[FlowSpec], person_ids: Iterable[int]) -> int:
     return _refresh([(flow, people) for flow in flows])
 
 
-def _refresh(targets: list[tuple[FlowSpec, list[int]]]) -> int:
-    """Recompute (flow, people) pairs: one read of the step events, one upsert, one delete per flow."""
+def _refresh(
+    targets: list[tuple[FlowSpec, list[int]]],
+    known: dict[int, list[StepEvent]] | None = None,
+) -> int:
+    """Recompute (flow, people) pairs: one read of the step events, one upsert, one delete per flow.
+
+    ``known`` holds the complete event history of some people (people created by the batch
+    being ingested have no other events): they are not read again.
+    """
     targets = [(flow, people) for flow, people in targets if people]
     if not targets:
         return 0
-    everyone = sorted(set().union(*(people for _, people in targets)))
+    known = known or {}
+    everyone = sorted(set().union(*(people for _, people in targets)) - known.keys())
     names = set().union(*(flow.event_names for flow, _ in targets))
     events: dict[int, list[StepEvent]] = defaultdict(list)
-    rows = (
-        Event.objects.filter(person_id__in=everyone, name__in=names)
-        .order_by("person_id", "timestamp", "id")
-        .values_list("person_id", "id", "name", "timestamp", "properties")
-    )
-    # One round trip: a server-side cursor (``.iterator()``) would add DECLARE, FETCH and CLOSE.
-    for person_id, event_id, name, timestamp, properties in rows:
-        events[person_id].append(StepEvent(event_id, name, timestamp, properties or {}))
+    for person_id, history in known.items():
+        events[person_id] = sorted(
+            (e for e in history if e.name in names), key=lambda e: (e.timestamp, e.id)
+        )
+    if everyone:
+        rows = (
+            Event.objects.filter(person_id__in=everyone, name__in=names)
+            .order_by("person_id", "timestamp", "id")
+            .values_list("person_id", "id", "name", "timestamp", "properties")
+        )
+        # One round trip: a server-side cursor (``.iterator()``) adds DECLARE, FETCH and CLOSE.
+        for person_id, event_id, name, timestamp, properties in rows:
+            events[person_id].append(StepEvent(event_id, name, timestamp, properties or {}))
 
     upserts: list[FlowProgress] = []
     stale: dict[int, list[int]] = defaultdict(list)
@@ -162,13 +175,17 @@ def _refresh(targets: list[tuple[FlowSpec, list[int]]]) -> int:
 
 
 def refresh_after_ingest(
-    names_by_person: dict[int, set[str]], *, flows: list[FlowSpec] | None = None
+    names_by_person: dict[int, set[str]],
+    *,
+    flows: list[FlowSpec] | None = None,
+    new_people: dict[int, list[StepEvent]] | None = None,
 ) -> None:
     """Called by ingestion with the names of the newly stored events of each person.
 
     Each flow is recomputed only for the people whose new events are among its steps; the step
-    events of all of them are read in one query. ``flows`` are the definitions if the caller
-    read them already (:func:`flow_specs`, in the same transaction).
+    events of all of them are read in one query, except for ``new_people``, whose only events
+    are the batch's, given here. ``flows`` are the definitions if the caller read them already
+    (:func:`flow_specs`, in the same transaction).
     """
     if not names_by_person:
         return
@@ -178,7 +195,8 @@ def refresh_after_ingest(
             (flow, sorted(p for p, seen in names_by_person.items() if seen & flow.event_names))
             for flow in (flow_specs() if flows is None else flows)
             if not all_names.isdisjoint(flow.event_names)
-        ]
+        ],
+        new_people,
     )
 
 

@@ -15,13 +15,14 @@ from datetime import datetime
 
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 
+from onboarding.flows.chain import StepEvent
 from onboarding.flows.progress import FlowSpec, flow_specs, refresh_after_ingest
 from onboarding.models import FailedEvent, Source
 
 from . import store, traits
 from .erased import refuse_erased
 from .errors import Rejection
-from .identity import resolve_people
+from .identity import Resolved, resolve_people
 from .parsing import TrackedEvent
 
 logger = logging.getLogger(__name__)
@@ -93,19 +94,31 @@ def _update_people(
 
 def _refresh_flow_progress(
     events: list[TrackedEvent],
-    person_ids: list[int],
+    resolved: Resolved,
     inserted: list[store.InsertedEvent],
     flows: list[FlowSpec],
 ) -> None:
-    """Keep flow progress exact for the people whose newly stored events are flow steps."""
+    """Keep flow progress exact for the people whose newly stored events are flow steps.
+
+    People created by this batch have no other events, so theirs are taken from the batch
+    rather than read back.
+    """
     if not inserted:
         return
-    new_ids = {row.message_id for row in inserted}
+    new_ids = {row.message_id: row.id for row in inserted}
     names_by_person: dict[int, set[str]] = {}
-    for event, person_id in zip(events, person_ids, strict=True):
-        if event.name and event.message_id in new_ids:
-            names_by_person.setdefault(person_id, set()).add(event.name)
-    refresh_after_ingest(names_by_person, flows=flows)
+    new_people: dict[int, list[StepEvent]] = {}
+    for event, person_id in zip(events, resolved.person_ids, strict=True):
+        event_id = new_ids.get(event.message_id)
+        if not event.name or event_id is None:
+            continue
+        names_by_person.setdefault(person_id, set()).add(event.name)
+        if person_id in resolved.created:
+            # A messageId repeated in the batch was stored once, from its first occurrence.
+            del new_ids[event.message_id]
+            step = StepEvent(event_id, event.name, event.timestamp, event.payload_for_storage)
+            new_people.setdefault(person_id, []).append(step)
+    refresh_after_ingest(names_by_person, flows=flows, new_people=new_people)
 
 
 def _write(
@@ -129,7 +142,7 @@ def _write(
             resolved = resolve_people(events, received_at=received_at)
             person_ids = resolved.person_ids
             inserted = store.insert_events(staged, person_ids)
-            _refresh_flow_progress(events, person_ids, inserted, flows)
+            _refresh_flow_progress(events, resolved, inserted, flows)
             _update_people(events, person_ids, resolved.created, received_at)
             result.inserted = len(inserted)
             result.duplicates = len(events) - len(inserted)

@@ -153,3 +153,24 @@ def test_an_edited_flow_applies_to_the_next_batch(api, flow):
     progress = FlowProgress.objects.get(person__external_id="u9")
     assert progress.furthest_step == 1
     assert progress.window_ends_at == T0 + timedelta(seconds=60)
+
+
+@pytest.mark.usefixtures("flow")
+def test_a_new_persons_progress_counts_a_repeated_message_once(api):
+    """A person created by the batch gets progress from the batch's stored events: a messageId
+    repeated in the batch is stored once, from its first occurrence."""
+    signed_up = _track("u10", "Signed Up", T0, 1)
+    _send(
+        api,
+        signed_up,
+        {**_track("u10", "Email Verified", T0 + timedelta(minutes=1), 1)},  # same messageId
+        _track("u11", "Signed Up", T0, 2),
+        _track("u11", "Email Verified", T0, 3),  # same time as its entry: still in order
+    )
+    progress = dict(FlowProgress.objects.values_list("person__external_id", "furthest_step"))
+    assert progress == {"u10": 1, "u11": 2}
+    stored = sorted(FlowProgress.objects.values_list("person_id", "entry_event_id", "entered_at"))
+    FlowProgress.objects.all().delete()
+    rebuild_flow_progress(OnboardingFlow.objects.get())
+    rebuilt = sorted(FlowProgress.objects.values_list("person_id", "entry_event_id", "entered_at"))
+    assert stored == rebuilt

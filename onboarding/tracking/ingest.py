@@ -105,17 +105,19 @@ def _refresh_flow_progress(
     """
     if not inserted:
         return
-    new_ids = {row.message_id: row.id for row in inserted}
+    stored = {row.message_id: row.id for row in inserted}
     names_by_person: dict[int, set[str]] = {}
     new_people: dict[int, list[StepEvent]] = {}
+    seen: set[str] = set()
     for event, person_id in zip(events, resolved.person_ids, strict=True):
-        event_id = new_ids.get(event.message_id)
+        if event.message_id in seen:
+            continue  # a messageId repeated in the batch: only its first occurrence was stored
+        seen.add(event.message_id)
+        event_id = stored.get(event.message_id)
         if not event.name or event_id is None:
             continue
         names_by_person.setdefault(person_id, set()).add(event.name)
         if person_id in resolved.created:
-            # A messageId repeated in the batch was stored once, from its first occurrence.
-            del new_ids[event.message_id]
             step = StepEvent(event_id, event.name, event.timestamp, event.payload_for_storage)
             new_people.setdefault(person_id, []).append(step)
     refresh_after_ingest(names_by_person, flows=flows, new_people=new_people)

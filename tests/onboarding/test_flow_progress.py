@@ -174,3 +174,16 @@ def test_a_new_persons_progress_counts_a_repeated_message_once(api):
     rebuild_flow_progress(OnboardingFlow.objects.get())
     rebuilt = sorted(FlowProgress.objects.values_list("person_id", "entry_event_id", "entered_at"))
     assert stored == rebuilt
+
+
+@pytest.mark.usefixtures("flow")
+def test_a_message_id_reused_by_a_new_person_gives_them_no_step(api):
+    _send(api, _track("known", "Email Verified", T0, 1))
+    _send(
+        api,
+        {**_track("known", "Signed Up", T0, 2), "messageId": "shared"},
+        {**_track("fresh", "Signed Up", T0, 3), "messageId": "shared"},  # not stored
+        _track("fresh", "Email Verified", T0 + timedelta(minutes=1), 4),
+    )
+    progress = dict(FlowProgress.objects.values_list("person__external_id", "furthest_step"))
+    assert progress == {"known": 2}  # "fresh" never entered: its sign-up was not stored

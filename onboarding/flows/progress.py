@@ -7,12 +7,13 @@ one query and walked again with :func:`onboarding.flows.chain.walk`. Recomputing
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from onboarding.models import Event, FlowProgress, OnboardingFlow, Step
 
@@ -36,30 +37,59 @@ class FlowSpec:
     id: int
     window: timedelta
     steps: tuple[StepSpec, ...]
+    event_names: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def event_names(self) -> set[str]:
-        return {step.event_name for step in self.steps}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_names", frozenset(s.event_name for s in self.steps))
+
+
+_DEFINITION_SQL = (
+    "SELECT s.flow_id, f.window_seconds, s.event_name, s.{where} FROM {step} s "
+    "JOIN {flow} f ON f.id = s.flow_id ORDER BY s.flow_id, s.position"
+)
+# The definitions this process last read, and the rows they were built from. The rows are the
+# version: every batch reads them again (one short query) and rebuilds only when they differ, so
+# an edit by any path (services, admin, SQL) takes effect on the next batch.
+_cached: tuple[tuple, list[FlowSpec]] = ((), [])
+
+
+def _definitions() -> list[FlowSpec]:
+    """Every flow with its steps, in one query; parsed again only when a definition changed."""
+    global _cached
+    sql = _DEFINITION_SQL.format(
+        where=connection.ops.quote_name("where"),
+        step=connection.ops.quote_name(Step._meta.db_table),
+        flow=connection.ops.quote_name(OnboardingFlow._meta.db_table),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        rows = tuple(cursor.fetchall())
+    cached_rows, specs = _cached
+    if rows == cached_rows:
+        return specs
+    by_flow: dict[int, list[StepSpec]] = defaultdict(list)
+    windows: dict[int, int] = {}
+    for flow_id, window_seconds, event_name, where in rows:
+        if isinstance(where, str):  # jsonb and SQLite's JSON arrive as text on a raw cursor
+            where = json.loads(where)
+        by_flow[flow_id].append(StepSpec(event_name, where or {}))
+        windows[flow_id] = window_seconds
+    specs = [
+        FlowSpec(flow_id, timedelta(seconds=windows[flow_id]), tuple(steps))
+        for flow_id, steps in sorted(by_flow.items())
+    ]
+    _cached = (rows, specs)
+    return specs
 
 
 def flow_specs(event_names: Iterable[str] | None = None) -> list[FlowSpec]:
     """The flows (with their steps) that use any of ``event_names``; all flows if None."""
-    steps = Step.objects.order_by("flow_id", "position")
     if event_names is not None:
         names = set(event_names)
         if not names:
             return []
-        steps = steps.filter(flow__steps__event_name__in=names).distinct()
-    by_flow: dict[int, list[StepSpec]] = defaultdict(list)
-    for flow_id, event_name, where in steps.values_list("flow_id", "event_name", "where"):
-        by_flow[flow_id].append(StepSpec(event_name, where or {}))
-    windows = dict(
-        OnboardingFlow.objects.filter(pk__in=by_flow).values_list("pk", "window_seconds")
-    )
-    return [
-        FlowSpec(flow_id, timedelta(seconds=windows[flow_id]), tuple(specs))
-        for flow_id, specs in sorted(by_flow.items())
-    ]
+        return [spec for spec in _definitions() if not names.isdisjoint(spec.event_names)]
+    return _definitions()
 
 
 def _progress_row(flow: FlowSpec, person_id: int, events: list[StepEvent]) -> FlowProgress | None:
@@ -89,21 +119,35 @@ def refresh_progress(flows: list[FlowSpec], person_ids: Iterable[int]) -> int:
     return _refresh([(flow, people) for flow in flows])
 
 
-def _refresh(targets: list[tuple[FlowSpec, list[int]]]) -> int:
-    """Recompute (flow, people) pairs: one read of the step events, one upsert, one delete per flow."""
+def _refresh(
+    targets: list[tuple[FlowSpec, list[int]]],
+    known: dict[int, list[StepEvent]] | None = None,
+) -> int:
+    """Recompute (flow, people) pairs: one read of the step events, one upsert, one delete per flow.
+
+    ``known`` holds the complete event history of some people (people created by the batch
+    being ingested have no other events): they are not read again.
+    """
     targets = [(flow, people) for flow, people in targets if people]
     if not targets:
         return 0
-    everyone = sorted(set().union(*(people for _, people in targets)))
+    known = known or {}
+    everyone = sorted(set().union(*(people for _, people in targets)) - known.keys())
     names = set().union(*(flow.event_names for flow, _ in targets))
     events: dict[int, list[StepEvent]] = defaultdict(list)
-    rows = (
-        Event.objects.filter(person_id__in=everyone, name__in=names)
-        .order_by("person_id", "timestamp", "id")
-        .values_list("person_id", "id", "name", "timestamp", "properties")
-    )
-    for person_id, event_id, name, timestamp, properties in rows.iterator(chunk_size=5000):
-        events[person_id].append(StepEvent(event_id, name, timestamp, properties or {}))
+    for person_id, history in known.items():
+        events[person_id] = sorted(
+            (e for e in history if e.name in names), key=lambda e: (e.timestamp, e.id)
+        )
+    if everyone:
+        rows = (
+            Event.objects.filter(person_id__in=everyone, name__in=names)
+            .order_by("person_id", "timestamp", "id")
+            .values_list("person_id", "id", "name", "timestamp", "properties")
+        )
+        # One round trip: a server-side cursor (``.iterator()``) adds DECLARE, FETCH and CLOSE.
+        for person_id, event_id, name, timestamp, properties in rows:
+            events[person_id].append(StepEvent(event_id, name, timestamp, properties or {}))
 
     upserts: list[FlowProgress] = []
     stale: dict[int, list[int]] = defaultdict(list)
@@ -114,7 +158,9 @@ def _refresh(targets: list[tuple[FlowSpec, list[int]]]) -> int:
                 stale[flow.id].append(person_id)
             else:
                 upserts.append(row)
-    with transaction.atomic():
+    # No savepoint of its own (two more round trips per batch): a failure here fails the caller's
+    # transaction, which ingestion retries or rolls back as a whole.
+    with transaction.atomic(savepoint=False):
         if upserts:
             FlowProgress.objects.bulk_create(
                 upserts,
@@ -128,18 +174,29 @@ def _refresh(targets: list[tuple[FlowSpec, list[int]]]) -> int:
     return len(upserts)
 
 
-def refresh_after_ingest(names_by_person: dict[int, set[str]]) -> None:
+def refresh_after_ingest(
+    names_by_person: dict[int, set[str]],
+    *,
+    flows: list[FlowSpec] | None = None,
+    new_people: dict[int, list[StepEvent]] | None = None,
+) -> None:
     """Called by ingestion with the names of the newly stored events of each person.
 
     Each flow is recomputed only for the people whose new events are among its steps; the step
-    events of all of them are read in one query.
+    events of all of them are read in one query, except for ``new_people``, whose only events
+    are the batch's, given here. ``flows`` are the definitions if the caller read them already
+    (:func:`flow_specs`, in the same transaction).
     """
-    all_names = set().union(*names_by_person.values()) if names_by_person else set()
+    if not names_by_person:
+        return
+    all_names = set().union(*names_by_person.values())
     _refresh(
         [
             (flow, sorted(p for p, seen in names_by_person.items() if seen & flow.event_names))
-            for flow in flow_specs(all_names)
-        ]
+            for flow in (flow_specs() if flows is None else flows)
+            if not all_names.isdisjoint(flow.event_names)
+        ],
+        new_people,
     )
 
 

@@ -82,22 +82,22 @@ def decode_body(raw: bytes, *, content_encoding: str, max_bytes: int) -> Any:
 
 
 def _nesting_depth(document: Any) -> int:
-    """Depth of nested arrays and objects, without recursion; stops once past the cap."""
-    deepest = 0
-    stack = [(document, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            break
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
+    """Depth of nested arrays and objects, level by level without recursion; stops past the cap.
+
+    Only containers are visited (most values are scalars), and ``json.loads`` makes exactly
+    ``dict`` and ``list``, so an exact type test is enough.
+    """
+    level = [document] if type(document) is dict or type(document) is list else []
+    depth = 0
+    while level and depth <= MAX_JSON_DEPTH:
+        depth += 1
+        below = []
+        for value in level:
+            for child in value.values() if type(value) is dict else value:
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level = below
+    return depth
 
 
 def body_write_key(document: Any) -> str:

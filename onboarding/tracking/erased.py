@@ -38,7 +38,15 @@ def _ids(event: TrackedEvent) -> list[tuple[str, str, str]]:
 
 def refuse_erased(events: list[TrackedEvent]) -> tuple[list[TrackedEvent], list[Rejection]]:
     """Split ``events`` into those to store and rejections (code ``erased``, no payload kept)."""
-    hashed = [[(f, erasure_hash(k, v)) for f, k, v in _ids(event)] for event in events]
+    digests: dict[tuple[str, str], str] = {}  # a batch names each id many times: hash it once
+
+    def digest(kind: str, value: str) -> str:
+        key = (kind, value)
+        if key not in digests:
+            digests[key] = erasure_hash(kind, value)
+        return digests[key]
+
+    hashed = [[(f, digest(k, v)) for f, k, v in _ids(event)] for event in events]
     wanted = {digest for pairs in hashed for _, digest in pairs}
     if not wanted:
         return events, []

@@ -27,22 +27,26 @@ from onboarding.models import Event, Identity, IdentityKind, Person
 from onboarding.signals import people_merged
 
 from .parsing import TrackedEvent
+from .traits import TRAIT_COLUMNS, TraitState, apply, collect, mirrored
 
 USER = IdentityKind.USER.value
 ANON = IdentityKind.ANONYMOUS.value
 
 Key = tuple[str, str]
 
-# Columns on Person that mirror well-known traits, with their lengths.
-TRAIT_COLUMNS = {"email": 320, "phone": 40, "timezone": 64}
-
 
 def mirror_trait_columns(person: Person) -> None:
     """Copy the ``email``, ``phone`` and ``timezone`` traits, when set, into their columns."""
-    for column, limit in TRAIT_COLUMNS.items():
-        value = person.traits.get(column)
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            setattr(person, column, str(value)[:limit])
+    for column in TRAIT_COLUMNS:
+        setattr(person, column, mirrored(person.traits, column, getattr(person, column)))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The person of each event, and which of them this batch created (with their traits)."""
+
+    person_ids: list[int]
+    created: frozenset[int]
 
 
 def _lock_id(key: Key) -> int:
@@ -179,8 +183,12 @@ def _merge_people(survivor: int, merged: list[int]) -> None:
     )
 
 
-def resolve_people(events: list[TrackedEvent], *, received_at: datetime) -> list[int]:
-    """Return the person id of each event, creating and merging people as needed."""
+def resolve_people(events: list[TrackedEvent], *, received_at: datetime) -> Resolved:
+    """The person id of each event, creating and merging people as needed.
+
+    New people are created with the traits, email, phone and timezone the batch gives them, so
+    only the people who already existed need an update afterwards.
+    """
     keys: set[Key] = set()
     for event in events:
         if event.user_id:
@@ -218,12 +226,21 @@ def resolve_people(events: list[TrackedEvent], *, received_at: datetime) -> list
     )
     real: dict[int, int] = {}
     if placeholders:
+        said = collect(events, assigned)
+        states = {
+            p: apply(TraitState(), said[p]) if p in said else TraitState() for p in placeholders
+        }
         created = Person.objects.bulk_create(
             [
                 Person(
                     external_id=plan.external[p],
                     first_seen=first_seen.get(p, received_at),
                     last_seen=received_at,
+                    traits=states[p].traits,
+                    trait_timestamps=states[p].trait_timestamps,
+                    email=states[p].email,
+                    phone=states[p].phone,
+                    timezone=states[p].timezone,
                 )
                 for p in placeholders
             ]
@@ -256,4 +273,7 @@ def resolve_people(events: list[TrackedEvent], *, received_at: datetime) -> list
                 for kind, value in sorted(plan.new_keys)
             ]
         )
-    return [real.get(person, person) for person in assigned]
+    return Resolved(
+        person_ids=[real.get(person, person) for person in assigned],
+        created=frozenset(real.values()),
+    )

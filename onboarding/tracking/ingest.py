@@ -15,13 +15,14 @@ from datetime import datetime
 
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 
-from onboarding.flows.progress import refresh_after_ingest
-from onboarding.models import FailedEvent, Person, Source
+from onboarding.flows.chain import StepEvent
+from onboarding.flows.progress import FlowSpec, flow_specs, refresh_after_ingest
+from onboarding.models import FailedEvent, Source
 
-from . import store
+from . import store, traits
 from .erased import refuse_erased
 from .errors import Rejection
-from .identity import mirror_trait_columns, resolve_people
+from .identity import Resolved, resolve_people
 from .parsing import TrackedEvent
 
 logger = logging.getLogger(__name__)
@@ -44,70 +45,82 @@ class IngestResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def _apply_traits(events: list[TrackedEvent], person_ids: list[int]) -> None:
-    """Apply identify traits per person; a later event timestamp wins per trait.
+def _update_people(
+    events: list[TrackedEvent],
+    person_ids: list[int],
+    created: frozenset[int],
+    received_at: datetime,
+) -> None:
+    """Bring the people who existed before this batch up to date, in one write.
 
-    ``context.timezone`` fills the timezone column of people with no ``timezone`` trait. Only
-    people whose row actually changes are locked and written.
+    First and last seen widen to cover the batch; identify traits apply per trait, a later event
+    timestamp winning, on the rows as locked now (people created by this batch got theirs at
+    creation). ``context.timezone`` fills the timezone of people without a ``timezone`` trait.
     """
-    updates: dict[int, list[TrackedEvent]] = {}
-    timezones: dict[int, str] = {}
+    earliest: dict[int, datetime] = {}
     for event, person_id in zip(events, person_ids, strict=True):
-        if event.type == "identify" and event.traits:
-            updates.setdefault(person_id, []).append(event)
-        tz = event.context.get("timezone")
-        if isinstance(tz, str) and tz:
-            timezones[person_id] = tz[:64]
-    if timezones:
-        current = Person.objects.filter(pk__in=[p for p in timezones if p not in updates])
-        for pk, timezone in current.values_list("pk", "timezone"):
-            if timezone == timezones[pk]:
-                del timezones[pk]
-    if not updates and not timezones:
+        if person_id in created:
+            continue
+        first = earliest.get(person_id)
+        if first is None or event.timestamp < first:
+            earliest[person_id] = event.timestamp
+    if not earliest:
         return
-    people = Person.objects.select_for_update().filter(pk__in=sorted({*updates, *timezones}))
-    changed = []
-    for person in people.order_by("pk"):
-        before = (
-            dict(person.traits),
-            dict(person.trait_timestamps),
-            person.email,
-            person.phone,
-            person.timezone,
-        )
-        for event in sorted(updates.get(person.pk, ()), key=lambda e: e.timestamp):
-            stamp = event.timestamp.isoformat()
-            for trait, value in event.traits.items():
-                if stamp >= person.trait_timestamps.get(trait, ""):
-                    person.traits[trait] = value
-                    person.trait_timestamps[trait] = stamp
-        mirror_trait_columns(person)
-        if not person.traits.get("timezone") and person.pk in timezones:
-            person.timezone = timezones[person.pk]
-        after = (
-            person.traits,
-            person.trait_timestamps,
-            person.email,
-            person.phone,
-            person.timezone,
-        )
-        if after != before:
-            changed.append(person)
-    store.update_people_traits(changed)
+    said = {p: s for p, s in traits.collect(events, person_ids).items() if p in earliest}
+    identified = sorted(p for p, s in said.items() if s.identifies)
+    changed: dict[int, traits.TraitState] = {}
+    if identified:
+        for person_id, state in store.lock_trait_states(identified).items():
+            after = traits.apply(state, said[person_id])
+            if after != state:
+                changed[person_id] = after
+    store.update_people(
+        [
+            store.PersonUpdate(
+                id=person_id,
+                first_seen=first,
+                last_seen=received_at,
+                traits=changed.get(person_id),
+                context_timezone=(
+                    said[person_id].context_timezone
+                    if person_id in said and person_id not in identified
+                    else ""
+                ),
+            )
+            for person_id, first in earliest.items()
+        ]
+    )
 
 
 def _refresh_flow_progress(
-    events: list[TrackedEvent], person_ids: list[int], inserted: list[store.InsertedEvent]
+    events: list[TrackedEvent],
+    resolved: Resolved,
+    inserted: list[store.InsertedEvent],
+    flows: list[FlowSpec],
 ) -> None:
-    """Keep flow progress exact for the people whose newly stored events are flow steps."""
+    """Keep flow progress exact for the people whose newly stored events are flow steps.
+
+    People created by this batch have no other events, so theirs are taken from the batch
+    rather than read back.
+    """
     if not inserted:
         return
-    new_ids = {row.message_id for row in inserted}
+    stored = {row.message_id: row.id for row in inserted}
     names_by_person: dict[int, set[str]] = {}
-    for event, person_id in zip(events, person_ids, strict=True):
-        if event.name and event.message_id in new_ids:
-            names_by_person.setdefault(person_id, set()).add(event.name)
-    refresh_after_ingest(names_by_person)
+    new_people: dict[int, list[StepEvent]] = {}
+    seen: set[str] = set()
+    for event, person_id in zip(events, resolved.person_ids, strict=True):
+        if event.message_id in seen:
+            continue  # a messageId repeated in the batch: only its first occurrence was stored
+        seen.add(event.message_id)
+        event_id = stored.get(event.message_id)
+        if not event.name or event_id is None:
+            continue
+        names_by_person.setdefault(person_id, set()).add(event.name)
+        if person_id in resolved.created:
+            step = StepEvent(event_id, event.name, event.timestamp, event.payload_for_storage)
+            new_people.setdefault(person_id, []).append(step)
+    refresh_after_ingest(names_by_person, flows=flows, new_people=new_people)
 
 
 def _write(
@@ -123,18 +136,16 @@ def _write(
             rejections = sorted([*rejections, *refused], key=lambda r: r.index or 0)
         result = IngestResult(accepted=len(events), rejections=rejections)
         if events:
-            person_ids = resolve_people(events, received_at=received_at)
-            inserted = store.insert_events(
-                source_id=source.pk, events=events, person_ids=person_ids, received_at=received_at
-            )
-            seen: dict[int, tuple[datetime, datetime]] = {}
-            for event, person_id in zip(events, person_ids, strict=True):
-                first = seen.get(person_id)
-                earliest = event.timestamp if first is None else min(first[0], event.timestamp)
-                seen[person_id] = (earliest, received_at)
-            store.touch_people(seen)
-            _refresh_flow_progress(events, person_ids, inserted)
-            _apply_traits(events, person_ids)
+            # Everything that needs no lock comes first: the people this batch names stay
+            # locked from their resolution to the commit, and a concurrent batch naming one
+            # of them waits that long.
+            staged = store.stage_events(source_id=source.pk, events=events, received_at=received_at)
+            flows = flow_specs()
+            resolved = resolve_people(events, received_at=received_at)
+            person_ids = resolved.person_ids
+            inserted = store.insert_events(staged, person_ids)
+            _refresh_flow_progress(events, resolved, inserted, flows)
+            _update_people(events, person_ids, resolved.created, received_at)
             result.inserted = len(inserted)
             result.duplicates = len(events) - len(inserted)
             result.inserted_ids = [row.id for row in inserted]

@@ -164,10 +164,14 @@ def corrected_timestamp(
         ) from None
 
 
+# Built once: json.dumps with options builds a new JSONEncoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def _storable_size(payload: dict[str, Any], path: str) -> int:
     """Size in bytes of the event as stored; refuses text that PostgreSQL's jsonb cannot hold."""
     try:
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _encode(payload)
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise EventRejected(

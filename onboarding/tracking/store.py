@@ -1,6 +1,7 @@
 """Bulk writes of the ingestion pipeline, a few statements per batch.
 
-PostgreSQL gets the batch by ``COPY`` (psycopg's C row writer) into a temporary staging table,
+PostgreSQL gets the batch by ``COPY`` (psycopg's C row writer) into a temporary staging table
+(a handful of events, as single calls send, go in the statement itself: fewer round trips),
 then one statement: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the (source, messageId) keys
 into ``onboarding_event_dedupe``, and an insert of only the events whose key was new into the
 events table, which is partitioned by month (``services/partitions.py``) and so cannot carry the
@@ -14,14 +15,16 @@ batch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 
 from onboarding.models import Event, Person
 
 from .parsing import TrackedEvent
+from .traits import TraitState
 
 _COLUMNS = (
     "source_id",
@@ -38,12 +41,36 @@ _COLUMNS = (
 )
 _PG_STAGE = "onramp_stage_event"
 _PG_DEDUPE = "onboarding_event_dedupe"
+# The staged rows have no person yet: ``n`` is the row's place in the batch, joined with the
+# person ids once they are resolved.
 _PG_STAGE_DDL = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (source_id bigint, person_id bigint, type text,"
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (n integer, source_id bigint, type text,"
     " name text, timestamp timestamptz, received_at timestamptz, message_id text, user_id text,"
     " anonymous_id text, properties jsonb, context jsonb) ON COMMIT DELETE ROWS"
 )
+_STAGE_COLUMNS = ("n", *(c for c in _COLUMNS if c != "person_id"))
+# Up to this many events, one rendered statement beats COPY's extra round trips.
+_PG_SMALL_BATCH = 20
+_PG_ROW = (
+    "(%s::integer, %s::bigint, %s::text, %s::text, %s::timestamptz, %s::timestamptz, %s::text, "
+    "%s::text, %s::text, %s::jsonb, %s::jsonb)"
+)
 _SQLITE_CHUNK = 1000
+_TRAIT_FIELDS = ["traits", "trait_timestamps", "email", "phone", "timezone"]
+
+
+# The database connections (psycopg's, which Django replaces when it reconnects) whose session
+# has the staging table: created once per session, not once per batch.
+_staged_sessions: weakref.WeakSet = weakref.WeakSet()
+
+
+def _ensure_stage(cursor) -> None:
+    session = connection.connection
+    if session in _staged_sessions:
+        return
+    cursor.execute(_PG_STAGE_DDL)
+    # A rollback would undo the CREATE: remember the table only once it is committed.
+    transaction.on_commit(lambda: _staged_sessions.add(session))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,61 +79,107 @@ class InsertedEvent:
     message_id: str
 
 
-def _dumps(value: dict) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
-def insert_events(
-    *, source_id: int, events: list[TrackedEvent], person_ids: list[int], received_at: datetime
-) -> list[InsertedEvent]:
-    """Insert events, skipping any whose (source, messageId) is already stored."""
-    if not events:
+@dataclass
+class StagedEvents:
+    """A batch's event rows, ready to insert once their people are known.
+
+    ``rows`` follow ``_STAGE_COLUMNS`` (``n`` first, no person); ``positions[n]`` is the index in
+    the batch of the event in row ``n``. A messageId repeated inside the batch is staged once:
+    the first occurrence wins.
+    """
+
+    rows: list[tuple] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    copied: bool = False  # the rows are in the staging table (PostgreSQL, larger batches)
+
+
+def stage_events(
+    *, source_id: int, events: list[TrackedEvent], received_at: datetime
+) -> StagedEvents:
+    """Build the rows (JSON encoded once) and, on PostgreSQL, ``COPY`` a larger batch into the
+    staging table: work that needs no lock, done before the people are resolved and locked."""
+    staged = StagedEvents()
+    seen: set[str] = set()
+    for position, e in enumerate(events):
+        if e.message_id in seen:
+            continue
+        seen.add(e.message_id)
+        staged.rows.append(
+            (
+                len(staged.rows),
+                source_id,
+                e.type,
+                e.name,
+                e.timestamp,
+                received_at,
+                e.message_id,
+                e.user_id,
+                e.anonymous_id,
+                _dumps(e.payload_for_storage),
+                _dumps(e.context),
+            )
+        )
+        staged.positions.append(position)
+    if connection.vendor == "postgresql" and len(staged.rows) > _PG_SMALL_BATCH:
+        columns = ", ".join(connection.ops.quote_name(c) for c in _STAGE_COLUMNS)
+        with connection.cursor() as cursor:
+            _ensure_stage(cursor)
+            with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
+                for row in staged.rows:
+                    copy.write_row(row)
+        staged.copied = True
+    return staged
+
+
+def insert_events(staged: StagedEvents, person_ids: list[int]) -> list[InsertedEvent]:
+    """Insert the staged events with their people (``person_ids`` by position in the batch),
+    skipping any whose (source, messageId) is already stored."""
+    if not staged.rows:
         return []
     table = connection.ops.quote_name(Event._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-    rows = [
-        (
-            source_id,
-            person_id,
-            e.type,
-            e.name,
-            e.timestamp,
-            received_at,
-            e.message_id,
-            e.user_id,
-            e.anonymous_id,
-            _dumps(e.payload_for_storage),
-            _dumps(e.context),
-        )
-        for e, person_id in zip(events, person_ids, strict=True)
-    ]
+    people = [person_ids[position] for position in staged.positions]
     inserted: list[InsertedEvent] = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # A messageId repeated inside the batch: the first occurrence wins, as on SQLite.
-            unique: dict[str, tuple] = {}
-            for row in rows:
-                unique.setdefault(row[6], row)
-            rows = list(unique.values())
-            cursor.execute(_PG_STAGE_DDL)
-            cursor.execute(f"DELETE FROM {_PG_STAGE}")  # noqa: S608
-            with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            # The key is claimed in the dedupe table first (sorted, so concurrent batches lock
+            stage_columns = ", ".join(connection.ops.quote_name(c) for c in _STAGE_COLUMNS)
+            if staged.copied:
+                # Emptied by the statement that reads it, so a second batch in the same
+                # transaction starts from nothing.
+                source = f"(DELETE FROM {_PG_STAGE} RETURNING {stage_columns})"  # noqa: S608
+                params: list = []
+            else:
+                # A few rows: rendered into the statement, one round trip (COPY takes three).
+                source = "(VALUES " + ", ".join([_PG_ROW] * len(staged.rows)) + ")"
+                params = [value for row in staged.rows for value in row]
+            selected = ", ".join(
+                "p.person_id" if c == "person_id" else f"s.{connection.ops.quote_name(c)}"
+                for c in _COLUMNS
+            )
+            # The keys are claimed in the dedupe table first (sorted, so concurrent batches lock
             # keys in the same order); only the events whose key was new are stored.
-            staged = ", ".join(f"s.{connection.ops.quote_name(c)}" for c in _COLUMNS)
             cursor.execute(
-                f"WITH fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "  # noqa: S608
-                f"SELECT source_id, message_id, received_at FROM {_PG_STAGE} ORDER BY message_id "
+                f"WITH s ({stage_columns}) AS {source}, "  # noqa: S608
+                "p AS (SELECT person_id, (n - 1)::integer AS n "
+                "FROM unnest(%s::bigint[]) WITH ORDINALITY AS p(person_id, n)), "
+                f"fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "
+                "SELECT source_id, message_id, received_at FROM s ORDER BY message_id "
                 "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id) "
-                f"INSERT INTO {table} ({columns}) SELECT {staged} FROM {_PG_STAGE} s "
-                "JOIN fresh USING (message_id) RETURNING id, message_id"
+                f"INSERT INTO {table} ({columns}) SELECT {selected} FROM s JOIN p USING (n) "
+                "JOIN fresh USING (message_id) RETURNING id, message_id",
+                [*params, people],
             )
             inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
         else:
             adapt = connection.ops.adapt_datetimefield_value
-            rows = [(*r[:4], adapt(r[4]), adapt(r[5]), *r[6:]) for r in rows]
+            rows = [
+                (r[1], person, *r[2:4], adapt(r[4]), adapt(r[5]), *r[6:])
+                for r, person in zip(staged.rows, people, strict=True)
+            ]
             placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
             for start in range(0, len(rows), _SQLITE_CHUNK):
                 chunk = rows[start : start + _SQLITE_CHUNK]
@@ -120,8 +193,102 @@ def insert_events(
     return inserted
 
 
+@dataclass(frozen=True, slots=True)
+class PersonUpdate:
+    """What a batch changes on a person who existed before it."""
+
+    id: int
+    first_seen: datetime  # earliest event timestamp of the batch: first_seen only moves back
+    last_seen: datetime  # received_at: last_seen only moves forward
+    traits: TraitState | None = None  # the new trait columns, when identify changed them
+    context_timezone: str = ""  # the timezone column, unless the person has a timezone trait
+
+
+def lock_trait_states(person_ids: list[int]) -> dict[int, TraitState]:
+    """The trait columns of these people, locked until the end of the transaction."""
+    rows = (
+        Person.objects.select_for_update()
+        .filter(pk__in=person_ids)
+        .order_by("pk")
+        .values_list("pk", *_TRAIT_FIELDS)
+    )
+    return {pk: TraitState(*values) for pk, *values in rows}
+
+
+# The person's timezone trait is missing or false-like (null, false, 0, "", [], {}), as Python's
+# ``not traits.get("timezone")`` has it: only then does context.timezone set the column.
+_NO_TIMEZONE_TRAIT = (
+    "COALESCE(p.traits -> 'timezone', 'null'::jsonb) IN "
+    "('null'::jsonb, 'false'::jsonb, '0'::jsonb, '\"\"'::jsonb, '[]'::jsonb, '{}'::jsonb)"
+)
+
+
+def update_people(updates: list[PersonUpdate]) -> None:
+    """Write a batch's changes to existing people: on PostgreSQL one ``UPDATE … FROM unnest``
+    widening first/last seen, setting changed traits and context timezones together."""
+    if not updates:
+        return
+    if connection.vendor != "postgresql":
+        _update_people_portably(updates)
+        return
+    updates = sorted(updates, key=lambda u: u.id)
+    table = connection.ops.quote_name(Person._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS p SET first_seen = LEAST(p.first_seen, v.fs), "  # noqa: S608
+            "last_seen = GREATEST(p.last_seen, v.ls), "
+            "traits = COALESCE(v.traits, p.traits), "
+            "trait_timestamps = COALESCE(v.stamps, p.trait_timestamps), "
+            "email = COALESCE(v.email, p.email), phone = COALESCE(v.phone, p.phone), "
+            "timezone = CASE WHEN v.traits IS NOT NULL THEN v.tz "
+            f"WHEN v.ctz IS NOT NULL AND {_NO_TIMEZONE_TRAIT} THEN v.ctz ELSE p.timezone END "
+            "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::jsonb[], "
+            "%s::jsonb[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+            "AS v(id, fs, ls, traits, stamps, email, phone, tz, ctz) "
+            "WHERE p.id = v.id AND (p.first_seen > v.fs OR p.last_seen < v.ls "
+            "OR v.traits IS NOT NULL "
+            f"OR (v.ctz IS NOT NULL AND p.timezone <> v.ctz AND {_NO_TIMEZONE_TRAIT}))",
+            [
+                [u.id for u in updates],
+                [u.first_seen for u in updates],
+                [u.last_seen for u in updates],
+                [_dumps(u.traits.traits) if u.traits else None for u in updates],
+                [_dumps(u.traits.trait_timestamps) if u.traits else None for u in updates],
+                [u.traits.email if u.traits else None for u in updates],
+                [u.traits.phone if u.traits else None for u in updates],
+                [u.traits.timezone if u.traits else None for u in updates],
+                [u.context_timezone or None for u in updates],
+            ],
+        )
+
+
+def _update_people_portably(updates: list[PersonUpdate]) -> None:
+    """The same writes through the ORM (SQLite serializes writers, so no locks are needed)."""
+    touch_people({u.id: (u.first_seen, u.last_seen) for u in updates})
+    changed = [
+        Person(pk=u.id, **{name: getattr(u.traits, name) for name in _TRAIT_FIELDS})
+        for u in updates
+        if u.traits is not None
+    ]
+    if changed:
+        Person.objects.bulk_update(changed, _TRAIT_FIELDS)
+    timezones = {
+        u.id: u.context_timezone for u in updates if u.traits is None and u.context_timezone
+    }
+    if timezones:
+        people = Person.objects.filter(pk__in=timezones).values_list("pk", "traits", "timezone")
+        moved = [
+            Person(pk=pk, timezone=timezones[pk])
+            for pk, traits, timezone in people
+            if not traits.get("timezone") and timezone != timezones[pk]
+        ]
+        if moved:
+            Person.objects.bulk_update(moved, ["timezone"])
+
+
 def touch_people(seen: dict[int, tuple[datetime, datetime]]) -> None:
-    """Widen each person's first_seen / last_seen to cover the batch, in one statement.
+    """Widen each person's first_seen / last_seen to cover the batch (SQLite; PostgreSQL folds this
+    into :func:`update_people`).
 
     ``seen`` maps person id to (earliest event timestamp, latest received_at).
     """
@@ -130,57 +297,17 @@ def touch_people(seen: dict[int, tuple[datetime, datetime]]) -> None:
     table = connection.ops.quote_name(Person._meta.db_table)
     ids = sorted(seen)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        for start in range(0, len(ids), _SQLITE_CHUNK):
+            chunk = ids[start : start + _SQLITE_CHUNK]
+            values = ", ".join(["(%s, %s, %s)"] * len(chunk))
+            params: list = []
+            for i in chunk:
+                params.extend([i, *(connection.ops.adapt_datetimefield_value(v) for v in seen[i])])
             cursor.execute(
-                f"UPDATE {table} AS p SET first_seen = LEAST(p.first_seen, v.fs), "  # noqa: S608
-                "last_seen = GREATEST(p.last_seen, v.ls) "
-                "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS v(id, fs, ls) "
-                "WHERE p.id = v.id AND (p.first_seen > v.fs OR p.last_seen < v.ls)",
-                [ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids]],
+                f"WITH v(id, fs, ls) AS (VALUES {values}) "  # noqa: S608
+                f"UPDATE {table} SET "
+                "first_seen = MIN(first_seen, (SELECT fs FROM v WHERE v.id = "
+                f"{table}.id)), last_seen = MAX(last_seen, (SELECT ls FROM v WHERE v.id = "
+                f"{table}.id)) WHERE id IN (SELECT id FROM v)",
+                params,
             )
-        else:
-            for start in range(0, len(ids), _SQLITE_CHUNK):
-                chunk = ids[start : start + _SQLITE_CHUNK]
-                values = ", ".join(["(%s, %s, %s)"] * len(chunk))
-                params: list = []
-                for i in chunk:
-                    params.extend(
-                        [i, *(connection.ops.adapt_datetimefield_value(v) for v in seen[i])]
-                    )
-                cursor.execute(
-                    f"WITH v(id, fs, ls) AS (VALUES {values}) "  # noqa: S608
-                    f"UPDATE {table} SET "
-                    "first_seen = MIN(first_seen, (SELECT fs FROM v WHERE v.id = "
-                    f"{table}.id)), last_seen = MAX(last_seen, (SELECT ls FROM v WHERE v.id = "
-                    f"{table}.id)) WHERE id IN (SELECT id FROM v)",
-                    params,
-                )
-
-
-_TRAIT_FIELDS = ["traits", "trait_timestamps", "email", "phone", "timezone"]
-
-
-def update_people_traits(people: list[Person]) -> None:
-    """Write the trait columns of these (locked) people: one ``UPDATE … FROM unnest`` on
-    PostgreSQL instead of the ORM's CASE-per-row ``bulk_update``."""
-    if not people:
-        return
-    if connection.vendor != "postgresql":
-        Person.objects.bulk_update(people, _TRAIT_FIELDS)
-        return
-    table = connection.ops.quote_name(Person._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} AS p SET traits = v.traits, trait_timestamps = v.stamps, "  # noqa: S608
-            "email = v.email, phone = v.phone, timezone = v.tz "
-            "FROM unnest(%s::bigint[], %s::jsonb[], %s::jsonb[], %s::text[], %s::text[], %s::text[])"
-            " AS v(id, traits, stamps, email, phone, tz) WHERE p.id = v.id",
-            [
-                [p.pk for p in people],
-                [_dumps(p.traits) for p in people],
-                [_dumps(p.trait_timestamps) for p in people],
-                [p.email for p in people],
-                [p.phone for p in people],
-                [p.timezone for p in people],
-            ],
-        )

@@ -274,3 +274,21 @@ def test_a_rejected_single_call_is_kept_for_support(tracking):
     failed = FailedEvent.objects.get()
     assert (failed.endpoint, failed.index, failed.path) == ("track", None, "event")
     assert json.loads(failed.payload) == {"userId": "u", "properties": {"a": 1}}
+
+
+@pytest.mark.parametrize("size", [3, 60], ids=["in-statement", "staged"])
+def test_repeats_and_retries_store_each_message_once_small_or_large(tracking, size):
+    """Small batches go in one statement, larger ones through the staging table: same rules."""
+    events = [
+        {"type": "track", "userId": f"u{n % 7}", "event": f"E{n}", "messageId": f"m{n}"}
+        for n in range(size)
+    ]
+    batch = {"batch": [*events, {**events[0], "event": "Repeat"}]}
+    assert tracking.post("/v1/batch", batch).json() == {"success": True}
+    assert tracking.post("/v1/batch", batch).json() == {"success": True}
+    more = {"batch": [*events[:2], {**events[0], "messageId": "m-new"}]}
+    assert tracking.post("/v1/batch", more).json() == {"success": True}
+
+    assert Event.objects.count() == size + 1
+    assert Event.objects.get(message_id="m0").name == "E0"
+    assert Person.objects.count() == min(size, 7)

@@ -126,3 +126,64 @@ def test_rebuild_matches_incremental(api, flow):
     assert rebuild_flow_progress(flow) == 2
     after = sorted(FlowProgress.objects.values_list("person_id", "furthest_step", "entered_at"))
     assert before == after
+
+
+def test_an_edited_flow_applies_to_the_next_batch(api, flow):
+    """The flow definitions are cached per process; an edit by any path (here plain SQL updates,
+    with no service and no signal involved) takes effect on the very next batch."""
+    _send(api, _track("u7", "Signed Up", T0, 1), _track("u7", "Email Verified", T0, 2))
+    assert FlowProgress.objects.get(person__external_id="u7").furthest_step == 2
+
+    Step.objects.filter(flow=flow, position=2).update(event_name="Email Confirmed")
+    _send(
+        api,
+        _track("u8", "Signed Up", T0, 3),
+        _track("u8", "Email Confirmed", T0 + timedelta(minutes=5), 4),
+    )
+    progress = FlowProgress.objects.get(person__external_id="u8")
+    assert progress.furthest_step == 2
+    assert progress.window_ends_at == T0 + timedelta(days=1)
+
+    OnboardingFlow.objects.filter(pk=flow.pk).update(window_seconds=60)
+    _send(
+        api,
+        _track("u9", "Signed Up", T0, 5),
+        _track("u9", "Email Confirmed", T0 + timedelta(minutes=5), 6),
+    )
+    progress = FlowProgress.objects.get(person__external_id="u9")
+    assert progress.furthest_step == 1
+    assert progress.window_ends_at == T0 + timedelta(seconds=60)
+
+
+@pytest.mark.usefixtures("flow")
+def test_a_new_persons_progress_counts_a_repeated_message_once(api):
+    """A person created by the batch gets progress from the batch's stored events: a messageId
+    repeated in the batch is stored once, from its first occurrence."""
+    signed_up = _track("u10", "Signed Up", T0, 1)
+    _send(
+        api,
+        signed_up,
+        {**_track("u10", "Email Verified", T0 + timedelta(minutes=1), 1)},  # same messageId
+        _track("u11", "Signed Up", T0, 2),
+        _track("u11", "Email Verified", T0, 3),  # same time as its entry: still in order
+    )
+    progress = dict(FlowProgress.objects.values_list("person__external_id", "furthest_step"))
+    assert progress == {"u10": 1, "u11": 2}
+    stored = sorted(FlowProgress.objects.values_list("person_id", "entry_event_id", "entered_at"))
+    FlowProgress.objects.all().delete()
+    rebuild_flow_progress(OnboardingFlow.objects.get())
+    rebuilt = sorted(FlowProgress.objects.values_list("person_id", "entry_event_id", "entered_at"))
+    assert stored == rebuilt
+
+
+@pytest.mark.usefixtures("flow")
+def test_a_message_id_reused_by_a_new_person_gives_them_no_step(api):
+    _send(api, _track("known", "Email Verified", T0, 1))
+    _send(
+        api,
+        {**_track("known", "Signed Up", T0, 2), "messageId": "shared"},
+        {**_track("fresh", "Signed Up", T0, 3), "messageId": "shared"},  # not stored
+        _track("fresh", "Email Verified", T0 + timedelta(minutes=1), 4),
+    )
+    progress = dict(FlowProgress.objects.values_list("person__external_id", "furthest_step"))
+    assert progress == {"known": 2}  # "fresh" never entered: its sign-up was not stored

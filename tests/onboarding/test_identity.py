@@ -338,3 +338,44 @@ def test_concurrent_batches_for_the_same_new_users_make_one_person_each(write_ke
         assert p.events.count() == workers
         assert len(identities(p)) == 1 + workers
         assert p.traits == {f"seen_by_{w}": True for w in range(workers)}
+
+
+def test_new_and_known_people_in_one_batch_follow_the_same_trait_rules(send):
+    send(identify({"plan": "pro", "email": "known@example.com"}, 10, userId="known"))
+    send(
+        identify({"plan": "free", "name": "Old"}, 1, userId="known"),
+        identify({"plan": "free", "name": "Bea"}, 1, userId="new"),
+        identify({"plan": "team", "phone": 4915112345678}, 20, userId="new"),
+        track("Opened", 0, userId="new", context={"timezone": "Europe/Paris"}),
+    )
+    known, new = person("known"), person("new")
+    assert known.traits == {"plan": "pro", "email": "known@example.com", "name": "Old"}
+    assert known.email == "known@example.com"
+    assert new.traits == {"plan": "team", "name": "Bea", "phone": 4915112345678}
+    assert new.trait_timestamps == {"plan": at(20), "name": at(1), "phone": at(20)}
+    assert (new.phone, new.timezone) == ("4915112345678", "Europe/Paris")
+    assert (new.first_seen, new.last_seen) == (T0, T0 + timedelta(days=1))
+
+
+def test_context_timezone_fills_known_people_without_a_timezone_trait(send):
+    send(
+        identify({"timezone": ""}, userId="blank"),
+        identify({"timezone": "Asia/Tokyo"}, userId="set"),
+        track("Opened", userId="bare"),
+    )
+    send(
+        track("Opened", 1, userId="blank", context={"timezone": "America/Chicago"}),
+        track("Opened", 1, userId="set", context={"timezone": "America/Chicago"}),
+        track("Opened", 1, userId="bare", context={"timezone": "Europe/Rome"}),
+        track("Opened", 2, userId="bare", context={"timezone": "Europe/Oslo"}),
+    )
+    assert person("blank").timezone == "America/Chicago"
+    assert person("set").timezone == "Asia/Tokyo"
+    assert person("bare").timezone == "Europe/Oslo"  # the batch's last one
+
+
+def test_first_seen_moves_back_for_a_late_event_of_a_known_person(send):
+    send(track("Opened", 30, userId="u1"))
+    send(track("Opened", -30, userId="u1"))
+    p = person("u1")
+    assert (p.first_seen, p.last_seen) == (T0 - timedelta(minutes=30), T0 + timedelta(days=1))

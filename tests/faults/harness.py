@@ -69,6 +69,7 @@ class _Recorder:
         self.refusals = 0
         self.refuse_with: str | None = None  # e.g. "451 4.3.0 Try again later"
         self.refuse_at = "DATA"  # or "RCPT"
+        self.after_refusal = None  # called with the count after each refusal
         self.connections = 0
         self._parser = email.parser.BytesHeaderParser()
 
@@ -80,23 +81,27 @@ class _Recorder:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.refuse_with and self.refuse_at == "RCPT":
-            with self.lock:
-                self.refusals += 1
-            return self.refuse_with
+            return self._refused()
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         if self.refuse_with and self.refuse_at == "DATA":
-            with self.lock:
-                self.refusals += 1
-            return self.refuse_with
+            return self._refused()
         key = self._parser.parsebytes(envelope.content).get("X-Onramp-Message", "").strip()
         with self.lock:
             self.keys.append(key)
             with self.log.open("a") as log:
                 log.write(key + "\n")
         return "250 Message accepted for delivery"
+
+    def _refused(self) -> str:
+        with self.lock:
+            self.refusals += 1
+            count = self.refusals
+        if self.after_refusal is not None:
+            self.after_refusal(count)
+        return self.refuse_with
 
 
 class SmtpRecorder:
@@ -111,8 +116,12 @@ class SmtpRecorder:
         self.log = log
         log.write_text("")
         self.controller: Controller | None = None
+        self._stopper: threading.Thread | None = None
 
     def start(self) -> None:
+        if self._stopper is not None:
+            self._stopper.join(timeout=30)
+            self._stopper = None
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
         self.controller.start()
 
@@ -121,11 +130,26 @@ class SmtpRecorder:
             self.controller.stop()
             self.controller = None
 
-    def refuse(self, at: str = "DATA", reply: str = "451 4.3.0 Try again later") -> None:
+    def refuse(
+        self, at: str = "DATA", reply: str = "451 4.3.0 Try again later", stop_after: int = 0
+    ) -> None:
+        """Answer ``reply``; with ``stop_after``, the server goes off the port by itself right
+        after that many refusals (from 451 to connection refused at a known point, however fast
+        the worker sends)."""
         self.recorder.refuse_at, self.recorder.refuse_with = at, reply
+        self.recorder.after_refusal = None
+        if stop_after:
+
+            def after_refusal(count: int) -> None:
+                if count == stop_after:  # in the server's thread: stop from another one
+                    self._stopper = threading.Thread(target=self.stop, daemon=True)
+                    self._stopper.start()
+
+            self.recorder.after_refusal = after_refusal
 
     def accept(self) -> None:
         self.recorder.refuse_with = None
+        self.recorder.after_refusal = None
 
     @property
     def refusals(self) -> int:

@@ -17,6 +17,7 @@ from django.db import connection
 from django.test import Client
 
 from onboarding.services.sources import IssuedKey, source_create
+from tests.smtp import SmtpServer
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -155,3 +156,15 @@ def run_at_once(work, count: int, *, timeout: float = 60) -> list[BaseException]
     for thread in threads:
         thread.join(timeout=timeout)
     return errors
+
+
+@pytest.fixture
+def smtp(settings):
+    """A real SMTP server on loopback, and Django's SMTP backend pointed at it (plain, 5 s timeout).
+
+    The fault tests override this with their recording server (tests/faults/conftest.py)."""
+    with SmtpServer() as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+        settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, 5
+        yield server

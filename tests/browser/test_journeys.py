@@ -22,7 +22,6 @@ from onboarding.services.flows import StepInput, flow_save
 from tests.browser.conftest import login
 from tests.browser.helpers import hx_settled, screenshot, session_get, wait
 from tests.conftest import basic_auth
-from tests.smtp import SmtpServer
 from tests.triggers.conftest import T0, Timeline, make_rule
 from triggers.delivery.pipeline import deliver_due
 from triggers.engine.evaluate import evaluate_rules
@@ -239,15 +238,6 @@ def test_template_preview_names_the_missing_variable(browser, live_server, alice
 
 
 # --- 4. a rule built in the browser whose email arrives over SMTP -------------------------------
-
-
-@pytest.fixture
-def smtp(settings):
-    with SmtpServer() as server:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
-        settings.EMAIL_TIMEOUT = 5
-        yield server
 
 
 def test_rule_built_in_browser_sends_email_once(browser, live_server, alice, api, smtp):

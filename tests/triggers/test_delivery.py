@@ -10,7 +10,7 @@ import time_machine
 from django.core.management import call_command
 
 from onboarding.models import Person
-from tests.smtp import SmtpServer, free_port
+from tests.smtp import free_port
 from triggers.delivery.pipeline import deliver_due
 from triggers.links import click_target
 from triggers.models import DecisionLog, Message, ReviewItem
@@ -21,15 +21,6 @@ from .conftest import T0, make_rule
 
 pytestmark = pytest.mark.usefixtures("flow", "templates")
 M = timedelta(minutes=1)
-
-
-@pytest.fixture
-def smtp(settings):
-    with SmtpServer() as server:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
-        settings.EMAIL_TIMEOUT = 5
-        yield server
 
 
 def identify(api, user, at=T0 - M, **traits):

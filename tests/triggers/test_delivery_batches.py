@@ -9,7 +9,6 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.smtp import SmtpServer
 from triggers.channels.email import EmailChannel
 from triggers.delivery import pipeline
 from triggers.delivery.pipeline import deliver_due
@@ -20,15 +19,6 @@ from .test_delivery import identify
 
 pytestmark = pytest.mark.usefixtures("flow", "templates")
 M = timedelta(minutes=1)
-
-
-@pytest.fixture
-def smtp(settings):
-    with SmtpServer() as server:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
-        settings.EMAIL_TIMEOUT = 5
-        yield server
 
 
 def received_keys(smtp) -> Counter:

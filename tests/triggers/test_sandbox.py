@@ -8,22 +8,12 @@ import pytest
 from django.apps import apps
 
 from onboarding.models import Person
-from tests.smtp import SmtpServer
 from triggers.models import AuditLog, Message, MessageTemplate
 from triggers.simulation import sandbox
 
 from .conftest import T0, make_rule
 
 pytestmark = pytest.mark.usefixtures("flow", "templates")
-
-
-@pytest.fixture
-def smtp(settings):
-    with SmtpServer() as server:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
-        settings.EMAIL_USE_TLS = False
-        yield server
 
 
 def _counts() -> dict[str, int]:

@@ -44,6 +44,7 @@ from django.utils import timezone
 from onboarding.models import Event, FlowProgress, Person
 from triggers.channels import channel_for
 from triggers.delivery.checks import CAPPED_STATUSES
+from triggers.delivery.outcomes import decision
 from triggers.engine.detectors import Occurrence
 from triggers.engine.evaluate import enroll_occurrences
 from triggers.engine.timing import parse_quiet_hours, quiet_until
@@ -245,19 +246,7 @@ class _Delivery:
         return self.outcomes
 
     def _log(self, message: Message, at: datetime, outcome: str, reason: str = "", **detail):
-        self.decisions.append(
-            DecisionLog(
-                at=at,
-                person_id=message.person_id,
-                rule_id=message.rule_id,
-                rule_version_id=message.rule_version_id,
-                enrollment_id=message.enrollment_id,
-                message=message,
-                outcome=outcome,
-                reason=reason,
-                detail={"channel": message.channel, "step": message.step, **detail},
-            )
-        )
+        self.decisions.append(decision(message, at, outcome, reason, **detail))
 
     def _set(self, message: Message, status: str, reason: str, at: datetime, outcome: str) -> None:
         message.status, message.reason = status, reason

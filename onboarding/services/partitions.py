@@ -193,18 +193,23 @@ def convert_to_partitioned(cursor, now: datetime, ahead: int = 3) -> None:
     cursor.execute(f"SELECT max(id) FROM {PARENT}_old")  # noqa: S608
     (highest,) = cursor.fetchone()
     cursor.execute(f"DROP TABLE {PARENT}_old")
-    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [PARENT])
-    (new_sequence,) = cursor.fetchone()
-    if sequence and new_sequence != sequence:
-        cursor.execute(f"ALTER SEQUENCE {new_sequence} RENAME TO {sequence.split('.')[-1]}")
-    if highest is not None:
-        cursor.execute(f"ALTER TABLE {PARENT} ALTER COLUMN id RESTART WITH {highest + 1}")
+    _carry_sequence(cursor, sequence, highest)
     for _, definition in indexes:
         # pg_indexes gives a partitioned table's indexes as "ON ONLY", which does not recurse.
         cursor.execute(definition.replace(" ON ONLY ", " ON ", 1))
     for name, definition in foreign_keys:
         cursor.execute(f'ALTER TABLE {PARENT} ADD CONSTRAINT "{name}" {definition}')
     cursor.execute(f"ANALYZE {PARENT}")
+
+
+def _carry_sequence(cursor, sequence: str | None, highest: int | None) -> None:
+    """The new table's id sequence takes the old one's name and continues after ``highest``."""
+    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [PARENT])
+    (new_sequence,) = cursor.fetchone()
+    if sequence and new_sequence != sequence:
+        cursor.execute(f"ALTER SEQUENCE {new_sequence} RENAME TO {sequence.split('.')[-1]}")
+    if highest is not None:
+        cursor.execute(f"ALTER TABLE {PARENT} ALTER COLUMN id RESTART WITH {highest + 1}")
 
 
 def convert_to_plain(cursor) -> None:
@@ -226,12 +231,7 @@ def convert_to_plain(cursor) -> None:
     cursor.execute(f"SELECT max(id) FROM {PARENT}_old")  # noqa: S608
     (highest,) = cursor.fetchone()
     cursor.execute(f"DROP TABLE {PARENT}_old CASCADE")
-    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [PARENT])
-    (new_sequence,) = cursor.fetchone()
-    if sequence and new_sequence != sequence:
-        cursor.execute(f"ALTER SEQUENCE {new_sequence} RENAME TO {sequence.split('.')[-1]}")
-    if highest is not None:
-        cursor.execute(f"ALTER TABLE {PARENT} ALTER COLUMN id RESTART WITH {highest + 1}")
+    _carry_sequence(cursor, sequence, highest)
     cursor.execute(
         f"ALTER TABLE {PARENT} ADD CONSTRAINT event_unique_message_id UNIQUE (source_id, message_id)"
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 
 import pytest
 from django.conf import settings
@@ -17,16 +16,8 @@ from django.db import connection
 from django.test import Client
 
 from onboarding.services.sources import IssuedKey, source_create
+from tests.requirements import missing
 from tests.smtp import SmtpServer
-
-IN_CI = bool(os.environ.get("CI"))
-
-
-def _missing(service: str, reason: str) -> None:
-    message = f"{service} is required for this test: {reason}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI must run every test; start the service in .ci/run)")
-    pytest.skip(message)
 
 
 def _redis_reachable() -> str | None:
@@ -45,11 +36,11 @@ def _redis_reachable() -> str | None:
 @pytest.fixture(autouse=True)
 def _service_markers(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        _missing("PostgreSQL", "set DATABASE_URL=postgres://…")
+        missing("PostgreSQL", "set DATABASE_URL=postgres://…")
     if request.node.get_closest_marker("redis"):
         problem = _redis_reachable()
         if problem:
-            _missing("Redis", problem)
+            missing("Redis", problem)
 
 
 @pytest.fixture

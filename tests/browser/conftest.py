@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.requirements import missing
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -35,10 +35,11 @@ FLAGS = [
 @pytest.fixture
 def browser() -> Iterator[object]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        message = "headless Chromium is required: apt-get install -y chromium chromium-driver"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(
+            "Headless Chromium",
+            f"no {CHROMIUM} or {CHROMEDRIVER}; apt-get install -y chromium chromium-driver",
+            "install them in .ci/run",
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

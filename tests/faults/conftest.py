@@ -10,8 +10,9 @@ import pytest
 from django.conf import settings
 
 from config.celery import app as celery_app
+from tests.requirements import missing
 
-from .harness import Cluster, SmtpRecorder, missing, subprocess_env
+from .harness import Cluster, SmtpRecorder, subprocess_env
 from .postgres import PostgresUnavailable, ThrowawayPostgres
 
 
@@ -45,7 +46,11 @@ def private_postgres(tmp_path: Path) -> Iterator[ThrowawayPostgres]:
     try:
         server = ThrowawayPostgres()
     except PostgresUnavailable as error:
-        missing("A PostgreSQL server installation", str(error))
+        missing(
+            "A PostgreSQL server installation",
+            str(error),
+            "install postgresql in .ci/run",
+        )
     try:
         server.start()
         yield server

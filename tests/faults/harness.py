@@ -41,21 +41,12 @@ from triggers.services.templates import template_save
 
 ROOT = Path(settings.BASE_DIR)
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command
-IN_CI = bool(os.environ.get("CI"))
 FINAL_STATUSES = {"sent", "unknown", "suppressed", "cancelled"}
 LEASE_SECONDS = 3
 # Messages a worker claims per batch: a kill -9 mid-batch leaves at most this many "unknown".
 CLAIM = 25
 DELIVER_TASK = "triggers.tasks.deliver_due"
 EVALUATE_TASK = "triggers.tasks.evaluate_rules"
-
-
-def missing(service: str, reason: str) -> None:
-    """Skip on a laptop without the service; fail in CI, which must run every test."""
-    message = f"{service} is required for this test: {reason}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI must run every test; start the service in .ci/run)")
-    pytest.skip(message)
 
 
 # --- the provider: an SMTP server that logs every idempotency key it accepts -----------------

@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from tests.requirements import missing
 from triggers.engine.evaluate import evaluate_rules
 from triggers.models import Message
 
@@ -19,7 +20,6 @@ from .harness import (
     beat_sends,
     check_delivery,
     fast_schedules,
-    missing,
     open_messages,
     seed_people,
     seed_rule,

@@ -134,6 +134,9 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int) -
     command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     command += ["--worker-class", "gthread" if threads > 1 else "sync", "--threads", str(threads)]
     command += ["--keep-alive", "60", "--timeout", "120", "--log-level", "warning"]
+    # Each instance its own: gunicorn's control socket is one path per user by default, so two
+    # benchmarks (or a benchmark and the fault test) on one machine would take each other's.
+    command += ["--no-control-socket"]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -74,6 +74,7 @@ class Gunicorn:
         # The app is imported once, in the master: a replacement worker serves at once. Importing
         # it takes 3-4 s per worker on a loaded 2-core machine, longer than between two kills.
         command += ["--preload"]
+        command += ["--no-control-socket"]  # the per-user default path is shared with benchmarks
         self.popen = subprocess.Popen(
             command,
             cwd=ROOT,

@@ -13,7 +13,9 @@ machinery rather than invented rows:
 2. **Delivery**: every follow-up due before now, across all rules in time order, through the
    pipeline's checks in its order (consent → address → exit → frequency caps → quiet hours →
    render), judged as they stood *then*: flow progress at that moment (from the person's
-   per-step times), sends counted from the ledger written so far. Sends are recorded at their
+   per-step times), sends counted from the ledger written so far. Consent, caps, quiet hours
+   and rendering are the pipeline's own functions (:mod:`triggers.delivery.checks`); only the
+   exit check differs, because it reads progress as of the send, not as of now. Sends are recorded at their
    due time; nothing is handed to a provider. Follow-ups due later stay scheduled for the worker.
 3. **Responses**, seeded per message, that follow the person's real activity: an in-app message
    is seen when the person next came back, and is then clicked or dismissed now and then; an
@@ -37,17 +39,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from onboarding.models import Event, FlowProgress, Person
 from triggers.channels import channel_for
-from triggers.delivery.checks import CAPPED_STATUSES
+from triggers.delivery.checks import (
+    CAPPED_STATUSES,
+    CapLedger,
+    consent_refuses,
+    quiet_resume,
+    render_into,
+)
 from triggers.delivery.outcomes import decision
 from triggers.engine.detectors import Occurrence
 from triggers.engine.evaluate import enroll_occurrences
-from triggers.engine.timing import parse_quiet_hours, quiet_until
 from triggers.models import (
     DecisionLog,
     Enrollment,
@@ -60,7 +66,7 @@ from triggers.models import (
 )
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.models.rules import EnrollmentStatus
-from triggers.rendering import TemplateProblem, person_context, render
+from triggers.rendering import TemplateProblem
 from triggers.rules.spec import RuleSpec, parse_rule
 from triggers.services.experiments import experiment_save, experiment_set_status
 from triggers.services.outcomes import message_record_outcome
@@ -213,11 +219,12 @@ class _Delivery:
                 flow__slug="activation", person_id__in=people, completed_at__isnull=False
             ).values_list("person_id", "completed_at")
         )
-        self.sent: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
-        for person_id, sent_at, rule_id in Message.objects.filter(
+        sends: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
+        for person_id, rule_id, sent_at in Message.objects.filter(
             person_id__in=people, status__in=CAPPED_STATUSES, sent_at__isnull=False
-        ).values_list("person_id", "sent_at", "rule_id"):
-            self.sent[person_id].append((sent_at, rule_id))
+        ).values_list("person_id", "rule_id", "sent_at"):
+            sends[person_id].append((rule_id, sent_at))
+        self.caps = CapLedger(sends)  # every send, then each one this history makes
         self.decisions: list[DecisionLog] = []
         self.reviews: list[ReviewItem] = []
         self.changed: set[int] = set()
@@ -306,18 +313,16 @@ class _Delivery:
         spec = self.specs[message.rule_id]
         person = self.people[message.person_id]
         channel = channel_for(message.channel)
-        consent = person.consent or {}
-        if consent.get("all") is False or consent.get(message.channel) is False:
+        if consent_refuses(person, message.channel):
             self._set(message, MessageStatus.SUPPRESSED, "consent", moment, "suppressed")
             return None
         if channel.address(person) is None:
             return self._review(message, moment, "no_address", f"no {message.channel} address")
-        cap = self._cap(message, spec, moment)
+        cap = self.caps.reason(message, spec, moment)
         if cap:
             self._set(message, MessageStatus.SUPPRESSED, cap, moment, "suppressed")
             return None
-        quiet = spec.quiet_hours or parse_quiet_hours(settings.ONRAMP_QUIET_HOURS)
-        resume = quiet_until(moment, quiet, person.timezone)
+        resume = quiet_resume(spec, person, moment)
         if resume is not None:
             message.status, message.reason, message.due_at = (
                 MessageStatus.DEFERRED,
@@ -329,32 +334,14 @@ class _Delivery:
             self.outcomes["deferred"] += 1
             return resume
         try:
-            rendered = render(
-                message.template.subject,
-                message.template.body,
-                person_context(person),
-                html=channel.html,
-            )
+            render_into(message, person, channel)
         except TemplateProblem as problem:
             return self._review(message, moment, "render", str(problem))
-        message.subject, message.body = rendered.subject, rendered.body
         message.attempts += 1
         message.sent_at = moment
         message.provider_id = f"{message.channel}:{message.pk}:demo-history"
         self._set(message, MessageStatus.SENT, "", moment, "sent")
-        self.sent[message.person_id].append((moment, message.rule_id))
-        return None
-
-    def _cap(self, message: Message, spec: RuleSpec, moment: datetime) -> str | None:
-        period = timedelta(seconds=settings.ONRAMP_GLOBAL_CAP_PERIOD)
-        sent = self.sent[message.person_id]
-        if sum(1 for at, _ in sent if at > moment - period) >= settings.ONRAMP_GLOBAL_CAP_MAX:
-            return "cap:global"
-        if spec.cap_max is not None and spec.cap_per is not None:
-            window = moment - timedelta(seconds=spec.cap_per)
-            own = sum(1 for at, rule_id in sent if rule_id == message.rule_id and at > window)
-            if own >= spec.cap_max:
-                return "cap:rule"
+        self.caps.add(message, moment)
         return None
 
     def _review(self, message: Message, moment: datetime, reason: str, detail: str) -> None:

@@ -1,9 +1,14 @@
-"""What the delivery checks read, loaded once per claimed batch instead of once per message.
+"""The delivery checks, and what they read, loaded once per claimed batch instead of once per
+message.
 
 The pipeline claims a batch of due messages and locks their people; under those locks it reads
 each person's recent sends (frequency caps) and flow progress (exit conditions) with one query
 each, then runs the checks per message from memory. A message that passes is added to the
 in-memory ledger at once, so a second message for the same person in the same batch counts it.
+
+The checks that depend only on the message, the person and the moment (consent, caps, quiet
+hours, rendering) are plain functions here, so that the demo's history
+(:mod:`triggers.demo_history`), which judges past sends at past moments, runs the same code.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 
-from onboarding.models import FlowProgress
+from onboarding.models import FlowProgress, Person
+from triggers.channels.base import Channel
+from triggers.engine.timing import parse_quiet_hours, quiet_until
 from triggers.models import Message
 from triggers.models.messages import MessageStatus
 from triggers.models.rules import EnrollmentStatus
+from triggers.rendering import person_context, render
 from triggers.rules.spec import RuleSpec, parse_rule
 
 CAPPED_STATUSES = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.UNKNOWN)
@@ -53,15 +61,45 @@ def recent_sends(
     return sends
 
 
-class CapLedger:
-    """The batch's people's sends: the durable ledger read once, plus this batch's own claims."""
+def consent_refuses(person: Person, channel: str) -> bool:
+    """The person opted out of everything, or of this channel."""
+    consent = person.consent or {}
+    return consent.get("all") is False or consent.get(channel) is False
 
-    def __init__(self, person_ids: Iterable[int], specs: Iterable[RuleSpec], now: datetime):
+
+def quiet_resume(spec: RuleSpec, person: Person, now: datetime) -> datetime | None:
+    """When the rule's (or the installation's) quiet hours end in the person's time zone, if
+    ``now`` falls inside them."""
+    quiet = spec.quiet_hours or parse_quiet_hours(settings.ONRAMP_QUIET_HOURS)
+    return quiet_until(now, quiet, person.timezone)
+
+
+def render_into(message: Message, person: Person, channel: Channel) -> None:
+    """Render the message's template for the person into its subject and body; raises
+    :class:`~triggers.rendering.TemplateProblem` when it cannot be rendered."""
+    rendered = render(
+        message.template.subject, message.template.body, person_context(person), html=channel.html
+    )
+    message.subject, message.body = rendered.subject, rendered.body
+
+
+class CapLedger:
+    """Sends that count toward frequency caps, per person: (rule id, sent at).
+
+    The pipeline reads the durable ledger once per batch (:meth:`read`) and adds its own claims
+    as it makes them (:meth:`add`)."""
+
+    def __init__(self, sends: dict[int, list[tuple[int, datetime]]]):
+        self.sends = sends
+
+    @classmethod
+    def read(cls, person_ids: Iterable[int], specs: Iterable[RuleSpec], now: datetime) -> CapLedger:
+        """The people's sends as far back as the longest cap period among ``specs`` reaches."""
         longest = settings.ONRAMP_GLOBAL_CAP_PERIOD
         for spec in specs:
             if spec.cap_max is not None and spec.cap_per is not None:
                 longest = max(longest, spec.cap_per)
-        self.sends = recent_sends(person_ids, now - timedelta(seconds=longest))
+        return cls(recent_sends(person_ids, now - timedelta(seconds=longest)))
 
     def reason(self, message: Message, spec: RuleSpec, now: datetime) -> str | None:
         sends = self.sends.get(message.person_id, [])
@@ -76,7 +114,7 @@ class CapLedger:
         return None
 
     def add(self, message: Message, at: datetime) -> None:
-        """A message of this batch reached the ledger: later checks in the batch count it."""
+        """A message reached the ledger: later checks count it."""
         self.sends.setdefault(message.person_id, []).append((message.rule_id, at))
 
 

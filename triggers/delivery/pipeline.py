@@ -32,13 +32,12 @@ from django.utils import timezone
 from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
 from triggers.channels.base import Channel, SendResult
-from triggers.engine.timing import parse_quiet_hours, quiet_until
 from triggers.models import DecisionLog, Message, ReviewItem, RuleStatus
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
-from triggers.rendering import TemplateProblem, person_context, render
+from triggers.rendering import TemplateProblem
 from triggers.rules.spec import RuleSpec
 
-from .checks import CapLedger, ExitCheck, rule_spec
+from .checks import CapLedger, ExitCheck, consent_refuses, quiet_resume, render_into, rule_spec
 from .outcomes import (
     DeliveryReport,
     backoff,
@@ -99,8 +98,7 @@ def _passes_checks(
     if spec is None:
         to_review(message, now, "invalid_rule", "the rule version no longer validates", report)
         return False
-    consent = person.consent or {}
-    if consent.get("all") is False or consent.get(message.channel) is False:
+    if consent_refuses(person, message.channel):
         settle(message, MessageStatus.SUPPRESSED, "consent", now, report, "suppressed", "consent")
         return False
     if channel.address(person) is None:
@@ -119,8 +117,7 @@ def _passes_checks(
     if cap:
         settle(message, MessageStatus.SUPPRESSED, cap, now, report, "suppressed", cap)
         return False
-    quiet = spec.quiet_hours or parse_quiet_hours(settings.ONRAMP_QUIET_HOURS)
-    resume = quiet_until(now, quiet, person.timezone)
+    resume = quiet_resume(spec, person, now)
     if resume is not None:
         message.due_at = resume
         deferred = MessageStatus.DEFERRED
@@ -139,16 +136,10 @@ def _passes_checks(
         )
         return False
     try:
-        rendered = render(
-            message.template.subject,
-            message.template.body,
-            person_context(person),
-            html=channel.html,
-        )
+        render_into(message, person, channel)
     except TemplateProblem as problem:
         fall_back(message, spec, now, "render", str(problem), report)
         return False
-    message.subject, message.body = rendered.subject, rendered.body
     if message.rule.shadow:
         # Shadow mode: every check ran; record what would have been sent, send nothing.
         shadow = MessageStatus.SUPPRESSED
@@ -195,7 +186,7 @@ def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]
         .order_by("pk")  # one lock order for every worker: no deadlock between batches
     }
     specs = {message.pk: rule_spec(message) for message in live}
-    caps = CapLedger(people, [spec for spec in specs.values() if spec], now)
+    caps = CapLedger.read(people, [spec for spec in specs.values() if spec], now)
     exits = ExitCheck(
         {
             pair

@@ -28,6 +28,7 @@ from dashboard.funnels import (
     FunnelResult,
     funnel_people,
     funnel_trends,
+    gather,
     people_csv_lines,
     run_funnel,
     time_to_convert,
@@ -66,9 +67,10 @@ def _summary(flow: OnboardingFlow, n_steps: int) -> FlowSummary:
     query = FunnelQuery(
         flow=flow, since=today - timedelta(days=DEFAULT_RANGE_DAYS - 1), until=today
     )
-    result = run_funnel(query)
+    gathered = gather(query)
+    result = run_funnel(query, gathered)
     completion = result.steps[-1].count / result.entrants if result.entrants else None
-    line = figures.sparkline(funnel_trends(query, "week")) if result.entrants else None
+    line = figures.sparkline(funnel_trends(query, "week", gathered)) if result.entrants else None
     return FlowSummary(flow, n_steps, result, completion, line)
 
 
@@ -211,9 +213,10 @@ def _results_context(
     params = _filter_params(cleaned, request)
     query = _query(flow, cleaned)
     try:
-        result = run_funnel(query)
-        trends = funnel_trends(query, cleaned["interval"]) if result.entrants else []
-        histograms = time_to_convert(query) if result.entrants else []
+        gathered = gather(query)  # the entrants once, for the three reports
+        result = run_funnel(query, gathered)
+        trends = funnel_trends(query, cleaned["interval"], gathered) if result.entrants else []
+        histograms = time_to_convert(query, gathered=gathered) if result.entrants else []
     except FunnelQueryError as error:
         context["error"] = str(error)
         return context

@@ -13,7 +13,7 @@ from .people import (
     people_csv_lines,
 )
 from .query import FunnelQuery, FunnelQueryError, FunnelResult, StepResult
-from .runner import run_funnel
+from .runner import Gathered, gather, run_funnel
 from .trends import StepHistogram, TrendPoint, funnel_trends, time_to_convert
 
 __all__ = [
@@ -21,12 +21,14 @@ __all__ = [
     "FunnelQuery",
     "FunnelQueryError",
     "FunnelResult",
+    "Gathered",
     "PeoplePage",
     "StepHistogram",
     "StepResult",
     "TrendPoint",
     "funnel_people",
     "funnel_trends",
+    "gather",
     "iter_funnel_people",
     "people_csv_lines",
     "run_funnel",

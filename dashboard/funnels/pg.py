@@ -43,7 +43,11 @@ def outcomes_cte(
     allowed: QuerySet[Person] | None,
     extra: Sequence[Outcome],
     entry_event_name: str,
+    *,
+    breakdown: bool = True,
 ) -> Relation:
+    """The outcomes relation; with ``breakdown`` False it has no ``bd`` column even when the query
+    asks for a breakdown (reports that do not group by it skip the join with the entry events)."""
     params: list[Any] = [query.flow.pk, query.entry_from, query.entry_until]
     member_filter = ""
     if allowed is not None:
@@ -64,7 +68,7 @@ def outcomes_cte(
             " reached_at timestamptz, entry_event_id bigint)"
         )
         params.append(json.dumps([o.as_record() for o in extra]))
-    if query.breakdown:
+    if query.breakdown and breakdown:
         # The entry event is by definition a step-1 event in the range: saying so lets the join
         # read only that slice of the event table (event_name_ts) instead of all of it.
         body = (

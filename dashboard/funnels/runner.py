@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from django.db import connection
 
@@ -37,13 +38,45 @@ def sql_relation(query: FunnelQuery, steps: list[StepDef]) -> pg.Relation:
     return pg.outcomes_cte(query, allowed, extra, steps[0].event)
 
 
-def run_funnel(query: FunnelQuery) -> FunnelResult:
+@dataclass(frozen=True)
+class Gathered:
+    """A query's entrants, gathered once for the several reports a page draws from one query
+    (funnel, trends, time to convert): the re-entrants' walk over raw events, the costly part
+    besides the aggregates, then runs once instead of once per report.
+
+    On PostgreSQL, the outcomes relation with the breakdown column (``relation``) and without it
+    (``plain``, for reports that do not group by it); elsewhere every entrant's outcome."""
+
+    steps: list[StepDef]
+    relation: pg.Relation | None = None
+    plain: pg.Relation | None = None
+    outcomes: list[Outcome] | None = None
+
+
+def gather(query: FunnelQuery) -> Gathered:
+    """The entrants of ``query``, to pass to :func:`run_funnel`, ``funnel_trends`` and
+    ``time_to_convert`` for that same query."""
     steps = required_steps(query)
+    if not uses_sql(query):
+        return Gathered(steps, outcomes=collect_outcomes(query, steps, raw=query.mode == "events"))
+    allowed = allowed_people(query)
+    extra = walk_people(query, steps, reentrant_ids(query, allowed))
+    relation = pg.outcomes_cte(query, allowed, extra, steps[0].event)
+    plain = relation
+    if query.breakdown:
+        plain = pg.outcomes_cte(query, allowed, extra, steps[0].event, breakdown=False)
+    return Gathered(steps, relation=relation, plain=plain)
+
+
+def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelResult:
+    """The funnel report; ``gathered`` is :func:`gather` of this same query, when the caller
+    draws other reports from it too."""
+    gathered = gathered or gather(query)
+    steps = gathered.steps
     now = query.clock
-    if uses_sql(query):
-        relation = sql_relation(query, steps)
+    if gathered.relation is not None:
         aggregates = pg.step_aggregates(
-            relation, len(steps), now - query.window, by_breakdown=bool(query.breakdown)
+            gathered.relation, len(steps), now - query.window, by_breakdown=bool(query.breakdown)
         )
         total = aggregates.pop(None)
         overall = step_results(steps, total.counts, total.medians)
@@ -52,7 +85,7 @@ def run_funnel(query: FunnelQuery) -> FunnelResult:
             value: step_results(steps, agg.counts, agg.medians) for value, agg in aggregates.items()
         }
     else:
-        outcomes = collect_outcomes(query, steps, raw=query.mode == "events")
+        outcomes = gathered.outcomes or []
         overall = steps_from_outcomes(steps, outcomes)
         still = still_converting(outcomes, len(steps), query.window, now)
         by_value: dict[str, list[Outcome]] = defaultdict(list)

@@ -12,9 +12,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 from . import pg
-from .outcomes import collect_outcomes
 from .query import FunnelQuery, FunnelQueryError
-from .runner import required_steps, sql_relation, uses_sql
+from .runner import Gathered, gather, required_steps
 
 Interval = Literal["day", "week"]
 
@@ -33,12 +32,11 @@ def _period_start(day: date, interval: Interval) -> date:
     return day - timedelta(days=day.weekday()) if interval == "week" else day
 
 
-def _entry_days(query: FunnelQuery) -> tuple[Counter[date], Counter[date]]:
+def _entry_days(gathered: Gathered) -> tuple[Counter[date], Counter[date]]:
     """Entrants and completions per UTC entry day."""
-    steps = required_steps(query)
-    n = len(steps)
-    if uses_sql(query):
-        relation = sql_relation(query, steps)
+    n = len(gathered.steps)
+    relation = gathered.plain
+    if relation is not None:
         rows = pg.fetch(
             relation.sql + "SELECT (entered_at AT TIME ZONE 'UTC')::date, count(*),"
             f" count(*) FILTER (WHERE furthest_step >= {n}) FROM outcomes GROUP BY 1",
@@ -47,18 +45,22 @@ def _entry_days(query: FunnelQuery) -> tuple[Counter[date], Counter[date]]:
         return Counter({d: e for d, e, _ in rows}), Counter({d: c for d, _, c in rows})
     entrants: Counter[date] = Counter()
     completions: Counter[date] = Counter()
-    for outcome in collect_outcomes(query, steps, raw=query.mode == "events"):
+    for outcome in gathered.outcomes or []:
         day = outcome.entered_at.astimezone(UTC).date()
         entrants[day] += 1
         completions[day] += outcome.furthest_step >= n
     return entrants, completions
 
 
-def funnel_trends(query: FunnelQuery, interval: Interval = "day") -> list[TrendPoint]:
-    """Entrants and completions (reached the last step) per entry day or ISO week (Monday)."""
+def funnel_trends(
+    query: FunnelQuery, interval: Interval = "day", gathered: Gathered | None = None
+) -> list[TrendPoint]:
+    """Entrants and completions (reached the last step) per entry day or ISO week (Monday).
+
+    ``gathered`` is :func:`~.runner.gather` of this same query, when the caller has it."""
     if interval not in ("day", "week"):
         raise FunnelQueryError("invalid_interval", "interval must be day or week")
-    entrants, completions = _entry_days(query)
+    entrants, completions = _entry_days(gathered or gather(query))
     now = query.clock
     step = timedelta(days=7 if interval == "week" else 1)
     points = []
@@ -106,11 +108,14 @@ def _bins(counts: Counter[int], width: int, n_bins: int) -> list[Bin]:
     return [Bin(i * width, (i + 1) * width, counts.get(i, 0)) for i in range(n_bins)]
 
 
-def time_to_convert(query: FunnelQuery, bins: int | None = None) -> list[StepHistogram]:
+def time_to_convert(
+    query: FunnelQuery, bins: int | None = None, gathered: Gathered | None = None
+) -> list[StepHistogram]:
     """Histogram per step k ≥ 2 of the chosen step-(k-1)→k gaps, in equal whole-second bins from 0.
 
     With ``bins`` None the count is chosen from the data (cube root of n, 1..60). The last bin
-    includes the largest gap.
+    includes the largest gap. ``gathered`` is :func:`~.runner.gather` of this same query, when
+    the caller has it.
     """
     if bins is not None and bins < 1:
         raise FunnelQueryError("invalid_bins", "bins must be at least 1")
@@ -118,8 +123,9 @@ def time_to_convert(query: FunnelQuery, bins: int | None = None) -> list[StepHis
     n = len(steps)
     if n < 2:
         return []
-    if uses_sql(query):
-        relation = sql_relation(query, steps)
+    gathered = gathered or gather(query)
+    relation = gathered.plain
+    if relation is not None:
         stats_columns = ", ".join(
             f"count(*) FILTER (WHERE furthest_step >= {k}), max((step_seconds ->> {k - 2})::float8)"
             for k in range(2, n + 1)
@@ -128,13 +134,13 @@ def time_to_convert(query: FunnelQuery, bins: int | None = None) -> list[StepHis
         sizes = [int(stats[2 * i]) for i in range(n - 1)]
         maxima = [stats[2 * i + 1] or 0.0 for i in range(n - 1)]
     else:
-        outcomes = collect_outcomes(query, steps, raw=query.mode == "events")
+        outcomes = gathered.outcomes or []
         gaps = [[o.gaps[k - 2] for o in outcomes if o.furthest_step >= k] for k in range(2, n + 1)]
         sizes = [len(g) for g in gaps]
         maxima = [max(g, default=0.0) for g in gaps]
     n_bins = [bins or auto_bin_count(size) for size in sizes]
     widths = [max(1, math.ceil(m / b)) for m, b in zip(maxima, n_bins, strict=True)]
-    if uses_sql(query):
+    if relation is not None:
         rows = pg.fetch(
             relation.sql + "SELECT g.ord::int, LEAST(floor(g.gap::float8 /"
             " (%s::int[])[g.ord])::int, (%s::int[])[g.ord] - 1), count(*)"

@@ -16,9 +16,11 @@ from dashboard.funnels import (
     FunnelQueryError,
     funnel_people,
     funnel_trends,
+    gather,
     iter_funnel_people,
     people_csv_lines,
     run_funnel,
+    runner,
     time_to_convert,
 )
 from onboarding.models import OnboardingFlow, Segment
@@ -102,6 +104,42 @@ def test_time_to_convert_histograms(flow, mode):
     assert pay.count == 2 and sum(b.count for b in pay.bins) == 2
     auto = time_to_convert(query(flow, mode))
     assert [len(h.bins) for h in auto] == [2, 2]  # ceil(cbrt(3)), ceil(cbrt(2))
+
+
+@pytest.mark.parametrize("breakdown", [None, "source"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.usefixtures("timeline")
+def test_a_page_gathers_its_entrants_once_for_three_reports(
+    api, flow, mode, breakdown, monkeypatch
+):
+    # f entered before the range and again inside it: a re-entrant, walked from raw events.
+    send(
+        api,
+        track("f", "Signed Up", T0 - 3 * DAY),
+        track("f", "Signed Up", T0 + 2 * DAY),
+        track("f", "Email Verified", T0 + 2 * DAY + MINUTE),
+    )
+    q = query(flow, mode, breakdown=breakdown)
+    separate = (run_funnel(q), funnel_trends(q, "day"), time_to_convert(q))
+    assert separate[0].entrants == 6
+    assert separate[2][0].count == 4  # a, b, d and f verified
+
+    calls = []
+    for name in ("walk_people", "collect_outcomes"):
+        real = getattr(runner, name)
+        monkeypatch.setattr(
+            runner,
+            name,
+            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k),
+        )
+    gathered = gather(q)
+    together = (
+        run_funnel(q, gathered),
+        funnel_trends(q, "day", gathered),
+        time_to_convert(q, gathered=gathered),
+    )
+    assert together == separate
+    assert len(calls) == 1  # one walk (PostgreSQL) or one collection (elsewhere), not three
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,6 +1,7 @@
 """Ingestion benchmark (DESIGN §5): the batch endpoint over HTTP against a raw ``COPY`` baseline.
 
-    python bench/ingest.py [--events 1000000] [--clients 4] [--batch 500] [--workers 2]
+    python bench/ingest.py [--events 1000000] [--clients 4] [--batch 500] [--workers 4]
+                           [--threads 1]
 
 PostgreSQL only. In one run, on one machine:
 
@@ -14,9 +15,11 @@ PostgreSQL only. In one run, on one machine:
    INCLUDING ALL`` (same columns, indexes and unique constraint; with events partitioned by
    month, plus the unique (source_id, message_id) index of the dedupe table), timed including
    the commit;
-4. (b) starts gunicorn on 127.0.0.1 (production settings, DEBUG off, rate limiter off) and sends
-   the batches to ``POST /v1/batch`` from several client processes over keep-alive connections,
-   from the first request to the last 200; then checks that exactly N events are stored;
+4. (b) starts gunicorn on 127.0.0.1 (production settings, DEBUG off, rate limiter off; by default
+   4 sync workers, the README's production command: one request per accepted connection, so the
+   clients' requests spread over the workers) and sends the batches to ``POST /v1/batch`` from
+   several client processes, from the first request to the last 200; then checks that exactly N
+   events are stored;
 5. measures single ``POST /v1/track`` latency (one client, sequential calls, p50/p99);
 6. prints a table with the ratio b/a (target ≥ 0.30) and drops the database (``--keep-db`` keeps it).
 """
@@ -309,8 +312,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=4, help="client processes (4)")
     parser.add_argument("--batch", type=int, default=500, help="events per batch request (500)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
-    parser.add_argument("--threads", type=int, default=2, help="threads per worker (2: gthread)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (4)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per worker (1: sync; more: gthread)"
+    )
     parser.add_argument("--track-calls", type=int, default=2000)
     parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
     parser.add_argument(

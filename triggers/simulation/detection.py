@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from django.db.models import F, Q, Window
+from django.db.models import F, Q, QuerySet, Window
 from django.db.models.functions import Lead
 
 from onboarding.models import Event, FlowProgress
@@ -37,6 +37,24 @@ def flow_people(flow_id: int) -> list[int]:
     )
 
 
+def spell_rows(arrivals: QuerySet[Event], idle: timedelta) -> QuerySet:
+    """(person, arrival, next arrival or None) for each of ``arrivals`` that no other arrival of
+    the same person follows within ``idle``: where an idle spell starts."""
+    return (
+        arrivals.annotate(
+            following=Window(
+                Lead("received_at"),
+                partition_by=[F("person_id")],
+                order_by=[F("received_at").asc()],
+            )
+        )
+        # Only the window condition here: a plain condition in the same filter would be
+        # applied before LEAD() and hide the activity that ends a spell.
+        .filter(Q(following__isnull=True) | Q(following__gt=F("received_at") + idle))
+        .values_list("person_id", "received_at", "following")
+    )
+
+
 def chunks(
     people: list[int], size: int = 20000, replay: Replay | None = None
 ) -> Iterator[list[int]]:
@@ -52,23 +70,13 @@ def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]
     idle = timedelta(minutes=trigger.minutes or 0)
     flow = flow_spec(trigger.flow or "")
     for people in chunks(flow_people(flow.id), replay=replay):
-        spells = (
+        spells = spell_rows(
             for_people(
                 Event.objects.filter(received_at__gt=grid.since - idle, received_at__lte=grid.last),
                 "person_id",
                 people,
-            )
-            .annotate(
-                following=Window(
-                    Lead("received_at"),
-                    partition_by=[F("person_id")],
-                    order_by=[F("received_at").asc()],
-                )
-            )
-            # Only the window condition here: a plain condition in the same filter would be
-            # applied before LEAD() and hide the activity that ends a spell.
-            .filter(Q(following__isnull=True) | Q(following__gt=F("received_at") + idle))
-            .values_list("person_id", "received_at", "following")
+            ),
+            idle,
         )
         due: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
         wanted = set(people)

@@ -29,16 +29,15 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from django.db import connection
-from django.db.models import F, Max, Q, Window
+from django.db.models import Max
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Lead
 
 from onboarding.flows.progress import FlowSpec
 from onboarding.models import Event, FlowProgress
 from triggers.engine.detectors import Occurrence, occurrence_stamp
 from triggers.rules.spec import RuleSpec
 
-from .detection import chunks, flow_people
+from .detection import chunks, flow_people, spell_rows
 from .history import (
     CHUNK,
     Progress,
@@ -150,18 +149,7 @@ def spells_sql(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
 def spells_python(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
     """:func:`spells_sql` with the arithmetic in Python (other databases; the tests' reference)."""
     idle = timedelta(microseconds=clock.idle)
-    rows = (
-        _arrivals(people, clock)
-        .annotate(
-            following=Window(
-                Lead("received_at"),
-                partition_by=[F("person_id")],
-                order_by=[F("received_at").asc()],
-            )
-        )
-        .filter(Q(following__isnull=True) | Q(following__gt=F("received_at") + idle))
-        .values_list("person_id", "received_at", "following")
-    )
+    rows = spell_rows(_arrivals(people, clock), idle)
     out = []
     for person_id, received_at, following in rows.iterator(chunk_size=CHUNK):
         r = micros(received_at)

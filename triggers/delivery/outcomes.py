@@ -92,20 +92,7 @@ def fall_back(
     message.lease_until = None
     message.save(update_fields=["status", "reason", "lease_until"])
     key = hashlib.sha256(f"{message.idempotency_key}:fallback".encode()).hexdigest()
-    Message.objects.get_or_create(
-        idempotency_key=key,
-        defaults={
-            "enrollment_id": message.enrollment_id,
-            "rule_id": message.rule_id,
-            "rule_version_id": message.rule_version_id,
-            "person_id": message.person_id,
-            "step": message.step,
-            "channel": fallback.channel,
-            "template": template,
-            "due_at": now,
-            "fallback_of": message,
-        },
-    )
+    message.successor(idempotency_key=key, channel=fallback.channel, template=template, due_at=now)
     log_decision(message, now, "fallback", reason, to=fallback.channel, error=detail[:500])
     report.add("fallback")
 

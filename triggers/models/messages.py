@@ -89,6 +89,27 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.channel} to {self.person_id} ({self.status})"
 
+    def successor(
+        self, *, idempotency_key: str, channel: str, template: MessageTemplate, **fields
+    ) -> "Message":
+        """The message that stands in for this one (a fallback, support staff's resend): same
+        enrollment, rule version, person and step, created once per ``idempotency_key``."""
+        message, _ = Message.objects.get_or_create(
+            idempotency_key=idempotency_key,
+            defaults={
+                "enrollment_id": self.enrollment_id,
+                "rule_id": self.rule_id,
+                "rule_version_id": self.rule_version_id,
+                "person_id": self.person_id,
+                "step": self.step,
+                "channel": channel,
+                "template": template,
+                "fallback_of": self,
+                **fields,
+            },
+        )
+        return message
+
 
 class ReviewStatus(models.TextChoices):
     OPEN = "open"

@@ -38,24 +38,15 @@ def _manual_copy(
         template = (
             MessageTemplate.objects.filter(channel=channel).order_by("slug").first() or template
         )
-    message, _ = Message.objects.get_or_create(
+    return original.successor(
         idempotency_key=key,
-        defaults={
-            "enrollment_id": original.enrollment_id,
-            "rule_id": original.rule_id,
-            "rule_version_id": original.rule_version_id,
-            "person_id": original.person_id,
-            "step": original.step,
-            "channel": channel,
-            "template": template,
-            "due_at": timezone.now(),
-            "subject": subject,
-            "body": body,
-            "manual": True,
-            "fallback_of": original,
-        },
+        channel=channel,
+        template=template,
+        due_at=timezone.now(),
+        subject=subject,
+        body=body,
+        manual=True,
     )
-    return message
 
 
 def _close(item: ReviewItem, status: str, actor: Any, changes: dict[str, Any]) -> None:

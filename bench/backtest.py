@@ -23,7 +23,6 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,6 +40,7 @@ from common import (  # noqa: E402 - bench/common.py, next to this file
     print_table,
     recreate_database,
     timed,
+    with_database,
 )
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/onramp_bench_backtest"
@@ -96,8 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     url = database_url(DEFAULT_URL, "bench/backtest.py")
     if args.db:
-        parts = urlsplit(url)
-        url = urlunsplit(parts._replace(path=f"/{args.db}"))
+        url = with_database(url, args.db)
     info = machine(maintenance_url(url)[0], pg_settings=True)
     if args.reuse and _has_data(url):
         migrate(url)

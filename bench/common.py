@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark scripts in ``bench/`` (one implementation of each).
 
-- the bench database: :func:`database_url`, :func:`maintenance_url`, :func:`recreate_database`,
-  :func:`drop_database`;
+- the bench database: :func:`database_url`, :func:`maintenance_url`, :func:`with_database`,
+  :func:`recreate_database`, :func:`drop_database`;
 - Django and gunicorn with production settings: :func:`server_env`, :func:`configure_django`,
   :func:`migrate`, :func:`free_port`, :func:`start_gunicorn`, :func:`stop_gunicorn`;
 - bulk loading with ``COPY``: :func:`ts_text`, :func:`copy_tables`, :func:`reset_sequences`,
@@ -52,6 +52,11 @@ def maintenance_url(url: str) -> tuple[str, str]:
     if not name:
         raise SystemExit("DATABASE_URL must name a database, e.g. …/onramp_bench")
     return urlunsplit(parts._replace(path="/postgres")), name
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming the database ``name`` on the same server."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def drop_database(url: str) -> None:

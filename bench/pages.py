@@ -33,7 +33,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,6 +49,7 @@ from common import (  # noqa: E402 - bench/common.py, next to this file
     server_env,
     start_gunicorn,
     stop_gunicorn,
+    with_database,
 )
 
 DEFAULT_DB = "onramp_bench_funnel"
@@ -56,11 +57,6 @@ SINCE = date(2026, 1, 6)
 UNTIL = date(2026, 2, 4)
 TARGET_P95 = 1.5
 USERNAME = "bench-growth"
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def prepare() -> str:

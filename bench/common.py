@@ -6,7 +6,7 @@
   :func:`migrate`, :func:`free_port`, :func:`start_gunicorn`, :func:`stop_gunicorn`;
 - bulk loading with ``COPY``: :func:`ts_text`, :func:`copy_tables`, :func:`reset_sequences`,
   :func:`bulk_load`;
-- timing and reporting: :func:`timed`, :func:`cpu_model`, :func:`machine`, :func:`print_machine`,
+- timing and reporting: :func:`timed`, :func:`percentile`, :func:`cpu_model`, :func:`machine`, :func:`print_machine`,
   :func:`print_table`.
 
 Standard library only at import time (psycopg, Django are imported where used), so that
@@ -312,6 +312,13 @@ def machine(
         *extra,
         ("python", platform.python_version()),
     ]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The value at quantile ``q`` by rank (no interpolation): with 10 values, q=0.95 is the
+    largest."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def print_machine(info: Iterable[tuple[str, str]]) -> None:

@@ -48,6 +48,7 @@ from common import (  # noqa: E402 - bench/common.py, next to this file
     free_port,
     machine,
     maintenance_url,
+    percentile,
     print_machine,
     print_table,
     recreate_database,
@@ -299,12 +300,6 @@ def stored_counts(url: str) -> tuple[int, int, int]:
 
 
 # --- report ----------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def main() -> None:

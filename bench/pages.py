@@ -44,6 +44,7 @@ from common import (  # noqa: E402 - bench/common.py, next to this file
     machine,
     maintenance_url,
     migrate,
+    percentile,
     print_machine,
     print_table,
     server_env,
@@ -146,11 +147,6 @@ def time_page(port: int, session: str, path: str, headers: dict[str, str], runs:
             times.append(elapsed)
     conn.close()
     return times
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def main() -> None:

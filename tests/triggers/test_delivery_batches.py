@@ -118,6 +118,15 @@ def test_the_database_work_of_a_batch_does_not_grow_with_its_size(api, timeline,
     assert many == few, (few, many)
 
 
+def _emails_due(api, timeline, people: int) -> None:
+    """``people`` people with an address, each with one reminder email due at T0 + M."""
+    for n in range(people):
+        identify(api, f"u{n}", email=f"u{n}@example.com")
+        timeline.send(T0, f"u{n}", "Trial Ending")
+    rule("mail", channel="email", template="reminder")
+    timeline.tick(T0 + M)
+
+
 class WorkerKilled(BaseException):
     """Stands in for kill -9: nothing after it runs (no result is recorded)."""
 
@@ -127,11 +136,7 @@ def test_a_crash_mid_batch_leaves_at_most_a_batch_unknown_and_sends_nothing_twic
 ):
     settings.ONRAMP_DELIVERY_CLAIM = 5
     settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
-    for n in range(12):
-        identify(api, f"u{n}", email=f"u{n}@example.com")
-        timeline.send(T0, f"u{n}", "Trial Ending")
-    rule("mail", channel="email", template="reminder")
-    timeline.tick(T0 + M)
+    _emails_due(api, timeline, 12)
     assert Message.objects.filter(status="scheduled").count() == 12
 
     send = EmailChannel.send
@@ -178,11 +183,7 @@ def test_a_slow_batch_renews_its_leases_instead_of_losing_them(
     from django.utils import timezone
 
     settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
-    for n in range(4):
-        identify(api, f"u{n}", email=f"u{n}@example.com")
-        timeline.send(T0, f"u{n}", "Trial Ending")
-    rule("mail", channel="email", template="reminder")
-    timeline.tick(T0 + M)
+    _emails_due(api, timeline, 4)
     send = EmailChannel.send
     swept = []
 

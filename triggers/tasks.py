@@ -17,8 +17,16 @@ def heartbeat() -> None:
 
 @shared_task(name="triggers.tasks.evaluate_rules", acks_late=True)
 def evaluate_rules_task() -> int:
-    """One evaluation pass over the active rules; overlapping passes skip each other's rules."""
-    return evaluate_rules(now=timezone.now()).enrolled
+    """One evaluation pass over the active rules; overlapping passes skip each other's rules.
+
+    A pass that enrolled people rings the delivery doorbell at once, so a follow-up due now goes
+    out in seconds instead of at the next scheduled delivery pass (up to 15 s later); the
+    scheduled pass still picks up anything this misses (the ledger, not the queue, is the truth).
+    """
+    enrolled = evaluate_rules(now=timezone.now()).enrolled
+    if enrolled:
+        deliver_due_task.delay()
+    return enrolled
 
 
 @shared_task(name="triggers.tasks.deliver_due", acks_late=True)

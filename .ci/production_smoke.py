@@ -163,8 +163,9 @@ def production_env(*, smtp_port: int) -> dict[str, str]:
 
 def install() -> None:
     step(f"fresh virtualenv {VENV.relative_to(ROOT)}: pip install -c constraints.txt .")
-    if VENV.exists():
-        shutil.rmtree(VENV)
+    for stale in (VENV, ROOT / "build"):  # setuptools' build/ could carry deleted modules along
+        if stale.exists():
+            shutil.rmtree(stale)
     WORK.mkdir(parents=True, exist_ok=True)
     base = getattr(sys, "_base_executable", sys.executable)
     run([base, "-m", "venv", str(VENV)], env=dict(os.environ))

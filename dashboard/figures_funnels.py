@@ -50,22 +50,33 @@ def step_label(step: StepResult) -> str:
 
 
 def friction_sentence(result: FunnelResult) -> str | None:
-    """One sentence naming the step that loses the largest share of the step before it.
+    """One sentence naming the step that loses the largest share of the step before it, judged
+    on settled entrants (whose conversion window has closed), as DESIGN §4.2 says, so that
+    people still converting never count as drop-off.
 
     None when there is nothing to say (no entrants, or a one-step flow).
     """
-    if result.friction_step is None or len(result.steps) < 2 or result.entrants == 0:
+    if len(result.steps) < 2 or result.entrants == 0:
         return None
+    drop = result.friction_drop()
+    if drop is None:
+        return (
+            "No friction step yet: it is judged on settled entrants, whose conversion window has "
+            "closed, and every entrant's window is still open."
+        )
+    before, reached = drop
+    settled = result.settled_entrants
+    basis = f"Judged on the {settled:,} settled {'entrant' if settled == 1 else 'entrants'}"
+    basis += " (conversion window closed)"
+    if before - reached <= 0:
+        return f"{basis}: nobody drops out between steps; everyone reached every step."
     step = result.steps[result.friction_step - 1]
     previous = result.steps[result.friction_step - 2]
-    lost = previous.count - step.count
-    if lost <= 0:
-        return "Nobody drops out between steps: everyone who entered reached every step so far."
-    loss = 1 - step.conversion_from_previous
-    people = "person" if previous.count == 1 else "people"
+    loss = 1 - reached / before
+    people = "person" if before == 1 else "people"
     return (
-        f"{step.name} loses {percent(loss)} of those who reached {previous.name} "
-        f"({lost:,} of {previous.count:,} {people}) — the largest drop."
+        f"{basis}: {step.name} loses {percent(loss)} of those who reached {previous.name} "
+        f"({before - reached:,} of {before:,} {people}) — the largest drop."
     )
 
 

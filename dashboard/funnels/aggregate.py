@@ -46,17 +46,28 @@ def step_results(
     return results
 
 
-def friction_step(steps: Sequence[StepResult]) -> int | None:
-    """The step k ≥ 2 losing the largest share of the previous step (earliest on ties)."""
-    if not steps or steps[0].count == 0:
+def friction_step(settled: Sequence[int]) -> int | None:
+    """The step k ≥ 2 losing the largest share of step k-1 **among settled entrants**
+    (DESIGN §4.2): ``settled[k-1]`` is how many entrants whose window has closed reached step k.
+    People still converting never count as drop-off. The earliest step wins a tie; None when no
+    entrant is settled, or the flow has one step."""
+    if not settled or settled[0] == 0:
         return None
     best: int | None = None
     best_loss = -1.0
-    for step in steps[1:]:
-        loss = 1 - step.conversion_from_previous
+    for k in range(2, len(settled) + 1):
+        loss = 1 - _ratio(settled[k - 1], settled[k - 2])
         if loss > best_loss:
-            best, best_loss = step.index, loss
+            best, best_loss = k, loss
     return best
+
+
+def settled_counts(
+    outcomes: Sequence[Outcome], n_steps: int, window: timedelta, now: datetime
+) -> list[int]:
+    """Per step k, the settled entrants (entry + window ≤ now) who reached it."""
+    settled = [o for o in outcomes if o.entered_at + window <= now]
+    return [sum(1 for o in settled if o.furthest_step >= k) for k in range(1, n_steps + 1)]
 
 
 def steps_from_outcomes(steps: Sequence[StepDef], outcomes: Sequence[Outcome]) -> list[StepResult]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -20,7 +20,15 @@ from .query import FunnelQuery, FunnelQueryError
 from .runner import required_steps, sql_relation, uses_sql
 
 PeopleOutcome = Literal["reached", "dropped"]
-CSV_COLUMNS = ["person_id", "external_id", "email", "entered_at", "furthest_step", "reached_at"]
+CSV_COLUMNS = [
+    "person_id",
+    "external_id",
+    "email",
+    "entered_at",
+    "furthest_step",
+    "reached_at",
+    "still_converting",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,8 @@ class FunnelPerson:
     entered_at: datetime
     furthest_step: int
     reached_at: datetime
+    # Not finished and still inside the conversion window (DESIGN §4.2): not drop-off (yet).
+    still_converting: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +109,7 @@ def _people_rows(
             " ORDER BY o.entered_at, o.person_id LIMIT %s OFFSET %s",
             [*relation.params, *page_params, limit, offset],
         )
-        return [FunnelPerson(*row) for row in rows], total
+        return _marked([FunnelPerson(*row) for row in rows], query, len(steps)), total
     outcomes = [
         o
         for o in collect_outcomes(query, steps, raw=query.mode == "events")
@@ -111,7 +121,16 @@ def _people_rows(
     if after is not None:
         outcomes = [o for o in outcomes if (o.entered_at, o.person_id) > after]
     chosen = outcomes[offset : None if limit is None else offset + limit]
-    return _with_people(chosen), total
+    return _marked(_with_people(chosen), query, len(steps)), total
+
+
+def _marked(people: list[FunnelPerson], query: FunnelQuery, n_steps: int) -> list[FunnelPerson]:
+    """Each person with ``still_converting`` set: not at the last step, window still open."""
+    open_after = query.clock - query.window
+    return [
+        replace(p, still_converting=p.furthest_step < n_steps and p.entered_at > open_after)
+        for p in people
+    ]
 
 
 def _with_people(outcomes: list[Outcome]) -> list[FunnelPerson]:
@@ -206,6 +225,7 @@ def people_csv_lines(
                 person.entered_at.isoformat(),
                 person.furthest_step,
                 person.reached_at.isoformat(),
+                "true" if person.still_converting else "false",
             ]
         )
         yield flush()

@@ -108,12 +108,14 @@ class StepAggregate:
     counts: list[int]
     medians: list[float | None]
     still_converting: int
+    settled: list[int]  # per step, entrants whose window has closed (entry + window ≤ now)
 
 
 def step_aggregates(
     relation: Relation, n_steps: int, open_after: datetime, *, by_breakdown: bool
 ) -> dict[str | None, StepAggregate]:
-    """One pass: counts per step, median gaps per step, still converting; per breakdown value too.
+    """One pass: counts per step, median gaps per step, still converting, and the counts per step
+    among settled entrants (the friction step's basis); per breakdown value too.
 
     The key None is the whole funnel; with ``by_breakdown`` every breakdown value has its own key.
     """
@@ -124,16 +126,25 @@ def step_aggregates(
         for k in range(2, n_steps + 1)
     ]
     columns.append(f"count(*) FILTER (WHERE furthest_step < {n_steps} AND entered_at > %s)")
+    columns += [
+        f"count(*) FILTER (WHERE entered_at <= %s AND furthest_step >= {k})"
+        for k in range(1, n_steps + 1)
+    ]
     if by_breakdown:
         select = f"SELECT GROUPING(bd) = 1, bd, {', '.join(columns)} FROM outcomes"
         sql = relation.sql + select + " GROUP BY GROUPING SETS ((), (bd))"
     else:
         sql = relation.sql + f"SELECT true, NULL, {', '.join(columns)} FROM outcomes"
     result: dict[str | None, StepAggregate] = {}
-    for row in fetch(sql, [*relation.params, open_after]):
+    for row in fetch(sql, [*relation.params, *[open_after] * (n_steps + 1)]):
         is_total, value, *numbers = row
         counts = [int(c) for c in numbers[:n_steps]]
-        medians = [None, *(None if m is None else float(m) for m in numbers[n_steps:-1])]
-        aggregate = StepAggregate(counts, medians, int(numbers[-1]))
+        medians = [
+            None,
+            *(None if m is None else float(m) for m in numbers[n_steps : 2 * n_steps - 1]),
+        ]
+        still = int(numbers[2 * n_steps - 1])
+        settled = [int(c) for c in numbers[2 * n_steps :]]
+        aggregate = StepAggregate(counts, medians, still, settled)
         result[None if is_total else value] = aggregate
     return result

@@ -116,6 +116,19 @@ class FunnelResult:
     still_converting: int
     friction_step: int | None
     breakdown: dict[str, list[StepResult]] | None = field(default=None)
+    # Per step, the settled entrants (window closed) who reached it: the friction step's basis.
+    # Not part of the JSON shape (DESIGN §3.5), which keeps only ``friction_step``.
+    settled: list[int] | None = field(default=None)
+
+    @property
+    def settled_entrants(self) -> int:
+        return self.settled[0] if self.settled else 0
+
+    def friction_drop(self) -> tuple[int, int] | None:
+        """Among settled entrants: (reached the step before the friction step, reached it)."""
+        if self.friction_step is None or not self.settled:
+            return None
+        return self.settled[self.friction_step - 2], self.settled[self.friction_step - 1]
 
     @property
     def entrants(self) -> int:

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from django.db import connection
 
 from . import pg
-from .aggregate import friction_step, step_results, steps_from_outcomes, still_converting
+from .aggregate import (
+    friction_step,
+    settled_counts,
+    step_results,
+    steps_from_outcomes,
+    still_converting,
+)
 from .outcomes import (
     Outcome,
     allowed_people,
@@ -81,6 +87,7 @@ def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelRe
         total = aggregates.pop(None)
         overall = step_results(steps, total.counts, total.medians)
         still = total.still_converting
+        settled = total.settled
         groups = {
             value: step_results(steps, agg.counts, agg.medians) for value, agg in aggregates.items()
         }
@@ -88,6 +95,7 @@ def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelRe
         outcomes = gathered.outcomes or []
         overall = steps_from_outcomes(steps, outcomes)
         still = still_converting(outcomes, len(steps), query.window, now)
+        settled = settled_counts(outcomes, len(steps), query.window, now)
         by_value: dict[str, list[Outcome]] = defaultdict(list)
         for outcome in outcomes:
             if outcome.breakdown is not None:
@@ -101,8 +109,9 @@ def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelRe
         segment=query.segment.slug if query.segment is not None else None,
         steps=overall,
         still_converting=still,
-        friction_step=friction_step(overall),
+        friction_step=friction_step(settled),
         breakdown=_ordered(groups) if query.breakdown else None,
+        settled=settled,
     )
 
 

@@ -43,9 +43,10 @@ def timeline(api, flow) -> None:
     )
 
 
-def run(*args: str) -> str:
+def run(*args: str, days: float = 3) -> str:
+    """The command ``days`` after T0 (3: every window of the timeline's entrants still open)."""
     out = io.StringIO()
-    with time_machine.travel(T0 + timedelta(days=3), tick=False):
+    with time_machine.travel(T0 + timedelta(days=days), tick=False):
         call_command("funnel", *args, stdout=out)
     return out.getvalue()
 
@@ -85,7 +86,17 @@ def test_json_shape_exactly(timeline):
     assert data["steps"][1]["median_seconds_from_previous"] == 180
     assert data["steps"][2]["conversion_from_start"] == pytest.approx(1 / 3)
     assert data["still_converting"] == 2  # b and c: 7-day windows still open 3 days later
-    assert data["friction_step"] == 3
+    assert data["friction_step"] is None  # nobody settled yet: every window is still open
+    settled = json.loads(
+        run(
+            "activation",
+            *("--since", "2026-03-02", "--until", "2026-03-03", "--format", "json"),
+            days=9,
+        )
+    )
+    assert list(settled) == list(data)
+    assert settled["still_converting"] == 0
+    assert settled["friction_step"] == 3  # of the settled a, b, c: 2 of 3 reach 2, 1 of 2 reach 3
 
 
 def test_defaults_to_the_last_30_days_ending_today(timeline):
@@ -113,13 +124,15 @@ def test_segment_and_breakdown(timeline):
 
 
 def test_table_marks_the_friction_step(timeline):
-    text = run("activation", "--since", "2026-03-02", "--until", "2026-03-03")
+    text = run("activation", "--since", "2026-03-02", "--until", "2026-03-03", days=9)
     assert "Funnel activation: entries 2026-03-02 to 2026-03-03" in text
     lines = text.splitlines()
     friction = [line for line in lines if "<- friction" in line]
     assert len(friction) == 1 and "3. Step 3" in friction[0]
     assert any("1. Step 1" in line and " 3 " in line for line in lines)
-    assert "Still converting (window open, not finished): 2" in text
+    early = run("activation", "--since", "2026-03-02", "--until", "2026-03-03")
+    assert "<- friction" not in early
+    assert "Still converting (window open, not finished): 2" in early
 
 
 def test_table_with_breakdown_lists_each_value(timeline):

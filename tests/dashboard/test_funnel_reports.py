@@ -205,8 +205,27 @@ def test_iteration_and_csv_cover_everyone(flow, mode):
         "entered_at",
         "furthest_step",
         "reached_at",
+        "still_converting",
     ]
-    assert [(row[1], row[4]) for row in rows[1:]] == [("c", "1"), ("e", "1")]
+    assert [(row[1], row[4], row[6]) for row in rows[1:]] == [
+        ("c", "1", "false"),
+        ("e", "1", "false"),
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.usefixtures("timeline")
+def test_people_still_inside_their_window_are_marked(flow, mode):
+    """An hour after e signed up, e's one-day window is open: listed with the people stopped at
+    step 2, but marked as still converting (DESIGN §4.2); c's window closed days ago."""
+    q = query(flow, mode, now=T0 + 7 * DAY + 60 * MINUTE)
+    page = funnel_people(q, step=2, outcome="dropped")
+    assert [(p.external_id, p.still_converting) for p in page.people] == [("c", False), ("e", True)]
+    reached = funnel_people(q, step=1)
+    marks = {p.external_id: p.still_converting for p in reached.people}
+    assert marks == {"a": False, "b": False, "c": False, "d": False, "e": True}
+    rows = list(csv.reader(io.StringIO("".join(people_csv_lines(q, step=2, outcome="dropped")))))
+    assert [(row[1], row[6]) for row in rows[1:]] == [("c", "false"), ("e", "true")]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -126,17 +126,19 @@ def _value(value: Any) -> str | None:
 
 
 def _report(
-    chains: list[tuple[datetime, ...]], n: int
+    chains: list[tuple[datetime, ...]], n: int, settled: list[tuple[datetime, ...]]
 ) -> tuple[list[int], list[float | None], int | None]:
+    """Counts and medians over every chain; the friction step over the settled ones only."""
     counts = [len([c for c in chains if len(c) >= k]) for k in range(1, n + 1)]
     medians: list[float | None] = [None]
     for k in range(2, n + 1):
         gaps = [(c[k - 1] - c[k - 2]).total_seconds() for c in chains if len(c) >= k]
         medians.append(statistics.median(gaps) if gaps else None)
+    basis = [len([c for c in settled if len(c) >= k]) for k in range(1, n + 1)]
     friction = None
-    if counts[0]:
+    if basis[0]:
         losses = [
-            (1 - (counts[k - 1] / counts[k - 2] if counts[k - 2] else 0.0), -k)
+            (1 - (basis[k - 1] / basis[k - 2] if basis[k - 2] else 0.0), -k)
             for k in range(2, n + 1)
         ]
         friction = -max(losses)[1] if losses else None
@@ -157,6 +159,7 @@ def reference_funnel(
     end = datetime(until.year, until.month, until.day, tzinfo=UTC) + DAY
     allowed = set(people) if people is not None else None
     chains: list[tuple[datetime, ...]] = []
+    settled: list[tuple[datetime, ...]] = []  # entrants whose window has closed
     groups: dict[str, list[tuple[datetime, ...]]] = {}
     still = 0
     for person in Person.objects.all():
@@ -172,19 +175,21 @@ def reference_funnel(
         entry = min(candidates, key=lambda e: (e.at, e.id))
         chain = _best_chain(steps, events, entry, entry.at + window)
         chains.append(chain)
-        if len(chain) < len(steps) and entry.at + window > now:
+        if entry.at + window <= now:
+            settled.append(chain)
+        elif len(chain) < len(steps):
             still += 1
         if breakdown is not None:
             value = _value(entry.properties.get(breakdown))
             if value is None:
                 value = _value(person.traits.get(breakdown))
             groups.setdefault(value or "(none)", []).append(chain)
-    counts, medians, friction = _report(chains, len(steps))
+    counts, medians, friction = _report(chains, len(steps), settled)
     by_value = None
     if breakdown is not None:
         by_value = {}
         for value, members in groups.items():
-            group_counts, group_medians, _ = _report(members, len(steps))
+            group_counts, group_medians, _ = _report(members, len(steps), [])
             by_value[value] = (group_counts, group_medians)
     return RefFunnel(counts, medians, still, friction, by_value)
 
@@ -502,6 +507,39 @@ def test_friction_step_ties_and_no_entrants(api, db):
     result = funnel(flow, T0.date(), T0.date(), now=LATER)
     assert [s.count for s in result.steps] == [4, 2, 2, 1]
     assert result.friction_step == 2
+
+
+def test_friction_is_judged_on_settled_entrants_only(api, db):
+    """People still inside their window are not drop-off (DESIGN §4.2): among all entrants step 2
+    loses the most (5 of 9), but 5 of those 9 entered an hour ago; among the settled 4, step 2
+    loses nobody and step 3 loses half."""
+    flow = make_flow("settled", 7 * DAY, ("A", {}), ("B", {}), ("C", {}))
+    old, minute = T0 - 10 * DAY, timedelta(minutes=1)
+    send(
+        api,
+        *[track(u, "A", old) for u in "pqrs"],
+        *[track(u, "B", old + minute) for u in "pqrs"],
+        *[track(u, "C", old + 2 * minute) for u in "pq"],
+        *[track(u, "A", T0 - timedelta(hours=1)) for u in "tuvwx"],
+    )
+    result = funnel(flow, old.date(), T0.date(), now=T0)
+    assert [s.count for s in result.steps] == [9, 4, 2]  # counts still include every entrant
+    assert result.still_converting == 5
+    assert result.settled == [4, 4, 2]
+    assert result.friction_step == 3
+    # Once the recent five's windows close, they are settled drop-off at step 2.
+    later = funnel(flow, old.date(), T0.date(), now=T0 + 8 * DAY)
+    assert later.settled == [9, 4, 2]
+    assert later.friction_step == 2
+
+
+def test_no_friction_step_while_nobody_is_settled(api, db):
+    flow = make_flow("fresh", 7 * DAY, ("A", {}), ("B", {}))
+    send(api, *[track(u, "A", T0) for u in "pq"], track("p", "B", T0 + timedelta(minutes=1)))
+    result = funnel(flow, T0.date(), T0.date(), now=T0 + DAY)
+    assert [s.count for s in result.steps] == [2, 1]
+    assert result.settled == [0, 0]
+    assert result.friction_step is None
 
 
 def test_person_filter_restricts_entrants(api, activation):

@@ -6,6 +6,7 @@ from datetime import date
 
 from dashboard import figures_funnels as figures
 from dashboard.funnels import FunnelResult, StepResult, TrendPoint
+from dashboard.funnels.aggregate import friction_step
 from dashboard.funnels.trends import Bin, StepHistogram
 
 
@@ -21,33 +22,51 @@ def step(index: int, name: str, count: int, previous: int, first: int) -> StepRe
     )
 
 
-def result(*counts: int, still: int = 0, breakdown=None) -> FunnelResult:
+def result(*counts: int, still: int = 0, breakdown=None, settled=None) -> FunnelResult:
+    """A funnel with these counts; ``settled`` (default: everyone) are the settled entrants'."""
     names = ["Signed up", "Email verified", "Profile completed"][: len(counts)]
     steps = [
         step(i + 1, n, c, counts[i - 1] if i else c, counts[0])
         for i, (n, c) in enumerate(zip(names, counts, strict=True))
     ]
-    friction = None
-    if counts and counts[0]:
-        losses = [1 - s.conversion_from_previous for s in steps[1:]]
-        friction = 2 + losses.index(max(losses)) if losses else None
+    settled = list(counts if settled is None else settled)
     return FunnelResult(
-        "f", date(2025, 1, 1), date(2025, 1, 31), 86400, None, steps, still, friction, breakdown
+        "f",
+        date(2025, 1, 1),
+        date(2025, 1, 31),
+        86400,
+        None,
+        steps,
+        still,
+        friction_step(settled),
+        breakdown,
+        settled=settled,
     )
 
 
 def test_friction_sentence():
     text = figures.friction_sentence(result(100, 80, 30))
     assert text == (
-        "Profile completed loses 62\u202f% of those who reached Email verified (50 of 80 people)"
-        " — the largest drop."
+        "Judged on the 100 settled entrants (conversion window closed): Profile completed loses"
+        " 62\u202f% of those who reached Email verified (50 of 80 people) — the largest drop."
     )
 
 
-def test_friction_sentence_without_entrants_or_drop():
+def test_friction_sentence_counts_settled_entrants_only():
+    text = figures.friction_sentence(result(100, 80, 30, still=45, settled=(40, 40, 10)))
+    assert text == (
+        "Judged on the 40 settled entrants (conversion window closed): Profile completed loses"
+        " 75\u202f% of those who reached Email verified (30 of 40 people) — the largest drop."
+    )
+
+
+def test_friction_sentence_without_entrants_drop_or_settled_entrants():
     assert figures.friction_sentence(result(0, 0, 0)) is None
     assert figures.friction_sentence(result(5)) is None
-    assert "Nobody drops out" in figures.friction_sentence(result(5, 5, 5))
+    assert "nobody drops out" in figures.friction_sentence(result(5, 5, 5))
+    assert figures.friction_sentence(result(5, 2, 1, still=4, settled=(0, 0, 0))).startswith(
+        "No friction step yet: it is judged on settled entrants"
+    )
 
 
 def test_small_shares_keep_a_decimal():

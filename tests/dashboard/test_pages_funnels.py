@@ -166,20 +166,27 @@ def test_funnel_whole_page(growth, people):
     funnel = figure(html, "funnel-figure")
     reached = funnel["data"][0]
     assert reached["x"] == [10, 8, 3]
-    assert reached["marker"]["color"][2] != reached["marker"]["color"][1]  # friction in its colour
+    # Every entrant entered within the 7-day window: nobody is settled, so no step is the friction
+    # step yet (DESIGN §4.2) and no bar is drawn in the friction colour.
+    assert len(set(reached["marker"]["color"])) == 1
     assert funnel["data"][1]["x"] == [7]  # still converting, a separate trace
     assert figure(html, "trend-figure")["data"]
     assert figure(html, "ttc-figure")["data"]
     assert "breakdown-figure" not in html
 
 
-def test_friction_sentence(growth, people):
+def test_friction_sentence(growth, people, clock):
+    html = growth.get(FUNNEL).content.decode()
+    assert "No friction step yet: it is judged on settled entrants" in html
+    assert "7 people are still inside their conversion window" in html
+    clock.move_to(NOW + timedelta(days=8))  # every entrant's 7-day window has closed
     html = growth.get(FUNNEL).content.decode()
     assert (
-        "Profile completed loses 62\u202f% of those who reached Email verified"
-        " (5 of 8 people) — the largest drop." in html
+        "Judged on the 10 settled entrants (conversion window closed): Profile completed loses"
+        " 62\u202f% of those who reached Email verified (5 of 8 people) — the largest drop." in html
     )
-    assert "7 people are still inside their conversion window" in html
+    reached = figure(html, "funnel-figure")["data"][0]
+    assert reached["marker"]["color"][2] != reached["marker"]["color"][1]  # friction in its colour
 
 
 def test_htmx_request_gets_only_the_results_partial(growth, people):
@@ -250,6 +257,7 @@ def test_people_dropped_at_a_step(growth, people):
         assert f"u{i}@example.com" in html
     assert "u0@example.com" not in html
     assert "/admin/" not in html.split('id="people-table"')[1]  # alice is not staff
+    assert html.count("Still converting</span>") == 5  # all five are inside their 7-day window
     assert f'href="{CSV}?' in html
 
 
@@ -298,4 +306,12 @@ def test_csv_export_streams_everyone(growth, people):
         "entered_at",
         "furthest_step",
         "reached_at",
+        "still_converting",
+    }
+    # Sign-ups 100 h ago, 7-day window: whoever has not finished is still converting.
+    assert {row["email"]: row["still_converting"] for row in rows} == {
+        "u0@example.com": "false",
+        "u1@example.com": "false",
+        "u2@example.com": "false",
+        "u3@example.com": "true",
     }

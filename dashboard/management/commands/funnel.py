@@ -113,11 +113,19 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Still converting (window open, not finished): {result.still_converting}"
         )
-        if result.friction_step is not None:
+        drop = result.friction_drop()
+        if drop is not None:
             step = result.steps[result.friction_step - 1]
+            before, reached = drop
+            lost = 1 - reached / before if before else 1.0
             self.stdout.write(
-                f"Friction step: {step.index}. {step.name} "
-                f"({1 - step.conversion_from_previous:.1%} of the previous step lost)"
+                f"Friction step: {step.index}. {step.name} ({lost:.1%} of the previous step "
+                f"lost, judged on the {result.settled_entrants} settled entrants whose window "
+                "has closed)"
+            )
+        elif result.entrants:
+            self.stdout.write(
+                "Friction step: none yet (judged on settled entrants; every window is still open)"
             )
         for value, steps in (result.breakdown or {}).items():
             self.stdout.write(f"\n{value}")

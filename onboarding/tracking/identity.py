@@ -167,6 +167,10 @@ def _merge_people(survivor: int, merged: list[int]) -> None:
     mirror_trait_columns(target)
     Identity.objects.filter(person_id__in=merged).update(person_id=survivor)
     Event.objects.filter(person_id__in=merged).update(person_id=survivor)
+    # Receivers move their own rows before the merged people go (triggers: enrollments, messages,
+    # decisions, assignments, whose PROTECT keys make a missed move fail here). FlowProgress is
+    # not moved: it is derived from events, the survivor's is recomputed from the combined events
+    # (onboarding.flows.receivers), and the merged person's rows are deleted with it.
     people_merged.send(sender=Person, into=survivor, merged=merged)
     Person.objects.filter(pk__in=merged).delete()
     target.save(

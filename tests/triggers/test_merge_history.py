@@ -9,13 +9,16 @@ and the delivery pipeline, with email to an SMTP server on loopback.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 
 import pytest
 import time_machine
+from django.db import connection
 from django.db.models import PROTECT, ForeignObjectRel, ProtectedError
 
 from onboarding.models import Identity, Person
+from triggers.channels.email import EmailChannel
 from triggers.delivery.pipeline import deliver_due
 from triggers.engine.evaluate import evaluate_rules
 from triggers.experiments.hashing import pick, position
@@ -305,6 +308,42 @@ def test_one_batch_merging_two_devices_sends_the_shared_follow_up_once(segment, 
     assert statuses.pop(earliest.pk) == "scheduled"
     assert list(statuses.values()) == ["cancelled"]
     assert deliver_due(now=T0 + 2 * H).sent == 1
+    assert len(smtp.messages) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_merge_while_the_email_is_with_the_provider_records_it_as_sent(
+    segment, smtp, monkeypatch
+):
+    """The person logs in (a merge, committed by another connection) while their email is with
+    the SMTP server: the pipeline then records the send, and its decision, for the survivor
+    (the merged person no longer exists)."""
+    event_rule("trial", "Trial Ending", [email("0s")])
+    segment.identify(T0 - M, email="ada@example.com", userId="u1")
+    segment.identify(T0 - M, email="ada@example.com", anonymousId="a1")
+    segment.track(T0, "Trial Ending", anonymousId="a1")
+    evaluate_rules(now=T0 + M)
+    known = person_of("user", "u1").pk
+    send = EmailChannel.send
+
+    def login_meanwhile():
+        try:
+            segment.track(T0 + M, "Logged In", userId="u1", anonymousId="a1")
+        finally:
+            connection.close()
+
+    def send_during_a_login(channel, message, person):
+        other = threading.Thread(target=login_meanwhile)
+        other.start()
+        other.join(timeout=30)
+        return send(channel, message, person)
+
+    monkeypatch.setattr(EmailChannel, "send", send_during_a_login)
+    assert deliver_due(now=T0 + M).sent == 1
+    message = Message.objects.get()
+    assert (message.status, message.person_id) == ("sent", known)
+    assert DecisionLog.objects.filter(message=message, outcome="sent", person_id=known).exists()
     assert len(smtp.messages) == 1
 
 

@@ -15,12 +15,18 @@ the survivor, so that caps, re-entry and experiments see one history:
 - a follow-up pending for two halves (same rule, same step, both scheduled or deferred) is sent
   once: the later one is cancelled, reason ``merged_duplicate``, with a decision row.
 
+Review items follow their messages. Saved backtest reports (``BacktestRun.result`` entries that
+name person ids) are deliberately not rewritten: a report is a snapshot of what a rule would have
+done then, rewriting every saved report would put that cost on each merge (on the ingestion path),
+and once merged the old id belongs to nobody (its identities and events moved).
+
 The person foreign keys of these tables are ``PROTECT``: if a move is ever missed, the merge fails
 (and the ingestion retries or reports it) instead of silently deleting history.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +38,8 @@ from triggers.models import Assignment, DecisionLog, Enrollment, Message
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 
 MERGED_DUPLICATE = "merged_duplicate"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +80,8 @@ def person_history_merge(
     report.decisions = DecisionLog.objects.filter(person_id__in=merged).update(person_id=into)
     _cancel_duplicates(pending, now, report)
     DecisionLog.objects.bulk_create(report.log)
+    if report.enrollments or report.messages or report.decisions or report.assignments:
+        logger.info("people %s merged into person %s: %s", merged, into, report)
     return report
 
 

@@ -144,9 +144,9 @@ def _plan(events: list[TrackedEvent], plan: _Plan) -> list[int]:
 
 def _merge_people(survivor: int, merged: list[int]) -> None:
     """Move identities and events to ``survivor``, combine traits, delete the merged people."""
-    people = {
-        p.pk: p for p in Person.objects.select_for_update().filter(pk__in=[survivor, *merged])
-    }
+    # Locked in id order, as the delivery pipeline and the trait update lock people.
+    locked = Person.objects.select_for_update().filter(pk__in=[survivor, *merged]).order_by("pk")
+    people = {p.pk: p for p in locked}
     target = people[survivor]
     for pk in merged:
         other = people[pk]

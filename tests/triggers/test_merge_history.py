@@ -186,10 +186,20 @@ def seed_splitting(person_ids: tuple[int, int], arms: list) -> str:
     raise AssertionError("no seed splits these people")
 
 
-def test_alias_merge_keeps_the_survivors_arm_and_records_the_other(segment, smtp):
-    """Two known people in different arms of a running experiment, each with a pending
-    follow-up, joined by ``alias``: one assignment (the survivor's arm), the other arm in the
-    decision log, both enrollments kept, the shared first follow-up sent once."""
+MERGES = {
+    # How the merged half is known, and the call that merges it into the user "new-id".
+    "identify": (("anonymous", "a1"), ("track", {"event": "Logged In", "anonymousId": "a1"})),
+    "alias a user": (("user", "old-id"), ("alias", {"previousId": "old-id"})),
+    "alias an anonymous id": (("anonymous", "a1"), ("alias", {"previousId": "a1"})),
+}
+
+
+@pytest.mark.parametrize("merge", MERGES, ids=list(MERGES))
+def test_a_merge_keeps_the_survivors_arm_and_records_the_other(segment, smtp, merge):
+    """Two people in different arms of a running experiment, each with an open enrollment and a
+    pending follow-up, merged: one assignment (the survivor's arm), the other arm in the decision
+    log, both enrollments kept with their arms, the shared follow-up sent once."""
+    (kind, value), (call, fields) = MERGES[merge]
     rule = event_rule("trial", "Trial Ending", [email("1h")], reentry={"once_per": "1m"})
     with time_machine.travel(T0 - 2 * M, tick=False):
         experiment, _ = experiment_save(
@@ -202,12 +212,13 @@ def test_alias_merge_keeps_the_survivors_arm_and_records_the_other(segment, smtp
             metric={"flow": "activation", "completed_within": "3d"},
         )
         experiment_set_status(experiment=experiment, status="running")
-    segment.identify(T0 - M, email="ada@example.com", userId="old-id")
+    ids = {"userId": value} if kind == "user" else {"anonymousId": value}
+    segment.identify(T0 - M, email="ada@example.com", **ids)
     segment.identify(T0 - M, email="ada@example.com", userId="new-id")
-    old, new = person_of("user", "old-id").pk, person_of("user", "new-id").pk
+    old, new = person_of(kind, value).pk, person_of("user", "new-id").pk
     arms = list(experiment.variants.order_by("position"))
     Experiment.objects.filter(pk=experiment.pk).update(seed=seed_splitting((old, new), arms))
-    segment.track(T0, "Trial Ending", userId="old-id")
+    segment.track(T0, "Trial Ending", **ids)
     segment.track(T0, "Trial Ending", userId="new-id")
     evaluate_rules(now=T0 + M)
     arm = dict(Assignment.objects.values_list("person_id", "variant__name"))
@@ -215,7 +226,7 @@ def test_alias_merge_keeps_the_survivors_arm_and_records_the_other(segment, smtp
     due = dict(Message.objects.values_list("person_id", "due_at"))
     assert sorted(due.values()) == [T0 + H, T0 + 2 * H]
 
-    segment.post(T0 + 2 * M, "alias", previousId="old-id", userId="new-id")
+    segment.post(T0 + 2 * M, call, userId="new-id", **fields)
 
     assert not Person.objects.filter(pk=old).exists()
     [assignment] = Assignment.objects.all()
@@ -227,7 +238,7 @@ def test_alias_merge_keeps_the_survivors_arm_and_records_the_other(segment, smtp
     # Both enrollments stay, each with the arm it was given.
     enrolled = sorted(Enrollment.objects.values_list("person_id", "variant__name"))
     assert enrolled == sorted([(new, arm[old]), (new, arm[new])])
-    # The first follow-up was pending in both halves: the earlier due stays, the later goes.
+    # The follow-up was pending in both halves: the earlier due stays, the later goes.
     kept = Message.objects.get(status="scheduled")
     assert kept.due_at == T0 + H
     assert Message.objects.get(status="cancelled").reason == "merged_duplicate"

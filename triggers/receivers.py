@@ -1,4 +1,5 @@
-"""Per-person rows of ``triggers`` follow a person's GDPR export and erasure (onboarding.signals)."""
+"""Per-person rows of ``triggers`` follow a person's merge, GDPR export and erasure
+(onboarding.signals)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from django.dispatch import receiver
 
 from onboarding.models import Person
-from onboarding.signals import person_erasing, person_exporting
+from onboarding.signals import people_merged, person_erasing, person_exporting
 from triggers.models import (
     Assignment,
     BacktestRun,
@@ -17,6 +18,13 @@ from triggers.models import (
     ReviewItem,
 )
 from triggers.services.audit import audit
+from triggers.services.merges import person_history_merge
+
+
+@receiver(people_merged, dispatch_uid="triggers.merge_people")
+def merge_people(sender: Any, *, into: int, merged: list[int], **kwargs: Any) -> None:
+    """Move enrollments, messages, decisions and assignments to the survivor (DESIGN §4.5)."""
+    person_history_merge(into=into, merged=merged)
 
 
 @receiver(person_exporting, dispatch_uid="triggers.export_person")

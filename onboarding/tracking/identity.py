@@ -144,9 +144,9 @@ def _plan(events: list[TrackedEvent], plan: _Plan) -> list[int]:
 
 def _merge_people(survivor: int, merged: list[int]) -> None:
     """Move identities and events to ``survivor``, combine traits, delete the merged people."""
-    people = {
-        p.pk: p for p in Person.objects.select_for_update().filter(pk__in=[survivor, *merged])
-    }
+    # Locked in id order, as the delivery pipeline and the trait update lock people.
+    locked = Person.objects.select_for_update().filter(pk__in=[survivor, *merged]).order_by("pk")
+    people = {p.pk: p for p in locked}
     target = people[survivor]
     for pk in merged:
         other = people[pk]
@@ -167,6 +167,10 @@ def _merge_people(survivor: int, merged: list[int]) -> None:
     mirror_trait_columns(target)
     Identity.objects.filter(person_id__in=merged).update(person_id=survivor)
     Event.objects.filter(person_id__in=merged).update(person_id=survivor)
+    # Receivers move their own rows before the merged people go (triggers: enrollments, messages,
+    # decisions, assignments, whose PROTECT keys make a missed move fail here). FlowProgress is
+    # not moved: it is derived from events, the survivor's is recomputed from the combined events
+    # (onboarding.flows.receivers), and the merged person's rows are deleted with it.
     people_merged.send(sender=Person, into=survivor, merged=merged)
     Person.objects.filter(pk__in=merged).delete()
     target.save(

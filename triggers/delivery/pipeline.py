@@ -245,20 +245,27 @@ def _save_each(messages: list[Message], fields: list[str]) -> None:
         cursor.executemany(sql, rows)
 
 
-def _hold(claims: list[Claim]) -> set[int]:
-    """Lock the claims' rows that are still ours ("sending" at our attempt): the fence."""
+def _hold(claims: list[Claim]) -> dict[int, int]:
+    """Lock the claims' rows that are still ours ("sending" at our attempt): the fence.
+
+    Returns each held row's person as it is now: a merge may have moved the message to another
+    person while its provider call ran (triggers.services.merges)."""
     if not claims:
-        return set()
+        return {}
     attempts = {claim.message.pk: claim.attempt for claim in claims}
     rows = Message.objects.select_for_update().filter(pk__in=attempts, status=MessageStatus.SENDING)
-    return {pk for pk, attempt in rows.values_list("pk", "attempts") if attempts[pk] == attempt}
+    return {
+        pk: person_id
+        for pk, attempt, person_id in rows.values_list("pk", "attempts", "person_id")
+        if attempts[pk] == attempt
+    }
 
 
 def _renew_leases(claims: list[Claim], until: datetime) -> list[Claim]:
     """Extend the leases of a batch's unsent claims; drops any the sweeper already took."""
     with transaction.atomic():
         held = _hold(claims)
-        Message.objects.filter(pk__in=held).update(lease_until=until)
+        Message.objects.filter(pk__in=list(held)).update(lease_until=until)
     kept = [claim for claim in claims if claim.message.pk in held]
     for claim in kept:
         claim.message.lease_until = until
@@ -282,6 +289,7 @@ def _record_sent(sent: list[tuple[Claim, SendResult]], report: DeliveryReport) -
             return
         for claim, result in done:
             message = claim.message
+            message.person_id = held[message.pk]  # the decision row names the current person
             message.status, message.reason = MessageStatus.SENT, ""
             message.provider_id, message.lease_until = result.provider_id[:255], None
         _save_each([claim.message for claim, _ in done], SENT_FIELDS)

@@ -73,7 +73,9 @@ class Assignment(models.Model):
     """A person's arm, fixed at first eligibility: later weight changes never move them."""
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="assignments")
-    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="assignments")
+    # PROTECT: merges move these rows (services/merges.py), erasure deletes them first
+    # (receivers.py); any other deletion of a person fails instead of dropping history.
+    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="assignments")
     variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="assignments")
     phase = models.PositiveSmallIntegerField()
     assigned_at = models.DateTimeField()

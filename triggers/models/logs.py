@@ -18,7 +18,9 @@ class DecisionLog(models.Model):
     """Why a person did or did not get something from a rule: one row per evaluation outcome."""
 
     at = models.DateTimeField(db_index=True)
-    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="+")
+    # PROTECT: merges move these rows (services/merges.py), erasure deletes them first
+    # (receivers.py); any other deletion of a person fails instead of dropping history.
+    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="+")
     rule = models.ForeignKey("triggers.Rule", on_delete=models.CASCADE, related_name="decisions")
     rule_version = models.ForeignKey(
         "triggers.RuleVersion", on_delete=models.CASCADE, null=True, related_name="+"

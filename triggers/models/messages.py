@@ -47,7 +47,9 @@ class Message(models.Model):
     enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")
     rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="+")
     rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="+")
-    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="messages")
+    # PROTECT: merges move these rows (services/merges.py), erasure deletes them first
+    # (receivers.py); any other deletion of a person fails instead of dropping history.
+    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="messages")
     step = models.PositiveSmallIntegerField(help_text="0-based position in the follow-up sequence.")
     channel = models.CharField(max_length=8, choices=Channel.choices)
     template = models.ForeignKey(MessageTemplate, on_delete=models.PROTECT, related_name="+")

@@ -94,7 +94,9 @@ class Enrollment(models.Model):
 
     rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="enrollments")
     rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="+")
-    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="enrollments")
+    # PROTECT: merges move these rows (services/merges.py), erasure deletes them first
+    # (receivers.py); any other deletion of a person fails instead of dropping history.
+    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="enrollments")
     occurrence_key = models.CharField(max_length=128)
     enrolled_at = models.DateTimeField()
     # What the person had reached when enrolled, for "exit when progressed".

@@ -171,7 +171,7 @@ def project_settings(request: HttpRequest, write_key: str) -> HttpResponse:
     """What analytics.js loads before sending anything: where to send (this Onramp)."""
     if source_for_write_key(write_key) is None:
         # The same answer for a key that never existed, was rotated out or whose source is
-        # inactive, and never cached: a key created a moment later works at once.
+        # inactive; not kept by browsers, so a key created a moment later works within seconds.
         response = _error(
             404, Problem("not_found", "writeKey", "no active source has this write key")
         )

@@ -95,7 +95,7 @@ def bundle() -> Path:
 
 
 def test_analytics_js_works_against_onramp_unchanged(
-    browser, live_server, settings, write_key, sent_message, bundle, tmp_path
+    bundle, browser, live_server, settings, write_key, sent_message, tmp_path
 ):
     from selenium.webdriver.common.by import By
 
@@ -164,8 +164,8 @@ def test_analytics_js_works_against_onramp_unchanged(
     ]
     assert problems == []
 
-    # Every call is stored exactly once, under one person: the anonymous page view and track
-    # before identify were merged into u1, with the same anonymous id on both page loads.
+    # Every call is stored exactly once, under one person, with the same anonymous id on both
+    # page loads: the page view sent before identify (no userId) was merged into u1.
     events = list(Event.objects.exclude(name="Trial Ending"))  # that one made the message
     assert sorted((e.type, e.name) for e in events) == [
         ("alias", ""),
@@ -184,6 +184,7 @@ def test_analytics_js_works_against_onramp_unchanged(
     assert {"email": "ada@example.com", "name": "Ada"}.items() <= person.traits.items()
     assert person.email == "ada@example.com"
     setup = Event.objects.get(name="Setup")
+    assert (setup.user_id, setup.anonymous_id, setup.person_id) == ("", anonymous_id, person.pk)
     assert setup.properties["section"] == "install"
     assert setup.properties["path"] == "/one.html"
     assert Event.objects.get(name="Project Created").properties == {"template": "blank"}

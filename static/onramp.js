@@ -12,6 +12,10 @@
  * Or without inline script: <script src="…/onramp.js" data-config="ID"> where ID is the id of a
  * <script type="application/json"> element holding the same options.
  *
+ * On a page that also runs Segment's analytics.js, leave out userId and anonymousId: the widget
+ * then reads analytics.js's own ids (ajs_user_id, else ajs_anonymous_id, from localStorage or
+ * cookies) before every poll, so both agree on the person, also after analytics.identify().
+ *
  * Message text is only ever set with textContent (never innerHTML), so it cannot inject markup.
  */
 (function (global) {
@@ -62,14 +66,50 @@
     return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null;
   }
 
+  // analytics.js keeps its ids in localStorage as JSON and in cookies (a plain or JSON string).
+  function analyticsJsId(key) {
+    var raw = null;
+    try {
+      raw = global.localStorage.getItem(key);
+    } catch (error) {
+      raw = null;
+    }
+    if (raw === null && global.document) {
+      var match = ("; " + global.document.cookie).split("; " + key + "=")[1];
+      if (match !== undefined) {
+        try {
+          raw = decodeURIComponent(match.split(";")[0]);
+        } catch (error) {
+          raw = null;
+        }
+      }
+    }
+    if (raw === null || raw === "") return null;
+    try {
+      var value = JSON.parse(raw);
+      return typeof value === "string" || typeof value === "number" ? String(value) : null;
+    } catch (error) {
+      return raw;
+    }
+  }
+
+  function analyticsJsIds() {
+    return { userId: analyticsJsId("ajs_user_id"), anonymousId: analyticsJsId("ajs_anonymous_id") };
+  }
+
   function Widget(options) {
-    if (!options || !options.writeKey || !(options.userId || options.anonymousId)) {
+    if (!options || !options.writeKey) {
       throw new Error("Onramp.init needs writeKey and userId (or anonymousId)");
+    }
+    var ids = analyticsJsIds();
+    if (!(options.userId || options.anonymousId || ids.userId || ids.anonymousId)) {
+      throw new Error("Onramp.init needs userId or anonymousId (or analytics.js on the page)");
     }
     this.host = String(options.host || "").replace(/\/+$/, "");
     this.writeKey = String(options.writeKey);
     this.userId = options.userId ? String(options.userId) : null;
     this.anonymousId = options.anonymousId ? String(options.anonymousId) : null;
+    this.followsAnalyticsJs = !(this.userId || this.anonymousId);
     this.userHash = options.userHash ? String(options.userHash) : null;
     this.pollSeconds = Math.max(MIN_POLL_SECONDS, Number(options.pollSeconds) || 30);
     this.doc = options.document || global.document;
@@ -81,11 +121,17 @@
     this.failures = 0;
   }
 
+  Widget.prototype.ids = function () {
+    return this.followsAnalyticsJs
+      ? analyticsJsIds()
+      : { userId: this.userId, anonymousId: this.anonymousId };
+  };
+
   Widget.prototype.query = function () {
-    var params = this.userId
-      ? "userId=" + encodeURIComponent(this.userId)
-      : "anonymousId=" + encodeURIComponent(this.anonymousId);
-    return params;
+    var ids = this.ids();
+    if (ids.userId) return "userId=" + encodeURIComponent(ids.userId);
+    if (ids.anonymousId) return "anonymousId=" + encodeURIComponent(ids.anonymousId);
+    return null; // analytics.js was reset and has no id yet
   };
 
   Widget.prototype.headers = function () {
@@ -95,6 +141,7 @@
   };
 
   Widget.prototype.fetchMessages = async function () {
+    if (!this.query()) return [];
     var response = await global.fetch(this.host + "/v1/in-app/messages?" + this.query(), {
       method: "GET",
       headers: this.headers(),
@@ -232,6 +279,7 @@
   };
 
   var Onramp = global.Onramp || {};
+  Onramp.analyticsJsIds = analyticsJsIds;
   Onramp.init = function (options) {
     if (Onramp.widget) Onramp.widget.stop();
     Onramp.widget = new Widget(options).start();

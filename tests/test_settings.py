@@ -108,6 +108,14 @@ def test_a_bad_boolean_stops_start_up_naming_the_variable():
     assert "DJANGO_DEBUG must be a boolean" in result.stderr
 
 
+def test_a_tracking_url_that_is_not_http_stops_start_up_naming_the_variable():
+    result = _manage(
+        "check", DJANGO_SETTINGS_MODULE="config.settings.local", ONRAMP_TRACKING_URL="t.example.com"
+    )
+    assert result.returncode != 0
+    assert "ONRAMP_TRACKING_URL must be an http:// or https:// URL" in result.stderr
+
+
 # --- production settings -------------------------------------------------------------------------
 
 

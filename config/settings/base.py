@@ -8,9 +8,11 @@ production stack (PostgreSQL and Redis). docs/configuration.md lists every varia
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
 
@@ -180,6 +182,13 @@ ONRAMP_MAX_FUTURE_SECONDS = 24 * 3600
 ONRAMP_RATE_LIMIT_REQUESTS = env_int("ONRAMP_RATE_LIMIT_REQUESTS", 1000)
 ONRAMP_RATE_LIMIT_WINDOW = env_int("ONRAMP_RATE_LIMIT_WINDOW", 1)
 ONRAMP_DB_UNAVAILABLE_RETRY_AFTER = 5
+# Where browsers reach the tracking API, for the settings document analytics.js loads
+# (``https://t.example.com`` or with a path prefix); empty: the scheme and host of each request.
+ONRAMP_TRACKING_URL = env_str("ONRAMP_TRACKING_URL", "").strip()
+if ONRAMP_TRACKING_URL and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", ONRAMP_TRACKING_URL):
+    raise ImproperlyConfigured(
+        f"ONRAMP_TRACKING_URL must be an http:// or https:// URL, not {ONRAMP_TRACKING_URL!r}"
+    )
 
 LOGGING = {
     "version": 1,

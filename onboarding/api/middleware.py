@@ -24,7 +24,10 @@ _READ_ONLY_SQLSTATE = "25006"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding, X-Onramp-User-Hash",
+    # X-Retry-Count: analytics.js numbers its retries (without it, every retry fails preflight).
+    "Access-Control-Allow-Headers": (
+        "Authorization, Content-Type, Content-Encoding, X-Onramp-User-Hash, X-Retry-Count"
+    ),
     "Access-Control-Max-Age": "86400",
 }
 

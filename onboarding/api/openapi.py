@@ -287,6 +287,70 @@ def _in_app_paths() -> dict[str, Any]:
     return {"/v1/in-app/messages": listing, "/v1/in-app/messages/{id}/{outcome}": outcome}
 
 
+SCHEMAS["BrowserSettings"] = {
+    "type": "object",
+    "description": "The part of Segment's CDN settings that analytics.js reads.",
+    "properties": {
+        "integrations": {
+            "type": "object",
+            "properties": {
+                "Segment.io": {
+                    "type": "object",
+                    "properties": {
+                        "apiKey": {"type": "string"},
+                        "apiHost": {
+                            "type": "string",
+                            "description": "host[:port][/prefix]/v1, without a scheme",
+                        },
+                        "protocol": {"enum": ["http", "https"]},
+                    },
+                    "required": ["apiKey", "apiHost", "protocol"],
+                }
+            },
+            "required": ["Segment.io"],
+        },
+        "metrics": {"type": "object"},
+    },
+    "required": ["integrations"],
+}
+
+# Where analytics.js posts: {protocol}://{apiHost}/ + the first letter of the call's type (and /b
+# for a batch in its batching mode).
+_ANALYTICS_JS_PATHS = {
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "a": "alias",
+    "g": "group",
+}
+
+
+def _analytics_js_paths() -> dict[str, Any]:
+    settings_operation = {
+        "get": {
+            "summary": "The settings document analytics.js loads from its cdnURL",
+            "parameters": [
+                {"name": "writeKey", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "Where to send events: this Onramp. Cacheable, with an ETag.",
+                    "content": _json("BrowserSettings"),
+                },
+                "304": {"description": "Not modified (If-None-Match)."},
+                "404": {"description": "No active source has this key.", "content": _json("Error")},
+            },
+        }
+    }
+    short = {
+        f"/v1/{letter}": _operation(f"analytics.js's path for /v1/{name}", name.title())
+        for letter, name in _ANALYTICS_JS_PATHS.items()
+    }
+    short["/v1/b"] = _operation("analytics.js's path for /v1/batch", "Batch", batch=True)
+    return {"/v1/projects/{writeKey}/settings": settings_operation, **short}
+
+
 def openapi_document(server_url: str) -> dict[str, Any]:
     paths = {
         "/v1/track": _operation("Record an action a user took", "Track"),
@@ -298,6 +362,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "/v1/batch": _operation("Send many events at once", "Batch", batch=True),
         "/v1/import": _operation("Alias of /v1/batch", "Batch", batch=True),
         **_in_app_paths(),
+        **_analytics_js_paths(),
     }
     return {
         "openapi": "3.1.0",

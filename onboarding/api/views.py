@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from datetime import timedelta
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.utils.cache import get_conditional_response, patch_cache_control
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from onboarding.models import Source
 from onboarding.services.sources import source_for_write_key
@@ -19,7 +21,11 @@ from onboarding.tracking.errors import EnvelopeError, Problem
 from onboarding.tracking.ingest import ingest_events
 from onboarding.tracking.ratelimit import retry_after_if_limited
 
+from .browser_settings import settings_document, tracking_host
 from .openapi import openapi_document
+
+# analytics.js loads its settings on every page view: let browsers and CDNs keep them a while.
+SETTINGS_MAX_AGE = 300
 
 
 def _error(status: int, problem: Problem, **headers: str) -> JsonResponse:
@@ -158,3 +164,20 @@ batch = _endpoint(None, "batch")
 @require_GET
 def openapi(request: HttpRequest) -> JsonResponse:
     return JsonResponse(openapi_document(request.build_absolute_uri("/")))
+
+
+@require_safe
+def project_settings(request: HttpRequest, write_key: str) -> HttpResponse:
+    """What analytics.js loads before sending anything: where to send (this Onramp)."""
+    if source_for_write_key(write_key) is None:
+        # The same answer for a key that never existed, was rotated out or whose source is
+        # inactive; not kept by browsers, so a key created a moment later works within seconds.
+        response = _error(
+            404, Problem("not_found", "writeKey", "no active source has this write key")
+        )
+        patch_cache_control(response, no_store=True)
+        return response
+    response = JsonResponse(settings_document(write_key=write_key, host=tracking_host(request)))
+    response["ETag"] = f'"{hashlib.sha256(response.content).hexdigest()[:32]}"'
+    patch_cache_control(response, public=True, max_age=SETTINGS_MAX_AGE)
+    return get_conditional_response(request, etag=response["ETag"], response=response)

@@ -3,53 +3,12 @@ recorded as dismissed (through the real widget, API and database)."""
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-
 import pytest
-from django.test import Client
 
-from tests.browser.conftest import login
-from tests.conftest import basic_auth
-from tests.triggers.conftest import T0, Timeline, make_rule
-from triggers.delivery.pipeline import deliver_due
+from tests.browser.conftest import login, wait_for
 from triggers.models import Message
-from triggers.services.templates import template_save
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-M = timedelta(minutes=1)
-
-
-def wait_for(condition, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
-
-
-@pytest.fixture
-def sent_message(write_key) -> Message:
-    template_save(
-        slug="tip",
-        channel="in_app",
-        subject="Need a hand?",
-        body="<b>Set up</b> your profile: [Open profile](https://app.example.com/profile)",
-    )
-    make_rule(
-        "tip",
-        {
-            "trigger": {"kind": "event", "event": "Trial Ending"},
-            "follow_ups": [{"channel": "in_app", "template": "tip", "delay": "0s"}],
-        },
-    )
-    timeline = Timeline(Client(HTTP_AUTHORIZATION=basic_auth(write_key)))
-    timeline.send(T0, "u1", "Trial Ending")
-    timeline.tick(T0 + M)
-    deliver_due(now=T0 + M)
-    return Message.objects.get(status="sent")
 
 
 def test_demo_shows_the_banner_and_close_records_dismissed(

@@ -8,7 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from onboarding.models import Person
-from triggers.models import DecisionLog, Message
+from triggers.models import DecisionLog, Enrollment, Message
+from triggers.models.messages import PENDING_STATUSES, MessageStatus
+from triggers.models.rules import EnrollmentStatus
 
 OUTCOME_FIELDS = {
     "opened": "opened_at",
@@ -32,24 +34,61 @@ def message_record_outcome(*, message_id: int, outcome: str, now: datetime | Non
 
 @transaction.atomic
 def person_unsubscribe(*, message_id: int, now: datetime | None = None) -> Message | None:
-    """Withdraw consent for the channel the message came through; pending follow-ups on that
-    channel are then suppressed at send time."""
+    """The unsubscribe link: withdraw consent for the channel the message came through, and
+    cancel every pending follow-up of that message's enrollment, on every channel (the rule
+    editor promises "pending follow-ups are cancelled ... always on unsubscribe"). Each cancelled
+    follow-up is in the decision log as ``cancelled``, reason ``unsubscribed``; the enrollment
+    exits with the reason ``unsubscribed``.
+
+    Lock order: the pending messages first, then the person, as the delivery pipeline does
+    (messages, then people), so the two never deadlock. A follow-up that a worker is already
+    sending is past pending and left to it; the pipeline's consent check, made under the
+    person's lock, stops any later one on this channel.
+    """
     now = now or timezone.now()
-    message = Message.objects.select_related("person").filter(pk=message_id).first()
+    message = Message.objects.filter(pk=message_id).first()
     if message is None:
         return None
+    pending = Message.objects.filter(
+        enrollment_id=message.enrollment_id, status__in=PENDING_STATUSES
+    )
+    cancelled = list(pending.select_for_update().values_list("pk", "rule_id", "rule_version_id"))
+    if cancelled:
+        Message.objects.filter(pk__in=[pk for pk, *_ in cancelled]).update(
+            status=MessageStatus.CANCELLED, reason="unsubscribed"
+        )
+        Enrollment.objects.filter(pk=message.enrollment_id, status=EnrollmentStatus.ACTIVE).update(
+            status=EnrollmentStatus.EXITED, exited_at=now, exit_reason="unsubscribed"
+        )
     person = Person.objects.select_for_update().get(pk=message.person_id)
+    decisions = [
+        DecisionLog(
+            at=now,
+            person=person,
+            rule_id=rule_id,
+            rule_version_id=version_id,
+            enrollment_id=message.enrollment_id,
+            message_id=pk,
+            outcome="cancelled",
+            reason="unsubscribed",
+        )
+        for pk, rule_id, version_id in cancelled
+    ]
     if person.consent.get(message.channel) is not False:
         person.consent = {**person.consent, message.channel: False}
         person.save(update_fields=["consent"])
-        DecisionLog.objects.create(
-            at=now,
-            person=person,
-            rule_id=message.rule_id,
-            rule_version_id=message.rule_version_id,
-            enrollment_id=message.enrollment_id,
-            message=message,
-            outcome="unsubscribed",
-            reason=message.channel,
+        decisions.insert(
+            0,
+            DecisionLog(
+                at=now,
+                person=person,
+                rule_id=message.rule_id,
+                rule_version_id=message.rule_version_id,
+                enrollment_id=message.enrollment_id,
+                message=message,
+                outcome="unsubscribed",
+                reason=message.channel,
+            ),
         )
+    DecisionLog.objects.bulk_create(decisions)
     return message

@@ -149,6 +149,7 @@ def _prerendered(count: int) -> list[tuple[str, list[str], bytes]]:
     from django.core.mail import EmailMultiAlternatives
 
     from triggers.channels.email import html_body
+    from triggers.links import click_url, open_pixel_url
 
     out = []
     for n in range(count):
@@ -160,7 +161,13 @@ def _prerendered(count: int) -> list[tuple[str, list[str], bytes]]:
             to=[f"raw{n:06d}@example.com"],
             headers={"X-Onramp-Message": f"{n:064d}"},
         )
-        email.attach_alternative(html_body(text, n, "http://127.0.0.1:8000/u/x"), "text/html")
+        html = html_body(
+            text,
+            link=lambda target, n=n: click_url(n, target),
+            unsubscribe="http://127.0.0.1:8000/u/x",
+            pixel=open_pixel_url(n),
+        )
+        email.attach_alternative(html, "text/html")
         out.append((email.from_email, email.to, email.message().as_bytes(linesep="\r\n")))
     return out
 

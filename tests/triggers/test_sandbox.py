@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 from django.apps import apps
 
 from onboarding.models import Person
+from triggers.delivery.pipeline import deliver_due
 from triggers.models import AuditLog, Message, MessageTemplate
+from triggers.services.templates import template_save
 from triggers.simulation import sandbox
 
 from .conftest import T0, make_rule
+from .test_delivery import event_rule, identify
 
 pytestmark = pytest.mark.usefixtures("flow", "templates")
+M = timedelta(minutes=1)
 
 
 def _counts() -> dict[str, int]:
@@ -93,3 +98,40 @@ def test_simulate_person_shows_what_would_fire_and_changes_nothing():
         ("email", T0 + timedelta(minutes=16), "Hi Ada"),
     ]
     assert simulation.as_dict()["ticks"] == simulation.ticks
+
+
+def _without_links(html: str) -> str:
+    """The HTML with every link target blanked and the open pixel removed."""
+    return re.sub(r"<img [^>]*>", "", re.sub(r'href="[^"]*"', 'href=""', html))
+
+
+def test_test_send_renders_exactly_like_a_real_send(smtp, alice, api, timeline):
+    """Same text, same HTML (paragraphs, inlined styles, links, footer) as the real email to the
+    same person; only link targets differ (no tracking in a test) and there is no open pixel."""
+    template_save(
+        slug="reminder",
+        channel="email",
+        subject="Finish, {{ first_name }}",
+        body="Hi {{ first_name }},\n\nOpen https://app.example.com/setup now.\nSee you",
+    )
+    identify(api, "u1", email="ada@example.com", first_name="Ada")
+    event_rule()
+    timeline.send(T0, "u1", "Trial Ending")
+    timeline.tick(T0 + M)
+    assert deliver_due(now=T0 + M).sent == 1
+    sandbox.test_send(
+        template=MessageTemplate.objects.get(slug="reminder"),
+        to_email="alice@example.com",
+        person=Person.objects.get(external_id="u1"),
+        actor=alice,
+    )
+    real, test = smtp.messages
+    assert test["Subject"] == "[Test] " + real["Subject"]
+    real_html = real.get_body(("html",)).get_content()
+    test_html = test.get_body(("html",)).get_content()
+    assert "<p style=" in test_html and "Unsubscribe</a>" in test_html
+    assert 'href="https://app.example.com/setup"' in test_html  # a test link goes straight there
+    assert _without_links(test_html) == _without_links(real_html)
+    real_text = real.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    test_text = test.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert test_text.split("\n--\n")[0] == real_text.split("\n--\n")[0]

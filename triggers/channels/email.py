@@ -10,7 +10,9 @@ from __future__ import annotations
 import html
 import re
 import smtplib
+from collections.abc import Callable
 from email.utils import make_msgid, parseaddr
+from functools import partial
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -26,34 +28,66 @@ _WRAP_STYLE = "max-width:560px;margin:0 auto;padding:24px"
 _FOOT_STYLE = "font-family:Helvetica,Arial,sans-serif;font-size:12px;color:#6b7280"
 
 
-def _linkify(text: str, message_id: int) -> str:
+def _linkify(text: str, link: Callable[[str], str]) -> str:
     out, last = [], 0
     for match in _URL.finditer(text):
         out.append(html.escape(text[last : match.start()]))
         target = match.group(0)
         out.append(
-            f'<a href="{html.escape(click_url(message_id, target))}" style="{_A_STYLE}">'
-            f"{html.escape(target)}</a>"
+            f'<a href="{html.escape(link(target))}" style="{_A_STYLE}">{html.escape(target)}</a>'
         )
         last = match.end()
     out.append(html.escape(text[last:]))
     return "".join(out)
 
 
-def html_body(text: str, message_id: int, unsubscribe: str) -> str:
+def html_body(text: str, *, link: Callable[[str], str], unsubscribe: str, pixel: str | None) -> str:
+    """The HTML part of a follow-up: the rendered text in paragraphs with inlined styles, each
+    URL a link through ``link`` (the click redirect), the unsubscribe footer, the open pixel."""
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     body = "".join(
-        f'<p style="{_P_STYLE}">' + _linkify(p, message_id).replace("\n", "<br>") + "</p>"
+        f'<p style="{_P_STYLE}">' + _linkify(p, link).replace("\n", "<br>") + "</p>"
         for p in paragraphs
+    )
+    image = (
+        f'<img src="{html.escape(pixel)}" width="1" height="1" alt="" '
+        'style="display:block;border:0;width:1px;height:1px">'
+        if pixel
+        else ""
     )
     return (
         f'<!doctype html><html><body style="margin:0;background:#ffffff">'
         f'<div style="{_WRAP_STYLE}">{body}'
         f'<p style="{_FOOT_STYLE}"><a href="{html.escape(unsubscribe)}" style="{_FOOT_STYLE}">'
-        "Unsubscribe</a></p>"
-        f'<img src="{html.escape(open_pixel_url(message_id))}" width="1" height="1" alt="" '
-        'style="display:block;border:0;width:1px;height:1px"></div></body></html>'
+        f"Unsubscribe</a></p>{image}</div></body></html>"
     )
+
+
+def compose(
+    *,
+    subject: str,
+    text: str,
+    to: str,
+    unsubscribe: str,
+    link: Callable[[str], str],
+    pixel: str | None,
+    headers: dict[str, str],
+    connection=None,
+) -> EmailMultiAlternatives:
+    """A follow-up email, text and HTML, exactly as it goes out; the sandbox's test sends use it
+    too, so a test send looks like the real one."""
+    email = EmailMultiAlternatives(
+        subject=subject,
+        body=text + f"\n\n--\nUnsubscribe: {unsubscribe}\n",
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[to],
+        headers=headers,
+        connection=connection,
+    )
+    email.attach_alternative(
+        html_body(text, link=link, unsubscribe=unsubscribe, pixel=pixel), "text/html"
+    )
+    return email
 
 
 def _sender_domain() -> str:
@@ -76,11 +110,13 @@ class EmailChannel(Channel):
         # Our own Message-ID, so the ledger's provider id names the email a bounce or a reply
         # refers to (Django would otherwise make one while sending, and not tell us).
         message_id = make_msgid(domain=_sender_domain())
-        email = EmailMultiAlternatives(
+        email = compose(
             subject=message.subject,
-            body=message.body + f"\n\n--\nUnsubscribe: {unsubscribe}\n",
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[person.email],
+            text=message.body,
+            to=person.email,
+            unsubscribe=unsubscribe,
+            link=partial(click_url, message.pk),
+            pixel=open_pixel_url(message.pk),
             headers={
                 "List-Unsubscribe": f"<{unsubscribe}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
@@ -89,7 +125,6 @@ class EmailChannel(Channel):
             },
             connection=self.connection or get_connection(),
         )
-        email.attach_alternative(html_body(message.body, message.pk, unsubscribe), "text/html")
         try:
             if self.connection is not None:
                 # A pass's connection stays open across its messages (open() is a no-op when it

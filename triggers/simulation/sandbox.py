@@ -25,6 +25,7 @@ from onboarding.models import Person, Source
 from onboarding.tracking.ingest import ingest_events
 from onboarding.tracking.parsing import parse_event
 from triggers.channels import channel_for
+from triggers.channels.email import compose
 from triggers.delivery.pipeline import deliver_message
 from triggers.engine.evaluate import TickReport, evaluate_rule
 from triggers.models import DecisionLog, Message, MessageTemplate, Rule, RuleState
@@ -65,6 +66,9 @@ def _sample_person(to_email: str = "", to_phone: str = "") -> SimpleNamespace:
     )
 
 
+TEST_SEND_UNSUBSCRIBE = "#unsubscribe-is-disabled-in-test-sends"
+
+
 def test_send(
     *,
     template: MessageTemplate,
@@ -81,18 +85,28 @@ def test_send(
     context_person = person or _sample_person(to_email, to_phone)
     rendered = render(template.subject, template.body, person_context(context_person))
     if to_email:
-        html = render(
-            template.subject, template.body, person_context(context_person), html=True
-        ).body
-        mail = EmailMultiAlternatives(
-            subject=f"[Test] {rendered.subject or template.slug}",
-            body=rendered.body,
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[to_email],
-            headers={"X-Onramp-Test-Send": template.slug},
-        )
+        subject = f"[Test] {rendered.subject or template.slug}"
+        headers = {"X-Onramp-Test-Send": template.slug}
         if template.channel == "email":
-            mail.attach_alternative(html, "text/html")
+            # Built like a real send (same text, HTML, styles and footer); only the links differ:
+            # no click tracking, no pixel, and an unsubscribe link that unsubscribes nobody.
+            mail = compose(
+                subject=subject,
+                text=rendered.body,
+                to=to_email,
+                unsubscribe=TEST_SEND_UNSUBSCRIBE,
+                link=lambda target: target,
+                pixel=None,
+                headers=headers,
+            )
+        else:  # another channel's text, shown to the marketer by email
+            mail = EmailMultiAlternatives(
+                subject=subject,
+                body=rendered.body,
+                from_email=settings.DEFAULT_FROM_EMAIL,
+                to=[to_email],
+                headers=headers,
+            )
         mail.send()
         destination = to_email
     elif to_phone:

@@ -187,9 +187,17 @@ class PersonAdmin(admin.ModelAdmin):
     actions = ["export_people", "erase_people"]
     list_display = ["id", "external_id", "email", "first_seen", "last_seen"]
     list_display_links = ["id", "external_id"]
-    # Exact matches use the indexes; support staff paste an id or an address.
-    search_fields = ["external_id__exact", "email__iexact", "identities__value__exact"]
-    search_help_text = "Exact userId, anonymousId or email."
+    # Part of an id, an email or a name, any case: the trigram indexes of migration 0007 serve
+    # these on PostgreSQL (the same lookups as the dashboard's people list).
+    search_fields = [
+        "external_id__icontains",
+        "email__icontains",
+        "identities__value__icontains",
+        "traits__name__icontains",
+        "traits__first_name__icontains",
+        "traits__last_name__icontains",
+    ]
+    search_help_text = "Part of a userId, anonymousId, email or name (any case)."
     ordering = ["-last_seen"]
     show_full_result_count = False
     inlines = [IdentityInline]

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("dashboard", "0006_support_sees_erasures"),
-        ("triggers", "0012_experiment_run_permission"),
+        ("triggers", "0013_experiment_run_permission"),
     ]
 
     operations = [migrations.RunPython(install_groups, migrations.RunPython.noop)]

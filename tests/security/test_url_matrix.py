@@ -22,6 +22,7 @@ PUBLIC = {
     "logout": "POST only; logging out needs no permission",
     "admin:login": "the admin's login form",
     "api:openapi": "the public OpenAPI document of the tracking API",
+    "api:project-settings": "analytics.js's settings document; 404 for an unknown write key",
     "links:open": "open pixel in emails, signed token",
     "links:click": "click redirect in emails, signed URL",
     "links:unsubscribe": "unsubscribe link in emails, signed token",
@@ -36,6 +37,13 @@ API = {
     "api:group",
     "api:batch",
     "api:import",
+    "api:t",  # analytics.js's one-letter paths: aliases of track, identify, page…
+    "api:i",
+    "api:p",
+    "api:s",
+    "api:a",
+    "api:g",
+    "api:b",
     "in_app_api:messages",
     "in_app_api:outcome",
 }

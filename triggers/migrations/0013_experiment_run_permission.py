@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('triggers', '0011_partition_schedule'),
+        ('triggers', '0012_person_history_protected'),
     ]
 
     operations = [

@@ -1,4 +1,8 @@
-"""Access control for dashboard views.
+"""Access control for dashboard views: the roles of ``dashboard/permissions.py``, enforced.
+
+Every dashboard view names the permission to read it and, when it writes, the permission to write
+(``write=``, checked on every method but GET, HEAD and OPTIONS): an editor page can be read by a
+viewer, and only saved by someone allowed to change what it edits.
 
 Django's ``permission_required`` either redirects everyone to the login page (a logged-in user
 without the permission loops there) or answers 403 to everyone (an anonymous visitor is never asked
@@ -19,8 +23,15 @@ from django_htmx.http import HttpResponseClientRedirect
 View = Callable[..., HttpResponse]
 
 
-def dashboard_permission_required(permission: str) -> Callable[[View], View]:
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def dashboard_permission_required(
+    permission: str, *, write: str | None = None
+) -> Callable[[View], View]:
     """Require login and ``permission``: anonymous → login page, logged in without it → 403.
+
+    With ``write``, an unsafe request (POST…) also needs that permission, or gets 403.
 
     An htmx request from an expired session (a polling partial, say) gets an ``HX-Redirect`` to the
     login page, so the whole page navigates instead of the login form being swapped into a fragment.
@@ -37,6 +48,8 @@ def dashboard_permission_required(permission: str) -> Callable[[View], View]:
                 return redirect_to_login(request.get_full_path())
             if not user.has_perm(permission):
                 raise PermissionDenied
+            if write and request.method not in SAFE_METHODS and not user.has_perm(write):
+                raise PermissionDenied
             return view(request, *args, **kwargs)
 
         return wrapped
@@ -44,4 +57,10 @@ def dashboard_permission_required(permission: str) -> Callable[[View], View]:
     return decorator
 
 
-view_dashboard_required = dashboard_permission_required("dashboard.view_dashboard")
+VIEW_DASHBOARD = "dashboard.view_dashboard"
+view_dashboard_required = dashboard_permission_required(VIEW_DASHBOARD)
+
+
+def dashboard_write_required(write: str) -> Callable[[View], View]:
+    """A dashboard page that anyone who reads the dashboard may open, and only ``write`` may post."""
+    return dashboard_permission_required(VIEW_DASHBOARD, write=write)

@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard.decorators import view_dashboard_required
+from dashboard.decorators import dashboard_write_required
 from dashboard.forms import STEP_FIELDS, FlowForm, StepFormSet
 from dashboard.rows import apply_row_action
 from onboarding.configfile.durations import format_duration
@@ -168,14 +168,14 @@ def _editor(request: HttpRequest, flow: OnboardingFlow | None) -> HttpResponse:
     return render(request, "dashboard/flows/editor.html", context)
 
 
-@view_dashboard_required
+@dashboard_write_required("onboarding.add_onboardingflow")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def flow_new(request: HttpRequest) -> HttpResponse:
     return _editor(request, None)
 
 
-@view_dashboard_required
+@dashboard_write_required("onboarding.change_onboardingflow")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def flow_edit(request: HttpRequest, slug: str) -> HttpResponse:

@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard.decorators import view_dashboard_required
+from dashboard.decorators import dashboard_write_required, view_dashboard_required
 from dashboard.forms import (
     CONDITION_ERROR_FIELDS,
     ConditionForm,
@@ -226,14 +226,14 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
     return render(request, "dashboard/segments/editor.html", context)
 
 
-@view_dashboard_required
+@dashboard_write_required("onboarding.add_segment")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def segment_new(request: HttpRequest) -> HttpResponse:
     return _editor(request, None)
 
 
-@view_dashboard_required
+@dashboard_write_required("onboarding.change_segment")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def segment_edit(request: HttpRequest, slug: str) -> HttpResponse:
@@ -284,7 +284,7 @@ def _problem_label(problem: Problem, built: Built | None) -> str:
     return str(problem)
 
 
-@view_dashboard_required
+@dashboard_write_required("onboarding.change_segment")
 @require_POST
 def segment_preview(request: HttpRequest) -> HttpResponse:
     state = _state_from_post(request, None)
@@ -304,7 +304,7 @@ def segment_preview(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/segments/editor.html#segment-preview", {"preview": preview})
 
 
-@view_dashboard_required
+@dashboard_write_required("onboarding.change_segment")
 @require_POST
 def condition_row(request: HttpRequest) -> HttpResponse:
     """One condition row, re-rendered for its (new) type: the htmx swap behind the type select."""

@@ -63,9 +63,9 @@ def api(write_key: str) -> Client:
     return Client(HTTP_AUTHORIZATION=basic_auth(write_key))
 
 
-def _user(username: str, group: str | None, **extra) -> User:
+def _user(username: str, *groups: str | None, **extra) -> User:
     user = User.objects.create_user(username=username, password="pw-" + username, **extra)
-    if group:
+    for group in filter(None, groups):
         if not Group.objects.filter(name=group).exists():
             # Transactional tests flush the groups that the migration installed.
             from django.apps import apps
@@ -87,6 +87,24 @@ def alice(db) -> User:
 def bob(db) -> User:
     """A support agent (admin access through the support group)."""
     return _user("bob", "support", is_staff=True)
+
+
+@pytest.fixture
+def vera(db) -> User:
+    """A viewer: reads every growth page, changes nothing."""
+    return _user("vera", "viewer")
+
+
+@pytest.fixture
+def owen(db) -> User:
+    """An experiment owner: starts, stops and ships experiments; reads the growth pages."""
+    return _user("owen", "experiment owner")
+
+
+@pytest.fixture
+def root(db) -> User:
+    """A superuser."""
+    return User.objects.create_superuser(username="root", password="pw-root")
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
 
 from onboarding.models import Person
 from triggers.models import (
@@ -347,3 +349,31 @@ class PersonWithMessagesAdmin(_person_admin_class):
 
 admin.site.unregister(Person)
 admin.site.register(Person, PersonWithMessagesAdmin)
+
+
+# --- The beat's schedule ---------------------------------------------------------------------
+# django-celery-beat's actions name no permission, so any staff user who could see the periodic
+# tasks could also switch off or run them. Each needs ``change_periodictask`` here (superusers only:
+# no group has it, dashboard/permissions.py).
+
+
+def _needs_change(name: str) -> Any:
+    inherited = getattr(PeriodicTaskAdmin, name)
+
+    @admin.action(description=inherited.short_description, permissions=["change"])
+    def action(self: PeriodicTaskAdmin, request: HttpRequest, queryset: QuerySet) -> Any:
+        return inherited(self, request, queryset)
+
+    action.__name__ = name
+    return action
+
+
+class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
+    enable_tasks = _needs_change("enable_tasks")
+    disable_tasks = _needs_change("disable_tasks")
+    toggle_tasks = _needs_change("toggle_tasks")
+    run_tasks = _needs_change("run_tasks")
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, GuardedPeriodicTaskAdmin)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
 from django.dispatch import receiver
 
 from onboarding.models import Person
 from onboarding.signals import people_merged, person_erasing, person_exporting
 from triggers.models import (
     Assignment,
+    AuditLog,
     BacktestRun,
     DecisionLog,
     Enrollment,
@@ -73,7 +75,34 @@ def export_person(sender: Any, *, person: Person, **kwargs: Any) -> dict[str, li
         "backtest_entries": [
             {"backtest": run_id, **entry} for run_id, entry in _backtest_entries_of(person)
         ],
+        "audit_entries": list(
+            _audit_entries_of(person)
+            .order_by("at", "id")
+            .values("at", "actor_label", "action", "object_type", "object_id", "changes")
+        ),
     }
+
+
+def _audit_entries_of(person: Person):
+    """Audit rows about the person's review items (support's notes may name them), and test
+    sends rendered with the person's data."""
+    items = ReviewItem.objects.filter(message__person=person).values_list("pk", flat=True)
+    return AuditLog.objects.filter(
+        Q(object_type=ReviewItem._meta.label_lower, object_id__in=[str(pk) for pk in items])
+        | Q(action="template.test_send", changes__person=person.pk)
+    )
+
+
+def _scrub_audit_entries(person: Person) -> int:
+    """Keep who did what to which object, drop what the entries say about the person."""
+    scrubbed = 0
+    for entry in _audit_entries_of(person):
+        # A test send keeps its destination (a marketer's own address), not the person.
+        test_send = entry.action == "template.test_send"
+        entry.changes = {"to": entry.changes.get("to")} if test_send else {}
+        entry.save(update_fields=["changes"])
+        scrubbed += 1
+    return scrubbed
 
 
 def _saved_backtests():
@@ -114,6 +143,9 @@ def erase_person(
 ) -> dict[str, int]:
     """Delete the person's rows here, children first, and audit the erasure."""
     deleted: dict[str, int] = {}
+    scrubbed_audit = _scrub_audit_entries(person)  # before the review items that select them
+    if scrubbed_audit:
+        deleted["triggers.AuditLog entries scrubbed"] = scrubbed_audit
     for queryset in (
         ReviewItem.objects.filter(message__person=person),
         DecisionLog.objects.filter(person=person),

@@ -15,7 +15,7 @@ import shlex
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard.decorators import view_dashboard_required
+from dashboard.decorators import dashboard_write_required, view_dashboard_required
 from onboarding.configfile.durations import DurationError, parse_duration
 from onboarding.models import OnboardingFlow
 from triggers import figures_experiments
@@ -50,6 +50,9 @@ from triggers.services.experiments import (
 
 EDITOR = "triggers/experiments/editor.html"
 SAVE_ACTIONS = ("save", "start")
+
+
+RUN_EXPERIMENT = "triggers.run_experiment"  # start, stop, ship (dashboard/permissions.py)
 
 
 def _flows() -> list[tuple[str, str]]:
@@ -254,6 +257,8 @@ def _editor(request: HttpRequest, rule: Rule, experiment: Experiment | None) -> 
     action = request.POST.get("action", "") if request.method == "POST" else ""
     target = request.htmx.target if request.htmx else None
 
+    if action == "start" and not request.user.has_perm(RUN_EXPERIMENT):
+        raise PermissionDenied  # defining is growth's; starting is the experiment owner's
     if action in SAVE_ACTIONS:
         if experiment is not None and experiment.status == ExperimentStatus.STOPPED:
             messages.error(request, "A stopped experiment cannot change; copy it into a new one.")
@@ -283,7 +288,7 @@ def _editor(request: HttpRequest, rule: Rule, experiment: Experiment | None) -> 
     return render(request, EDITOR, context)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.add_experiment")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def experiment_new(request: HttpRequest, rule_slug: str) -> HttpResponse:
@@ -293,7 +298,7 @@ def experiment_new(request: HttpRequest, rule_slug: str) -> HttpResponse:
     return _editor(request, rule, None)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.change_experiment")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def experiment_edit(request: HttpRequest, slug: str) -> HttpResponse:
@@ -303,7 +308,7 @@ def experiment_edit(request: HttpRequest, slug: str) -> HttpResponse:
     return _editor(request, experiment.rule, experiment)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.change_experiment")
 @require_POST
 def experiment_plan(request: HttpRequest) -> HttpResponse:
     """The ``#experiment-plan`` partial for the posted form (htmx, on change)."""
@@ -312,7 +317,7 @@ def experiment_plan(request: HttpRequest) -> HttpResponse:
     return render(request, f"{EDITOR}#experiment-plan", context)
 
 
-@view_dashboard_required
+@dashboard_write_required(RUN_EXPERIMENT)
 @require_POST
 def experiment_status(request: HttpRequest, slug: str) -> HttpResponse:
     """Start or stop through the service, audited."""
@@ -333,7 +338,7 @@ def experiment_status(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("triggers:experiment_results", slug=slug)
 
 
-@view_dashboard_required
+@dashboard_write_required(RUN_EXPERIMENT)
 @require_POST
 def experiment_ship_view(request: HttpRequest, slug: str) -> HttpResponse:
     """Make the rule send one arm's follow-ups to everyone (stops the experiment), audited."""

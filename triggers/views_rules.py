@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard.decorators import view_dashboard_required
+from dashboard.decorators import dashboard_write_required, view_dashboard_required
 from onboarding.models import Segment
 from triggers import selectors
 from triggers.forms import (
@@ -247,14 +247,14 @@ def _editor(request: HttpRequest, rule: Rule | None) -> HttpResponse:
     return render(request, EDITOR, context)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.add_rule")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def rule_new(request: HttpRequest) -> HttpResponse:
     return _editor(request, None)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.change_rule")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def rule_edit(request: HttpRequest, slug: str) -> HttpResponse:
@@ -275,7 +275,7 @@ def trigger_fields(request: HttpRequest) -> HttpResponse:
     return render(request, f"{EDITOR}#trigger-fields", context)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.change_rule")
 @require_POST
 def rule_preview(request: HttpRequest) -> HttpResponse:
     """The ``#rule-preview`` partial for the posted form (htmx, on change, debounced)."""
@@ -286,7 +286,7 @@ def rule_preview(request: HttpRequest) -> HttpResponse:
     return render(request, f"{EDITOR}#rule-preview", context)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.change_rule")
 @require_POST
 def rule_status(request: HttpRequest, slug: str) -> HttpResponse:
     """Pause, resume (activate) or archive a rule through the service, audited."""
@@ -308,7 +308,7 @@ def rule_status(request: HttpRequest, slug: str) -> HttpResponse:
 BACKTEST_DAYS = 30
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.add_backtestrun")
 @require_POST
 def rule_backtest(request: HttpRequest, slug: str) -> HttpResponse:
     """Queue "test against the last 30 days" for the saved rule; the panel polls its progress."""

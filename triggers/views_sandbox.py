@@ -11,7 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -89,6 +89,9 @@ class SimulateForm(forms.Form):
         return script
 
 
+TEST_SEND_PERMISSION = "triggers.change_messagetemplate"
+
+
 @view_dashboard_required
 @require_http_methods(["GET", "POST"])
 def sandbox(request: HttpRequest) -> HttpResponse:
@@ -96,6 +99,9 @@ def sandbox(request: HttpRequest) -> HttpResponse:
     simulate_form = SimulateForm(initial={"rules": Rule.objects.filter(status=RuleStatus.ACTIVE)})
     simulation = None
     if request.method == "POST" and request.POST.get("action") == "test_send":
+        # Sending is writing (an email leaves, audited); simulating a person writes nothing.
+        if not request.user.has_perm(TEST_SEND_PERMISSION):
+            raise PermissionDenied
         send_form = TestSendForm(request.POST)
         if send_form.is_valid():
             try:

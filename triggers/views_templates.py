@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from dashboard.decorators import view_dashboard_required
+from dashboard.decorators import dashboard_write_required, view_dashboard_required
 from triggers import selectors
 from triggers.models import Channel, MessageTemplate
 from triggers.rendering import TemplateProblem, person_context
@@ -150,21 +150,21 @@ def _editor(request: HttpRequest, template: MessageTemplate | None) -> HttpRespo
     return render(request, EDITOR, context)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.add_messagetemplate")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def template_new(request: HttpRequest) -> HttpResponse:
     return _editor(request, None)
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.change_messagetemplate")
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("HX-Request", "HX-Target")
 def template_edit(request: HttpRequest, slug: str) -> HttpResponse:
     return _editor(request, get_object_or_404(MessageTemplate, slug=slug))
 
 
-@view_dashboard_required
+@dashboard_write_required("triggers.change_messagetemplate")
 @require_POST
 def template_preview(request: HttpRequest) -> HttpResponse:
     """The ``#template-preview`` partial for the posted subject, body and person (htmx)."""

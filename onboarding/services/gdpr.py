@@ -5,22 +5,32 @@ messages, assignments, decisions, review items) answer the ``person_exporting`` 
 sections and delete their rows on ``person_erasing``. An erasure leaves a tombstone — keyed hashes
 of the person's ids, never the ids — so that events re-sent for those ids are refused with code
 ``erased`` (``onboarding.tracking.erased``).
+
+Besides the rows that point at the person, two tables hold their identifiers without a foreign key:
+rejected events (``FailedEvent``: the payload names the userId, anonymousId, email, traits) and the
+messageId dedupe table (``EventDedupe``: one row per stored event). Both are exported and erased.
+Which tables are covered, and which are deliberately not, is reviewed in
+``tests/security/test_gdpr_coverage.py``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from onboarding.models import (
     ErasedIdentity,
     Erasure,
     Event,
+    EventDedupe,
+    FailedEvent,
     FlowProgress,
     Identity,
     IdentityKind,
@@ -47,6 +57,85 @@ def _profile(person: Person) -> dict[str, Any]:
         "first_seen": person.first_seen,
         "last_seen": person.last_seen,
     }
+
+
+# The payload keys whose value is an id of the person (Segment spec; alias names the old id).
+_ID_KEYS = frozenset({"userId", "anonymousId", "previousId"})
+
+
+def _emails_of(person: Person) -> set[str]:
+    emails = {person.email, str((person.traits or {}).get("email") or "")}
+    return {email.strip().casefold() for email in emails if email and email.strip()}
+
+
+def _as_id(value: Any) -> str | None:
+    """An id as the tracking API stores it: strings as sent, numbers as their integer text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _names_person(value: Any, ids: set[str], emails: set[str]) -> bool:
+    """Whether a decoded payload carries one of the ids (under an id key) or emails (anywhere)."""
+    if isinstance(value, dict):
+        return any(
+            (key in _ID_KEYS and _as_id(item) in ids) or _names_person(item, ids, emails)
+            for key, item in value.items()
+        )
+    if isinstance(value, list):
+        return any(_names_person(item, ids, emails) for item in value)
+    return isinstance(value, str) and value.strip().casefold() in emails
+
+
+def _payload_names_person(payload: str, ids: set[str], emails: set[str]) -> bool:
+    try:
+        return _names_person(json.loads(payload), ids, emails)
+    except (ValueError, RecursionError):
+        # Not JSON (that may be why it was rejected), or nested too deep to walk: a quoted id, or
+        # an email, anywhere in the text.
+        quoted = {json.dumps(value) for value in ids} | {f'"{value}"' for value in ids}
+        lowered = payload.casefold()
+        return any(q in payload for q in quoted) or any(e in lowered for e in emails)
+
+
+def failed_events_of(person: Person, ids: set[tuple[str, str]] | None = None) -> list[FailedEvent]:
+    """Rejected events whose payload names the person: by userId/anonymousId/previousId, or email.
+
+    The database narrows by substring (payloads are JSON with ``ensure_ascii``, so an id may be
+    stored escaped); each candidate is then decoded and matched exactly.
+    """
+    values = {value for _, value in (ids if ids is not None else _ids_of(person))}
+    emails = _emails_of(person)
+    if not values and not emails:
+        return []
+    narrow = Q()
+    for value in values:
+        narrow |= Q(payload__contains=value) | Q(payload__contains=json.dumps(value)[1:-1])
+    for email in emails:
+        narrow |= Q(payload__icontains=email)
+    return [
+        failed
+        for failed in FailedEvent.objects.filter(narrow).exclude(payload="").order_by("id")
+        if _payload_names_person(failed.payload, values, emails)
+    ]
+
+
+def _admin_history_of(person: Person) -> QuerySet[LogEntry]:
+    """The admin's history of the person's page (its object_repr is their userId or email)."""
+    person_type = ContentType.objects.get_for_model(Person)
+    return LogEntry.objects.filter(content_type=person_type, object_id=str(person.pk))
+
+
+def dedupe_rows_of(person: Person) -> QuerySet[EventDedupe]:
+    """The messageId dedupe rows of the person's stored events (empty on SQLite)."""
+    keys = Event.objects.filter(person=person).values_list("source_id", "message_id")
+    return EventDedupe.objects.filter(pk__in=keys)
 
 
 def person_export(person: Person) -> dict[str, Any]:
@@ -95,6 +184,28 @@ def person_export(person: Person) -> dict[str, Any]:
             {**row, "source": row.pop("source__name")} for row in events.iterator(chunk_size=2000)
         ],
         "flow_progress": [{**row, "flow": row.pop("flow__slug")} for row in progress],
+        "failed_events": [
+            {
+                "received_at": failed.received_at,
+                "endpoint": failed.endpoint,
+                "index": failed.index,
+                "code": failed.code,
+                "path": failed.path,
+                "message": failed.message,
+                "payload": failed.payload,
+            }
+            for failed in failed_events_of(person)
+        ],
+        "admin_history": list(
+            _admin_history_of(person)
+            .order_by("action_time", "id")
+            .values("action_time", "action_flag", "object_repr", "change_message")
+        ),
+        "dedupe_keys": list(
+            dedupe_rows_of(person)
+            .order_by("received_at", "message_id")
+            .values("source_id", "message_id", "received_at")
+        ),
     }
     for receiver, sections in person_exporting.send(sender=Person, person=person):
         if not isinstance(sections, dict):
@@ -131,6 +242,7 @@ def person_erase(person: Person, *, actor: Any = None) -> Erasure:
     person = Person.objects.select_for_update().get(pk=person.pk)
     user = actor if getattr(actor, "is_authenticated", False) else None
     ids = _ids_of(person)
+    failed_ids = [failed.pk for failed in failed_events_of(person, ids)]
     erasure = Erasure.objects.create(
         erased_by=user,
         erased_by_label=user.get_username() if user else (str(actor) if actor else "system"),
@@ -141,6 +253,8 @@ def person_erase(person: Person, *, actor: Any = None) -> Erasure:
         for label, count in (counts or {}).items():
             deleted[label] = deleted.get(label, 0) + count
     for queryset in (
+        FailedEvent.objects.filter(pk__in=failed_ids),
+        dedupe_rows_of(person),  # before the events, whose keys select it
         FlowProgress.objects.filter(person=person),
         Event.objects.filter(person=person),
         Identity.objects.filter(person=person),
@@ -148,10 +262,7 @@ def person_erase(person: Person, *, actor: Any = None) -> Erasure:
         _, per_model = queryset.delete()
         for label, count in per_model.items():
             deleted[label] = deleted.get(label, 0) + count
-    # The admin's history names the person (its object_repr is their userId or email).
-    LogEntry.objects.filter(
-        content_type=ContentType.objects.get_for_model(Person), object_id=str(person.pk)
-    ).delete()
+    _admin_history_of(person).delete()
     _, per_model = Person.objects.filter(pk=person.pk).delete()
     for label, count in per_model.items():
         deleted[label] = deleted.get(label, 0) + count

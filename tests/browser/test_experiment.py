@@ -4,6 +4,7 @@ starts it and finds it running in the list."""
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Group
 
 from onboarding.models import OnboardingFlow, Step
 from tests.browser.conftest import login
@@ -40,6 +41,7 @@ def test_set_up_start_and_see_it_running(browser, live_server, alice, rule):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
+    alice.groups.add(Group.objects.get(name="experiment owner"))  # growth defines, owner starts
     wait = wait_for(browser)
     login(browser, live_server, "alice", "pw-alice")
     browser.get(f"{live_server.url}/rules/profile-stalled/")

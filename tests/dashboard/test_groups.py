@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group
 
-from dashboard.permissions import GROUP_PERMISSIONS
+from dashboard.permissions import GROUP_PERMISSIONS, install_groups
 
 
 def codes(group: str) -> set[str]:
@@ -13,9 +13,30 @@ def codes(group: str) -> set[str]:
     return {f"{p.content_type.app_label}.{p.codename}" for p in permissions}
 
 
-@pytest.mark.parametrize("group", ["growth", "support"])
+@pytest.mark.parametrize("group", ["viewer", "growth", "experiment owner", "support"])
 def test_groups_exist_with_their_permissions(db, group):
     assert codes(group) == set(GROUP_PERMISSIONS[group])
+
+
+def test_installing_the_groups_again_changes_nothing(db):
+    from django.apps import apps
+
+    before = {group: codes(group) for group in GROUP_PERMISSIONS}
+    Group.objects.get(name="viewer").permissions.clear()  # drifted: put back
+    install_groups(apps)
+    install_groups(apps)
+    assert {group: codes(group) for group in GROUP_PERMISSIONS} == before
+    assert Group.objects.count() == len(GROUP_PERMISSIONS)
+
+
+def test_the_roles_split_reading_editing_and_running_experiments(db):
+    viewer, growth, owner = codes("viewer"), codes("growth"), codes("experiment owner")
+    assert all(code.split(".")[1].startswith("view_") for code in viewer)
+    assert viewer < growth and viewer < owner
+    assert "triggers.run_experiment" in owner and "triggers.run_experiment" not in growth
+    assert not {c for c in owner if not c.split(".")[1].startswith("view_")} - {
+        "triggers.run_experiment"
+    }
 
 
 def test_growth_uses_the_dashboard_and_support_does_not(db):
@@ -24,7 +45,7 @@ def test_growth_uses_the_dashboard_and_support_does_not(db):
 
 
 def test_nobody_but_superusers_edits_events_or_keys(db):
-    for group in ("growth", "support"):
+    for group in GROUP_PERMISSIONS:
         granted = codes(group)
         assert not {c for c in granted if c.endswith(("_event", "_failedevent", "_source"))} - {
             "onboarding.view_event",

@@ -139,4 +139,5 @@ def probe(db, alice, rich_person) -> dict[str, str]:
         "content_type_id": str(ContentType.objects.get_for_model(Person).pk),
         "url": "no-such-page/",
         "id": str(alice.pk),  # the admin's password change page of a user
+        "write_key": "not-a-write-key",  # analytics.js's settings document: an unknown key
     }

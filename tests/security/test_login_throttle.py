@@ -74,3 +74,58 @@ def test_a_successful_login_clears_earlier_failures(alice):
     for _ in range(4):
         assert _attempt(Client(), "alice", "wrong").status_code == 200
     assert _attempt(Client(), "alice", "pw-alice").status_code == 302
+
+
+def _admin_attempt(client: Client, username: str, password: str, address: str = ADDRESS):
+    return client.post(
+        reverse("admin:login"),
+        {"username": username, "password": password, "next": "/admin/"},
+        REMOTE_ADDR=address,
+    )
+
+
+def test_a_lockout_on_the_dashboard_login_locks_the_admin_login(bob, alice):
+    for _ in range(5):
+        assert _attempt(Client(), "bob", "wrong").status_code == 200
+    assert _attempt(Client(), "bob", "pw-bob").status_code == 429
+    client = Client()
+    for _ in range(3):  # more guesses on the other form: refused unread, not counted anew
+        assert _admin_attempt(client, "bob", "wrong").status_code == 429
+    locked = _admin_attempt(client, "bob", "pw-bob")
+    assert locked.status_code == 429
+    assert locked["Retry-After"] == "900"
+    assert b"Too many failed attempts" in locked.content
+    assert "_auth_user_id" not in client.session
+    # Counted per user name and address: another address, or another name, is not locked.
+    assert _admin_attempt(Client(), "bob", "pw-bob", address="198.51.100.1").status_code == 302
+    assert _attempt(Client(), "alice", "pw-alice").status_code == 302
+
+
+def test_a_lockout_on_the_admin_login_locks_the_dashboard_login(bob, alice):
+    for _ in range(5):
+        assert _admin_attempt(Client(), "bob", "wrong").status_code == 200
+    assert _admin_attempt(Client(), "BOB", "pw-bob").status_code == 429  # name normalised
+    client = Client()
+    locked = _attempt(client, "bob", "pw-bob")
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session
+    assert _attempt(Client(), "bob", "pw-bob", address="198.51.100.1").status_code == 302
+    assert _admin_attempt(Client(), "alice", "wrong").status_code == 200  # alice: one failure
+
+
+def test_failures_on_both_forms_add_up_to_one_lockout(bob):
+    for _ in range(3):
+        _attempt(Client(), "bob", "wrong")
+    for _ in range(2):
+        _admin_attempt(Client(), "bob", "wrong")
+    assert _admin_attempt(Client(), "bob", "pw-bob").status_code == 429
+    assert _attempt(Client(), "bob", "pw-bob").status_code == 429
+
+
+def test_a_successful_admin_login_clears_the_count(bob):
+    for _ in range(4):
+        _attempt(Client(), "bob", "wrong")
+    assert _admin_attempt(Client(), "bob", "pw-bob").status_code == 302
+    for _ in range(4):
+        assert _attempt(Client(), "bob", "wrong").status_code == 200
+    assert _attempt(Client(), "bob", "pw-bob").status_code == 302

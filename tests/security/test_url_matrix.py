@@ -3,7 +3,8 @@
 The patterns come from the URL resolver, so a page added later is checked without editing this file:
 if it is not in ``PUBLIC`` or ``API`` and not under the admin, it must behave as a dashboard page
 (anonymous → login, charlie and bob → 403). Path parameters are filled with real objects: every
-object that a slug names is created with the slug ``probe``.
+object that a slug names is created with the slug ``probe``. The roles in detail (viewer, growth,
+experiment owner, support, superuser; GET and POST) are ``test_permission_matrix.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ PUBLIC = {
     "logout": "POST only; logging out needs no permission",
     "admin:login": "the admin's login form",
     "api:openapi": "the public OpenAPI document of the tracking API",
+    "api:project-settings": "analytics.js's settings document; 404 for an unknown write key",
     "links:open": "open pixel in emails, signed token",
     "links:click": "click redirect in emails, signed URL",
     "links:unsubscribe": "unsubscribe link in emails, signed token",
@@ -35,11 +37,20 @@ API = {
     "api:group",
     "api:batch",
     "api:import",
+    "api:t",  # analytics.js's one-letter paths: aliases of track, identify, page…
+    "api:i",
+    "api:p",
+    "api:s",
+    "api:a",
+    "api:g",
+    "api:b",
     "in_app_api:messages",
     "in_app_api:outcome",
 }
 # Dashboard pages that support staff (bob) may open too: they need only ``onboarding.view_person``.
 SUPPORT_PAGES = {"dashboard:people", "dashboard:person"}
+# Growth (alice) may not post here: starting, stopping and shipping is the experiment owner's.
+EXPERIMENT_OWNER_PAGES = {"triggers:experiment_status", "triggers:experiment_ship"}
 PERSONAS = ["anonymous", "alice", "bob", "charlie"]
 
 
@@ -90,6 +101,8 @@ def _problem(route: Route, persona: str, response) -> str | None:
         return None if status == 200 else f"{status}, expected 200 (support looks people up)"
     if persona in ("bob", "charlie"):
         return None if status == 403 else f"{status}, expected 403 (not in the growth group)"
+    if name in EXPERIMENT_OWNER_PAGES:
+        return None if status == 403 else f"{status}, expected 403 (experiment owners only)"
     if status in (302, 403) and (status == 403 or location.startswith("/login/")):
         return f"{status} {location}: growth cannot open it"
     return None

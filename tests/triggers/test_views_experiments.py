@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -40,6 +41,8 @@ ARMS = [
 
 @pytest.fixture
 def growth(client: Client, alice) -> Client:
+    """Alice defines experiments (growth) and runs them (experiment owner): both roles."""
+    alice.groups.add(Group.objects.get(name="experiment owner"))
     client.force_login(alice)
     return client
 

@@ -37,6 +37,9 @@ class Experiment(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Starting, stopping and shipping is the experiment owner's (dashboard/permissions.py);
+        # change_experiment edits the definition only.
+        permissions = [("run_experiment", "Can start, stop and ship experiments")]
         constraints = [
             # At most one running experiment per rule: enrollments are split one way only.
             models.UniqueConstraint(

@@ -20,6 +20,8 @@ from onboarding.segments.tree import COUNT_OPERATORS, FLOW_STATES, TRAIT_OPERATO
 from onboarding.where_text import parse_where
 
 DEFAULT_RANGE_DAYS = 30
+RELATIVE_RANGES = {"7d": 7, "30d": 30, "90d": 90}
+MAX_WINDOW_SECONDS = 365 * 86400
 COMMON_BREAKDOWNS = ("device", "source", "plan")
 # Daily points over longer ranges are mostly noise at onboarding volumes; weeks read better.
 AUTO_WEEKLY_AFTER_DAYS = 21
@@ -79,13 +81,38 @@ class FunnelFilterForm(forms.Form):
     interval = forms.ChoiceField(
         choices=[("", "Auto"), ("day", "Day"), ("week", "Week")], required=False
     )
+    range = forms.ChoiceField(
+        choices=[
+            ("", "Dates"),
+            ("7d", "Last 7 days"),
+            ("30d", "Last 30 days"),
+            ("90d", "Last 90 days"),
+        ],
+        required=False,
+        label="Range",
+    )
+    window = DurationField(
+        required=False,
+        label="Window",
+        help_text="This query's conversion window (90s, 5m, 24h, 7d); empty: the flow's own.",
+    )
 
     def __init__(self, data: Mapping[str, Any] | None, *, today: date) -> None:
         super().__init__(data)
         self.today = today
 
+    def clean_window(self) -> int | None:
+        seconds = self.cleaned_data.get("window")
+        if seconds is not None and not 0 < seconds <= MAX_WINDOW_SECONDS:
+            raise ValidationError("Between 1 second and 365 days.")
+        return seconds
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        relative = RELATIVE_RANGES.get(cleaned.get("range") or "")
+        if relative is not None:  # a relative range moves with today: the URL stays "last N days"
+            cleaned["until"] = self.today
+            cleaned["since"] = self.today - timedelta(days=relative - 1)
         until = cleaned.get("until") or self.today
         since = cleaned.get("since") or until - timedelta(days=DEFAULT_RANGE_DAYS - 1)
         if since > until:

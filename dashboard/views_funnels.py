@@ -98,6 +98,8 @@ def _filter_params(cleaned: dict[str, Any], request: HttpRequest) -> QueryDict:
     params = QueryDict(mutable=True)
     params["since"] = cleaned["since"].isoformat()
     params["until"] = cleaned["until"].isoformat()
+    if cleaned.get("window"):
+        params["window"] = format_duration(cleaned["window"])
     if cleaned.get("segment") is not None:
         params["segment"] = cleaned["segment"].slug
     if cleaned.get("breakdown"):
@@ -114,6 +116,7 @@ def _query(flow: OnboardingFlow, cleaned: dict[str, Any]) -> FunnelQuery:
         until=cleaned["until"],
         segment=cleaned.get("segment"),
         breakdown=cleaned.get("breakdown"),
+        window_seconds=cleaned.get("window"),
     )
 
 
@@ -205,6 +208,7 @@ def _results_context(
         "result": None,
         "error": None,
         "window_label": format_duration(flow.window_seconds),
+        "breakdown_warning": None,
     }
     if not form.is_valid():
         context["error"] = "Fix the filters above to see the funnel."
@@ -220,6 +224,14 @@ def _results_context(
     except FunnelQueryError as error:
         context["error"] = str(error)
         return context
+    if cleaned.get("window"):
+        context["window_label"] = format_duration(cleaned["window"]) + " (this query)"
+    if result.breakdown is not None and result.entrants and set(result.breakdown) == {"(none)"}:
+        context["breakdown_warning"] = (
+            f"No entrant's entry event or traits has a property named “{cleaned['breakdown']}”, "
+            "so everyone falls in “(none)”. Check the name: the suggestions list the properties "
+            "seen on recent entry events."
+        )
     context.update(
         {
             "result": result,

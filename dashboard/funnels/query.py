@@ -31,6 +31,9 @@ class StepDef:
     where: dict[str, Any]
 
 
+MAX_WINDOW_SECONDS = 365 * 86400
+
+
 @dataclass(frozen=True)
 class FunnelQuery:
     """One funnel: entrants whose entry falls on ``since``..``until`` (inclusive UTC days).
@@ -39,6 +42,8 @@ class FunnelQuery:
     set of people); ``mode`` picks the evaluation: ``progress`` reads the per-person progress rows
     (exact; people who re-entered inside the range are walked from their events), ``events`` walks
     every entrant's raw events (ad-hoc funnels, verification), ``auto`` is ``progress``.
+    ``window_seconds`` replaces the flow's conversion window for this query only; the progress rows
+    are kept for the flow's own window, so another window is evaluated from raw events.
     """
 
     flow: OnboardingFlow
@@ -49,8 +54,16 @@ class FunnelQuery:
     breakdown: str | None = None
     now: datetime | None = None
     mode: Mode = "auto"
+    window_seconds: int | None = None
 
     def __post_init__(self) -> None:
+        if self.window_seconds is not None:
+            if not 0 < self.window_seconds <= MAX_WINDOW_SECONDS:
+                raise FunnelQueryError(
+                    "invalid_window", "the conversion window must be between 1 second and 365 days"
+                )
+            if self.window_seconds != self.flow.window_seconds and self.mode != "events":
+                object.__setattr__(self, "mode", "events")
         if self.since > self.until:
             raise FunnelQueryError("invalid_range", "since must be on or before until")
         if self.mode not in ("auto", "progress", "events"):
@@ -69,7 +82,7 @@ class FunnelQuery:
 
     @property
     def window(self) -> timedelta:
-        return timedelta(seconds=self.flow.window_seconds)
+        return timedelta(seconds=self.window_seconds or self.flow.window_seconds)
 
     @property
     def clock(self) -> datetime:

@@ -315,3 +315,44 @@ def test_csv_export_streams_everyone(growth, people):
         "u2@example.com": "false",
         "u3@example.com": "true",
     }
+
+
+# --- funnel comforts: relative ranges, a window per query, unknown breakdowns --------------------
+
+
+def test_relative_ranges_move_with_today(growth, people, clock):
+    clock.move_to(NOW + timedelta(days=5))  # the sign-ups are now 9 days old
+    week = growth.get(FUNNEL + "?range=7d")
+    assert week.context["result"].entrants == 0
+    assert week.context["result"].until == (NOW + timedelta(days=5)).date()
+    month = growth.get(FUNNEL + "?range=30d&since=2020-01-01&until=2020-01-02")
+    assert month.context["result"].entrants == 10  # the relative range wins over stale dates
+    assert month.context["result"].since == (NOW + timedelta(days=5) - timedelta(days=29)).date()
+
+
+def test_a_conversion_window_for_one_query(growth, people):
+    """Verified 1 h after sign-up, profile completed 2 h after: a 90-minute window keeps the
+    first and drops the second, for this query only (the flow keeps its 7 days)."""
+    response = growth.get(FUNNEL + "?window=90m")
+    result = response.context["result"]
+    assert [s.count for s in result.steps] == [10, 8, 0]
+    assert result.window_seconds == 90 * 60
+    html = response.content.decode()
+    assert "window 90m (this query)" in html
+    people_link = re.search(r'href="(/flows/activation/funnel/people/\?[^"]+)"', html)[1]
+    assert "window=90m" in people_link
+    assert [s.count for s in growth.get(FUNNEL).context["result"].steps] == [10, 8, 3]
+
+
+def test_a_bad_window_is_an_error_next_to_the_field(growth, people):
+    html = growth.get(FUNNEL + "?window=soon").content.decode()
+    assert "Write a duration such as 90s, 5m, 24h or 7d" in html
+    assert "Fix the filters above to see the funnel." in html
+
+
+def test_an_unknown_breakdown_property_is_named_instead_of_one_silent_none_group(growth, people):
+    html = growth.get(FUNNEL + "?breakdown=devise").content.decode()
+    assert 'data-testid="breakdown-warning"' in html
+    assert "traits has a property named “devise”, so everyone falls in “(none)”" in html
+    known = growth.get(FUNNEL + "?breakdown=device").content.decode()
+    assert 'data-testid="breakdown-warning"' not in known

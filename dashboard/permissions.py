@@ -44,6 +44,7 @@ _READ_GROWTH_PAGES = [
     "triggers.view_message",
     "triggers.view_decisionlog",
     "triggers.view_auditlog",
+    "triggers.view_workspacesettings",
 ]
 
 GROUP_PERMISSIONS: dict[str, list[str]] = {
@@ -61,6 +62,7 @@ GROUP_PERMISSIONS: dict[str, list[str]] = {
         "triggers.add_experiment",
         "triggers.change_experiment",  # the definition, not its status
         "triggers.add_backtestrun",
+        "triggers.change_workspacesettings",  # the Settings page: caps, quiet hours, time zone
     ],
     EXPERIMENT_OWNER: [*_READ_GROWTH_PAGES, "triggers.run_experiment"],
     SUPPORT: [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -177,3 +178,14 @@ def smtp(settings):
         settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
         settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, 5
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_workspace_policy() -> Iterator[None]:
+    """The Settings page's policy is cached per process for a moment: a row one test saved (and
+    rolled back) must not decide the next test's caps."""
+    from triggers.workspace import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()

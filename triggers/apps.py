@@ -23,7 +23,10 @@ class TriggersConfig(AppConfig):
 
     def ready(self) -> None:
         # The templates and rules sections of the configuration file (onboarding cannot import us).
-        from triggers import receivers  # noqa: F401  (GDPR export and erasure of a person)
+        from triggers import (
+            receivers,  # noqa: F401  (GDPR export and erasure of a person)
+            workspace,  # noqa: F401  (its cache is dropped when the row changes)
+        )
         from triggers.configfile import register
 
         register()

@@ -1,5 +1,7 @@
 from datetime import UTC, datetime, time
 
+import pytest
+
 from triggers.engine.timing import follow_up_due_at
 from triggers.rules.spec import FollowUp
 
@@ -26,7 +28,24 @@ def test_same_day_time_already_past_moves_to_tomorrow():
     assert follow_up_due_at(at(9), follow_up, "UTC") == at(10)
 
 
+@pytest.mark.django_db
 def test_unknown_timezone_falls_back_to_the_workspace_default(settings):
     settings.ONRAMP_DEFAULT_TIMEZONE = "Asia/Tokyo"
     follow_up = FollowUp("email", "t", 0, time(10, 0))
     assert follow_up_due_at(at(0), follow_up, "Not/AZone") == at(1)  # 10:00 Tokyo = 01:00 UTC
+
+
+@pytest.mark.django_db
+def test_the_settings_page_default_timezone_wins_over_the_environment(settings):
+    from triggers.workspace import save_policy
+
+    settings.ONRAMP_DEFAULT_TIMEZONE = "Asia/Tokyo"
+    save_policy(
+        global_cap_max=2,
+        global_cap_period_seconds=7 * 86400,
+        quiet_hours="",
+        default_timezone="America/New_York",
+        actor=None,
+    )
+    follow_up = FollowUp("email", "t", 0, time(10, 0))
+    assert follow_up_due_at(at(0), follow_up, None) == at(15)  # 10:00 New York = 15:00 UTC

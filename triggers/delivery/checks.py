@@ -18,16 +18,15 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.conf import settings
-
 from onboarding.models import FlowProgress, Person
 from triggers.channels.base import Channel
-from triggers.engine.timing import parse_quiet_hours, quiet_until
+from triggers.engine.timing import quiet_until
 from triggers.models import Message
 from triggers.models.messages import MessageStatus
 from triggers.models.rules import EnrollmentStatus
 from triggers.rendering import person_context, render
 from triggers.rules.spec import RuleSpec, parse_rule
+from triggers.workspace import policy
 
 CAPPED_STATUSES = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.UNKNOWN)
 
@@ -70,7 +69,7 @@ def consent_refuses(person: Person, channel: str) -> bool:
 def quiet_resume(spec: RuleSpec, person: Person, now: datetime) -> datetime | None:
     """When the rule's (or the installation's) quiet hours end in the person's time zone, if
     ``now`` falls inside them."""
-    quiet = spec.quiet_hours or parse_quiet_hours(settings.ONRAMP_QUIET_HOURS)
+    quiet = spec.quiet_hours or policy().quiet
     return quiet_until(now, quiet, person.timezone)
 
 
@@ -91,11 +90,14 @@ class CapLedger:
 
     def __init__(self, sends: dict[int, list[tuple[int, datetime]]]):
         self.sends = sends
+        workspace = policy()  # read once per batch: the Settings page's global cap
+        self.global_max = workspace.global_cap_max
+        self.global_period = timedelta(seconds=workspace.global_cap_period_seconds)
 
     @classmethod
     def read(cls, person_ids: Iterable[int], specs: Iterable[RuleSpec], now: datetime) -> CapLedger:
         """The people's sends as far back as the longest cap period among ``specs`` reaches."""
-        longest = settings.ONRAMP_GLOBAL_CAP_PERIOD
+        longest = policy().global_cap_period_seconds
         for spec in specs:
             if spec.cap_max is not None and spec.cap_per is not None:
                 longest = max(longest, spec.cap_per)
@@ -103,8 +105,8 @@ class CapLedger:
 
     def reason(self, message: Message, spec: RuleSpec, now: datetime) -> str | None:
         sends = self.sends.get(message.person_id, [])
-        since = now - timedelta(seconds=settings.ONRAMP_GLOBAL_CAP_PERIOD)
-        if sum(1 for _, at in sends if at > since) >= settings.ONRAMP_GLOBAL_CAP_MAX:
+        since = now - self.global_period
+        if sum(1 for _, at in sends if at > since) >= self.global_max:
             return "cap:global"
         if spec.cap_max is not None and spec.cap_per is not None:
             since = now - timedelta(seconds=spec.cap_per)

@@ -5,20 +5,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.conf import settings
-
 from triggers.rules.spec import FollowUp
+from triggers.workspace import policy
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def person_zone(timezone_name: str | None) -> ZoneInfo:
-    """The person's timezone, else the workspace default (``ONRAMP_DEFAULT_TIMEZONE``)."""
-    for name in (timezone_name, settings.ONRAMP_DEFAULT_TIMEZONE, "UTC"):
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return ZoneInfo("UTC")
+    """The person's timezone, else the workspace default (the Settings page), else UTC."""
+    # The policy is read only when the person's own zone is missing or unknown.
+    return _zone(timezone_name) or _zone(policy().default_timezone) or ZoneInfo("UTC")
 
 
 def follow_up_due_at(base: datetime, follow_up: FollowUp, timezone_name: str | None) -> datetime:
@@ -36,14 +39,6 @@ def follow_up_due_at(base: datetime, follow_up: FollowUp, timezone_name: str | N
     if target < base:
         target = datetime.combine(local.date() + timedelta(days=1), follow_up.at, tzinfo=zone)
     return target.astimezone(UTC)
-
-
-def parse_quiet_hours(text: str) -> tuple[time, time] | None:
-    """``"21:00-08:00"`` → (21:00, 08:00); empty → None."""
-    if not text.strip():
-        return None
-    start, _, end = text.strip().partition("-")
-    return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
 
 
 def quiet_until(

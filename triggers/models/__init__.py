@@ -5,6 +5,7 @@ from .logs import AuditLog, DecisionLog, Heartbeat
 from .messages import Message, MessageStatus, MessageTemplate, ReviewItem, ReviewStatus
 from .rules import Channel, Enrollment, Rule, RuleState, RuleStatus, RuleVersion
 from .simulation import BacktestRun, BacktestStatus
+from .workspace import WorkspaceSettings
 
 __all__ = [
     "Assignment",
@@ -27,4 +28,5 @@ __all__ = [
     "RuleStatus",
     "RuleVersion",
     "Variant",
+    "WorkspaceSettings",
 ]

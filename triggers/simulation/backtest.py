@@ -30,7 +30,6 @@ from itertools import groupby
 from types import SimpleNamespace
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
 from onboarding.models import Person, Segment
@@ -38,10 +37,11 @@ from onboarding.segments import members_queryset
 from triggers.channels import channel_for
 from triggers.delivery.checks import CAPPED_STATUSES
 from triggers.engine.detectors import Occurrence
-from triggers.engine.timing import follow_up_due_at, parse_quiet_hours, quiet_until
+from triggers.engine.timing import follow_up_due_at, quiet_until
 from triggers.models import Enrollment, Message, MessageTemplate, Rule, RuleStatus
 from triggers.rendering import ENVIRONMENT, HTML_ENVIRONMENT, TemplateProblem, person_context
 from triggers.rules.spec import FollowUp, RuleSpec, parse_rule
+from triggers.workspace import policy
 
 from . import idle
 from .detection import detect_history
@@ -262,8 +262,9 @@ def _deliver_person(
     renderer: _Renderer,
     result: BacktestResult,
 ) -> None:
-    period = timedelta(seconds=settings.ONRAMP_GLOBAL_CAP_PERIOD)
-    quiet = spec.quiet_hours or parse_quiet_hours(settings.ONRAMP_QUIET_HOURS)
+    workspace = policy()
+    period = timedelta(seconds=workspace.global_cap_period_seconds)
+    quiet = spec.quiet_hours or workspace.quiet
     own: list[datetime] = []
     consent = person.consent or {}
     for send in sorted(sends, key=lambda s: (s.due_at, s.step)):
@@ -297,7 +298,7 @@ def _deliver_person(
             recent = sum(1 for t in live_sent if t > moment - period) + sum(
                 1 for t in own if t > moment - period
             )
-            if recent >= settings.ONRAMP_GLOBAL_CAP_MAX:
+            if recent >= workspace.global_cap_max:
                 outcome = "capped:global"
                 break
             if spec.cap_max is not None and spec.cap_per is not None:
@@ -520,7 +521,7 @@ def _live_sends(
     rule: Rule | None, people: Iterable[int], since: datetime, until: datetime
 ) -> dict[int, list[datetime]]:
     """What live rules really sent these people (the global cap counts them)."""
-    period = timedelta(seconds=settings.ONRAMP_GLOBAL_CAP_PERIOD)
+    period = timedelta(seconds=policy().global_cap_period_seconds)
     wanted = set(people)
     rows = for_people(Message.objects.all(), "person_id", sorted(wanted)).filter(
         status__in=CAPPED_STATUSES,

@@ -10,7 +10,6 @@ from django.test import Client
 
 from triggers import workspace
 from triggers.models import AuditLog
-from tests.dashboard.test_settings_tmp_conftest import _groups  # noqa
 
 URL = "/settings/"
 VALID = {

@@ -32,7 +32,7 @@ def backtest_status(request: HttpRequest, run_id: int) -> HttpResponse:
     if getattr(request, "htmx", False) or request.GET.get("format") == "html":
         return render(
             request,
-            "triggers/backtest_status.html",
+            "dashboard/backtest_status.html",
             {"run": run, "data": _payload(run), "finished": run.status in ("done", "failed")},
         )
     return JsonResponse(_payload(run))

@@ -24,12 +24,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
-from onboarding.configfile.durations import DurationError, parse_duration
-from onboarding.models import OnboardingFlow
-from triggers import figures_experiments
-from triggers.experiments import planning
-from triggers.experiments.results import experiment_results
-from triggers.forms_experiments import (
+from dashboard.experiments import figures
+from dashboard.experiments.forms import (
     DEFAULT_ARMS,
     ArmRow,
     ExperimentForm,
@@ -40,6 +36,10 @@ from triggers.forms_experiments import (
     rows_from_variants,
     variants_from_rows,
 )
+from onboarding.configfile.durations import DurationError, parse_duration
+from onboarding.models import OnboardingFlow
+from triggers.experiments import planning
+from triggers.experiments.results import experiment_results
 from triggers.models import Experiment, ExperimentStatus, Rule
 from triggers.services.experiments import (
     experiment_save,
@@ -48,7 +48,7 @@ from triggers.services.experiments import (
     experiment_validate,
 )
 
-EDITOR = "triggers/experiments/editor.html"
+EDITOR = "dashboard/experiments/editor.html"
 SAVE_ACTIONS = ("save", "start")
 
 
@@ -75,7 +75,7 @@ def experiments_list(request: HttpRequest) -> HttpResponse:
     )
     rules = Rule.objects.exclude(status="archived").order_by("name").values_list("slug", "name")
     context = {"section": "experiments", "experiments": experiments, "rules": rules}
-    return render(request, "triggers/experiments/list.html", context)
+    return render(request, "dashboard/experiments/list.html", context)
 
 
 # --- set-up ---------------------------------------------------------------------------------------
@@ -386,11 +386,11 @@ def experiment_results_view(request: HttpRequest, slug: str) -> HttpResponse:
         "several": len(result.analysis.comparisons) > 1,
         "short_arms": [a for a in result.arms if a.more_needed],
         "analysis_json": result.analysis.as_dict(),
-        "rates_figure": figures_experiments.rates_figure(result),
-        "over_time_figure": figures_experiments.over_time_figure(result),
+        "rates_figure": figures.rates_figure(result),
+        "over_time_figure": figures.over_time_figure(result),
         "has_over_time": any(result.over_time.values()),
         "ship_choices": [a.counts.name for a in result.arms if not a.counts.holdout],
         "ab_calc_arguments": " ".join(shlex.quote(a) for a in result.ab_calc_arguments()),
         "window": (experiment.metric or {}).get("completed_within", ""),
     }
-    return render(request, "triggers/experiments/results.html", context)
+    return render(request, "dashboard/experiments/results.html", context)

@@ -20,13 +20,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
-from triggers import selectors
+from dashboard.rules import selectors
 from triggers.models import Channel, MessageTemplate
 from triggers.rendering import TemplateProblem, person_context
 from triggers.rendering import render as render_liquid
 from triggers.services.templates import SUBJECT_CHANNELS, template_save
 
-EDITOR = "triggers/templates/editor.html"
+EDITOR = "dashboard/templates/editor.html"
 # How strict rendering reports a variable with no value and no default.
 _UNDEFINED = re.compile(r"^'([^']+)' is undefined")
 
@@ -65,7 +65,7 @@ def templates_list(request: HttpRequest) -> HttpResponse:
         {"template": template, "rules": usage.get(template.slug, [])}
         for template in MessageTemplate.objects.order_by("channel", "slug")
     ]
-    return render(request, "triggers/templates/list.html", {"section": "rules", "rows": rows})
+    return render(request, "dashboard/templates/list.html", {"section": "rules", "rows": rows})
 
 
 def _preview_context(data: dict[str, Any]) -> dict[str, Any]:

@@ -17,12 +17,11 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from dashboard.rows import apply_row_action as move_rows
+from dashboard.rules.selectors import FlowInfo
 from onboarding.configfile.errors import Problem
 from onboarding.where_text import format_where, parse_where
 from triggers.models import Channel
 from triggers.rules.spec import EXIT_WHEN, MAX_FOLLOW_UPS, TRIGGER_KINDS
-
-from .selectors import FlowInfo
 
 KIND_LABELS = {
     "inactive_in_flow": "Inactive in onboarding",

@@ -1,7 +1,11 @@
 from django.urls import path
 
-from . import views_experiments, views_rules, views_sandbox, views_templates
+from dashboard.experiments import views as views_experiments
+from dashboard.message_templates import views as views_templates
+from dashboard.rules import views as views_rules
+from dashboard.sandbox import views as views_sandbox
 
+# The namespace stays "triggers" so every URL name (triggers:rule_edit, ...) is unchanged.
 app_name = "triggers"
 
 urlpatterns = [

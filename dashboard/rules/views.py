@@ -24,9 +24,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
-from onboarding.models import Segment
-from triggers import selectors
-from triggers.forms import (
+from dashboard.rules import selectors
+from dashboard.rules.forms import (
     EMPTY_ROW,
     FLOW_KINDS,
     FollowUpForm,
@@ -38,12 +37,13 @@ from triggers.forms import (
     row_forms,
     rows_from_post,
 )
+from onboarding.models import Segment
 from triggers.models import MessageTemplate, Rule, RuleStatus
 from triggers.rules.spec import parse_rule
 from triggers.services.backtests import backtest_start
 from triggers.services.rules import DatabaseCatalog, RuleInvalid, rule_save, rule_set_status
 
-EDITOR = "triggers/rules/editor.html"
+EDITOR = "dashboard/rules/editor.html"
 ROW_PARTIALS = {"follow-ups", "fallback-fields", "trigger-fields"}
 SAVE_ACTIONS = {"save": None, "activate": RuleStatus.ACTIVE}
 
@@ -52,7 +52,7 @@ SAVE_ACTIONS = {"save": None, "activate": RuleStatus.ACTIVE}
 @require_GET
 def rules_list(request: HttpRequest) -> HttpResponse:
     rows = selectors.rule_rows(now=timezone.now())
-    return render(request, "triggers/rules/list.html", {"section": "rules", "rows": rows})
+    return render(request, "dashboard/rules/list.html", {"section": "rules", "rows": rows})
 
 
 # --- editor -----------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def rule_backtest(request: HttpRequest, slug: str) -> HttpResponse:
     if getattr(request, "htmx", False):
         return render(
             request,
-            "triggers/backtest_status.html",
+            "dashboard/backtest_status.html",
             {"run": run, "data": {}, "finished": False},
         )
     return redirect(f"{reverse('backtests:status', args=[run.pk])}?format=html")

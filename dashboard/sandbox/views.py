@@ -131,4 +131,4 @@ def sandbox(request: HttpRequest) -> HttpResponse:
         "simulation": simulation,
         "section": "rules",
     }
-    return render(request, "triggers/sandbox.html", context)
+    return render(request, "dashboard/sandbox.html", context)

@@ -6,9 +6,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from tests.triggers.conftest import make_rule
 from triggers.models import BacktestRun
-
-from .conftest import make_rule
 
 pytestmark = pytest.mark.usefixtures("flow", "templates")
 

@@ -16,10 +16,9 @@ from django.test import Client
 from django.utils import timezone
 
 from onboarding.models import FlowProgress, Person
+from tests.triggers.conftest import make_rule
 from triggers.models import Assignment, AuditLog, Enrollment, Experiment
 from triggers.services.experiments import experiment_save, experiment_set_status
-
-from .conftest import make_rule
 
 pytestmark = pytest.mark.django_db
 

@@ -8,9 +8,8 @@ from django.test import Client
 from django.urls import reverse
 
 from onboarding.models import Event, Person
+from tests.triggers.conftest import make_rule
 from triggers.models import AuditLog, Enrollment, Message
-
-from .conftest import make_rule
 
 pytestmark = pytest.mark.usefixtures("flow", "templates")
 URL = reverse("triggers:sandbox")

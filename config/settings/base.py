@@ -210,6 +210,14 @@ ONRAMP_DEFAULT_TIMEZONE = env_str("ONRAMP_DEFAULT_TIMEZONE", "UTC")
 # The public URL of this Onramp, for links in emails (open pixel, click tracking, unsubscribe).
 ONRAMP_BASE_URL = env_str("ONRAMP_BASE_URL", "http://127.0.0.1:8000")
 # Global frequency cap: at most MAX follow-ups per person in any rolling PERIOD, across channels.
+# Channels by name, each a dotted path to its class, imported on first use one by one: a channel
+# whose optional dependency is missing cannot break another (a new channel is one line here).
+ONRAMP_CHANNELS = {
+    "email": "triggers.channels.email.EmailChannel",
+    "in_app": "triggers.channels.in_app.InAppChannel",
+    "sms": "triggers.channels.sms.SmsChannel",
+    "webhook": "triggers.channels.webhook.WebhookChannel",
+}
 ONRAMP_GLOBAL_CAP_MAX = env_int("ONRAMP_GLOBAL_CAP_MAX", 2)
 ONRAMP_GLOBAL_CAP_PERIOD = env_int("ONRAMP_GLOBAL_CAP_PERIOD_SECONDS", 7 * 86400)
 # Workspace quiet hours in people's local time, "21:00-08:00"; empty for none.

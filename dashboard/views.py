@@ -20,6 +20,7 @@ from django.views.decorators.vary import vary_on_headers
 from dashboard import selectors
 from dashboard.decorators import view_dashboard_required
 from dashboard.figures import events_per_hour_figure
+from dashboard.partials import htmx_target
 from dashboard.selectors import service_health
 
 # The chart's time ranges: GET ?range=… value → (label, length).
@@ -77,7 +78,7 @@ _OVERVIEW_PARTIALS = {
 @require_GET
 @vary_on_headers("HX-Request", "HX-Target")
 def overview(request: HttpRequest) -> HttpResponse:
-    target = request.htmx.target if request.htmx else None
+    target = htmx_target(request)
     if target in _OVERVIEW_PARTIALS:
         context = _OVERVIEW_PARTIALS[target](request)
         return render(request, f"dashboard/overview.html#{target}", context)

@@ -18,11 +18,12 @@ from typing import Any
 import yaml
 from django import forms
 
+from dashboard.rows import apply_row_action as move_rows
+
 MAX_ARMS = 8
 ARM_FIELDS = ("name", "weight", "holdout", "follow_ups")
 RESERVED_SLUGS = {"plan", "new"}
 _ARM_PATH = re.compile(r"^variants\[(\d+)\](?:\.(\w+))?(.*)$")
-_ROW_ACTION = re.compile(r"^remove:(\d+)$")
 _METRIC_FIELDS = {
     "metric.flow": "flow",
     "metric.completed_within": "completed_within",
@@ -176,15 +177,19 @@ def rows_from_post(data: Mapping[str, Any]) -> list[ArmRow]:
 
 
 def apply_row_action(rows: list[ArmRow], action: str) -> list[ArmRow]:
-    rows = list(rows)
-    if action == "add" and len(rows) < MAX_ARMS:
-        holdout_last = rows and rows[-1].holdout
-        new = ArmRow(name=f"variant-{len(rows) + 1}", weight=rows[0].weight if rows else "50")
-        rows.insert(len(rows) - 1 if holdout_last else len(rows), new)
-    match = _ROW_ACTION.match(action)
-    if match and 0 <= int(match.group(1)) < len(rows):
-        del rows[int(match.group(1))]
-    return rows
+    """Add an arm (before a trailing holdout, up to ``MAX_ARMS``) or remove one."""
+
+    def new_arm(current: list[ArmRow]) -> ArmRow | None:
+        if len(current) >= MAX_ARMS:
+            return None
+        return ArmRow(
+            name=f"variant-{len(current) + 1}", weight=current[0].weight if current else "50"
+        )
+
+    def before_holdout(current: list[ArmRow]) -> int:
+        return len(current) - 1 if current and current[-1].holdout else len(current)
+
+    return move_rows(rows, action, new_arm, add_at=before_holdout)
 
 
 def _weight(text: str) -> Any:

@@ -36,6 +36,7 @@ from dashboard.experiments.forms import (
     rows_from_variants,
     variants_from_rows,
 )
+from dashboard.partials import htmx_target
 from onboarding.configfile.durations import DurationError, parse_duration
 from onboarding.models import OnboardingFlow
 from triggers.experiments import planning
@@ -255,7 +256,7 @@ def _save(
 def _editor(request: HttpRequest, rule: Rule, experiment: Experiment | None) -> HttpResponse:
     editing = experiment is not None
     action = request.POST.get("action", "") if request.method == "POST" else ""
-    target = request.htmx.target if request.htmx else None
+    target = htmx_target(request)
 
     if action == "start" and not request.user.has_perm(RUN_EXPERIMENT):
         raise PermissionDenied  # defining is growth's; starting is the experiment owner's

@@ -17,6 +17,9 @@ import yaml
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from dashboard.formatting import elapsed
+from dashboard.formatting import minutes_words as _minutes
+from dashboard.formatting import seconds_words as _seconds_words
 from onboarding.configfile.durations import format_duration
 from onboarding.configfile.errors import ProblemsError
 from onboarding.models import FlowProgress, OnboardingFlow, Person, Segment
@@ -61,15 +64,6 @@ def _position(step: Any) -> int:
 
 
 # --- trigger summaries ------------------------------------------------------------------------
-
-
-def _minutes(minutes: int) -> str:
-    if minutes % 1440 == 0:
-        days = minutes // 1440
-        return f"{days} day" + ("s" if days > 1 else "")
-    if minutes % 60 == 0:
-        return f"{minutes // 60} h"
-    return f"{minutes} min"
 
 
 def _duration_words(text: str | None) -> str:
@@ -143,10 +137,7 @@ class RuleRow:
     @property
     def tick_duration(self) -> str:
         """How long the last evaluation of this rule took, e.g. "45 ms" or "1.2 s"."""
-        seconds = getattr(self.state, "last_tick_seconds", None)
-        if seconds is None:
-            return ""
-        return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+        return elapsed(getattr(self.state, "last_tick_seconds", None))
 
 
 def rule_rows(*, now: datetime) -> list[RuleRow]:
@@ -400,14 +391,6 @@ def _interval_seconds(task_name: str, default: int) -> tuple[int, bool]:
     unit = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1, "microseconds": 0}
     seconds = task.interval.every * unit.get(task.interval.period, 1)
     return max(seconds, 1), task.enabled
-
-
-def _seconds_words(seconds: int) -> str:
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
+from dashboard.partials import htmx_target
 from dashboard.rules import selectors
 from dashboard.rules.forms import (
     EMPTY_ROW,
@@ -213,7 +214,7 @@ def _editor(request: HttpRequest, rule: Rule | None) -> HttpResponse:
     lookups = _Lookups()
     editing = rule is not None
     action = request.POST.get("action", "save") if request.method == "POST" else ""
-    target = request.htmx.target if request.htmx else None
+    target = htmx_target(request)
 
     if action in SAVE_ACTIONS:
         saved, form, rows, unplaced = _save(request, lookups, rule, action)

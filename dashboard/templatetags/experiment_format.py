@@ -1,10 +1,11 @@
-"""Numbers of the experiment pages, written exactly as ``manage.py ab_calc`` writes them."""
+"""Numbers of the experiment pages, written exactly as ``manage.py ab_calc`` writes them
+(both use :mod:`dashboard.formatting`)."""
 
 from __future__ import annotations
 
 from django import template
 
-from triggers.management.commands import ab_calc
+from dashboard import formatting
 
 register = template.Library()
 
@@ -12,56 +13,51 @@ register = template.Library()
 @register.filter
 def pct(value: float | None) -> str:
     """0.1234 → ``12.34%``; None → ``-``."""
-    return ab_calc._percent(value)
+    return formatting.stat_percent(value)
 
 
 @register.filter
 def points(value: float | None) -> str:
     """A difference of rates: 0.0123 → ``+1.23 pp``."""
-    return ab_calc._points(value)
+    return formatting.stat_points(value)
 
 
 @register.filter
 def lift(value: float | None) -> str:
     """A relative lift: 0.25 → ``+25.00%``."""
-    return ab_calc._lift(value)
+    return formatting.stat_lift(value)
 
 
 @register.filter
 def pvalue(value: float | None) -> str:
-    return ab_calc._p(value)
+    return formatting.stat_p(value)
 
 
 @register.filter
 def chance(value: float | None) -> str:
-    return "-" if value is None else ab_calc._chance(value)
+    return formatting.stat_chance(value)
 
 
 @register.filter
 def pct_interval(value: tuple[float, float] | list[float] | None) -> str:
-    return ab_calc._interval(tuple(value) if value else None)
+    return formatting.stat_interval(tuple(value) if value else None)
 
 
 @register.filter
 def points_interval(value: tuple[float, float] | list[float] | None) -> str:
-    return ab_calc._interval(tuple(value) if value else None, ab_calc._points)
+    return formatting.stat_interval(tuple(value) if value else None, formatting.stat_points)
 
 
 @register.filter
 def lift_interval(value: tuple[float, float] | list[float] | None) -> str:
-    return ab_calc._interval(tuple(value) if value else None, ab_calc._lift)
+    return formatting.stat_interval(tuple(value) if value else None, formatting.stat_lift)
 
 
 @register.filter
 def loss(value: float | None) -> str:
-    """Expected loss in points: 0.00012 → ``0.012 pp``."""
-    return "-" if value is None else f"{value * 100:.3f} pp"
+    return formatting.expected_loss(value)
 
 
 @register.filter
 def share(value: float | None) -> str:
-    """A share of people: 0.45 → ``45%`` (one decimal when it is not whole)."""
-    if value is None:
-        return "-"
-    text = f"{value * 100:.1f}".removesuffix(".0")
-    return f"{text}%"
+    return formatting.share(value)

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dashboard.formatting import duration_short as _duration
 from dashboard.funnels import FunnelQuery, FunnelQueryError, FunnelResult, StepResult, run_funnel
 from onboarding.models import OnboardingFlow, Segment
 
@@ -28,18 +29,6 @@ def _date(value: str, option: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise CommandError(f"{option}: {value!r} is not a date (use YYYY-MM-DD)") from None
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:g}s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f}m"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 class Command(BaseCommand):

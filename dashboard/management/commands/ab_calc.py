@@ -9,6 +9,12 @@ import re
 
 from django.core.management.base import BaseCommand, CommandError
 
+from dashboard.formatting import stat_chance as _chance
+from dashboard.formatting import stat_interval as _interval
+from dashboard.formatting import stat_lift as _lift
+from dashboard.formatting import stat_p as _p
+from dashboard.formatting import stat_percent as _percent
+from dashboard.formatting import stat_points as _points
 from triggers.stats import Analysis, Arm, analyse, verdict
 
 _ARM = re.compile(r"^(?P<name>[^=]+)=(?P<conversions>\d+)/(?P<users>\d+)$")
@@ -41,34 +47,6 @@ def _parse_weights(value: str, count: int) -> list[float]:
             f"--weights {value}: expected {count} weights (one per --arm), got {len(weights)}"
         )
     return weights
-
-
-def _percent(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:+.2f}%" if signed else f"{value * 100:.2f}%"
-
-
-def _points(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:+.2f} pp"
-
-
-def _interval(interval: tuple[float, float] | None, form=_percent) -> str:
-    if interval is None:
-        return "-"
-    return f"[{form(interval[0])}, {form(interval[1])}]"
-
-
-def _lift(value: float | None) -> str:
-    return _percent(value, signed=True)
-
-
-def _chance(value: float) -> str:
-    return ">99.99%" if value > 0.9999 else "<0.01%" if value < 0.0001 else _percent(value)
-
-
-def _p(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}" if value >= 0.0001 else f"{value:.1e}"
 
 
 def render_table(analysis: Analysis) -> str:

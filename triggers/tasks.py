@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from .delivery.pipeline import deliver_due, deliver_message
+from .delivery.pipeline import deliver_due
 from .engine.evaluate import evaluate_rules
 from .models import Heartbeat
 
@@ -32,11 +32,6 @@ def evaluate_rules_task() -> int:
 def deliver_due_task() -> int:
     """Deliver what is due; several workers may run this at once (rows are claimed, not shared)."""
     return deliver_due().sent
-
-
-@shared_task(name="triggers.tasks.deliver_message", acks_late=True)
-def deliver_message_task(message_id: int) -> int:
-    return deliver_message(message_id).sent
 
 
 @shared_task(name="triggers.tasks.run_backtest", acks_late=False)

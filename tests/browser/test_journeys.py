@@ -385,9 +385,9 @@ def test_support_edits_and_sends_a_review_item(browser, live_server, bob, review
     body = wait(browser).until(EC.presence_of_element_located((By.NAME, "body")))
     # It opens with the message rendered for u1, the variable they lack marked to replace.
     assert body.get_attribute("value") == "Hello [missing: company]"
+    screenshot(browser, "review-edit-and-send")
     body.clear()
     body.send_keys("Hello from support: your trial ends on Friday.")
-    screenshot(browser, "review-edit-and-send")
     browser.find_element(By.CSS_SELECTOR, ".submit-row input[type=submit]").click()
 
     wait(browser).until(EC.url_to_be(f"{live_server.url}/admin/triggers/reviewitem/"))

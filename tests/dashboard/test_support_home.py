@@ -87,6 +87,7 @@ def test_the_support_home_shows_the_queue_and_the_last_24_hours(bob, trouble, at
     assert response.status_code == 200
     summary = response.context["summary"]
     assert summary.open_reviews == 2  # the queue is everything still open
+    assert summary.oldest_open_review_at == T0 + M
     assert summary.failures_24h == 1 and summary.failures_by_outcome == {"review": 1}
     assert [d.person.external_id for d in summary.latest_failures] == ["u2"]
     assert summary.rejected_events_24h == 1
@@ -100,7 +101,10 @@ def test_the_support_home_shows_the_queue_and_the_last_24_hours(bob, trouble, at
     assert failed and rejected and (failed.group(1), rejected.group(1)) == ("1", "1")
     table = html.split('id="recent-failures"')[1].split("</section>")[0]
     assert ">u2</a>" in table and ">u1</a>" not in table and "step 1" in table
-    assert "<code>missing_field</code>" in html.split('id="recent-rejected"')[1]
+    rejected_table = html.split('id="recent-rejected"')[1]
+    failed_event = FailedEvent.objects.get(received_at__gt=NOW - timedelta(hours=24))
+    change = reverse("admin:onboarding_failedevent_change", args=[failed_event.pk])
+    assert f'<a href="{change}"><code>missing_field</code></a>' in rejected_table
 
 
 def test_the_search_box_uses_the_people_search(bob, trouble, at_now):
@@ -129,11 +133,19 @@ def test_the_sidebar_shows_support_staff_their_pages(bob, alice):
     client = Client()
     client.force_login(bob)
     nav = client.get(reverse("dashboard:support")).content.decode().split("</nav>")[0]
-    assert 'href="/support/"' in nav and 'href="/people/"' in nav
+    assert 'href="/support/"' in nav and 'href="/people/"' in nav and 'href="/admin/"' in nav
     assert ">Funnels" not in nav and ">KPIs" not in nav
     client.force_login(alice)
     nav = client.get(reverse("dashboard:overview")).content.decode().split("</nav>")[0]
     assert 'href="/support/"' not in nav and "Funnels" in nav
+
+
+def test_a_growth_page_refuses_support_staff_with_a_way_home(bob):
+    client = Client()
+    client.force_login(bob)
+    response = client.get(reverse("dashboard:flows"))
+    assert response.status_code == 403
+    assert b'href="/support/">Go to the support home</a>' in response.content
 
 
 # --- A 403 is one line in the log -------------------------------------------------------------

@@ -22,6 +22,7 @@ from dashboard.decorators import view_dashboard_required
 from dashboard.figures import events_per_hour_figure
 from dashboard.partials import htmx_target
 from dashboard.selectors import service_health
+from dashboard.views_support import support_lands_home
 
 # The chart's time ranges: GET ?range=… value → (label, length).
 CHART_RANGES: dict[str, tuple[str, timedelta]] = {
@@ -74,6 +75,7 @@ _OVERVIEW_PARTIALS = {
 }
 
 
+@support_lands_home
 @view_dashboard_required
 @require_GET
 @vary_on_headers("HX-Request", "HX-Target")

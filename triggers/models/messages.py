@@ -89,7 +89,10 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.channel} to {self.person_id} ({self.status})"
+        """Named by the person's userId or email (``Person.__str__``), never a row number."""
+        return (
+            f"{self.get_channel_display()} to {self.person}, step {self.step + 1} ({self.status})"
+        )
 
     def successor(
         self, *, idempotency_key: str, channel: str, template: MessageTemplate, **fields
@@ -140,4 +143,5 @@ class ReviewItem(models.Model):
         indexes = [models.Index(fields=["status", "created_at"], name="review_open")]
 
     def __str__(self) -> str:
-        return f"review of message {self.message_id}: {self.reason}"
+        message = self.message
+        return f"{message.get_channel_display()} to {message.person}: {self.reason}"

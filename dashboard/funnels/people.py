@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from onboarding.csvsafe import csv_writer
 from onboarding.models import Person
 
 from . import pg
@@ -204,7 +204,7 @@ def people_csv_lines(
 ) -> Iterator[str]:
     """CSV text line by line (header first), for a ``StreamingHttpResponse`` or a file."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer(buffer)
 
     def flush() -> str:
         text = buffer.getvalue()

@@ -163,6 +163,7 @@ def test_no_5xx_for_hostile_parameters(role, crawl_world):
     started = time.monotonic()
     problems, count = _crawl(role, crawl_world)
     elapsed = time.monotonic() - started
+    print(f"{role}: {count} requests in {elapsed:.1f} s")  # shown with -s
     assert count > len(ROUTES), "the crawl requested too little"
     assert not problems, f"{role}: {len(problems)} of {count} requests answered 5xx:\n" + "\n".join(
         problems

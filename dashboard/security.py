@@ -43,13 +43,14 @@ NUL = "\x00"
 
 def _nul_parameter(request: HttpRequest) -> tuple[str, str] | None:
     """(where, name) of the first parameter holding a NUL character, if any."""
-    if NUL in request.path:
+    api = request.path.startswith(API_PREFIX)
+    if NUL in request.path and not api:
         return "path", "the URL path"
     sources = [("query", request.GET)]
     form_body = (request.content_type or "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")
     )
-    if request.method == "POST" and form_body and not request.path.startswith(API_PREFIX):
+    if request.method == "POST" and form_body and not api:
         # An unreadable body is left to the view's own handling (and Django's 400s).
         with suppress(
             MultiPartParserError, UnreadablePostError, RequestDataTooBig, TooManyFieldsSent
@@ -66,9 +67,9 @@ class RejectNulMiddleware:
     """Answers 400, naming the parameter, to a NUL character in the URL or a form parameter.
 
     PostgreSQL text cannot hold NUL (psycopg raises ``DataError``), and no Onramp value needs one,
-    so one check here spares every filter, search box and choice field a 500. The tracking API
-    keeps its own checks of JSON bodies (``/v1/`` form and JSON bodies are not read here); a NUL
-    in its query parameters gets the API's JSON error shape.
+    so one check here spares every filter, search box and choice field a 500. Under ``/v1/`` the
+    API checks its own bodies and path parameters (an unknown write key in the settings URL is the
+    same 404 whatever it holds); a NUL in its query parameters gets the API's JSON error shape.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:

@@ -76,7 +76,7 @@ EXPECTED: dict[str, str] = {
     "logout":                                                      "405 405 405 405 405 405 405 |   L   L   L   L   L   L   L",
     # The growth dashboard: read with dashboard.view_dashboard; writes need their model permission
     # GET / POST:                                                   ano vwr grw own sup  su non   ano vwr grw own sup  su non
-    "widget_demo:widget":                                          "  L 200 200 200 403 200 403 | 405 405 405 405 405 405 405",
+    "widget_demo:widget":                                          "  L 200 200 200 403 200 403 |   L 200 200 200 403 200 403",
     "backtests:status":                                            "  L 200 200 200 403 200 403 | 405 405 405 405 405 405 405",
     "triggers:rules":                                              "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "triggers:rule_new":                                           "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",

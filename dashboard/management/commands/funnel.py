@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import UTC, date, datetime, timedelta
 
@@ -10,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dashboard.formatting import duration_short as _duration
 from dashboard.funnels import FunnelQuery, FunnelQueryError, FunnelResult, StepResult, run_funnel
+from onboarding.csvsafe import csv_writer
 from onboarding.models import OnboardingFlow, Segment
 
 DEFAULT_DAYS = 30
@@ -79,7 +79,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(result.as_dict(), indent=2))
 
     def _csv(self, result: FunnelResult) -> None:
-        writer = csv.writer(self.stdout, lineterminator="\n")
+        writer = csv_writer(self.stdout)
         with_breakdown = result.breakdown is not None
         writer.writerow((["breakdown"] if with_breakdown else []) + STEP_COLUMNS)
         groups: list[tuple[str, list[StepResult]]] = [("(all)", result.steps)]

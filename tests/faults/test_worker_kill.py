@@ -1,6 +1,7 @@
 """kill -9 of workers while ~500 follow-ups are due (research P3): alternately a pool child (the
 parent replaces it; with ``task_reject_on_worker_lost`` the tick is requeued) and the main
-process (its children are orphaned and finish their pass; a new worker is started)."""
+process (its children are orphaned and finish their pass; a new worker is started). The whole
+tree at once, ten times over 500 emails: ``test_worker_tree_kill.py``."""
 
 from __future__ import annotations
 
@@ -67,10 +68,12 @@ def test_kill_9_of_workers_sends_nothing_twice_and_leaves_nothing_open(api, smtp
     cluster.wait_for(lambda: open_messages() == 0, "drain", 150, [worker, beat])
     drained = time.monotonic()
     outcome = check_delivery(smtp)
-    # Each kill can interrupt one claimed batch: at most CLAIM emails whose outcome is unknown
-    # (in-app messages are sent by the claim's commit, so they are never unknown).
-    assert outcome.unknown <= min(PEOPLE, CLAIM * len(kills)), outcome.summary()
-    assert outcome.statuses["sent"] >= 2 * PEOPLE - CLAIM * len(kills)
+    # Only a killed pool child can die inside a provider call (an orphaned child finishes its
+    # pass), and it leaves at most that one email unknown: the rest of its claimed batch was never
+    # handed to SMTP and is sent after the lease. In-app messages are never unknown.
+    child_kills = kills.count("child")
+    assert outcome.unknown <= child_kills, outcome.summary()
+    assert outcome.statuses["sent"] == 2 * PEOPLE - outcome.unknown, outcome.summary()
     print(
         f"\nworker kill: {len(kills)} kills {kills} in {killed_at - started:.1f}s, "
         f"{open_after_kills} open after the kills, drained in {drained - killed_at:.1f}s "

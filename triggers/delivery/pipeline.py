@@ -9,9 +9,10 @@ already claimed, so two messages for one person in one batch cannot both pass a 
 outcome is written to the decision log.
 
 The ledger ("sending", attempt N, lease) of the whole batch is committed *before* any external
-provider is called. Then, message by message, one short transaction right before each provider
+provider is called. Then, message by message, one synchronous commit right before each provider
 call records the previous message's success and marks this one as handed (``handed_at``, fenced on
-"sending", attempt N and a live lease); only then is the provider called. So a crash leaves at
+"sending", attempt N and a live lease; one statement on PostgreSQL); only then is the provider
+called. So a crash leaves at
 most one message per worker process handed but not recorded, and the rest of its batch unhanded.
 When their leases expire, the sweeper marks a handed email or SMS ``unknown`` (manual review: their
 providers' calls are not idempotent) and claims an unhanded one again, like any due message (no

@@ -237,6 +237,7 @@ class MessageAdmin(ViewOnly, admin.ModelAdmin):
         "attempts",
         "next_attempt_at",
         "lease_until",
+        "handed_at",
         "provider_id",
         "manual",
         "fallback_of",

@@ -232,7 +232,8 @@ ONRAMP_DELIVERY_MAX_ATTEMPTS = env_int("ONRAMP_DELIVERY_MAX_ATTEMPTS", 5)
 ONRAMP_DELIVERY_LEASE_SECONDS = env_int("ONRAMP_DELIVERY_LEASE_SECONDS", 120)
 ONRAMP_DELIVERY_BATCH = env_int("ONRAMP_DELIVERY_BATCH", 500)
 # Messages claimed, checked and written as "sending" in one transaction. A worker killed mid-batch
-# leaves at most this many email/SMS messages "unknown" (→ review), so keep it small.
+# leaves at most one email/SMS "unknown" (→ review), the one inside its provider call; the rest of
+# the batch was never handed to a provider and is sent after the lease (docs/reliability.md).
 ONRAMP_DELIVERY_CLAIM = env_int("ONRAMP_DELIVERY_CLAIM", 25)
 # SMS through a Twilio-compatible HTTP API.
 ONRAMP_SMS_BASE_URL = env_str("ONRAMP_SMS_BASE_URL", "https://api.twilio.com")

@@ -61,6 +61,10 @@ class Message(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Set, and committed, right before this attempt's provider call (email, SMS, webhook); cleared
+    # at each claim. A "sending" row whose lease expires without it was never handed to its
+    # provider and is claimed again; with it, an email or SMS may have left: "unknown", review.
+    handed_at = models.DateTimeField(null=True, blank=True)
     provider_id = models.CharField(max_length=255, blank=True, default="")
     subject = models.TextField(blank=True, default="")
     body = models.TextField(blank=True, default="")

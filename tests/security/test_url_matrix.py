@@ -18,6 +18,7 @@ from .routes import ROUTES, Route, url_for
 # Reachable without logging in. Each must say why.
 PUBLIC = {
     "healthz": "load balancer health check",
+    "metrics": "Prometheus scrape: loopback clients, or a bearer token (tests/operations)",
     "login": "the login form",
     "logout": "POST only; logging out needs no permission",
     "admin:login": "the admin's login form",

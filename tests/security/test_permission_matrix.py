@@ -113,6 +113,7 @@ EXPECTED: dict[str, str] = {
     "dashboard:people":                                            "  L 200 200 200 200 200 403 |   L 405 405 405 405 405 403",
     "dashboard:person":                                            "  L 200 200 200 200 200 403 |   L 405 405 405 405 405 403",
     "dashboard:kpis":                                              "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
+    "dashboard:operations":                                        "  L 403 403 403 403 200 403 |   L 403 403 403 403 405 403",
     # The admin: staff only (support, superusers); Django checks the model permissions
     # GET / POST:                                                   ano vwr grw own sup  su non   ano vwr grw own sup  su non
     "admin:index":                                                 "  L   L   L   L 200 200   L |   L   L   L   L 200 200   L",

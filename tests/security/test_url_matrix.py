@@ -52,6 +52,8 @@ API = {
 SUPPORT_PAGES = {"dashboard:people", "dashboard:person"}
 # Growth (alice) may not post here: starting, stopping and shipping is the experiment owner's.
 EXPERIMENT_OWNER_PAGES = {"triggers:experiment_status", "triggers:experiment_ship"}
+# On-call staff only (``dashboard.view_operations``, in no role by default).
+OPERATOR_PAGES = {"dashboard:operations"}
 PERSONAS = ["anonymous", "alice", "bob", "charlie"]
 
 
@@ -104,6 +106,8 @@ def _problem(route: Route, persona: str, response) -> str | None:
         return None if status == 403 else f"{status}, expected 403 (not in the growth group)"
     if name in EXPERIMENT_OWNER_PAGES:
         return None if status == 403 else f"{status}, expected 403 (experiment owners only)"
+    if name in OPERATOR_PAGES:
+        return None if status == 403 else f"{status}, expected 403 (operators only)"
     if status in (302, 403) and (status == 403 or location.startswith("/login/")):
         return f"{status} {location}: growth cannot open it"
     return None

@@ -244,7 +244,18 @@ ONRAMP_ERASURE_KEY = env_str("ONRAMP_ERASURE_KEY", "")
 # the variable itself, when it is first imported, so it is set here, before any metric exists.
 # Empty the folder when the whole service (re)starts, not when one process does.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(VAR_DIR / "metrics")
-Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+try:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+except OSError as _error:
+    _error_text = str(_error)
+else:
+    _error_text = "" if os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK) else "not writable"
+if _error_text:
+    # Fail at start-up, not at the first counted request.
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} must be a writable folder "
+        f"shared by this node's processes ({_error_text})"
+    )
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
 # With a token, /metrics needs "Authorization: Bearer <token>"; without one, loopback clients only.
 ONRAMP_METRICS_TOKEN = env_str("ONRAMP_METRICS_TOKEN", "")

@@ -68,12 +68,16 @@ class TrackingApiMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if request.path.startswith(API_PREFIX) and _database_unavailable(exception):
-            # The class and SQLSTATE only: a driver's message can quote the row's values.
+            # The driver's first line says why (refused, recovering, read-only); a DETAIL line
+            # can quote a row's values, so it stays out.
             logger.error(
-                "database unavailable during %s: %s (sqlstate %s)",
+                "database unavailable during %s: %s",
                 request.path,
-                exception.__class__.__name__,
-                getattr(exception.__cause__, "sqlstate", None),
+                (str(exception).strip().splitlines() or [exception.__class__.__name__])[0],
+                extra={
+                    "error": exception.__class__.__name__,
+                    "sqlstate": getattr(exception.__cause__, "sqlstate", None),
+                },
             )
             if not request.path.startswith(IN_APP_PREFIX):
                 metrics.request_rejected("database_unavailable")

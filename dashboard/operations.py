@@ -17,6 +17,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
+from triggers.delivery.outcomes import METRIC_OUTCOMES
 from triggers.models import DecisionLog, Heartbeat, Message, ReviewItem, RuleState
 from triggers.models.messages import PENDING_STATUSES, MessageStatus, ReviewStatus
 from triggers.models.rules import RuleStatus
@@ -65,27 +66,13 @@ class ChannelOutcomes:
         return sum(self.outcomes.values())
 
 
-# Decision-log outcomes as /metrics names them (triggers.delivery.outcomes.METRIC_OUTCOMES).
-_DECISION_OUTCOMES = {
-    "sent": "sent",
-    "suppressed": "suppressed",
-    "shadow": "suppressed",
-    "deferred": "deferred",
-    "cancelled": "cancelled",
-    "unknown": "unknown",
-    "review": "review",
-    "fallback": "failed",
-    "retry": "failed",
-}
-
-
 def outcomes_by_channel(*, now: datetime, hours: int = 24) -> list[ChannelOutcomes]:
     """Delivery outcomes per channel over the last ``hours``, from the decision log."""
     rows = (
         DecisionLog.objects.filter(
             at__gt=now - timedelta(hours=hours),
             message__isnull=False,
-            outcome__in=list(_DECISION_OUTCOMES),
+            outcome__in=list(METRIC_OUTCOMES),
         )
         .values("message__channel", "outcome")
         .annotate(n=Count("pk"))
@@ -93,7 +80,7 @@ def outcomes_by_channel(*, now: datetime, hours: int = 24) -> list[ChannelOutcom
     by_channel: dict[str, dict[str, int]] = {}
     for row in rows:
         outcomes = by_channel.setdefault(row["message__channel"], {})
-        name = _DECISION_OUTCOMES[row["outcome"]]
+        name = METRIC_OUTCOMES[row["outcome"]]
         outcomes[name] = outcomes.get(name, 0) + row["n"]
     return [ChannelOutcomes(channel, by_channel[channel]) for channel in sorted(by_channel)]
 

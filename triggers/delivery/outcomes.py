@@ -20,9 +20,9 @@ from triggers.rules.spec import RuleSpec
 logger = logging.getLogger(__name__)
 
 
-# A pass's outcomes as /metrics names them (config.metrics.MESSAGE_OUTCOMES): a failed attempt
-# is "failed" whether it is retried later or falls back to another channel; shadow sends are
-# suppressed.
+# Delivery outcomes (a pass's report and the decision log's) as /metrics names them
+# (config.metrics.MESSAGE_OUTCOMES): a failed attempt is "failed" whether it is retried later or
+# falls back to another channel; shadow sends are suppressed. The operator's page maps with it too.
 METRIC_OUTCOMES = {
     "sent": "sent",
     "suppressed": "suppressed",
@@ -31,6 +31,7 @@ METRIC_OUTCOMES = {
     "cancelled": "cancelled",
     "unknown": "unknown",
     "needs_review": "review",
+    "review": "review",
     "fallback": "failed",
     "retry": "failed",
 }

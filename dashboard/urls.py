@@ -5,6 +5,7 @@ from . import (
     views_flows,
     views_funnels,
     views_kpis,
+    views_operations,
     views_people,
     views_segments,
     views_support,
@@ -37,4 +38,5 @@ urlpatterns = [
     path("people/<int:pk>/", views_people.person_detail, name="person"),
     path("kpis/", views_kpis.kpis_overview, name="kpis"),
     path("support/", views_support.support_home, name="support"),
+    path("operations/", views_operations.operations_page, name="operations"),
 ]

@@ -177,3 +177,14 @@ def smtp(settings):
         settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
         settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, 5
         yield server
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this run's metrics folder (config/settings/test.py), unless the environment chose it."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    folder = Path(getattr(settings, "PROMETHEUS_MULTIPROC_DIR", ""))
+    if folder.name == f"metrics-test-{os.getpid()}":
+        shutil.rmtree(folder, ignore_errors=True)

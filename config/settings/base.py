@@ -8,6 +8,7 @@ production stack (PostgreSQL and Redis). docs/configuration.md lists every varia
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
+from config.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("ONRAMP_VAR_DIR", str(BASE_DIR / "var")))
@@ -38,6 +40,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "dashboard.security.ContentSecurityPolicyMiddleware",
     "onboarding.api.middleware.TrackingApiMiddleware",
@@ -191,19 +194,6 @@ if ONRAMP_TRACKING_URL and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", O
         f"ONRAMP_TRACKING_URL must be an http:// or https:// URL, not {ONRAMP_TRACKING_URL!r}"
     )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # A refused request (403, 404, 400) is one warning line, not a traceback (config/log_filters.py).
-    "filters": {"client_error_line": {"()": "config.log_filters.ClientErrorWithoutTraceback"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("ONRAMP_LOG_LEVEL", "INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "django.request": {"filters": ["client_error_line"]},
-    },
-}
 ONRAMP_FAILED_EVENT_RETENTION_DAYS = env_int("ONRAMP_FAILED_EVENT_RETENTION_DAYS", 30)
 # Events (PostgreSQL: monthly partitions of onboarding_event). Keep this many whole months before
 # the current one; older partitions are dropped by the daily maintenance task. 0 = keep forever.
@@ -257,6 +247,34 @@ ONRAMP_IN_APP_REQUIRE_HASH = env_bool("ONRAMP_IN_APP_REQUIRE_HASH", False)
 # The key of the hashes that tombstones keep of erased people's ids; empty means SECRET_KEY. Set it
 # explicitly before ever rotating SECRET_KEY, or events of erased people stop being refused.
 ONRAMP_ERASURE_KEY = env_str("ONRAMP_ERASURE_KEY", "")
+
+# --- Operations: metrics and logs (docs/operations.md) -------------------------------------------
+# Prometheus multiprocess mode: every process (gunicorn workers, Celery worker, management commands)
+# writes its counters to files in this folder and GET /metrics sums them. prometheus-client reads
+# the variable itself, when it is first imported, so it is set here, before any metric exists.
+# Empty the folder when the whole service (re)starts, not when one process does.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(VAR_DIR / "metrics")
+try:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+except OSError as _error:
+    _error_text = str(_error)
+else:
+    _error_text = "" if os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK) else "not writable"
+if _error_text:
+    # Fail at start-up, not at the first counted request.
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} must be a writable folder "
+        f"shared by this node's processes ({_error_text})"
+    )
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+# With a token, /metrics needs "Authorization: Bearer <token>"; without one, loopback clients only.
+ONRAMP_METRICS_TOKEN = env_str("ONRAMP_METRICS_TOKEN", "")
+# "plain" (default) or "json": one JSON object per line, with the request id and, where they apply,
+# the rule, message id and person id. Neither format carries personal data.
+ONRAMP_LOG_FORMAT = env_str("ONRAMP_LOG_FORMAT", "plain").strip().lower()
+LOGGING = logging_config(
+    log_format=ONRAMP_LOG_FORMAT, level=env_str("ONRAMP_LOG_LEVEL", "INFO") or "INFO"
+)
 
 # --- Security headers and login throttling (docs/security.md) ------------------------------------
 # Django's SecurityMiddleware and XFrameOptionsMiddleware send these on every response.

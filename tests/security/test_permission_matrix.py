@@ -69,6 +69,7 @@ EXPECTED: dict[str, str] = {
     "api:project-settings":                                        "200 200 200 200 200 200 200 | 405 405 405 405 405 405 405",
     "api:openapi":                                                 "200 200 200 200 200 200 200 | 405 405 405 405 405 405 405",
     "healthz":                                                     "200 200 200 200 200 200 200 | 405 405 405 405 405 405 405",
+    "metrics":                                                     "200 200 200 200 200 200 200 | 405 405 405 405 405 405 405",
     "links:open":                                                  "200 200 200 200 200 200 200 | 405 405 405 405 405 405 405",
     "links:click":                                                 "404 404 404 404 404 404 404 | 405 405 405 405 405 405 405",
     "links:unsubscribe":                                           "404 404 404 404 404 404 404 | 404 404 404 404 404 404 404",
@@ -113,6 +114,7 @@ EXPECTED: dict[str, str] = {
     "dashboard:person":                                            "  L 200 200 200 200 200 403 |   L 405 405 405 405 405 403",
     "dashboard:kpis":                                              "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "dashboard:support":                                           "  L 403 403 403 200 200 403 |   L 403 403 403 405 405 403",
+    "dashboard:operations":                                        "  L 403 403 403 403 200 403 |   L 403 403 403 403 405 403",
     # The admin: staff only (support, superusers); Django checks the model permissions
     # GET / POST:                                                   ano vwr grw own sup  su non   ano vwr grw own sup  su non
     "admin:index":                                                 "  L   L   L   L 200 200   L |   L   L   L   L 200 200   L",

@@ -18,6 +18,7 @@ from .routes import ROUTES, Route, url_for
 # Reachable without logging in. Each must say why.
 PUBLIC = {
     "healthz": "load balancer health check",
+    "metrics": "Prometheus scrape: loopback clients, or a bearer token (tests/operations)",
     "login": "the login form",
     "logout": "POST only; logging out needs no permission",
     "admin:login": "the admin's login form",
@@ -55,6 +56,8 @@ SUPPORT_ONLY_PAGES = {"dashboard:support"}
 SUPPORT_LANDING = {"dashboard:overview": "/support/"}
 # Growth (alice) may not post here: starting, stopping and shipping is the experiment owner's.
 EXPERIMENT_OWNER_PAGES = {"triggers:experiment_status", "triggers:experiment_ship"}
+# On-call staff only (``dashboard.view_operations``, in no role by default).
+OPERATOR_PAGES = {"dashboard:operations"}
 PERSONAS = ["anonymous", "alice", "bob", "charlie"]
 
 
@@ -114,6 +117,8 @@ def _problem(route: Route, persona: str, response) -> str | None:
         return None if status == 403 else f"{status}, expected 403 (not in the growth group)"
     if name in EXPERIMENT_OWNER_PAGES:
         return None if status == 403 else f"{status}, expected 403 (experiment owners only)"
+    if name in OPERATOR_PAGES:
+        return None if status == 403 else f"{status}, expected 403 (operators only)"
     if status in (302, 403) and (status == 403 or location.startswith("/login/")):
         return f"{status} {location}: growth cannot open it"
     return None

@@ -4,6 +4,7 @@ send (suppressed, cancelled, deferred, fallback, review), plus the sweeper for e
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,13 +17,35 @@ from triggers.models import DecisionLog, Message, MessageTemplate, ReviewItem
 from triggers.models.messages import MessageStatus
 from triggers.rules.spec import RuleSpec
 
+logger = logging.getLogger(__name__)
+
+
+# Delivery outcomes (a pass's report and the decision log's) as /metrics names them
+# (config.metrics.MESSAGE_OUTCOMES): a failed attempt is "failed" whether it is retried later or
+# falls back to another channel; shadow sends are suppressed. The operator's page maps with it too.
+METRIC_OUTCOMES = {
+    "sent": "sent",
+    "suppressed": "suppressed",
+    "shadow": "suppressed",
+    "deferred": "deferred",
+    "cancelled": "cancelled",
+    "unknown": "unknown",
+    "needs_review": "review",
+    "review": "review",
+    "fallback": "failed",
+    "retry": "failed",
+}
+
 
 @dataclass
 class DeliveryReport:
     outcomes: Counter = field(default_factory=Counter)
+    # (channel, outcome as /metrics names it) → count
+    by_channel: Counter = field(default_factory=Counter)
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: str, message: Message) -> None:
         self.outcomes[outcome] += 1
+        self.by_channel[message.channel, METRIC_OUTCOMES.get(outcome, outcome)] += 1
 
     @property
     def sent(self) -> int:
@@ -63,7 +86,7 @@ def to_review(
         message=message, defaults={"reason": reason[:64], "detail": detail}
     )
     log_decision(message, now, "review", reason, error=detail[:500])
-    report.add("needs_review")
+    report.add("needs_review", message)
 
 
 def fall_back(
@@ -94,7 +117,7 @@ def fall_back(
     key = hashlib.sha256(f"{message.idempotency_key}:fallback".encode()).hexdigest()
     message.successor(idempotency_key=key, channel=fallback.channel, template=template, due_at=now)
     log_decision(message, now, "fallback", reason, to=fallback.channel, error=detail[:500])
-    report.add("fallback")
+    report.add("fallback", message)
 
 
 def settle(
@@ -112,7 +135,22 @@ def settle(
     message.status, message.reason = status, reason
     message.save(update_fields=["status", "reason", *fields])
     log_decision(message, now, outcome, log_reason, **detail)
-    report.add(outcome)
+    report.add(outcome, message)
+
+
+def _log_lease_expired(message: Message, what: str) -> None:
+    logger.warning(
+        "message %s (%s): its worker stopped mid-send, lease expired; %s",
+        message.pk,
+        message.channel,
+        what,
+        extra={
+            "message_id": message.pk,
+            "rule": message.rule.slug,
+            "person_id": message.person_id,
+            "channel": message.channel,
+        },
+    )
 
 
 def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
@@ -146,7 +184,8 @@ def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
                     },
                 )
                 log_decision(current, now, "unknown", "lease_expired")
-                report.add("unknown")
+                _log_lease_expired(current, "unknown: sent to review")
+                report.add("unknown", current)
             else:
                 handed = current.handed_at is not None
                 current.status, current.reason = MessageStatus.SCHEDULED, "retry"
@@ -163,4 +202,5 @@ def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
                     ]
                 )
                 log_decision(current, now, "retry", "lease_expired", handed=handed)
-                report.add("retry")
+                _log_lease_expired(current, "scheduled again")
+                report.add("retry", current)

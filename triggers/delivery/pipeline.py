@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config import metrics
 from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
 from triggers.channels.base import Channel, SendResult
@@ -215,7 +216,7 @@ def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]
             message.status, message.reason = MessageStatus.SENT, ""
             message.provider_id, message.lease_until = result.provider_id, None
             decisions.append(decision(message, now, "sent"))
-            report.add("sent")
+            report.add("sent", message)
         else:
             message.status, message.lease_until = MessageStatus.SENDING, lease_until
             claims.append(Claim(message, person, spec, channel))
@@ -289,16 +290,17 @@ def _record_sent(sent: list[tuple[Claim, SendResult]], report: DeliveryReport) -
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
         done = _write_sent(sent)
-    report.outcomes["sent"] += done
+    for claim in done:
+        report.add("sent", claim.message)
 
 
-def _write_sent(sent: list[tuple[Claim, SendResult]]) -> int:
+def _write_sent(sent: list[tuple[Claim, SendResult]]) -> list[Claim]:
     """Inside the caller's transaction: the successes still ours become "sent", with their
-    decision rows; returns how many."""
+    decision rows; returns their claims."""
     held = _hold([claim for claim, _ in sent])
     done = [(claim, result) for claim, result in sent if claim.message.pk in held]
     if not done:
-        return 0
+        return []
     for claim, result in done:
         message = claim.message
         message.person_id = held[message.pk]  # the decision row names the current person
@@ -308,7 +310,7 @@ def _write_sent(sent: list[tuple[Claim, SendResult]]) -> int:
     DecisionLog.objects.bulk_create(
         [decision(claim.message, claim.message.sent_at, "sent") for claim, _ in done]
     )
-    return len(done)
+    return [claim for claim, _ in done]
 
 
 def _hand(
@@ -330,14 +332,15 @@ def _hand(
         recorded, handed = _hand_in_one_statement(claim, done, now)
     else:
         with transaction.atomic():
-            recorded = _write_sent([done]) if done else 0
+            recorded = len(_write_sent([done])) if done else 0
             handed = Message.objects.filter(
                 pk=claim.message.pk,
                 status=MessageStatus.SENDING,
                 attempts=claim.attempt,
                 lease_until__gt=now,
             ).update(handed_at=now)
-    report.outcomes["sent"] += recorded
+    if recorded and done:
+        report.add("sent", done[0].message)
     if handed:
         claim.message.handed_at = now
     return bool(handed)
@@ -398,6 +401,26 @@ def _record_failure(
     claim: Claim, error: TransportError, now: datetime, report: DeliveryReport
 ) -> None:
     attempt = claim.attempt
+    message = claim.message
+    # The error's class, never its text: a provider's answer can quote the address.
+    logger.warning(
+        "delivery of message %s (%s) failed on attempt %s: %s%s",
+        message.pk,
+        message.channel,
+        attempt,
+        error.__class__.__name__,
+        " (permanent)" if error.permanent else "",
+        extra={
+            "message_id": message.pk,
+            "rule": message.rule.slug,
+            "person_id": message.person_id,
+            "channel": message.channel,
+            "attempt": attempt,
+            "error": error.__class__.__name__,
+            "permanent": error.permanent,
+            "unknown_outcome": bool(getattr(error, "unknown", False)),
+        },
+    )
     with transaction.atomic():
         current = Message.objects.select_for_update().get(pk=claim.message.pk)
         if current.status != MessageStatus.SENDING or current.attempts != attempt:
@@ -415,7 +438,7 @@ def _record_failure(
             log_decision(
                 current, now, "unknown", "no_answer", error=str(error)[:500], attempt=attempt
             )
-            report.add("unknown")
+            report.add("unknown", current)
             return
         if not error.permanent and attempt < settings.ONRAMP_DELIVERY_MAX_ATTEMPTS:
             delay = timedelta(seconds=error.retry_after) if error.retry_after else backoff(attempt)
@@ -426,7 +449,7 @@ def _record_failure(
             log_decision(
                 current, now, "retry", "transient", error=str(error)[:500], attempt=attempt
             )
-            report.add("retry")
+            report.add("retry", current)
         else:
             current.sent_at = None
             current.save()
@@ -480,8 +503,23 @@ def deliver_message(
 ) -> DeliveryReport:
     """Deliver one due message (a no-op if it is not due, or another worker holds it)."""
     report = report or DeliveryReport()
-    _deliver_batch([pk], (lambda: now) if now is not None else timezone.now, report)
+    started = time.monotonic()
+    try:
+        _deliver_batch([pk], (lambda: now) if now is not None else timezone.now, report)
+    finally:
+        _observe(report, time.monotonic() - started, message_id=pk)
     return report
+
+
+def _observe(report: DeliveryReport, seconds: float, *, message_id: int | None = None) -> None:
+    """A delivery pass's metrics and its one log line (counts and the duration)."""
+    metrics.messages_delivered(outcomes=report.by_channel)
+    metrics.delivery_pass(seconds)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "nothing due"
+    extra = {"duration_seconds": round(seconds, 6), "outcomes": dict(report.outcomes)}
+    if message_id is not None:
+        extra["message_id"] = message_id
+    logger.info("delivery pass in %.3fs: %s", seconds, summary, extra=extra)
 
 
 def due_message_ids(now: datetime, limit: int) -> list[int]:
@@ -501,17 +539,32 @@ def deliver_due(
     """One delivery pass: sweep expired leases, then deliver what is due in batches of
     ``ONRAMP_DELIVERY_CLAIM``, within a time budget (checked between batches: a claimed batch
     is always sent)."""
-    from django.core.mail import get_connection
-
-    from triggers.channels.email import EmailChannel
-
     # A pinned ``now`` (tests, replays) stays fixed; otherwise each batch reads the clock, so that
     # a lease written late in a long pass runs from its own batch, not from the pass's start
     # (a lease already expired when written lets another worker's sweeper take the message).
     clock: Callable[[], datetime] = (lambda: now) if now is not None else timezone.now
     report = DeliveryReport()
-    sweep_expired_leases(clock(), report)
     started = time.monotonic()
+    try:
+        _deliver_due(clock, report, started, limit=limit, time_budget=time_budget)
+    finally:
+        _observe(report, time.monotonic() - started)
+    return report
+
+
+def _deliver_due(
+    clock: Callable[[], datetime],
+    report: DeliveryReport,
+    started: float,
+    *,
+    limit: int | None,
+    time_budget: float,
+) -> None:
+    from django.core.mail import get_connection
+
+    from triggers.channels.email import EmailChannel
+
+    sweep_expired_leases(clock(), report)
     size = max(1, settings.ONRAMP_DELIVERY_CLAIM)
     mail = get_connection()
     EmailChannel.connection = mail
@@ -537,4 +590,3 @@ def deliver_due(
             mail.close()
         except Exception:  # a broken SMTP connection must not hide the pass's results
             logger.warning("closing the SMTP connection failed", exc_info=True)
-    return report

@@ -320,12 +320,22 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop(signum)
 
 
+def reset_metrics(env: dict[str, str]) -> None:
+    """Prometheus multiprocess files (docs/operations.md) belong to one run of the whole service:
+    start each ``dev.py run`` with an empty folder, as a production start script should."""
+    var_dir = Path(env.get("ONRAMP_VAR_DIR") or ROOT / "var")
+    folder = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or var_dir / "metrics")
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
 def cmd_run() -> int:
     ensure_installed()
     port = int(os.environ.get("ONRAMP_PORT", "8000"))
     if port_in_use(port):
         raise DevError(f"port {port} is already in use; stop the other server or set ONRAMP_PORT")
     env = child_env()
+    reset_metrics(env)
     state = bootstrap_database(env)
     if not state["has_events"]:
         if state["has_seed_demo"]:

@@ -4,17 +4,19 @@ from django.urls import include, path
 
 from dashboard.auth import ThrottledLoginView
 from dashboard.views import healthz
+from dashboard.views_operations import metrics_view
 
 urlpatterns = [
     path("v1/in-app/", include("triggers.api.urls")),
     path("v1/", include("onboarding.api.urls")),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("t/", include("triggers.urls_links")),
     path("login/", ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("demo/widget/", include("triggers.api.urls_demo")),
-    path("rules/backtests/", include("triggers.simulation.urls")),
-    path("rules/", include("triggers.urls")),
+    path("rules/backtests/", include("dashboard.backtests.urls")),
+    path("rules/", include("dashboard.rules.urls")),
     path("", include("dashboard.urls")),
 ]

@@ -18,3 +18,13 @@ class DashboardConfig(AppConfig):
         now = timezone.now()
         report = rollup_kpis(first=now.date() - timedelta(days=29), last=now.date(), now=now)
         return f"KPIs rolled up: {report.flow_rows} flow-days, {report.rule_rows} rule-days."
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from dashboard.permissions import install_groups_after_migrate
+
+        # Every migrate makes the role groups what dashboard/permissions.py says (migrations don't).
+        post_migrate.connect(
+            install_groups_after_migrate, sender=self, dispatch_uid="onramp.groups"
+        )

@@ -59,6 +59,9 @@ def dashboard_permission_required(
 
 VIEW_DASHBOARD = "dashboard.view_dashboard"
 view_dashboard_required = dashboard_permission_required(VIEW_DASHBOARD)
+# The operator's page (delivery backlog, workers): granted to on-call staff, in no role by default.
+VIEW_OPERATIONS = "dashboard.view_operations"
+view_operations_required = dashboard_permission_required(VIEW_OPERATIONS)
 
 
 def dashboard_write_required(write: str) -> Callable[[View], View]:

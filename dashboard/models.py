@@ -7,7 +7,10 @@ class DashboardAccess(models.Model):
     class Meta:
         managed = False
         default_permissions = ()
-        permissions = [("view_dashboard", "Can use the growth dashboard")]
+        permissions = [
+            ("view_dashboard", "Can use the growth dashboard"),
+            ("view_operations", "Can see the operator's page"),
+        ]
 
 
 class FlowDailyKpi(models.Model):

@@ -1,9 +1,11 @@
 """The roles (DESIGN §6): permission groups backed by Django's model permissions.
 
 This table is the one place that says which group holds which permission. :func:`install_groups`
-makes the groups match it (idempotent: ``get_or_create`` and ``permissions.set``); migrations call it
-after adding permissions, and any other installer (a ``post_migrate`` receiver, a management
-command) can call it the same way, with the app registry or a migration's ``apps``.
+makes the groups match it exactly (idempotent: ``get_or_create`` and ``permissions.set``). It runs
+after every ``manage.py migrate`` (a ``post_migrate`` receiver, ``DashboardConfig.ready``), so a
+change to this table reaches an existing database at the next deploy, and a permission added to or
+removed from one of these groups by hand in the admin is put back then. Migrations do not call it.
+Other groups an operator creates are left alone.
 
 - **viewer** reads every growth page and changes nothing.
 - **growth** edits flows, segments, rules, templates and experiment definitions, sends sandbox test
@@ -84,28 +86,46 @@ GROUP_PERMISSIONS: dict[str, list[str]] = {
 }
 
 
-def install_groups(apps: Any, schema_editor: Any = None) -> None:
+def install_groups(apps: Any, schema_editor: Any = None, using: str = "default") -> None:
     """Create the groups of :data:`GROUP_PERMISSIONS` and set exactly their permissions.
 
-    Run from an early migration, a permission whose model a later migration adds does not exist
-    yet and is skipped: that later migration (here ``0007_roles``) runs this again. The test
-    ``tests/dashboard/test_groups.py`` checks the migrated groups match the table exactly.
+    ``apps`` is the global app registry or the project state that ``post_migrate`` passes. Every
+    app's permissions are created first (``post_migrate`` reaches the apps one by one, and this
+    one may come before the app whose permission a group needs). The test
+    ``tests/dashboard/test_groups.py`` checks the groups match the table after a migrate.
     """
     from django.contrib.auth.management import create_permissions
 
     for config in apps.get_app_configs():
         models_module = getattr(config, "models_module", None)
-        config.models_module = True  # a migration's app stubs have none; create_permissions asks
-        create_permissions(config, apps=apps, verbosity=0)
-        config.models_module = models_module
+        config.models_module = (
+            True  # a project state's app stubs have none; create_permissions asks
+        )
+        try:
+            create_permissions(config, apps=apps, verbosity=0, using=using)
+        finally:
+            config.models_module = models_module
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")
     existing = {
         f"{app_label}.{codename}": pk
-        for pk, app_label, codename in permission_model.objects.values_list(
+        for pk, app_label, codename in permission_model.objects.using(using).values_list(
             "pk", "content_type__app_label", "codename"
         )
     }
     for name, codes in GROUP_PERMISSIONS.items():
-        group, _ = group_model.objects.get_or_create(name=name)
+        group, _ = group_model.objects.using(using).get_or_create(name=name)
         group.permissions.set([existing[code] for code in codes if code in existing])
+
+
+def install_groups_after_migrate(
+    sender: Any, using: str = "default", apps: Any = None, **kwargs: Any
+) -> None:
+    """The ``post_migrate`` receiver (``DashboardConfig.ready``)."""
+    if apps is None:  # flush sends post_migrate without a project state
+        from django.apps import apps
+    try:
+        apps.get_model("auth", "Group")
+    except LookupError:  # auth migrated back to zero
+        return
+    install_groups(apps, using=using)

@@ -5,9 +5,11 @@ from . import (
     views_flows,
     views_funnels,
     views_kpis,
+    views_operations,
     views_people,
     views_segments,
     views_settings,
+    views_support,
 )
 
 app_name = "dashboard"
@@ -36,5 +38,7 @@ urlpatterns = [
     path("people/", views_people.people_search, name="people"),
     path("people/<int:pk>/", views_people.person_detail, name="person"),
     path("kpis/", views_kpis.kpis_overview, name="kpis"),
+    path("support/", views_support.support_home, name="support"),
+    path("operations/", views_operations.operations_page, name="operations"),
     path("settings/", views_settings.workspace_settings, name="settings"),
 ]

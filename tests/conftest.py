@@ -189,3 +189,14 @@ def _fresh_workspace_policy() -> Iterator[None]:
     clear_cache()
     yield
     clear_cache()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this run's metrics folder (config/settings/test.py), unless the environment chose it."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    folder = Path(getattr(settings, "PROMETHEUS_MULTIPROC_DIR", ""))
+    if folder.name == f"metrics-test-{os.getpid()}":
+        shutil.rmtree(folder, ignore_errors=True)

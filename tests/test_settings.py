@@ -116,6 +116,27 @@ def test_a_tracking_url_that_is_not_http_stops_start_up_naming_the_variable():
     assert "ONRAMP_TRACKING_URL must be an http:// or https:// URL" in result.stderr
 
 
+def test_a_metrics_folder_that_cannot_be_created_stops_start_up_naming_the_variable(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = _manage(
+        "check",
+        DJANGO_SETTINGS_MODULE="config.settings.local",
+        PROMETHEUS_MULTIPROC_DIR=str(blocker / "metrics"),
+    )
+    assert result.returncode != 0
+    assert "PROMETHEUS_MULTIPROC_DIR=" in result.stderr
+    assert "must be a writable folder" in result.stderr
+
+
+def test_an_unknown_log_format_stops_start_up_naming_the_variable():
+    result = _manage(
+        "check", DJANGO_SETTINGS_MODULE="config.settings.local", ONRAMP_LOG_FORMAT="xml"
+    )
+    assert result.returncode != 0
+    assert "ONRAMP_LOG_FORMAT must be plain or json, not 'xml'" in result.stderr
+
+
 # --- production settings -------------------------------------------------------------------------
 
 

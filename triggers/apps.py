@@ -23,10 +23,17 @@ class TriggersConfig(AppConfig):
 
     def ready(self) -> None:
         # The templates and rules sections of the configuration file (onboarding cannot import us).
+        from django.db.models.signals import post_migrate
+
         from triggers import (
             receivers,  # noqa: F401  (GDPR export and erasure of a person)
             workspace,  # noqa: F401  (its cache is dropped when the row changes)
         )
         from triggers.configfile import register
+        from triggers.schedules import install_schedules_after_migrate
 
         register()
+        # Every migrate makes the beat schedules what triggers/schedules.py says (migrations don't).
+        post_migrate.connect(
+            install_schedules_after_migrate, sender=self, dispatch_uid="onramp.schedules"
+        )

@@ -8,6 +8,7 @@ production stack (PostgreSQL and Redis). docs/configuration.md lists every varia
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
+from config.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("ONRAMP_VAR_DIR", str(BASE_DIR / "var")))
@@ -38,9 +40,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "dashboard.security.ContentSecurityPolicyMiddleware",
     "onboarding.api.middleware.TrackingApiMiddleware",
+    "dashboard.security.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -190,14 +194,6 @@ if ONRAMP_TRACKING_URL and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", O
         f"ONRAMP_TRACKING_URL must be an http:// or https:// URL, not {ONRAMP_TRACKING_URL!r}"
     )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("ONRAMP_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
 ONRAMP_FAILED_EVENT_RETENTION_DAYS = env_int("ONRAMP_FAILED_EVENT_RETENTION_DAYS", 30)
 # Events (PostgreSQL: monthly partitions of onboarding_event). Keep this many whole months before
 # the current one; older partitions are dropped by the daily maintenance task. 0 = keep forever.
@@ -210,6 +206,14 @@ ONRAMP_DEFAULT_TIMEZONE = env_str("ONRAMP_DEFAULT_TIMEZONE", "UTC")
 # The public URL of this Onramp, for links in emails (open pixel, click tracking, unsubscribe).
 ONRAMP_BASE_URL = env_str("ONRAMP_BASE_URL", "http://127.0.0.1:8000")
 # Global frequency cap: at most MAX follow-ups per person in any rolling PERIOD, across channels.
+# Channels by name, each a dotted path to its class, imported on first use one by one: a channel
+# whose optional dependency is missing cannot break another (a new channel is one line here).
+ONRAMP_CHANNELS = {
+    "email": "triggers.channels.email.EmailChannel",
+    "in_app": "triggers.channels.in_app.InAppChannel",
+    "sms": "triggers.channels.sms.SmsChannel",
+    "webhook": "triggers.channels.webhook.WebhookChannel",
+}
 ONRAMP_GLOBAL_CAP_MAX = env_int("ONRAMP_GLOBAL_CAP_MAX", 2)
 ONRAMP_GLOBAL_CAP_PERIOD = env_int("ONRAMP_GLOBAL_CAP_PERIOD_SECONDS", 7 * 86400)
 # Workspace quiet hours in people's local time, "21:00-08:00"; empty for none.
@@ -218,7 +222,8 @@ ONRAMP_DELIVERY_MAX_ATTEMPTS = env_int("ONRAMP_DELIVERY_MAX_ATTEMPTS", 5)
 ONRAMP_DELIVERY_LEASE_SECONDS = env_int("ONRAMP_DELIVERY_LEASE_SECONDS", 120)
 ONRAMP_DELIVERY_BATCH = env_int("ONRAMP_DELIVERY_BATCH", 500)
 # Messages claimed, checked and written as "sending" in one transaction. A worker killed mid-batch
-# leaves at most this many email/SMS messages "unknown" (→ review), so keep it small.
+# leaves at most one email/SMS "unknown" (→ review), the one inside its provider call; the rest of
+# the batch was never handed to a provider and is sent after the lease (docs/reliability.md).
 ONRAMP_DELIVERY_CLAIM = env_int("ONRAMP_DELIVERY_CLAIM", 25)
 # SMS through a Twilio-compatible HTTP API.
 ONRAMP_SMS_BASE_URL = env_str("ONRAMP_SMS_BASE_URL", "https://api.twilio.com")
@@ -242,6 +247,34 @@ ONRAMP_IN_APP_REQUIRE_HASH = env_bool("ONRAMP_IN_APP_REQUIRE_HASH", False)
 # The key of the hashes that tombstones keep of erased people's ids; empty means SECRET_KEY. Set it
 # explicitly before ever rotating SECRET_KEY, or events of erased people stop being refused.
 ONRAMP_ERASURE_KEY = env_str("ONRAMP_ERASURE_KEY", "")
+
+# --- Operations: metrics and logs (docs/operations.md) -------------------------------------------
+# Prometheus multiprocess mode: every process (gunicorn workers, Celery worker, management commands)
+# writes its counters to files in this folder and GET /metrics sums them. prometheus-client reads
+# the variable itself, when it is first imported, so it is set here, before any metric exists.
+# Empty the folder when the whole service (re)starts, not when one process does.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(VAR_DIR / "metrics")
+try:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+except OSError as _error:
+    _error_text = str(_error)
+else:
+    _error_text = "" if os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK) else "not writable"
+if _error_text:
+    # Fail at start-up, not at the first counted request.
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} must be a writable folder "
+        f"shared by this node's processes ({_error_text})"
+    )
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+# With a token, /metrics needs "Authorization: Bearer <token>"; without one, loopback clients only.
+ONRAMP_METRICS_TOKEN = env_str("ONRAMP_METRICS_TOKEN", "")
+# "plain" (default) or "json": one JSON object per line, with the request id and, where they apply,
+# the rule, message id and person id. Neither format carries personal data.
+ONRAMP_LOG_FORMAT = env_str("ONRAMP_LOG_FORMAT", "plain").strip().lower()
+LOGGING = logging_config(
+    log_format=ONRAMP_LOG_FORMAT, level=env_str("ONRAMP_LOG_LEVEL", "INFO") or "INFO"
+)
 
 # --- Security headers and login throttling (docs/security.md) ------------------------------------
 # Django's SecurityMiddleware and XFrameOptionsMiddleware send these on every response.

@@ -2,7 +2,11 @@
 
 import os
 
-from .base import *  # noqa: F403
+# Metrics of a test run go to a folder of its own (removed at the end of the session by
+# tests/conftest.py) unless the environment names one; processes a test starts inherit it.
+_METRICS_DIR_GIVEN = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+from .base import *  # noqa: E402, F403
 
 DEBUG = False
 SECRET_KEY = "onramp-test-secret-key-not-for-production-0123456789"
@@ -37,3 +41,8 @@ if CELERY_BROKER_URL == "filesystem://":  # noqa: F405
 # few wrong-password tests would lock the personas out of later ones. tests/security sets the
 # production figures (5 per 15 minutes) on a cache of its own.
 ONRAMP_LOGIN_MAX_FAILURES = 1000
+
+if not _METRICS_DIR_GIVEN:
+    PROMETHEUS_MULTIPROC_DIR = str(VAR_DIR / f"metrics-test-{os.getpid()}")  # noqa: F405
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)  # noqa: F405
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR

@@ -1,6 +1,8 @@
+# This migration installed the permission groups by calling dashboard.permissions. They are now
+# installed after every migrate by a post_migrate receiver (DashboardConfig.ready), so a change to
+# GROUP_PERMISSIONS reaches existing databases. Kept as a no-op, with its number and dependencies,
+# so databases that applied it stay consistent.
 from django.db import migrations
-
-from dashboard.permissions import install_groups
 
 
 class Migration(migrations.Migration):
@@ -11,4 +13,4 @@ class Migration(migrations.Migration):
         ("onboarding", "0001_initial"),
     ]
 
-    operations = [migrations.RunPython(install_groups, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(migrations.RunPython.noop, migrations.RunPython.noop)]

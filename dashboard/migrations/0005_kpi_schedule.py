@@ -1,10 +1,8 @@
+# This migration installed the beat schedules by calling triggers.schedules, which meant a change
+# there never reached a database that had already run it. They are now installed after every
+# migrate by a post_migrate receiver (TriggersConfig.ready). Kept as a no-op, with its number and
+# dependencies, so databases that applied it stay consistent.
 from django.db import migrations
-
-from triggers.schedules import install_schedules
-
-
-def forwards(apps, schema_editor):
-    install_schedules(apps)
 
 
 class Migration(migrations.Migration):
@@ -14,4 +12,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(forwards, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(migrations.RunPython.noop, migrations.RunPython.noop)]

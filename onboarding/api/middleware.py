@@ -17,9 +17,12 @@ from django.conf import settings
 from django.db import InterfaceError, InternalError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from config import metrics
+
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/"
+IN_APP_PREFIX = "/v1/in-app/"
 _READ_ONLY_SQLSTATE = "25006"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -65,7 +68,19 @@ class TrackingApiMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if request.path.startswith(API_PREFIX) and _database_unavailable(exception):
-            logger.error("database unavailable during %s: %s", request.path, exception)
+            # The driver's first line says why (refused, recovering, read-only); a DETAIL line
+            # can quote a row's values, so it stays out.
+            logger.error(
+                "database unavailable during %s: %s",
+                request.path,
+                (str(exception).strip().splitlines() or [exception.__class__.__name__])[0],
+                extra={
+                    "error": exception.__class__.__name__,
+                    "sqlstate": getattr(exception.__cause__, "sqlstate", None),
+                },
+            )
+            if not request.path.startswith(IN_APP_PREFIX):
+                metrics.request_rejected("database_unavailable")
             return database_unavailable_response()
         return None
 

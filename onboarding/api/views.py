@@ -14,6 +14,7 @@ from django.utils.cache import get_conditional_response, patch_cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
+from config import metrics
 from onboarding.models import Source
 from onboarding.services.sources import source_for_write_key
 from onboarding.tracking.envelope import body_write_key, decode_body, read_envelope
@@ -82,14 +83,14 @@ def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> Json
         # Authenticate before answering, so an unknown key is a 401 whatever the body holds.
         if source_for_write_key(_basic_auth_key(request)) is None:
             return _unauthorized()
-        return _error(error.status, error.problem)
+        return _refuse(error.status, error.problem)
 
     source = _authenticate(request, document)
     if source is None:
         return _unauthorized()
     retry_after = retry_after_if_limited(source.pk)
     if retry_after is not None:
-        return _error(
+        return _refuse(
             429,
             Problem("rate_limited", "", "too many requests for this write key"),
             **{"Retry-After": str(retry_after)},
@@ -103,7 +104,7 @@ def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> Json
             max_future=timedelta(seconds=settings.ONRAMP_MAX_FUTURE_SECONDS),
         )
     except EnvelopeError as error:
-        return _error(error.status, error.problem)
+        return _refuse(error.status, error.problem)
 
     result = ingest_events(
         source=source,
@@ -111,6 +112,9 @@ def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> Json
         rejections=envelope.rejections,
         received_at=received_at,
         endpoint=endpoint,
+    )
+    metrics.events_ingested(
+        accepted=result.accepted_types, rejected=[r.problem.code for r in result.rejections]
     )
     if not result.rejections:
         return JsonResponse({"success": True})
@@ -129,8 +133,14 @@ def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> Json
     return JsonResponse(body, status=200 if result.accepted else 400)
 
 
+def _refuse(status: int, problem: Problem, **headers: str) -> JsonResponse:
+    """A request refused as a whole: counted under its code, then answered."""
+    metrics.request_rejected(problem.code)
+    return _error(status, problem, **headers)
+
+
 def _unauthorized() -> JsonResponse:
-    response = _error(
+    response = _refuse(
         401,
         Problem(
             "unauthorized",
@@ -146,7 +156,8 @@ def _endpoint(event_type: str | None, endpoint: str):
     @csrf_exempt
     @require_POST
     def view(request: HttpRequest) -> JsonResponse:
-        return _handle(request, event_type, endpoint)
+        with metrics.ingest_timer(endpoint):
+            return _handle(request, event_type, endpoint)
 
     view.__name__ = f"{endpoint}_view"
     return view

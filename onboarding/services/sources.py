@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -38,7 +37,6 @@ def source_create(*, name: str) -> IssuedKey:
     source = Source(name=name, write_key_hash=hash_write_key(key), write_key_prefix=key[:10])
     source.full_clean()
     source.save()
-    _forget_cached_keys()
     return IssuedKey(source, key)
 
 
@@ -58,55 +56,29 @@ def source_rotate(*, name: str, grace: timedelta = timedelta(0)) -> IssuedKey:
     source.write_key_prefix = key[:10]
     source.rotated_at = now
     source.save()
-    transaction.on_commit(_forget_cached_keys)
-    _forget_cached_keys()
     return IssuedKey(source, key)
-
-
-# hash → (source or None, expires at monotonic time): one query per key every few seconds per
-# process instead of one per request. A rotation, deactivation or new key takes effect in every
-# process within this many seconds (the process that made the change clears its cache at once).
-_CACHE_SECONDS = 5.0
-_cache: dict[str, tuple[Source | None, float]] = {}
-
-
-def _forget_cached_keys(*args: object, **kwargs: object) -> None:
-    """Clear this process's key cache (connected to Source saves and deletes, too)."""
-    _cache.clear()
 
 
 def source_for_write_key(key: str) -> Source | None:
     """The active source a write key belongs to, or None.
 
+    One indexed query per call, no cache: a rotation, a deactivation or a new key holds from the
+    next request in every process (docs/benchmarks.md, "Write-key lookup", has what it costs).
     Only hashes are stored and looked up, so lookup time does not depend on how much of a guessed
     key is right; the final comparison is constant-time as well.
     """
     if not key:
         return None
-    digest = hash_write_key(key)
-    cached = _cache.get(digest)
-    if cached is not None and cached[1] > time.monotonic():
-        source = cached[0]
-        # A previous key (rotation with grace) stops at its deadline, cached or not.
-        if source is None or source.write_key_hash == digest:
-            return source
-        if source.previous_key_expires_at and source.previous_key_expires_at > timezone.now():
-            return source
-    source = _lookup(digest)
-    if len(_cache) > 10_000:  # unknown keys are cached too: bound the memory
-        _cache.clear()
-    _cache[digest] = (source, time.monotonic() + _CACHE_SECONDS)
-    return source
+    return _lookup(hash_write_key(key))
 
 
 def _lookup(digest: str) -> Source | None:
     now = timezone.now()
-    source = (
-        Source.objects.filter(is_active=True)
-        .filter(
-            Q(write_key_hash=digest) | Q(previous_key_hash=digest, previous_key_expires_at__gt=now)
-        )
-        .first()
+    current = Q(write_key_hash=digest)
+    previous = Q(previous_key_hash=digest, previous_key_expires_at__gt=now)
+    # No ORDER BY (the model orders by name): at most one row matches, by the unique hash.
+    source = next(
+        iter(Source.objects.filter(current | previous, is_active=True).order_by()[:1]), None
     )
     if source is None:
         return None

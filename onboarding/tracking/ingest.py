@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -41,6 +42,8 @@ class IngestResult:
     inserted: int = 0
     duplicates: int = 0
     inserted_ids: list[int] = field(default_factory=list)
+    # Accepted events by type (``track``, ``identify``…), duplicates of earlier calls included.
+    accepted_types: Counter[str] = field(default_factory=Counter)
     # Every rejected event of the request, by index: the envelope's and those about erased people.
     rejections: list[Rejection] = field(default_factory=list)
 
@@ -134,7 +137,11 @@ def _write(
         events, refused = refuse_erased(events)
         if refused:
             rejections = sorted([*rejections, *refused], key=lambda r: r.index or 0)
-        result = IngestResult(accepted=len(events), rejections=rejections)
+        result = IngestResult(
+            accepted=len(events),
+            rejections=rejections,
+            accepted_types=Counter(event.type for event in events),
+        )
         if events:
             # Everything that needs no lock comes first: the people this batch names stay
             # locked from their resolution to the commit, and a concurrent batch naming one
@@ -192,6 +199,12 @@ def ingest_events(
         except (OperationalError, IntegrityError) as error:
             if attempt == _ATTEMPTS or not _is_transient(error):
                 raise
-            logger.warning("ingest retry %s after %s", attempt, error.__cause__)
+            # The SQLSTATE only: the driver's message quotes the conflicting values (ids, emails).
+            logger.warning(
+                "ingest retry %s after sqlstate %s",
+                attempt,
+                getattr(error.__cause__, "sqlstate", None),
+                extra={"endpoint": endpoint, "attempt": attempt},
+            )
             time.sleep(0.01 * attempt)
     raise AssertionError("unreachable")

@@ -1,9 +1,10 @@
-"""The permission groups match dashboard.permissions, as installed by the migrations."""
+"""The permission groups match dashboard.permissions, as installed after every ``migrate``."""
 
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
+from django.core.management import call_command
 
 from dashboard.permissions import GROUP_PERMISSIONS, install_groups
 
@@ -27,6 +28,35 @@ def test_installing_the_groups_again_changes_nothing(db):
     install_groups(apps)
     assert {group: codes(group) for group in GROUP_PERMISSIONS} == before
     assert Group.objects.count() == len(GROUP_PERMISSIONS)
+
+
+def test_migrate_puts_back_a_permission_removed_by_hand(db):
+    """An existing database: the operator took a permission away in the admin; the next deploy's
+    ``migrate`` (no migration to apply, only post_migrate) makes the group match the code again."""
+    growth = Group.objects.get(name="growth")
+    growth.permissions.remove(Permission.objects.get(codename="change_rule"))
+    growth.permissions.add(Permission.objects.get(codename="delete_person"))  # and added one
+    assert "triggers.change_rule" not in codes("growth")
+    call_command("migrate", verbosity=0, interactive=False)
+    assert codes("growth") == set(GROUP_PERMISSIONS["growth"])
+
+
+def test_a_permission_added_to_the_table_reaches_an_existing_group_at_migrate(db, monkeypatch):
+    monkeypatch.setitem(
+        GROUP_PERMISSIONS, "viewer", [*GROUP_PERMISSIONS["viewer"], "triggers.view_reviewitem"]
+    )
+    call_command("migrate", verbosity=0, interactive=False)
+    assert "triggers.view_reviewitem" in codes("viewer")
+    assert codes("viewer") == set(GROUP_PERMISSIONS["viewer"])
+
+
+def test_groups_of_the_operator_s_own_and_memberships_are_left_alone(alice):
+    own = Group.objects.create(name="auditors")
+    own.permissions.add(Permission.objects.get(codename="view_message"))
+    alice.groups.add(own)
+    call_command("migrate", verbosity=0, interactive=False)
+    assert codes("auditors") == {"triggers.view_message"}
+    assert set(alice.groups.values_list("name", flat=True)) == {"growth", "auditors"}
 
 
 def test_the_roles_split_reading_editing_and_running_experiments(db):

@@ -73,7 +73,7 @@ def test_a_bad_value_is_an_error_next_to_its_field_and_saves_nothing(alice, fiel
     html = response.content.decode()
     # the error sits in the field's own block, after its input
     block = re.search(
-        rf'<div class="field has-error">\s*<label[^>]*for="id_{field}".*?</div>', html, re.S
+        rf'<div class="field has-error"[^>]*>\s*<label[^>]*for="id_{field}".*?</div>', html, re.S
     )
     assert block and message in block.group(0)
     assert not workspace.policy().stored

@@ -18,6 +18,7 @@ from .routes import ROUTES, Route, url_for
 # Reachable without logging in. Each must say why.
 PUBLIC = {
     "healthz": "load balancer health check",
+    "metrics": "Prometheus scrape: loopback clients, or a bearer token (tests/operations)",
     "login": "the login form",
     "logout": "POST only; logging out needs no permission",
     "admin:login": "the admin's login form",
@@ -49,8 +50,14 @@ API = {
 }
 # Dashboard pages that support staff (bob) may open too: they need only ``onboarding.view_person``.
 SUPPORT_PAGES = {"dashboard:people", "dashboard:person"}
+# The support home: support staff's own page (``triggers.view_reviewitem``); growth gets 403.
+SUPPORT_ONLY_PAGES = {"dashboard:support"}
+# Where a login lands: it sends support staff to their home instead of answering 403.
+SUPPORT_LANDING = {"dashboard:overview": "/support/"}
 # Growth (alice) may not post here: starting, stopping and shipping is the experiment owner's.
 EXPERIMENT_OWNER_PAGES = {"triggers:experiment_status", "triggers:experiment_ship"}
+# On-call staff only (``dashboard.view_operations``, in no role by default).
+OPERATOR_PAGES = {"dashboard:operations"}
 PERSONAS = ["anonymous", "alice", "bob", "charlie"]
 
 
@@ -99,10 +106,19 @@ def _problem(route: Route, persona: str, response) -> str | None:
         return f"{status} {location}, expected a redirect to /login/"
     if persona == "bob" and name in SUPPORT_PAGES:
         return None if status == 200 else f"{status}, expected 200 (support looks people up)"
+    if name in SUPPORT_ONLY_PAGES:
+        expected = 200 if persona == "bob" else 403
+        return None if status == expected else f"{status}, expected {expected} (support only)"
+    if persona == "bob" and name in SUPPORT_LANDING:
+        if status == 302 and location == SUPPORT_LANDING[name]:
+            return None
+        return f"{status} {location}, expected a redirect to the support home"
     if persona in ("bob", "charlie"):
         return None if status == 403 else f"{status}, expected 403 (not in the growth group)"
     if name in EXPERIMENT_OWNER_PAGES:
         return None if status == 403 else f"{status}, expected 403 (experiment owners only)"
+    if name in OPERATOR_PAGES:
+        return None if status == 403 else f"{status}, expected 403 (operators only)"
     if status in (302, 403) and (status == 403 or location.startswith("/login/")):
         return f"{status} {location}: growth cannot open it"
     return None

@@ -4,6 +4,7 @@ send (suppressed, cancelled, deferred, fallback, review), plus the sweeper for e
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,13 +17,35 @@ from triggers.models import DecisionLog, Message, MessageTemplate, ReviewItem
 from triggers.models.messages import MessageStatus
 from triggers.rules.spec import RuleSpec
 
+logger = logging.getLogger(__name__)
+
+
+# Delivery outcomes (a pass's report and the decision log's) as /metrics names them
+# (config.metrics.MESSAGE_OUTCOMES): a failed attempt is "failed" whether it is retried later or
+# falls back to another channel; shadow sends are suppressed. The operator's page maps with it too.
+METRIC_OUTCOMES = {
+    "sent": "sent",
+    "suppressed": "suppressed",
+    "shadow": "suppressed",
+    "deferred": "deferred",
+    "cancelled": "cancelled",
+    "unknown": "unknown",
+    "needs_review": "review",
+    "review": "review",
+    "fallback": "failed",
+    "retry": "failed",
+}
+
 
 @dataclass
 class DeliveryReport:
     outcomes: Counter = field(default_factory=Counter)
+    # (channel, outcome as /metrics names it) → count
+    by_channel: Counter = field(default_factory=Counter)
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: str, message: Message) -> None:
         self.outcomes[outcome] += 1
+        self.by_channel[message.channel, METRIC_OUTCOMES.get(outcome, outcome)] += 1
 
     @property
     def sent(self) -> int:
@@ -63,7 +86,7 @@ def to_review(
         message=message, defaults={"reason": reason[:64], "detail": detail}
     )
     log_decision(message, now, "review", reason, error=detail[:500])
-    report.add("needs_review")
+    report.add("needs_review", message)
 
 
 def fall_back(
@@ -94,7 +117,7 @@ def fall_back(
     key = hashlib.sha256(f"{message.idempotency_key}:fallback".encode()).hexdigest()
     message.successor(idempotency_key=key, channel=fallback.channel, template=template, due_at=now)
     log_decision(message, now, "fallback", reason, to=fallback.channel, error=detail[:500])
-    report.add("fallback")
+    report.add("fallback", message)
 
 
 def settle(
@@ -112,43 +135,72 @@ def settle(
     message.status, message.reason = status, reason
     message.save(update_fields=["status", "reason", *fields])
     log_decision(message, now, outcome, log_reason, **detail)
-    report.add(outcome)
+    report.add(outcome, message)
+
+
+def _log_lease_expired(message: Message, what: str) -> None:
+    logger.warning(
+        "message %s (%s): its worker stopped mid-send, lease expired; %s",
+        message.pk,
+        message.channel,
+        what,
+        extra={
+            "message_id": message.pk,
+            "rule": message.rule.slug,
+            "person_id": message.person_id,
+            "channel": message.channel,
+        },
+    )
 
 
 def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
-    """Messages stuck in "sending" past their lease: the worker died mid-send."""
+    """Messages stuck in "sending" past their lease: their worker died or stalled.
+
+    An email or SMS marked as handed (``handed_at``: its provider call had begun) may have reached
+    the person: ``unknown``, with a review item, never retried blindly. Anything else was never
+    handed to a provider (or may be sent again: webhooks, same ``webhook-id``), so it is due again
+    at once and the next claim sends it, with no review."""
     stuck = Message.objects.filter(status=MessageStatus.SENDING, lease_until__lt=now)
-    for message in stuck.select_related("rule_version"):
+    for pk in stuck.values_list("pk", flat=True):
         with transaction.atomic():
             current = (
                 Message.objects.select_for_update()
-                .filter(pk=message.pk, status=MessageStatus.SENDING)
+                .filter(pk=pk, status=MessageStatus.SENDING)
                 .first()
             )
             if current is None or current.lease_until is None or current.lease_until >= now:
                 continue
-            if channel_for(current.channel).at_most_once:
-                current.status, current.reason, current.lease_until = (
-                    MessageStatus.UNKNOWN,
-                    "unknown_outcome",
-                    None,
-                )
+            if current.handed_at is not None and channel_for(current.channel).at_most_once:
+                current.status, current.reason = MessageStatus.UNKNOWN, "unknown_outcome"
+                current.lease_until = None
                 current.save(update_fields=["status", "reason", "lease_until"])
                 ReviewItem.objects.get_or_create(
                     message=current,
                     defaults={
                         "reason": "unknown_outcome",
-                        "detail": "The worker stopped between calling the provider and recording the result; "
-                        "the message may or may not have been delivered.",
+                        "detail": "The worker stopped while the provider call was in progress "
+                        "(or before recording its result); the message may or may not have "
+                        "been delivered.",
                     },
                 )
                 log_decision(current, now, "unknown", "lease_expired")
-                report.add("unknown")
+                _log_lease_expired(current, "unknown: sent to review")
+                report.add("unknown", current)
             else:
+                handed = current.handed_at is not None
                 current.status, current.reason = MessageStatus.SCHEDULED, "retry"
-                current.lease_until, current.next_attempt_at, current.sent_at = None, now, None
+                current.lease_until, current.next_attempt_at = None, now
+                current.sent_at, current.handed_at = None, None
                 current.save(
-                    update_fields=["status", "reason", "lease_until", "next_attempt_at", "sent_at"]
+                    update_fields=[
+                        "status",
+                        "reason",
+                        "lease_until",
+                        "next_attempt_at",
+                        "sent_at",
+                        "handed_at",
+                    ]
                 )
-                log_decision(current, now, "retry", "lease_expired")
-                report.add("retry")
+                log_decision(current, now, "retry", "lease_expired", handed=handed)
+                _log_lease_expired(current, "scheduled again")
+                report.add("retry", current)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import Max
 
+from config import metrics
 from onboarding.models import FlowProgress, Person, Segment
 from onboarding.segments import members_queryset
 from triggers.experiments.assign import assign
@@ -347,7 +348,9 @@ def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
     spec, problems = parse_rule(rule.current_version.definition)
     rule_report = RuleReport(rule=rule.slug)
     if spec is None:
-        logger.error("rule %s has an invalid definition: %s", rule.slug, problems)
+        logger.error(
+            "rule %s has an invalid definition: %s", rule.slug, problems, extra={"rule": rule.slug}
+        )
     elif now > state.checked_until:
         since = state.checked_until
         occurrences = list(detect(spec.trigger, since, now))
@@ -368,6 +371,7 @@ def evaluate_rules(*, now: datetime, dry_run: bool = False) -> TickReport:
     report = TickReport(now=now, dry_run=dry_run)
     rules = Rule.objects.filter(status=RuleStatus.ACTIVE, current_version__isnull=False)
     for rule in rules.select_related("current_version").order_by("-priority", "pk"):
+        evaluated = len(report.rules)
         try:
             with transaction.atomic():
                 evaluate_rule(rule, now, report)
@@ -375,4 +379,35 @@ def evaluate_rules(*, now: datetime, dry_run: bool = False) -> TickReport:
                     raise _DryRun
         except _DryRun:
             pass
+        else:
+            for rule_report in report.rules[evaluated:]:
+                _observe(rule_report)
     return report
+
+
+def _observe(report: RuleReport) -> None:
+    """A committed rule tick: its metrics and its one log line (ids and counts only)."""
+    skipped = sum(report.skipped.values())
+    outcomes = {f"skipped_{reason}": n for reason, n in report.skipped.items()}
+    outcomes["enrolled"] = report.enrolled
+    outcomes["already_enrolled"] = max(0, report.found - report.enrolled - skipped)
+    metrics.rule_ticked(rule=report.rule, seconds=report.seconds, outcomes=outcomes)
+    logger.info(
+        "rule %s ticked in %.3fs: %d found, %d enrolled, %d skipped, %d scheduled, %d exited",
+        report.rule,
+        report.seconds,
+        report.found,
+        report.enrolled,
+        skipped,
+        report.scheduled,
+        report.exited,
+        extra={
+            "rule": report.rule,
+            "duration_seconds": round(report.seconds, 6),
+            "found": report.found,
+            "enrolled": report.enrolled,
+            "skipped": dict(report.skipped),
+            "scheduled": report.scheduled,
+            "exited": report.exited,
+        },
+    )

@@ -111,6 +111,8 @@ def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> Json
         rejections=envelope.rejections,
         received_at=received_at,
         endpoint=endpoint,
+        # /v1/import is for history: stored and counted everywhere, never starting a rule.
+        live=endpoint != "import",
     )
     if not result.rejections:
         return JsonResponse({"success": True})
@@ -159,6 +161,7 @@ screen = _endpoint("screen", "screen")
 alias = _endpoint("alias", "alias")
 group = _endpoint("group", "group")
 batch = _endpoint(None, "batch")
+history_import = _endpoint(None, "import")
 
 
 @require_GET

@@ -128,6 +128,7 @@ def test_a_backfill_through_import_starts_no_rule_and_updates_progress_and_funne
 
     assert Enrollment.objects.count() == 0
     assert Message.objects.count() == 0
+    assert not DecisionLog.objects.exists()  # history writes no decision rows either
     # History feeds people, progress and funnels all the same.
     assert Person.objects.count() == 5
     assert FlowProgress.objects.filter(flow__slug="activation").count() == 5
@@ -224,3 +225,27 @@ def test_a_late_event_moves_last_activity_only_to_when_it_happened(timeline, api
     assert Person.objects.get(external_id="u").last_event_at == T0 + 10 * M
     timeline.tick(T0 + 15 * M)
     assert Enrollment.objects.count() == 2
+
+
+def test_imported_events_count_but_only_a_live_one_completes_a_streak(timeline, api):
+    _rules(NOW - 10 * M)
+    timeline.tick(NOW - 5 * M)
+    post(
+        api,
+        "/v1/import",
+        [
+            _track("u", NOW - 2 * M, "Task Failed", 0),
+            _track("u", NOW - 2 * M, "Report Shared", 1),
+            _track("u", NOW - M, "Task Failed", 2),
+        ],
+        NOW,
+    )
+    timeline.tick(NOW + 30 * S)
+    assert not Enrollment.objects.exists()
+    timeline.send(NOW + M, "u", "Task Failed")  # the third failure in 10 minutes, live
+    timeline.send(NOW + M, "u", "Report Shared")  # the second share, live
+    timeline.tick(NOW + M + 30 * S)
+    assert sorted(Enrollment.objects.values_list("rule__slug", "enrolled_at")) == [
+        ("failures", NOW + M),
+        ("milestone", NOW + M),
+    ]

@@ -14,7 +14,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("demo/widget/", include("triggers.api.urls_demo")),
-    path("rules/backtests/", include("triggers.simulation.urls")),
-    path("rules/", include("triggers.urls")),
+    path("rules/backtests/", include("dashboard.backtests.urls")),
+    path("rules/", include("dashboard.rules.urls")),
     path("", include("dashboard.urls")),
 ]

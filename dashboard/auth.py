@@ -16,7 +16,6 @@ import hashlib
 from typing import Any
 
 from django.conf import settings
-from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_logged_in, user_login_failed
@@ -26,6 +25,8 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.dispatch import receiver
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
+
+from .admin_guard import GuardedAdminSite
 
 LOCKED_MESSAGE = "Too many failed attempts for this account. Try again in {minutes} minutes."
 
@@ -108,8 +109,9 @@ class ThrottledLoginView(LoginView):
         return mark_locked_out(super().form_invalid(form))
 
 
-class ThrottledAdminSite(admin.AdminSite):
-    """The admin site, with the dashboard's login lockout (``config.admin.AdminConfig``)."""
+class ThrottledAdminSite(GuardedAdminSite):
+    """The admin site, with the dashboard's login lockout (``config.admin.AdminConfig``), whose
+    changelists refuse out-of-range date-hierarchy parameters (``dashboard/admin_guard.py``)."""
 
     login_form = ThrottledAdminAuthenticationForm
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashboard.figures import COLORWAY, FONT_FAMILY, OTHER_COLOR, OTHER_LABEL
+from dashboard.formatting import duration_label, percent
 from dashboard.funnels import FunnelResult, StepHistogram, StepResult, TrendPoint
 
 STEP_COLOR = "#6366f1"
@@ -22,27 +23,6 @@ ENTRANTS_COLOR = "#e0e7ff"
 MAX_BREAKDOWN_SERIES = 6
 _GRID = "#eef0f3"
 _LINE = "#e5e7eb"
-
-
-def percent(ratio: float) -> str:
-    """``0.384`` → ``38 %``; below 10 % one decimal (``4.5 %``), since small shares matter."""
-    value = ratio * 100
-    if 0 < value < 10:
-        return f"{value:.1f}\u202f%"
-    return f"{round(value)}\u202f%"
-
-
-def duration_label(seconds: float | None) -> str:
-    """A median gap for people: ``45 s``, ``12 min``, ``3.5 h``, ``2.1 d``; an en dash for none."""
-    if seconds is None:
-        return "–"
-    if seconds < 90:
-        return f"{round(seconds)} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    if seconds < 36 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 def step_label(step: StepResult) -> str:

@@ -1,4 +1,5 @@
-"""Editable lists of rows in forms (flow steps, follow-ups): add, remove, move up and down.
+"""The one row editor of the pages' forms (flow steps, segment conditions, follow-ups, experiment
+arms): add, remove, move up and down.
 
 The buttons post ``action=add`` or ``action=remove:2`` / ``up:2`` / ``down:2``, so the editors work
 without JavaScript; htmx only swaps the re-rendered list.
@@ -15,14 +16,25 @@ Row = TypeVar("Row")
 _ROW_ACTION = re.compile(r"^(remove|up|down):(\d+)$")
 
 
+def is_row_action(action: str) -> bool:
+    return action == "add" or _ROW_ACTION.match(action) is not None
+
+
 def apply_row_action(
-    rows: list[Row], action: str, new_row: Callable[[list[Row]], Row | None]
+    rows: list[Row],
+    action: str,
+    new_row: Callable[[list[Row]], Row | None],
+    *,
+    add_at: Callable[[list[Row]], int] | None = None,
 ) -> list[Row]:
-    """The rows after ``action``; ``new_row`` makes the row to add (None: the list is full)."""
+    """The rows after ``action``; ``new_row`` makes the row to add (None: the list is full), at
+    ``add_at(rows)`` (default: the end)."""
     rows = list(rows)
     if action == "add":
         row = new_row(rows)
-        return rows if row is None else [*rows, row]
+        if row is not None:
+            rows.insert(len(rows) if add_at is None else add_at(rows), row)
+        return rows
     match = _ROW_ACTION.match(action)
     if match is None:
         return rows

@@ -1,6 +1,14 @@
 from django.urls import path
 
-from . import views, views_flows, views_funnels, views_kpis, views_people, views_segments
+from . import (
+    views,
+    views_flows,
+    views_funnels,
+    views_kpis,
+    views_people,
+    views_segments,
+    views_support,
+)
 
 app_name = "dashboard"
 
@@ -28,4 +36,5 @@ urlpatterns = [
     path("people/", views_people.people_search, name="people"),
     path("people/<int:pk>/", views_people.person_detail, name="person"),
     path("kpis/", views_kpis.kpis_overview, name="kpis"),
+    path("support/", views_support.support_home, name="support"),
 ]

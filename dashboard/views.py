@@ -20,7 +20,9 @@ from django.views.decorators.vary import vary_on_headers
 from dashboard import selectors
 from dashboard.decorators import view_dashboard_required
 from dashboard.figures import events_per_hour_figure
+from dashboard.partials import htmx_target
 from dashboard.selectors import service_health
+from dashboard.views_support import support_lands_home
 
 # The chart's time ranges: GET ?range=… value → (label, length).
 CHART_RANGES: dict[str, tuple[str, timedelta]] = {
@@ -73,11 +75,12 @@ _OVERVIEW_PARTIALS = {
 }
 
 
+@support_lands_home
 @view_dashboard_required
 @require_GET
 @vary_on_headers("HX-Request", "HX-Target")
 def overview(request: HttpRequest) -> HttpResponse:
-    target = request.htmx.target if request.htmx else None
+    target = htmx_target(request)
     if target in _OVERVIEW_PARTIALS:
         context = _OVERVIEW_PARTIALS[target](request)
         return render(request, f"dashboard/overview.html#{target}", context)

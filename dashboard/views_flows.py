@@ -13,12 +13,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import dashboard_write_required
 from dashboard.forms import STEP_FIELDS, FlowForm, StepFormSet
+from dashboard.partials import render_page
 from dashboard.rows import apply_row_action
 from onboarding.configfile.durations import format_duration
 from onboarding.models import OnboardingFlow
@@ -163,9 +164,7 @@ def _editor(request: HttpRequest, flow: OnboardingFlow | None) -> HttpResponse:
         form = FlowForm(initial={"window": "7d"})
         formset = _unbound_steps([dict(_EMPTY_ROW), dict(_EMPTY_ROW)])
     context = {"section": "funnels", "flow": flow, "form": form, "formset": formset}
-    if request.htmx and request.htmx.target == "flow-steps":
-        return render(request, "dashboard/flows/editor.html#flow-steps", context)
-    return render(request, "dashboard/flows/editor.html", context)
+    return render_page(request, "dashboard/flows/editor.html", context, partials=["flow-steps"])
 
 
 @dashboard_write_required("onboarding.add_onboardingflow")

@@ -33,6 +33,7 @@ from dashboard.funnels import (
     run_funnel,
     time_to_convert,
 )
+from dashboard.partials import htmx_target, render_page
 from onboarding.configfile.durations import format_duration
 from onboarding.models import Event, OnboardingFlow, Step
 
@@ -267,7 +268,7 @@ def funnel(request: HttpRequest, slug: str) -> HttpResponse:
     flow = _flow(slug)
     form = _filter_form(request)
     context = _results_context(flow, form, request)
-    if request.htmx and request.htmx.target == "funnel-results":
+    if htmx_target(request) == "funnel-results":
         return render(request, "dashboard/funnels/funnel.html#funnel-results", context)
     context.update(
         {
@@ -376,9 +377,7 @@ def funnel_people_page(request: HttpRequest, slug: str) -> HttpResponse:
         ),
         "segment": selection.query.segment,
     }
-    if request.htmx and request.htmx.target == "people-table":
-        return render(request, "dashboard/funnels/people.html#people-table", context)
-    return render(request, "dashboard/funnels/people.html", context)
+    return render_page(request, "dashboard/funnels/people.html", context, partials=["people-table"])
 
 
 @view_dashboard_required

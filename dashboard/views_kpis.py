@@ -17,9 +17,10 @@ from django.views.decorators.vary import vary_on_headers
 
 from dashboard import figures_kpis as figures
 from dashboard.decorators import view_dashboard_required
-from dashboard.figures_funnels import duration_label
+from dashboard.formatting import duration_label
 from dashboard.kpis import DEFAULT_RANGE, RANGES, KpiQuery, run_kpis, stalled_people
 from dashboard.kpis.queries import RuleKpis
+from dashboard.partials import htmx_target
 
 STALLED_LIMIT = 20
 
@@ -69,7 +70,7 @@ _PARTIALS = {"kpi-results": _results_context, "kpi-stalled": _stalled_context}
 @require_GET
 @vary_on_headers("HX-Request", "HX-Target")
 def kpis_overview(request: HttpRequest) -> HttpResponse:
-    target = request.htmx.target if request.htmx else None
+    target = htmx_target(request)
     if target in _PARTIALS:
         return render(request, f"dashboard/kpis/overview.html#{target}", _PARTIALS[target](request))
     context = {"section": "kpis", **_results_context(request), **_stalled_context(request)}

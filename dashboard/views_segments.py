@@ -24,6 +24,8 @@ from dashboard.forms import (
     ConditionForm,
     SegmentForm,
 )
+from dashboard.partials import htmx_target, render_page
+from dashboard.rows import apply_row_action, is_row_action
 from dashboard.segment_rows import (
     PREFIX,
     Built,
@@ -42,7 +44,6 @@ from onboarding.segments import segment_count_and_sample
 from onboarding.services.segments import segment_problems, segment_save
 
 SAMPLE_SIZE = 10
-_ROW_ACTION = re.compile(r"^remove:(\d+)$")
 _CONDITION_PATH = re.compile(r"^conditions\[(\d+)\](?:\.(\w+))?")
 
 
@@ -142,10 +143,8 @@ def _save(request: HttpRequest, state: EditorState, segment: Segment | None) -> 
 
 def _apply_action(state: EditorState, action: str, request: HttpRequest) -> None:
     """Row actions and mode switches: change what the form shows, save nothing."""
-    if action == "add":
-        state.rows.append(empty_row())
-    elif (match := _ROW_ACTION.match(action)) and int(match.group(1)) < len(state.rows):
-        del state.rows[int(match.group(1))]
+    if is_row_action(action):
+        state.rows = apply_row_action(state.rows, action, lambda _: empty_row())
     elif action == "advanced" and state.mode == "rows":
         built = build_definition(request.POST.get("match", "all"), state.rows)
         state.mode = "advanced"
@@ -209,7 +208,7 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
             _apply_action(state, action, request)
     else:
         state = _initial_state(segment)
-    if not (request.htmx and request.htmx.target == "segment-conditions"):
+    if htmx_target(request) != "segment-conditions":
         preview = _page_preview(state, request)
     flows = _flow_choices()
     context = {
@@ -221,9 +220,9 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
         "total_rows": len(state.rows),
         "preview": preview,
     }
-    if request.htmx and request.htmx.target == "segment-conditions":
-        return render(request, "dashboard/segments/editor.html#segment-conditions", context)
-    return render(request, "dashboard/segments/editor.html", context)
+    return render_page(
+        request, "dashboard/segments/editor.html", context, partials=["segment-conditions"]
+    )
 
 
 @dashboard_write_required("onboarding.add_segment")

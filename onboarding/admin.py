@@ -8,6 +8,7 @@ stored hash is never displayed or editable.
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -35,9 +36,17 @@ admin.site.enable_nav_sidebar = False
 TIMELINE_LIMIT = 200
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def pretty_json(value: Any) -> SafeString:
-    """JSON, indented, in a <pre>; escaped, so payloads cannot inject markup."""
+    """JSON, indented, in a <pre>; escaped, so payloads cannot inject markup.
+
+    A lone surrogate (``"\\ud800"`` in a payload decodes to one) cannot be encoded as UTF-8, so
+    the page would fail: it is shown as its JSON escape, which is what the client sent.
+    """
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    text = LONE_SURROGATE.sub(lambda match: f"\\u{ord(match[0]):04x}", text)
     return format_html('<pre class="onramp-json">{}</pre>', text)
 
 

@@ -36,6 +36,7 @@ from triggers.models import (
 from triggers.services.review import (
     MANUAL_CHANNELS,
     review_dismiss,
+    review_draft,
     review_edit_and_send,
     review_resend,
     review_switch_channel,
@@ -112,7 +113,7 @@ class ReviewItemAdmin(admin.ModelAdmin):
             '<p><a href="{}">Message details</a></p>',
             message.get_channel_display(),
             _person_link(message.person),
-            message.step + 1,
+            display_step(message.step),
             message.rule,
             message.get_status_display(),
             message.attempts,
@@ -125,14 +126,13 @@ class ReviewItemAdmin(admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[ReviewItem], action, label: str
     ) -> None:
         done = 0
-        for item in queryset.filter(status=ReviewStatus.OPEN):
+        open_items = queryset.filter(status=ReviewStatus.OPEN).select_related("message__person")
+        for item in open_items:
             try:
                 action(item)
                 done += 1
             except ValidationError as error:
-                self.message_user(
-                    request, f"Item {item.pk}: {'; '.join(error.messages)}", messages.ERROR
-                )
+                self.message_user(request, f"{item}: {'; '.join(error.messages)}", messages.ERROR)
         if done:
             self.message_user(request, f"{label}: {done} item(s).", messages.SUCCESS)
 
@@ -171,15 +171,12 @@ class ReviewItemAdmin(admin.ModelAdmin):
         ]
 
     def edit_and_send_view(self, request: HttpRequest, item_id: int) -> HttpResponse:
-        item = get_object_or_404(ReviewItem.objects.select_related("message"), pk=item_id)
+        item = get_object_or_404(
+            ReviewItem.objects.select_related("message__person", "message__template"), pk=item_id
+        )
         if not self.has_change_permission(request, item):
             return HttpResponse(status=403)
-        initial = {
-            "channel": item.message.channel,
-            "subject": item.message.subject,
-            "body": item.message.body,
-        }
-        form = EditAndSendForm(request.POST or None, initial=initial)
+        form = EditAndSendForm(request.POST or None, initial=review_draft(item))
         if request.method == "POST" and form.is_valid():
             try:
                 review_edit_and_send(item_id=item.pk, actor=request.user, **form.cleaned_data)
@@ -230,7 +227,7 @@ class MessageAdmin(ViewOnly, admin.ModelAdmin):
         "rule",
         "rule_version",
         "enrollment",
-        "step",
+        "step_number",
         "channel",
         "template",
         "status",
@@ -240,6 +237,7 @@ class MessageAdmin(ViewOnly, admin.ModelAdmin):
         "attempts",
         "next_attempt_at",
         "lease_until",
+        "handed_at",
         "provider_id",
         "manual",
         "fallback_of",
@@ -252,15 +250,33 @@ class MessageAdmin(ViewOnly, admin.ModelAdmin):
         "dismissed_at",
         "decisions",
     ]
+    fields = readonly_fields  # "step" is 0-based in the ledger: the page shows step_number
 
     @admin.display(description="Step")
     def step_number(self, obj: Message) -> int:
-        return obj.step + 1
+        return display_step(obj.step)
 
     @admin.display(description="Decisions")
     def decisions(self, obj: Message) -> SafeString:
         rows = DecisionLog.objects.filter(message=obj).order_by("at", "pk")
         return _decision_table(rows)
+
+
+def display_step(step: int | None) -> int | str:
+    """A follow-up's position as people count it: the ledger's 0-based ``step`` plus one."""
+    return "–" if step is None else step + 1
+
+
+def _decision_step(detail: Any) -> int | str:
+    step = detail.get("step") if isinstance(detail, dict) else None
+    return display_step(step) if isinstance(step, int) else "–"
+
+
+def _decision_detail(detail: Any) -> str:
+    """The detail as JSON without ``step`` (0-based there; the step column shows it 1-based)."""
+    if isinstance(detail, dict):
+        detail = {key: value for key, value in detail.items() if key != "step"}
+    return json.dumps(detail, sort_keys=True, default=str)
 
 
 def _decision_table(rows) -> SafeString:
@@ -269,34 +285,56 @@ def _decision_table(rows) -> SafeString:
         return format_html("<p>{}</p>", "No decisions recorded.")
     body = format_html_join(
         "",
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
         (
             (
                 f"{d.at:%Y-%m-%d %H:%M:%S}",
                 d.rule,
+                _decision_step(d.detail),
                 d.outcome,
                 d.reason or "–",
-                json.dumps(d.detail, sort_keys=True, default=str)[:300],
+                _decision_detail(d.detail)[:300],
             )
             for d in items
         ),
     )
     return format_html(
-        "<table><thead><tr><th>When</th><th>Rule</th><th>Outcome</th><th>Reason</th><th>Detail</th>"
-        "</tr></thead><tbody>{}</tbody></table>",
+        "<table><thead><tr><th>When</th><th>Rule</th><th>Step</th><th>Outcome</th><th>Reason</th>"
+        "<th>Detail</th></tr></thead><tbody>{}</tbody></table>",
         body,
     )
 
 
 @admin.register(DecisionLog)
 class DecisionLogAdmin(ViewOnly, admin.ModelAdmin):
-    list_display = ["at", "person", "rule", "outcome", "reason"]
+    list_display = ["at", "person", "rule", "step", "outcome", "reason"]
     list_filter = ["outcome", "reason", "rule"]
     list_select_related = ["person", "rule"]
     search_fields = ["person__external_id__exact", "person__email__iexact"]
     search_help_text = "Exact userId or email."
     show_full_result_count = False
     date_hierarchy = None
+    fields = [
+        "at",
+        "person",
+        "rule",
+        "rule_version",
+        "enrollment",
+        "message",
+        "step",
+        "outcome",
+        "reason",
+        "detail_without_step",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Step")
+    def step(self, obj: DecisionLog) -> int | str:
+        return _decision_step(obj.detail)
+
+    @admin.display(description="Detail")
+    def detail_without_step(self, obj: DecisionLog) -> SafeString:
+        return format_html('<pre class="onramp-json">{}</pre>', _decision_detail(obj.detail))
 
 
 @admin.register(AuditLog)
@@ -342,7 +380,7 @@ class PersonWithMessagesAdmin(_person_admin_class):
     @admin.display(description="Decisions")
     def message_history(self, obj: Person) -> SafeString:
         if obj.pk is None:
-            return format_html("–")
+            return format_html("{}", "–")
         rows = DecisionLog.objects.filter(person=obj).select_related("rule").order_by("-at", "-pk")
         return _decision_table(rows[:DECISIONS_ON_PERSON_PAGE])
 
@@ -369,6 +407,8 @@ def _needs_change(name: str) -> Any:
 
 
 class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
+    # The package's form template has an inline script that the CSP blocks; ours loads a file.
+    change_form_template = "admin/triggers/periodictask/change_form.html"
     enable_tasks = _needs_change("enable_tasks")
     disable_tasks = _needs_change("disable_tasks")
     toggle_tasks = _needs_change("toggle_tasks")

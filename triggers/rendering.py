@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from liquid import Environment, StrictDefaultUndefined
+from liquid import Environment, StrictDefaultUndefined, Undefined
 from liquid.exceptions import LiquidError
 
 _FORBIDDEN_TAGS = {"include", "render"}
@@ -26,8 +26,26 @@ class _SandboxEnvironment(Environment):
     local_namespace_limit = 10_000
 
 
+# What a draft shows where a variable is missing, for support staff to replace before sending.
+MISSING_MARK = "[missing: {name}]"
+MISSING_PREFIX = MISSING_MARK.split("{", 1)[0]
+
+
+class _MarkedUndefined(Undefined):
+    """A missing variable renders as ``[missing: name]`` (and ``default`` still applies)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        # The hint names the whole path ("person.traits.plan is undefined"), the name only its start.
+        hint = self.hint or ""
+        path = hint.removesuffix(" is undefined") if hint.endswith(" is undefined") else self.name
+        return MISSING_MARK.format(name=path.strip("'\""))
+
+
 ENVIRONMENT = _SandboxEnvironment(undefined=StrictDefaultUndefined, autoescape=False)
 HTML_ENVIRONMENT = _SandboxEnvironment(undefined=StrictDefaultUndefined, autoescape=True)
+DRAFT_ENVIRONMENT = _SandboxEnvironment(undefined=_MarkedUndefined, autoescape=False)
 
 
 class TemplateProblem(ValueError):
@@ -88,4 +106,17 @@ def render(subject: str, body: str, context: dict[str, Any], *, html: bool = Fal
             out.append(environment.from_string(source).render(**context) if source else "")
         except LiquidError as error:
             raise TemplateProblem(field, _first_line(error)) from None
+    return Rendered(*out)
+
+
+def render_draft(subject: str, body: str, context: dict[str, Any]) -> Rendered:
+    """Render for a person to edit (support's "Edit and send"): what the strict render would give,
+    with each missing variable marked ``[missing: name]`` instead of failing. A template that does
+    not render at all gives its source."""
+    out = []
+    for source in (subject, body):
+        try:
+            out.append(DRAFT_ENVIRONMENT.from_string(source).render(**context) if source else "")
+        except LiquidError:
+            out.append(source)
     return Rendered(*out)

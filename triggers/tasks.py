@@ -3,8 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from . import tasks_simulation  # noqa: F401  (registers the backtest task with the worker)
-from .delivery.pipeline import deliver_due, deliver_message
+from .delivery.pipeline import deliver_due
 from .engine.evaluate import evaluate_rules
 from .models import Heartbeat
 
@@ -35,6 +34,11 @@ def deliver_due_task() -> int:
     return deliver_due().sent
 
 
-@shared_task(name="triggers.tasks.deliver_message", acks_late=True)
-def deliver_message_task(message_id: int) -> int:
-    return deliver_message(message_id).sent
+@shared_task(name="triggers.tasks.run_backtest", acks_late=False)
+def run_backtest_task(run_id: int) -> str:
+    """A backtest requested from the rule editor; not acks_late: a backtest that crashed a worker
+    is marked failed, not rerun forever. The service is imported here, when a backtest runs, so
+    loading the worker's tasks does not load the simulation stack."""
+    from triggers.services.backtests import backtest_execute
+
+    return backtest_execute(run_id).status

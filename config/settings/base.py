@@ -41,6 +41,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "dashboard.security.ContentSecurityPolicyMiddleware",
     "onboarding.api.middleware.TrackingApiMiddleware",
+    "dashboard.security.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -194,9 +195,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # A refused request (403, 404, 400) is one warning line, not a traceback (config/log_filters.py).
+    "filters": {"client_error_line": {"()": "config.log_filters.ClientErrorWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("ONRAMP_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": {"filters": ["client_error_line"]},
+    },
 }
 ONRAMP_FAILED_EVENT_RETENTION_DAYS = env_int("ONRAMP_FAILED_EVENT_RETENTION_DAYS", 30)
 # Events (PostgreSQL: monthly partitions of onboarding_event). Keep this many whole months before
@@ -213,6 +219,14 @@ ONRAMP_LATE_EVENT_SECONDS = env_int("ONRAMP_LATE_EVENT_SECONDS", 600)
 # The public URL of this Onramp, for links in emails (open pixel, click tracking, unsubscribe).
 ONRAMP_BASE_URL = env_str("ONRAMP_BASE_URL", "http://127.0.0.1:8000")
 # Global frequency cap: at most MAX follow-ups per person in any rolling PERIOD, across channels.
+# Channels by name, each a dotted path to its class, imported on first use one by one: a channel
+# whose optional dependency is missing cannot break another (a new channel is one line here).
+ONRAMP_CHANNELS = {
+    "email": "triggers.channels.email.EmailChannel",
+    "in_app": "triggers.channels.in_app.InAppChannel",
+    "sms": "triggers.channels.sms.SmsChannel",
+    "webhook": "triggers.channels.webhook.WebhookChannel",
+}
 ONRAMP_GLOBAL_CAP_MAX = env_int("ONRAMP_GLOBAL_CAP_MAX", 2)
 ONRAMP_GLOBAL_CAP_PERIOD = env_int("ONRAMP_GLOBAL_CAP_PERIOD_SECONDS", 7 * 86400)
 # Workspace quiet hours in people's local time, "21:00-08:00"; empty for none.
@@ -221,7 +235,8 @@ ONRAMP_DELIVERY_MAX_ATTEMPTS = env_int("ONRAMP_DELIVERY_MAX_ATTEMPTS", 5)
 ONRAMP_DELIVERY_LEASE_SECONDS = env_int("ONRAMP_DELIVERY_LEASE_SECONDS", 120)
 ONRAMP_DELIVERY_BATCH = env_int("ONRAMP_DELIVERY_BATCH", 500)
 # Messages claimed, checked and written as "sending" in one transaction. A worker killed mid-batch
-# leaves at most this many email/SMS messages "unknown" (→ review), so keep it small.
+# leaves at most one email/SMS "unknown" (→ review), the one inside its provider call; the rest of
+# the batch was never handed to a provider and is sent after the lease (docs/reliability.md).
 ONRAMP_DELIVERY_CLAIM = env_int("ONRAMP_DELIVERY_CLAIM", 25)
 # SMS through a Twilio-compatible HTTP API.
 ONRAMP_SMS_BASE_URL = env_str("ONRAMP_SMS_BASE_URL", "https://api.twilio.com")

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from onboarding.csvsafe import csv_writer
 from onboarding.models import Person
 
 from . import pg
@@ -20,6 +20,8 @@ from .query import FunnelQuery, FunnelQueryError
 from .runner import required_steps, sql_relation, uses_sql
 
 PeopleOutcome = Literal["reached", "dropped"]
+# Far past any real list; keeps the SQL OFFSET within a bigint (a 20-digit ?page= was a 500).
+MAX_PAGE = 1_000_000
 CSV_COLUMNS = [
     "person_id",
     "external_id",
@@ -160,8 +162,8 @@ def funnel_people(
     """The entrants who reached step ``step`` (counted in it), or dropped at it (reached
     ``step - 1`` and went no further), oldest entry first; optionally within one breakdown value.
     """
-    if page < 1 or not 1 <= page_size <= 10_000:
-        raise FunnelQueryError("invalid_page", "page must be ≥ 1 and page_size 1..10000")
+    if not 1 <= page <= MAX_PAGE or not 1 <= page_size <= 10_000:
+        raise FunnelQueryError("invalid_page", f"page must be 1..{MAX_PAGE} and page_size 1..10000")
     rows, total = _people_rows(
         query,
         step,
@@ -204,7 +206,7 @@ def people_csv_lines(
 ) -> Iterator[str]:
     """CSV text line by line (header first), for a ``StreamingHttpResponse`` or a file."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer(buffer)
 
     def flush() -> str:
         text = buffer.getvalue()

@@ -19,6 +19,9 @@ from typing import Any
 
 from django.conf import settings
 
+from dashboard.formatting import percent_tenths as _percent
+from dashboard.formatting import points_tenths as _points
+
 from .interval import Lift
 
 TOO_OFTEN = "too_often"
@@ -68,14 +71,6 @@ class Flag:
     @property
     def rule_url(self) -> str:
         return f"/rules/{self.slug}/"
-
-
-def _percent(value: float) -> str:
-    return f"{value * 100:.1f} %"
-
-
-def _points(value: float) -> str:
-    return f"{value * 100:+.1f} pp"
 
 
 def rule_flags(rules: Iterable[RuleFigures], config: FlagSettings) -> list[Flag]:

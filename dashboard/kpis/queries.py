@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 
 from django.db.models import OuterRef, Q, Subquery
 
-from dashboard.figures_funnels import duration_label
+from dashboard.formatting import duration_label, percent_tenths
 from dashboard.models import FlowDailyKpi, RuleDailyKpi
 from onboarding.models import FlowProgress, OnboardingFlow, Step
 from triggers.models import Rule, RuleStatus
@@ -62,7 +62,7 @@ class Ratio:
 
     @property
     def percent(self) -> str:
-        return "–" if self.rate is None else f"{self.rate * 100:.1f} %"
+        return percent_tenths(self.rate)
 
     @property
     def basis(self) -> str:

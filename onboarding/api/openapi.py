@@ -194,11 +194,13 @@ _IN_APP_ID = {
 _IN_APP_PARAMETERS = [
     {"name": "userId", "in": "query", "schema": {"type": "string", "maxLength": 255}},
     {"name": "anonymousId", "in": "query", "schema": {"type": "string", "maxLength": 255}},
-    {"name": "writeKey", "in": "query", "schema": {"type": "string"}},
     {
         "name": "X-Onramp-User-Hash",
         "in": "header",
-        "description": "hex HMAC-SHA256 of the userId with the in-app secret",
+        "description": (
+            "hex HMAC-SHA256 of the userId with the in-app secret; always checked when sent, "
+            "so refused (401) by a server that has no secret"
+        ),
         "schema": {"type": "string"},
     },
 ]

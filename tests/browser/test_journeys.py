@@ -383,10 +383,11 @@ def test_support_edits_and_sends_a_review_item(browser, live_server, bob, review
     assert edit.get_attribute("textContent").strip() == "Edit and send"
     edit.click()
     body = wait(browser).until(EC.presence_of_element_located((By.NAME, "body")))
-    assert body.get_attribute("value") == "" or "company" not in body.get_attribute("value")
+    # It opens with the message rendered for u1, the variable they lack marked to replace.
+    assert body.get_attribute("value") == "Hello [missing: company]"
+    screenshot(browser, "review-edit-and-send")
     body.clear()
     body.send_keys("Hello from support: your trial ends on Friday.")
-    screenshot(browser, "review-edit-and-send")
     browser.find_element(By.CSS_SELECTOR, ".submit-row input[type=submit]").click()
 
     wait(browser).until(EC.url_to_be(f"{live_server.url}/admin/triggers/reviewitem/"))

@@ -11,13 +11,24 @@ from triggers.models import Message
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+def open_demo(browser, live_server, write_key: str) -> None:
+    """Fill in the demo's form: the key is posted, and the page's URL never holds it."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{live_server.url}/demo/widget/?userId=u1")
+    browser.find_element(By.ID, "demo-key").send_keys(write_key)
+    browser.find_element(By.CSS_SELECTOR, "form[aria-label='Choose a user'] button").click()
+    wait_for(lambda: browser.find_elements(By.ID, "onramp-demo-config"))
+    assert write_key not in browser.current_url
+
+
 def test_demo_shows_the_banner_and_close_records_dismissed(
     browser, live_server, alice, write_key, sent_message
 ):
     from selenium.webdriver.common.by import By
 
     login(browser, live_server, "alice", "pw-alice")
-    browser.get(f"{live_server.url}/demo/widget/?userId=u1&writeKey={write_key}")
+    open_demo(browser, live_server, write_key)
     banner = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[data-onramp-message]"))[0]
     assert banner.get_attribute("role") == "status"
     assert banner.get_attribute("data-onramp-message") == str(sent_message.pk)
@@ -48,7 +59,7 @@ def test_modal_is_a_focused_dialog_and_escape_dismisses(
 
     Message.objects.filter(pk=sent_message.pk).update(subject="[modal] Welcome back")
     login(browser, live_server, "alice", "pw-alice")
-    browser.get(f"{live_server.url}/demo/widget/?userId=u1&writeKey={write_key}")
+    open_demo(browser, live_server, write_key)
     dialog = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "[role=dialog]"))[0]
     assert dialog.get_attribute("aria-modal") == "true"
     assert "Welcome back" in dialog.text and "[modal]" not in dialog.text

@@ -10,6 +10,9 @@ import pytest
 import time_machine
 from django.test import Client
 
+# The rule, template, sandbox and experiment pages' tests build on the engine's fixtures.
+from tests.triggers.conftest import flow, templates, timeline  # noqa: F401
+
 NOW = datetime(2025, 3, 14, 12, 30, tzinfo=UTC)
 
 

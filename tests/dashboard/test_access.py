@@ -49,9 +49,20 @@ def test_partials_check_the_permission_too(client, charlie, target):
 
 
 @pytest.mark.parametrize("url", DASHBOARD_URLS)
-def test_support_staff_are_not_growth(client, bob, url):
+def test_support_staff_are_not_growth_and_go_to_their_home(client, bob, url):
     client.force_login(bob)
-    assert client.get(url).status_code == 403
+    response = client.get(url)
+    assert (response.status_code, response["Location"]) == (302, reverse("dashboard:support"))
+    assert client.post(url).status_code == 403
+
+
+@pytest.mark.parametrize("target", HTMX_TARGETS)
+def test_support_staff_asking_for_a_partial_get_403(client, bob, target):
+    client.force_login(bob)
+    response = client.get(
+        reverse("dashboard:overview"), headers={"HX-Request": "true", "HX-Target": target}
+    )
+    assert response.status_code == 403
 
 
 @pytest.mark.parametrize("url", DASHBOARD_URLS)

@@ -1,7 +1,7 @@
 """Every chart a page serves is a figure that plotly accepts.
 
 The pages hand plotly.js figure dicts built by pure functions (``dashboard/figures*.py``,
-``triggers/figures_experiments.py``). Here each figure that the pages actually embed, on the demo's
+``dashboard/experiments/figures.py``). Here each figure that the pages actually embed, on the demo's
 data, goes through ``plotly.graph_objects.Figure``, which validates every trace type, property name
 and value against plotly's schema (the schema of the same installed package whose plotly.js the
 pages load), so a misspelt property fails here instead of being silently ignored in the browser.

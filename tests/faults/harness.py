@@ -7,6 +7,7 @@ processes and transactions, never the application's tables.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.parser
 import json
@@ -43,7 +44,7 @@ ROOT = Path(settings.BASE_DIR)
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command
 FINAL_STATUSES = {"sent", "unknown", "suppressed", "cancelled"}
 LEASE_SECONDS = 3
-# Messages a worker claims per batch: a kill -9 mid-batch leaves at most this many "unknown".
+# Messages a worker claims per batch (committed "sending" before the first provider call).
 CLAIM = 25
 DELIVER_TASK = "triggers.tasks.deliver_due"
 EVALUATE_TASK = "triggers.tasks.evaluate_rules"
@@ -57,6 +58,8 @@ class _Recorder:
         self.log = log
         self.lock = threading.Lock()
         self.keys: list[str] = []
+        self.message_ids: list[str] = []
+        self.delay = 0.0  # seconds before answering DATA: a provider call that takes time
         self.refusals = 0
         self.refuse_with: str | None = None  # e.g. "451 4.3.0 Try again later"
         self.refuse_at = "DATA"  # or "RCPT"
@@ -79,9 +82,13 @@ class _Recorder:
     async def handle_DATA(self, server, session, envelope):
         if self.refuse_with and self.refuse_at == "DATA":
             return self._refused()
-        key = self._parser.parsebytes(envelope.content).get("X-Onramp-Message", "").strip()
+        if self.delay:
+            await asyncio.sleep(self.delay)  # the message is accepted even if the client died
+        headers = self._parser.parsebytes(envelope.content)
+        key = headers.get("X-Onramp-Message", "").strip()
         with self.lock:
             self.keys.append(key)
+            self.message_ids.append(headers.get("Message-ID", "").strip())
             with self.log.open("a") as log:
                 log.write(key + "\n")
         return "250 Message accepted for delivery"
@@ -141,6 +148,15 @@ class SmtpRecorder:
     def accept(self) -> None:
         self.recorder.refuse_with = None
         self.recorder.after_refusal = None
+
+    @property
+    def received(self) -> int:
+        with self.recorder.lock:
+            return len(self.recorder.keys)
+
+    def message_ids(self) -> Counter:
+        with self.recorder.lock:
+            return Counter(self.recorder.message_ids)
 
     @property
     def refusals(self) -> int:

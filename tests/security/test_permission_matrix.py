@@ -76,7 +76,7 @@ EXPECTED: dict[str, str] = {
     "logout":                                                      "405 405 405 405 405 405 405 |   L   L   L   L   L   L   L",
     # The growth dashboard: read with dashboard.view_dashboard; writes need their model permission
     # GET / POST:                                                   ano vwr grw own sup  su non   ano vwr grw own sup  su non
-    "widget_demo:widget":                                          "  L 200 200 200 403 200 403 | 405 405 405 405 405 405 405",
+    "widget_demo:widget":                                          "  L 200 200 200 403 200 403 |   L 200 200 200 403 200 403",
     "backtests:status":                                            "  L 200 200 200 403 200 403 | 405 405 405 405 405 405 405",
     "triggers:rules":                                              "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "triggers:rule_new":                                           "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",
@@ -97,7 +97,7 @@ EXPECTED: dict[str, str] = {
     "triggers:rule_edit":                                          "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",
     "triggers:rule_status":                                        "  L 405 405 405 403 405 403 |   L 403 302 403 403 302 403",
     "triggers:rule_backtest":                                      "  L 405 405 405 403 405 403 |   L 403 302 403 403 302 403",
-    "dashboard:overview":                                          "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
+    "dashboard:overview":                                          "  L 200 200 200 302 200 403 |   L 405 405 405 403 405 403",
     "dashboard:flows":                                             "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "dashboard:flow_new":                                          "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",
     "dashboard:flow_edit":                                         "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",
@@ -112,6 +112,7 @@ EXPECTED: dict[str, str] = {
     "dashboard:people":                                            "  L 200 200 200 200 200 403 |   L 405 405 405 405 405 403",
     "dashboard:person":                                            "  L 200 200 200 200 200 403 |   L 405 405 405 405 405 403",
     "dashboard:kpis":                                              "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
+    "dashboard:support":                                           "  L 403 403 403 200 200 403 |   L 403 403 403 405 405 403",
     # The admin: staff only (support, superusers); Django checks the model permissions
     # GET / POST:                                                   ano vwr grw own sup  su non   ano vwr grw own sup  su non
     "admin:index":                                                 "  L   L   L   L 200 200   L |   L   L   L   L 200 200   L",

@@ -49,6 +49,10 @@ API = {
 }
 # Dashboard pages that support staff (bob) may open too: they need only ``onboarding.view_person``.
 SUPPORT_PAGES = {"dashboard:people", "dashboard:person"}
+# The support home: support staff's own page (``triggers.view_reviewitem``); growth gets 403.
+SUPPORT_ONLY_PAGES = {"dashboard:support"}
+# Where a login lands: it sends support staff to their home instead of answering 403.
+SUPPORT_LANDING = {"dashboard:overview": "/support/"}
 # Growth (alice) may not post here: starting, stopping and shipping is the experiment owner's.
 EXPERIMENT_OWNER_PAGES = {"triggers:experiment_status", "triggers:experiment_ship"}
 PERSONAS = ["anonymous", "alice", "bob", "charlie"]
@@ -99,6 +103,13 @@ def _problem(route: Route, persona: str, response) -> str | None:
         return f"{status} {location}, expected a redirect to /login/"
     if persona == "bob" and name in SUPPORT_PAGES:
         return None if status == 200 else f"{status}, expected 200 (support looks people up)"
+    if name in SUPPORT_ONLY_PAGES:
+        expected = 200 if persona == "bob" else 403
+        return None if status == expected else f"{status}, expected {expected} (support only)"
+    if persona == "bob" and name in SUPPORT_LANDING:
+        if status == 302 and location == SUPPORT_LANDING[name]:
+            return None
+        return f"{status} {location}, expected a redirect to the support home"
     if persona in ("bob", "charlie"):
         return None if status == 403 else f"{status}, expected 403 (not in the growth group)"
     if name in EXPERIMENT_OWNER_PAGES:

@@ -13,6 +13,7 @@ from onboarding.models import Person
 from triggers.models import BacktestRun, Enrollment, Message
 from triggers.services.backtests import backtest_execute, backtest_start
 from triggers.simulation.backtest import BacktestError, run_backtest
+from triggers.tasks import run_backtest_task
 
 from .conftest import T0, make_rule
 
@@ -129,11 +130,11 @@ def test_backtest_run_queued_executed_and_shown(
     rule = make_rule("idle", IDLE)
     queued = []
     monkeypatch.setattr(
-        "triggers.tasks_simulation.run_backtest_task.delay", lambda pk: queued.append(pk)
+        "celery.current_app.send_task", lambda name, args: queued.append((name, args))
     )
     with django_capture_on_commit_callbacks(execute=True):
         run = backtest_start(rule, T0, T0 + 60 * M, alice)
-    assert queued == [run.pk] and run.status == "queued"
+    assert queued == [(run_backtest_task.name, [run.pk])] and run.status == "queued"
 
     client.force_login(alice)
     data = client.get(f"/rules/backtests/{run.pk}/").json()

@@ -202,18 +202,36 @@ def test_smtp_down_is_retried_with_backoff_then_reviewed(api, timeline, settings
     assert ReviewItem.objects.get().reason == "retries_exhausted"
 
 
-def test_expired_lease_of_an_email_becomes_unknown_never_resent(api, timeline, smtp):
+def test_expired_lease_of_a_handed_email_becomes_unknown_never_resent(api, timeline, smtp):
     identify(api, "u1", email="ada@example.com")
     event_rule()
     timeline.send(T0, "u1", "Trial Ending")
     timeline.tick(T0 + M)
-    # A worker that died after marking the message as sending:
-    Message.objects.update(status="sending", attempts=1, lease_until=T0 + 2 * M, sent_at=T0 + M)
+    # A worker that died inside the provider call (the message was marked as handed):
+    Message.objects.update(
+        status="sending", attempts=1, lease_until=T0 + 2 * M, sent_at=T0 + M, handed_at=T0 + M
+    )
     deliver_due(now=T0 + 3 * M)
     message = Message.objects.get()
     assert message.status == "unknown"
     assert ReviewItem.objects.get().reason == "unknown_outcome"
     assert smtp.messages == []
+
+
+def test_expired_lease_of_an_email_never_handed_is_sent_without_review(api, timeline, smtp):
+    identify(api, "u1", email="ada@example.com")
+    event_rule()
+    timeline.send(T0, "u1", "Trial Ending")
+    timeline.tick(T0 + M)
+    # A worker that died after claiming the message, before its provider call:
+    Message.objects.update(status="sending", attempts=1, lease_until=T0 + 2 * M, sent_at=T0 + M)
+    assert deliver_due(now=T0 + 2 * M - timedelta(seconds=1)).outcomes == {}  # lease still runs
+    report = deliver_due(now=T0 + 3 * M)
+    assert report.outcomes == {"retry": 1, "sent": 1}
+    message = Message.objects.get()
+    assert (message.status, message.attempts) == ("sent", 2)
+    assert not ReviewItem.objects.exists()
+    assert [m["X-Onramp-Message"].strip() for m in smtp.messages] == [message.idempotency_key]
 
 
 def test_exit_at_send_time_cancels(api, timeline):

@@ -81,9 +81,25 @@ def test_lists_sent_messages_newest_first_with_display_and_cta(api, sent):
     assert banner["sentAt"] == "2026-11-02T09:01:00Z" and banner["seenAt"] is None
 
 
-def test_write_key_as_query_parameter(write_key, sent):
-    response = Client().get(URL, {"userId": "u1", "writeKey": write_key})
-    assert response.status_code == 200 and len(response.json()["messages"]) == 2
+@pytest.mark.parametrize("with_basic_auth", [False, True])
+def test_write_key_in_the_url_is_refused(write_key, sent, with_basic_auth):
+    """Access logs keep URLs: a key there is refused, even next to a valid Authorization."""
+    client = Client(HTTP_AUTHORIZATION=basic_auth(write_key)) if with_basic_auth else Client()
+    response = client.get(URL, {"userId": "u1", "writeKey": write_key})
+    assert response.status_code == 400
+    assert response.json() == {
+        "success": False,
+        "error": {
+            "code": "write_key_in_url",
+            "path": "writeKey",
+            "message": "send the write key as the HTTP Basic auth user name (an Authorization "
+            "header), never in the URL: URLs are kept in access logs",
+        },
+    }
+    mine = sent["u1"][0]
+    response = client.post(f"{URL}/{mine}/seen?userId=u1&writeKey={write_key}")
+    assert response.status_code == 400
+    assert Message.objects.get(pk=mine).seen_at is None
 
 
 @pytest.mark.parametrize("auth", [None, basic_auth("wrong-key"), "Bearer xyz", "Basic !!!"])
@@ -96,7 +112,7 @@ def test_missing_or_unknown_write_key_is_401(sent, auth):
         "error": {
             "code": "unauthorized",
             "path": "writeKey",
-            "message": "missing or unknown write key: send it as the Basic auth user name or as writeKey",
+            "message": "missing or unknown write key: send it as the HTTP Basic auth user name",
         },
     }
     assert response["WWW-Authenticate"].startswith("Basic")
@@ -151,6 +167,22 @@ class TestUserHash:
         assert api.post(f"{URL}/{mine}/seen?userId=u1").status_code == 401
         response = api.post(f"{URL}/{mine}/seen?userId=u1", HTTP_X_ONRAMP_USER_HASH=user_hash("u1"))
         assert response.status_code == 200
+
+    def test_a_sent_hash_is_refused_when_the_server_has_no_secret(self, api, sent, settings):
+        """Sent means checked: a hash this server cannot check is refused, not ignored."""
+        settings.ONRAMP_IN_APP_SECRET = ""
+        assert get(api, userId="u1").status_code == 200  # no hash sent, none required
+        response = api.get(URL, {"userId": "u1"}, HTTP_X_ONRAMP_USER_HASH=user_hash("u1"))
+        assert response.status_code == 401
+        assert response.json()["error"] == {
+            "code": "invalid_user_hash",
+            "path": "X-Onramp-User-Hash",
+            "message": "X-Onramp-User-Hash cannot be verified: this server has no user-hash secret",
+        }
+        mine = sent["u1"][0]
+        response = api.post(f"{URL}/{mine}/seen?userId=u1", HTTP_X_ONRAMP_USER_HASH="0" * 64)
+        assert response.status_code == 401
+        assert Message.objects.get(pk=mine).seen_at is None
 
     def test_required_without_a_secret_refuses_everyone(self, api, sent, settings):
         settings.ONRAMP_IN_APP_REQUIRE_HASH = True
@@ -249,7 +281,10 @@ def test_cors_preflight_and_headers(sent, write_key):
     allowed = response["Access-Control-Allow-Headers"].lower()
     assert "authorization" in allowed and "x-onramp-user-hash" in allowed
     response = client.get(
-        URL, {"userId": "u1", "writeKey": write_key}, HTTP_ORIGIN="https://x.test"
+        URL,
+        {"userId": "u1"},
+        HTTP_ORIGIN="https://x.test",
+        HTTP_AUTHORIZATION=basic_auth(write_key),
     )
     assert response["Access-Control-Allow-Origin"] == "*"
     assert "Access-Control-Allow-Credentials" not in response
@@ -291,7 +326,11 @@ def test_widget_demo_embeds_the_widget_for_the_chosen_user(client, alice, sent, 
     client.force_login(alice)
     page = client.get("/demo/widget/").content.decode()
     assert "onramp.js" not in page and 'name="userId"' in page
+    # A key in the URL (access logs keep it) is ignored: the form posts it.
     page = client.get("/demo/widget/", {"userId": "u1", "writeKey": "wk"}).content.decode()
+    assert "onramp.js" not in page and 'value="u1"' in page and '"wk"' not in page
+    assert '<form method="post"' in page
+    page = client.post("/demo/widget/", {"userId": "u1", "writeKey": "wk"}).content.decode()
     assert "onramp.js" in page and 'data-config="onramp-demo-config"' in page
     assert user_hash("u1") in page  # computed server-side, as an app's backend would
     assert "Welcome back" in page  # the inbox as the widget will see it

@@ -1,8 +1,10 @@
 """A page where a marketer sees the in-app widget as a given user would (login required).
 
-The write key is typed in (only its hash is stored, so Onramp cannot fill it in); it stays in the
-browser and goes to the API like a client app's would. The user hash is computed here when
-ONRAMP_IN_APP_SECRET is set, as an app's backend would do.
+The write key is typed in (only its hash is stored, so Onramp cannot fill it in) and posted with
+the form, never put in the URL, where access logs and browser history would keep it (a
+``writeKey`` in the query string is ignored). The widget then sends it to the API as HTTP Basic
+auth, like a client app's would. The user hash is computed here when ONRAMP_IN_APP_SECRET is set,
+as an app's backend would do.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_http_methods
 
 from onboarding.models import IdentityKind
 
@@ -19,12 +21,13 @@ from .inbox import inbox_messages, person_for_identity, present
 from .views import user_hash
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @login_required
 @permission_required("dashboard.view_dashboard", raise_exception=True)
 def widget_demo(request: HttpRequest) -> HttpResponse:
-    user_id = request.GET.get("userId", "").strip()[:255].replace("\x00", "")
-    write_key = request.GET.get("writeKey", "").strip()[:200]
+    form = request.POST if request.method == "POST" else request.GET
+    user_id = form.get("userId", "").strip()[:255].replace("\x00", "")
+    write_key = request.POST.get("writeKey", "").strip()[:200]
     widget = None
     inbox: list[dict] = []
     if user_id:
@@ -41,5 +44,5 @@ def widget_demo(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "triggers/widget_demo.html",
-        {"user_id": user_id, "write_key": write_key, "widget": widget, "inbox": inbox},
+        {"user_id": user_id, "widget": widget, "inbox": inbox},
     )

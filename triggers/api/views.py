@@ -3,10 +3,12 @@
 - ``GET /v1/in-app/messages?userId=…`` (or ``anonymousId``): sent, not dismissed, newest first.
 - ``POST /v1/in-app/messages/<id>/seen|clicked|dismissed``: the first report of each wins.
 
-Auth is the source's write key (HTTP Basic user name, or the ``writeKey`` query parameter), never
-a cookie. Write keys are semi-public (they sit in web pages), so a user hash can prove who is
+Auth is the source's write key as the HTTP Basic user name, never a cookie, and never the URL: a
+``writeKey`` query parameter is refused (400), because URLs are kept in access logs and browser
+history. Write keys are semi-public (they sit in web pages), so a user hash can prove who is
 asking: ``X-Onramp-User-Hash`` = hex HMAC-SHA256(ONRAMP_IN_APP_SECRET, id), computed by the app's
-backend. It is checked whenever it is sent, and required when ONRAMP_IN_APP_REQUIRE_HASH is on.
+backend. It is checked whenever it is sent (a server without a secret cannot check it, so it
+refuses it), and required when ONRAMP_IN_APP_REQUIRE_HASH is on.
 Errors are JSON naming the field, like the tracking API; a message of someone else is a 404.
 """
 
@@ -54,15 +56,22 @@ class ApiError(Exception):
 
 
 def _write_key(request: HttpRequest) -> str:
+    if "writeKey" in request.GET:
+        raise ApiError(
+            400,
+            "write_key_in_url",
+            "writeKey",
+            "send the write key as the HTTP Basic auth user name (an Authorization header), "
+            "never in the URL: URLs are kept in access logs",
+        )
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "basic" and credentials:
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             decoded = ""
-        if decoded.partition(":")[0]:
-            return decoded.partition(":")[0]
-    return request.GET.get("writeKey", "")
+        return decoded.partition(":")[0]
+    return ""
 
 
 def _authenticate(request: HttpRequest) -> Source:
@@ -72,7 +81,7 @@ def _authenticate(request: HttpRequest) -> Source:
             401,
             "unauthorized",
             "writeKey",
-            "missing or unknown write key: send it as the Basic auth user name or as writeKey",
+            "missing or unknown write key: send it as the HTTP Basic auth user name",
             **{"WWW-Authenticate": 'Basic realm="onramp"'},
         )
     retry_after = retry_after_if_limited(source.pk)
@@ -151,11 +160,14 @@ def _check_hash(request: HttpRequest, value: str) -> None:
     if not sent:
         raise ApiError(401, "user_hash_required", HASH_HEADER, f"{HASH_HEADER} is required")
     if not settings.ONRAMP_IN_APP_SECRET:
-        if not required:
-            return  # nothing to check it against, and it is optional
-        logger.error("ONRAMP_IN_APP_REQUIRE_HASH is on but ONRAMP_IN_APP_SECRET is empty")
+        # A hash that is sent is always checked; without a secret it cannot be, so it is refused
+        # rather than ignored (the app believes it is proving who asks: it must learn it is not).
+        logger.error("an in-app request sent %s but ONRAMP_IN_APP_SECRET is empty", HASH_HEADER)
         raise ApiError(
-            401, "invalid_user_hash", HASH_HEADER, "user hashes cannot be verified on this server"
+            401,
+            "invalid_user_hash",
+            HASH_HEADER,
+            f"{HASH_HEADER} cannot be verified: this server has no user-hash secret",
         )
     expected = user_hash(value).encode()
     if not hmac.compare_digest(expected, sent.encode("utf-8", "replace")):

@@ -1,4 +1,4 @@
-"""The interface every channel implements, and the registry from channel name to class.
+"""The interface every channel implements, and the lookup from a channel's name to its class.
 
 A channel sends one rendered message. It raises :class:`TransportError` for failures:
 ``permanent=True`` when retrying cannot help (a refused address, a 4xx), otherwise the pipeline
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
+
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 if TYPE_CHECKING:
     from onboarding.models import Person
@@ -44,18 +47,31 @@ class Channel:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Channel]] = {}
-
-
-def register(cls: type[Channel]) -> type[Channel]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
 def channel_for(name: str) -> Channel:
-    from . import email, in_app, sms, webhook  # noqa: F401  (registration)
+    """The channel class named for ``name`` in ``settings.ONRAMP_CHANNELS`` (a dotted path).
 
+    Each channel is imported on its own, so one whose optional dependency is missing fails only
+    its own sends (an :class:`UnavailableChannel`: retried, so installing the dependency lets
+    them go out), never the others'.
+    """
     try:
-        return _REGISTRY[name]()
+        path = settings.ONRAMP_CHANNELS[name]
     except KeyError:
         raise TransportError(f"unknown channel {name!r}", permanent=True) from None
+    try:
+        cls = import_string(path)
+    except ImportError as error:
+        return UnavailableChannel(name, f"channel {name!r} cannot be loaded ({path}): {error}")
+    return cls()
+
+
+class UnavailableChannel(Channel):
+    """Stands in for a channel whose module cannot be imported: each of its sends fails and is
+    retried with backoff, while the other channels' sends go on."""
+
+    def __init__(self, name: str, problem: str):
+        self.name = name
+        self.problem = problem
+
+    def send(self, message: Message, person: Person) -> SendResult:
+        raise TransportError(self.problem)

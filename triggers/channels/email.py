@@ -19,7 +19,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 
 from triggers.links import click_url, open_pixel_url, unsubscribe_url
 
-from .base import Channel, SendResult, TransportError, register
+from .base import Channel, SendResult, TransportError
 
 _URL = re.compile(r"https?://[^\s<>\"')]+")
 _P_STYLE = "margin:0 0 16px;font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:16px;line-height:1.5;color:#1f2937"
@@ -96,7 +96,6 @@ def _sender_domain() -> str:
     return address.rpartition("@")[2] or "localhost"
 
 
-@register
 class EmailChannel(Channel):
     name = "email"
     at_most_once = True

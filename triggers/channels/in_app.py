@@ -5,10 +5,9 @@ Because the "send" is the same transaction as the ledger update, delivery is exa
 
 from __future__ import annotations
 
-from .base import Channel, SendResult, register
+from .base import Channel, SendResult
 
 
-@register
 class InAppChannel(Channel):
     name = "in_app"
     at_most_once = False

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 import urllib3
 from django.conf import settings
 
-from .base import SendResult, TransportError, register
+from .base import SendResult, TransportError
 from .http import HttpChannel, HttpResponse, target_for
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ def e164(phone: str) -> str | None:
     return candidate if E164.fullmatch(candidate) else None
 
 
-@register
 class SmsChannel(HttpChannel):
     name = "sms"
     at_most_once = True

@@ -24,7 +24,7 @@ from django.conf import settings
 
 from triggers.netguard import Refused, Unresolved, check_url
 
-from .base import SendResult, TransportError, register
+from .base import SendResult, TransportError
 from .http import HttpChannel
 
 EVENT_TYPE = "onramp.follow_up"
@@ -71,7 +71,6 @@ def payload(message, person) -> dict:
     }
 
 
-@register
 class WebhookChannel(HttpChannel):
     name = "webhook"
     at_most_once = False

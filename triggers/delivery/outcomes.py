@@ -116,39 +116,51 @@ def settle(
 
 
 def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
-    """Messages stuck in "sending" past their lease: the worker died mid-send."""
+    """Messages stuck in "sending" past their lease: their worker died or stalled.
+
+    An email or SMS marked as handed (``handed_at``: its provider call had begun) may have reached
+    the person: ``unknown``, with a review item, never retried blindly. Anything else was never
+    handed to a provider (or may be sent again: webhooks, same ``webhook-id``), so it is due again
+    at once and the next claim sends it, with no review."""
     stuck = Message.objects.filter(status=MessageStatus.SENDING, lease_until__lt=now)
-    for message in stuck.select_related("rule_version"):
+    for pk in stuck.values_list("pk", flat=True):
         with transaction.atomic():
             current = (
                 Message.objects.select_for_update()
-                .filter(pk=message.pk, status=MessageStatus.SENDING)
+                .filter(pk=pk, status=MessageStatus.SENDING)
                 .first()
             )
             if current is None or current.lease_until is None or current.lease_until >= now:
                 continue
-            if channel_for(current.channel).at_most_once:
-                current.status, current.reason, current.lease_until = (
-                    MessageStatus.UNKNOWN,
-                    "unknown_outcome",
-                    None,
-                )
+            if current.handed_at is not None and channel_for(current.channel).at_most_once:
+                current.status, current.reason = MessageStatus.UNKNOWN, "unknown_outcome"
+                current.lease_until = None
                 current.save(update_fields=["status", "reason", "lease_until"])
                 ReviewItem.objects.get_or_create(
                     message=current,
                     defaults={
                         "reason": "unknown_outcome",
-                        "detail": "The worker stopped between calling the provider and recording the result; "
-                        "the message may or may not have been delivered.",
+                        "detail": "The worker stopped while the provider call was in progress "
+                        "(or before recording its result); the message may or may not have "
+                        "been delivered.",
                     },
                 )
                 log_decision(current, now, "unknown", "lease_expired")
                 report.add("unknown")
             else:
+                handed = current.handed_at is not None
                 current.status, current.reason = MessageStatus.SCHEDULED, "retry"
-                current.lease_until, current.next_attempt_at, current.sent_at = None, now, None
+                current.lease_until, current.next_attempt_at = None, now
+                current.sent_at, current.handed_at = None, None
                 current.save(
-                    update_fields=["status", "reason", "lease_until", "next_attempt_at", "sent_at"]
+                    update_fields=[
+                        "status",
+                        "reason",
+                        "lease_until",
+                        "next_attempt_at",
+                        "sent_at",
+                        "handed_at",
+                    ]
                 )
-                log_decision(current, now, "retry", "lease_expired")
+                log_decision(current, now, "retry", "lease_expired", handed=handed)
                 report.add("retry")

@@ -9,11 +9,15 @@ already claimed, so two messages for one person in one batch cannot both pass a 
 outcome is written to the decision log.
 
 The ledger ("sending", attempt N, lease) of the whole batch is committed *before* any external
-provider is called; the batch is then sent, and the results are recorded with one fenced update
-(only rows that still say "sending", attempt N). A crash in between leaves up to a batch of
-"sending" rows whose lease expires: email and SMS are then marked ``unknown`` and go to manual
-review (never retried blindly: their providers' calls are not idempotent); webhooks are retried
-with the same ``webhook-id``. In-app messages are "sent" by committing the row itself, in the claim.
+provider is called. Then, message by message, one synchronous commit right before each provider
+call records the previous message's success and marks this one as handed (``handed_at``, fenced on
+"sending", attempt N and a live lease; one statement on PostgreSQL); only then is the provider
+called. So a crash leaves at
+most one message per worker process handed but not recorded, and the rest of its batch unhanded.
+When their leases expire, the sweeper marks a handed email or SMS ``unknown`` (manual review: their
+providers' calls are not idempotent) and claims an unhanded one again, like any due message (no
+review); webhooks are retried with the same ``webhook-id`` either way. In-app messages are "sent"
+by committing the row itself, in the claim.
 """
 
 from __future__ import annotations
@@ -157,6 +161,7 @@ LEDGER_FIELDS = [
     "sent_at",
     "lease_until",
     "provider_id",
+    "handed_at",
     "subject",
     "body",
 ]
@@ -204,7 +209,7 @@ def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]
         if not _passes_checks(message, person, spec, channel, now, caps, exits, report):
             continue
         message.attempts += 1
-        message.sent_at = now
+        message.sent_at, message.handed_at = now, None
         if channel.in_database:
             result = channel.send(message, person)
             message.status, message.reason = MessageStatus.SENT, ""
@@ -279,24 +284,114 @@ def _record_sent(sent: list[tuple[Claim, SendResult]], report: DeliveryReport) -
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Recording the success need not wait for the disk: if this commit is lost in a crash,
-            # the rows stay "sending", their leases expire and they go to review as unknown. They
-            # are never sent twice. (The "sending" ledger write before the call is synchronous.)
+            # the rows stay "sending" (handed), their leases expire and they go to review as
+            # unknown. They are never sent twice. (The writes before the call are synchronous.)
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
-        held = _hold([claim for claim, _ in sent])
-        done = [(claim, result) for claim, result in sent if claim.message.pk in held]
-        if not done:
-            return
-        for claim, result in done:
-            message = claim.message
-            message.person_id = held[message.pk]  # the decision row names the current person
-            message.status, message.reason = MessageStatus.SENT, ""
-            message.provider_id, message.lease_until = result.provider_id[:255], None
-        _save_each([claim.message for claim, _ in done], SENT_FIELDS)
-        DecisionLog.objects.bulk_create(
-            [decision(claim.message, claim.message.sent_at, "sent") for claim, _ in done]
+        done = _write_sent(sent)
+    report.outcomes["sent"] += done
+
+
+def _write_sent(sent: list[tuple[Claim, SendResult]]) -> int:
+    """Inside the caller's transaction: the successes still ours become "sent", with their
+    decision rows; returns how many."""
+    held = _hold([claim for claim, _ in sent])
+    done = [(claim, result) for claim, result in sent if claim.message.pk in held]
+    if not done:
+        return 0
+    for claim, result in done:
+        message = claim.message
+        message.person_id = held[message.pk]  # the decision row names the current person
+        message.status, message.reason = MessageStatus.SENT, ""
+        message.provider_id, message.lease_until = result.provider_id[:255], None
+    _save_each([claim.message for claim, _ in done], SENT_FIELDS)
+    DecisionLog.objects.bulk_create(
+        [decision(claim.message, claim.message.sent_at, "sent") for claim, _ in done]
+    )
+    return len(done)
+
+
+def _hand(
+    claim: Claim,
+    done: tuple[Claim, SendResult] | None,
+    now: datetime,
+    report: DeliveryReport,
+) -> bool:
+    """Right before ``claim``'s provider call: one synchronous commit that records the previous
+    message's success (``done``, fenced, with its decision row) and marks ``claim`` as handed to
+    its provider (fenced on "sending", its attempt and a live lease).
+
+    False when ``claim`` is no longer ours (the sweeper took it) or its lease has run out: it
+    must not be sent. The mark is what tells the sweeper, after a crash, whether a message may
+    have reached its provider (→ unknown) or certainly did not (→ claimed again); it must be on
+    disk before the call, so this commit is synchronous. On PostgreSQL it is one statement in
+    autocommit: one round trip and one WAL flush per message."""
+    if connection.vendor == "postgresql":
+        recorded, handed = _hand_in_one_statement(claim, done, now)
+    else:
+        with transaction.atomic():
+            recorded = _write_sent([done]) if done else 0
+            handed = Message.objects.filter(
+                pk=claim.message.pk,
+                status=MessageStatus.SENDING,
+                attempts=claim.attempt,
+                lease_until__gt=now,
+            ).update(handed_at=now)
+    report.outcomes["sent"] += recorded
+    if handed:
+        claim.message.handed_at = now
+    return bool(handed)
+
+
+# Table names come from the models (see _hand_in_one_statement), never from input.
+_HAND_SQL = """
+WITH sent AS (
+    UPDATE {messages} SET status = 'sent', reason = '', provider_id = %(provider_id)s,
+        lease_until = NULL
+    WHERE id = %(done)s AND status = 'sending' AND attempts = %(done_attempt)s
+    RETURNING id, person_id, rule_id, rule_version_id, enrollment_id, sent_at, channel, step
+), logged AS (
+    INSERT INTO {decisions}
+        (at, person_id, rule_id, rule_version_id, enrollment_id, message_id, outcome, reason,
+         detail)
+    SELECT sent_at, person_id, rule_id, rule_version_id, enrollment_id, id, 'sent', '',
+        jsonb_build_object('channel', channel, 'step', step)
+    FROM sent
+    RETURNING message_id
+), handed AS (
+    UPDATE {messages} SET handed_at = %(now)s
+    WHERE id = %(claim)s AND status = 'sending' AND attempts = %(attempt)s
+        AND lease_until > %(now)s
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM logged), (SELECT count(*) FROM handed)
+"""
+
+
+def _hand_in_one_statement(
+    claim: Claim, done: tuple[Claim, SendResult] | None, now: datetime
+) -> tuple[int, int]:
+    """PostgreSQL: ``_hand``'s writes as one statement (data-modifying CTEs on two different
+    rows), so the per-message cost is one round trip, not a transaction's five."""
+    quote = connection.ops.quote_name
+    sql = _HAND_SQL.format(
+        messages=quote(Message._meta.db_table), decisions=quote(DecisionLog._meta.db_table)
+    )
+    previous, result = done if done else (None, None)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "done": previous.message.pk if previous else None,
+                "done_attempt": previous.attempt if previous else None,
+                "provider_id": result.provider_id[:255] if result else "",
+                "claim": claim.message.pk,
+                "attempt": claim.attempt,
+                "now": now,
+            },
         )
-    report.outcomes["sent"] += len(done)
+        recorded, handed = cursor.fetchone()
+    return recorded, handed
 
 
 def _record_failure(
@@ -340,32 +435,37 @@ def _record_failure(
 
 
 def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryReport) -> None:
-    """Hand a committed batch to its providers, then record the results.
+    """Hand a committed batch to its providers, one message at a time, each marked as handed
+    (with the previous one's success recorded) in a commit right before its call.
 
     When half of the batch's lease is gone before a message's turn (a slow provider), what was
     sent so far is recorded and the rest's leases are renewed, so that no sweeper takes a message
     this worker has sent or is about to send."""
     lease = timedelta(seconds=settings.ONRAMP_DELIVERY_LEASE_SECONDS)
-    sent: list[tuple[Claim, SendResult]] = []
+    done: tuple[Claim, SendResult] | None = None  # sent, not yet recorded
     waiting = list(claims)
     try:
         while waiting:
             if clock() >= waiting[0].message.lease_until - lease / 2:
-                # Record what is out (those leases are not renewed), then renew the rest.
-                _record_sent(sent, report)
-                sent = []
+                # Record what is out (its lease is not renewed), then renew the rest.
+                _record_sent([done] if done else [], report)
+                done = None
                 waiting = _renew_leases(waiting, clock() + lease)
                 continue
             claim = waiting.pop(0)
+            handed = _hand(claim, done, clock(), report)
+            done = None
+            if not handed:
+                continue
             try:
                 result = claim.channel.send(claim.message, claim.person)
             except TransportError as error:
                 _record_failure(claim, error, clock(), report)
             else:
-                sent.append((claim, result))
+                done = (claim, result)
     finally:
         # Also after an unexpected error: what reached its provider is recorded as sent.
-        _record_sent(sent, report)
+        _record_sent([done] if done else [], report)
 
 
 def _deliver_batch(pks: list[int], clock: Callable[[], datetime], report: DeliveryReport) -> None:

@@ -61,6 +61,10 @@ class Message(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Set, and committed, right before this attempt's provider call (email, SMS, webhook); cleared
+    # at each claim. A "sending" row whose lease expires without it was never handed to its
+    # provider and is claimed again; with it, an email or SMS may have left: "unknown", review.
+    handed_at = models.DateTimeField(null=True, blank=True)
     provider_id = models.CharField(max_length=255, blank=True, default="")
     subject = models.TextField(blank=True, default="")
     body = models.TextField(blank=True, default="")
@@ -89,7 +93,10 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.channel} to {self.person_id} ({self.status})"
+        """Named by the person's userId or email (``Person.__str__``), never a row number."""
+        return (
+            f"{self.get_channel_display()} to {self.person}, step {self.step + 1} ({self.status})"
+        )
 
     def successor(
         self, *, idempotency_key: str, channel: str, template: MessageTemplate, **fields
@@ -140,4 +147,5 @@ class ReviewItem(models.Model):
         indexes = [models.Index(fields=["status", "created_at"], name="review_open")]
 
     def __str__(self) -> str:
-        return f"review of message {self.message_id}: {self.reason}"
+        message = self.message
+        return f"{message.get_channel_display()} to {message.person}: {self.reason}"

@@ -64,7 +64,7 @@ class RuleVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.rule_id} v{self.number}"
+        return f"{self.rule} v{self.number}"
 
 
 class RuleState(models.Model):
@@ -123,4 +123,4 @@ class Enrollment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.person_id} in {self.rule_id} ({self.occurrence_key})"
+        return f"{self.person} in {self.rule} ({self.occurrence_key})"

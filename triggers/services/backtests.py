@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
@@ -12,6 +13,8 @@ from triggers.models import BacktestRun, BacktestStatus, Rule
 from triggers.rules.spec import parse_rule
 from triggers.services.audit import audit
 from triggers.simulation.backtest import BacktestError, run_backtest
+
+RUN_BACKTEST_TASK = "triggers.tasks.run_backtest"  # triggers.tasks.run_backtest_task
 
 
 def backtest_start(
@@ -41,9 +44,8 @@ def backtest_start(
     run.save()
     audit(actor=actor, action="backtest.start", obj=run, changes={"rule": rule and rule.slug})
 
-    from triggers.tasks_simulation import run_backtest_task
-
-    transaction.on_commit(lambda: run_backtest_task.delay(run.pk))
+    # By the task's name, not its function: tasks import services, never the other way round.
+    transaction.on_commit(lambda: current_app.send_task(RUN_BACKTEST_TASK, args=[run.pk]))
     return run
 
 

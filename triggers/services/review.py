@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from triggers.models import Message, MessageTemplate, ReviewItem, ReviewStatus
 from triggers.models.messages import MessageStatus
+from triggers.rendering import MISSING_PREFIX, person_context, render_draft
 
 from .audit import audit
 
@@ -47,6 +48,22 @@ def _manual_copy(
         body=body,
         manual=True,
     )
+
+
+def review_draft(item: ReviewItem) -> dict[str, str]:
+    """What "Edit and send" opens with: the channel, subject and body as rendered for the person.
+
+    A message that was rendered (an unknown outcome, a provider's refusal) gives its text as sent;
+    one that never rendered (a template variable the person lacks) gives its template rendered for
+    the person, each missing variable marked ``[missing: name]``."""
+    message = item.message
+    subject, body = message.subject, message.body
+    if not body:
+        draft = render_draft(
+            message.template.subject, message.template.body, person_context(message.person)
+        )
+        subject, body = subject or draft.subject, draft.body
+    return {"channel": message.channel, "subject": subject, "body": body}
 
 
 def _close(item: ReviewItem, status: str, actor: Any, changes: dict[str, Any]) -> None:
@@ -83,6 +100,13 @@ def review_edit_and_send(
         raise ValidationError({"body": ["The message is empty."]})
     if channel == "email" and not subject.strip():
         raise ValidationError({"subject": ["An email needs a subject."]})
+    unfilled = {
+        field: [f"Replace each “{MISSING_PREFIX}…]” with the text to send."]
+        for field, text in (("subject", subject), ("body", body))
+        if MISSING_PREFIX in text
+    }
+    if unfilled:
+        raise ValidationError(unfilled)
     item = _open_item(item_id)
     original = item.message
     message = _manual_copy(original, action="edit", channel=channel, subject=subject, body=body)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import UTC, date, datetime, timedelta
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dashboard.formatting import duration_short as _duration
 from dashboard.funnels import FunnelQuery, FunnelQueryError, FunnelResult, StepResult, run_funnel
+from onboarding.csvsafe import csv_writer
 from onboarding.models import OnboardingFlow, Segment
 
 DEFAULT_DAYS = 30
@@ -28,18 +29,6 @@ def _date(value: str, option: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise CommandError(f"{option}: {value!r} is not a date (use YYYY-MM-DD)") from None
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:g}s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f}m"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 class Command(BaseCommand):
@@ -90,7 +79,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(result.as_dict(), indent=2))
 
     def _csv(self, result: FunnelResult) -> None:
-        writer = csv.writer(self.stdout, lineterminator="\n")
+        writer = csv_writer(self.stdout)
         with_breakdown = result.breakdown is not None
         writer.writerow((["breakdown"] if with_breakdown else []) + STEP_COLUMNS)
         groups: list[tuple[str, list[StepResult]]] = [("(all)", result.steps)]

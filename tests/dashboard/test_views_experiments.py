@@ -1,0 +1,457 @@
+"""The experiment pages: access, set-up (field errors, live plan panel, arms partial), start, stop
+and ship through the audited services, the results (equal to ``ab_calc``, SRM withholds the
+verdict, the peeking guard), the list and the nav."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from onboarding.models import FlowProgress, Person
+from tests.triggers.conftest import make_rule
+from triggers.models import Assignment, AuditLog, Enrollment, Experiment
+from triggers.services.experiments import experiment_save, experiment_set_status
+
+pytestmark = pytest.mark.django_db
+
+DEFINITION = {
+    "trigger": {"kind": "inactive_in_flow", "flow": "activation", "step": 3, "minutes": 5},
+    "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0m"}],
+    "exit_when": "progressed",
+    "reentry": "once",
+}
+ARMS = [
+    {
+        "name": "reminder",
+        "weight": 50,
+        "follow_ups": [{"channel": "email", "template": "reminder", "delay": "0s"}],
+    },
+    {"name": "holdout", "weight": 50, "holdout": True},
+]
+
+
+@pytest.fixture
+def growth(client: Client, alice) -> Client:
+    """Alice defines experiments (growth) and runs them (experiment owner): both roles."""
+    alice.groups.add(Group.objects.get(name="experiment owner"))
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def rule(flow, templates):
+    return make_rule("profile-stalled", DEFINITION)
+
+
+@pytest.fixture
+def experiment(rule):
+    experiment, _ = experiment_save(
+        slug="reminder-test",
+        rule_slug="profile-stalled",
+        variants=ARMS,
+        metric={"flow": "activation", "completed_within": "1d"},
+    )
+    return experiment
+
+
+def form_data(**overrides) -> dict[str, str]:
+    data = {
+        "rule": "profile-stalled",
+        "slug": "reminder-test",
+        "flow": "activation",
+        "completed_within": "1d",
+        "reengaged_within": "",
+        "planned_users_per_arm": "",
+        "minimum_effect": "5",
+        "baseline": "",
+        "arms-TOTAL": "2",
+        "arms-0-name": "reminder",
+        "arms-0-weight": "90",
+        "arms-0-follow_ups": "- {channel: email, template: reminder, delay: 3d}",
+        "arms-1-name": "holdout",
+        "arms-1-weight": "10",
+        "arms-1-holdout": "1",
+        "arms-1-follow_ups": "",
+        "action": "save",
+    }
+    data.update(overrides)
+    return data
+
+
+def _people(count: int, prefix: str = "p") -> list[Person]:
+    now = timezone.now()
+    return Person.objects.bulk_create(
+        Person(external_id=f"{prefix}{n}", first_seen=now, last_seen=now) for n in range(count)
+    )
+
+
+def _assign(experiment: Experiment, counts: dict[str, tuple[int, int]], *, days_ago: int = 3):
+    """Assign people directly: per arm, (users, converters), with closed windows."""
+    at = timezone.now() - timedelta(days=days_ago)
+    variants = {v.name: v for v in experiment.variants.all()}
+    flow = experiment.rule.current_version.definition["trigger"]["flow"]
+    from onboarding.models import OnboardingFlow
+
+    flow_obj = OnboardingFlow.objects.get(slug=flow)
+    for name, (users, converters) in counts.items():
+        people = _people(users, prefix=f"{name}-")
+        Assignment.objects.bulk_create(
+            Assignment(
+                experiment=experiment,
+                person=p,
+                variant=variants[name],
+                phase=experiment.phase,
+                assigned_at=at,
+            )
+            for p in people
+        )
+        FlowProgress.objects.bulk_create(
+            FlowProgress(
+                flow=flow_obj,
+                person=p,
+                entered_at=at,
+                entry_event_id=0,
+                latest_entry_at=at,
+                furthest_step=3,
+                reached_at=at + timedelta(hours=1),
+                completed_at=at + timedelta(hours=1),
+                window_ends_at=at + timedelta(days=7),
+            )
+            for p in people[:converters]
+        )
+
+
+# --- access ---------------------------------------------------------------------------------------
+
+
+def urls(experiment) -> list[str]:
+    return [
+        "/rules/experiments/",
+        "/rules/profile-stalled/experiments/new/",
+        f"/rules/experiments/{experiment.slug}/",
+        f"/rules/experiments/{experiment.slug}/edit/",
+    ]
+
+
+def test_anonymous_is_sent_to_login_and_charlie_is_forbidden(client, charlie, experiment):
+    for url in urls(experiment):
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/login/"), url
+    client.force_login(charlie)
+    for url in urls(experiment):
+        assert client.get(url).status_code == 403, url
+    for url, data in [
+        (f"/rules/experiments/{experiment.slug}/status/", {"status": "running"}),
+        (f"/rules/experiments/{experiment.slug}/ship/", {"variant": "reminder"}),
+        ("/rules/experiments/plan/", form_data()),
+    ]:
+        assert client.post(url, data).status_code == 403, url
+    experiment.refresh_from_db()
+    assert experiment.status == "draft"
+
+
+def test_alice_sees_every_page_and_the_nav_links_to_the_list(growth, experiment):
+    for url in urls(experiment):
+        assert growth.get(url).status_code == 200, url
+    page = growth.get("/rules/experiments/").content.decode()
+    assert re.search(r'<a class="nav-item is-active" href="/rules/experiments/"', page)
+    assert 'data-experiment="reminder-test"' in page
+    editor = growth.get("/rules/profile-stalled/").content.decode()
+    assert "/rules/profile-stalled/experiments/new/" in editor
+    assert "/rules/experiments/reminder-test/" in editor
+
+
+def test_the_list_redirects_to_the_set_up_of_the_chosen_rule(growth, rule):
+    response = growth.get("/rules/experiments/", {"rule": "profile-stalled"})
+    assert response["Location"] == "/rules/profile-stalled/experiments/new/"
+
+
+# --- set-up ------------------------------------------------------------------------------------------
+
+
+def test_save_draft_creates_the_experiment_audited_as_alice(growth, rule, alice):
+    response = growth.post("/rules/profile-stalled/experiments/new/", form_data())
+    assert response.status_code == 302
+    assert response["Location"] == "/rules/experiments/reminder-test/edit/"
+    experiment = Experiment.objects.get(slug="reminder-test")
+    assert experiment.status == "draft"
+    assert [(v.name, v.weight, v.holdout) for v in experiment.variants.all()] == [
+        ("reminder", 90, False),
+        ("holdout", 10, True),
+    ]
+    assert experiment.variants.get(name="reminder").follow_ups == [
+        {"channel": "email", "template": "reminder", "delay": "3d"}
+    ]
+    assert experiment.metric == {"flow": "activation", "completed_within": "1d"}
+    log = AuditLog.objects.get(object_type="triggers.experiment", action="create")
+    assert log.actor == alice
+    page = growth.get(response["Location"]).content.decode()
+    assert "- {channel: email, template: reminder, delay: 3d}" in page
+
+
+def test_errors_are_shown_next_to_their_fields(growth, rule):
+    data = form_data(
+        **{
+            "arms-1-weight": "0",
+            "arms-0-follow_ups": "- {channel: email, template: nope, delay: 3d}",
+            "completed_within": "soon",
+            "arms-1-name": "reminder",
+        }
+    )
+    response = growth.post("/rules/profile-stalled/experiments/new/", data)
+    assert response.status_code == 200
+    assert not Experiment.objects.exists()
+    page = response.content.decode()
+
+    def error_in(field_id: str) -> str:
+        match = re.search(rf'id="field-{field_id}".*?(?=<div class="field|</li>)', page, re.S)
+        assert match, field_id
+        return match.group(0).lower()
+
+    assert "must be a positive integer" in error_in("arms-1-weight")
+    assert "is used twice" in error_in("arms-1-name")
+    assert "follow-up 1, template:" in error_in("arms-0-follow_ups")
+    assert "duration" in error_in("completed_within")
+
+
+def test_follow_ups_that_are_not_yaml_are_a_row_error(growth, rule):
+    data = form_data(**{"arms-0-follow_ups": "- {channel: email"})
+    page = growth.post("/rules/profile-stalled/experiments/new/", data).content.decode()
+    assert "Not valid YAML" in page
+    assert not Experiment.objects.exists()
+
+
+def test_a_taken_slug_is_refused(growth, experiment):
+    page = growth.post("/rules/profile-stalled/experiments/new/", form_data()).content.decode()
+    assert "already exists" in page
+
+
+def test_start_saves_and_runs_then_stop_and_ship_are_audited(growth, rule, alice):
+    response = growth.post("/rules/profile-stalled/experiments/new/", form_data(action="start"))
+    assert response["Location"] == "/rules/experiments/reminder-test/"
+    experiment = Experiment.objects.get(slug="reminder-test")
+    assert experiment.status == "running"
+    growth.post("/rules/experiments/reminder-test/status/", {"status": "stopped"})
+    experiment.refresh_from_db()
+    assert experiment.status == "stopped"
+    growth.post("/rules/experiments/reminder-test/ship/", {"variant": "reminder"})
+    experiment.refresh_from_db()
+    assert experiment.shipped_variant.name == "reminder"
+    rule.refresh_from_db()
+    assert rule.current_version.definition["follow_ups"] == [
+        {"channel": "email", "template": "reminder", "delay": "3d"}
+    ]
+    actions = list(
+        AuditLog.objects.filter(object_type="triggers.experiment", actor=alice)
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
+    assert actions == ["create", "status:running", "status:stopped", "ship"]
+
+
+def test_shipping_the_holdout_is_refused_with_a_message(growth, experiment):
+    experiment_set_status(experiment=experiment, status="running")
+    response = growth.post(
+        "/rules/experiments/reminder-test/ship/", {"variant": "holdout"}, follow=True
+    )
+    assert "the holdout sends nothing" in response.content.decode()
+    experiment.refresh_from_db()
+    assert experiment.shipped_variant is None and experiment.status == "running"
+
+
+def test_editing_the_arms_of_a_running_experiment_starts_a_new_phase(growth, experiment):
+    experiment_set_status(experiment=experiment, status="running")
+    response = growth.post("/rules/experiments/reminder-test/edit/", form_data(), follow=True)
+    experiment.refresh_from_db()
+    assert experiment.phase == 2
+    assert "phase 2 started" in response.content.decode()
+
+
+def test_arms_partial_adds_and_removes_rows_with_the_plan_out_of_band(growth, rule):
+    headers = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "arms"}
+    url = "/rules/profile-stalled/experiments/new/"
+    added = growth.post(url, form_data(action="add"), **headers).content.decode()
+    assert added.lstrip().startswith('<section class="card" id="arms">')
+    assert 'name="arms-TOTAL" value="3"' in added
+    # The new arm goes before the holdout.
+    assert re.search(r'arms-1-name"[^>]*value="variant-3"', added)
+    assert 'id="experiment-plan"' in added and 'hx-swap-oob="true"' in added
+    assert "<html" not in added
+    removed = growth.post(url, form_data(action="remove:0"), **headers).content.decode()
+    assert 'name="arms-TOTAL" value="1"' in removed
+    assert not Experiment.objects.exists()
+
+
+def test_plan_panel_sizes_unequal_splits_and_estimates_duration(growth, rule):
+    from triggers.stats import sample_size
+
+    now = timezone.now()
+    people = _people(280)
+    # Traffic: 280 enrollments in the last 14 days = 20 a day.
+    Enrollment.objects.bulk_create(
+        Enrollment(
+            rule=rule,
+            rule_version=rule.current_version,
+            person=p,
+            occurrence_key="k",
+            enrolled_at=now - timedelta(days=n % 13 + 1),
+        )
+        for n, p in enumerate(people)
+    )
+    response = growth.post("/rules/experiments/plan/", form_data(baseline="20", minimum_effect="5"))
+    page = response.content.decode()
+    assert page.lstrip().startswith(
+        '<section class="card preview-card plan-card" id="experiment-plan"'
+    )
+    size = sample_size(0.20, 0.05, weights=[90, 10], control=1)
+    assert f"{size.total:,}" in page
+    for users in size.per_arm:
+        assert f"{users:,}" in page
+    days = -(-size.total // 20) + 1
+    assert f"About {days} days" in page
+
+
+def test_plan_panel_uses_the_flows_recent_rate_and_says_when_there_is_no_traffic(
+    growth, rule, flow
+):
+    now = timezone.now()
+    people = _people(10)
+    FlowProgress.objects.bulk_create(
+        FlowProgress(
+            flow=flow,
+            person=p,
+            entered_at=now - timedelta(days=5),
+            entry_event_id=0,
+            latest_entry_at=now - timedelta(days=5),
+            furthest_step=3 if n < 4 else 1,
+            reached_at=now - timedelta(days=5),
+            completed_at=now - timedelta(days=5, hours=-2) if n < 4 else None,
+            window_ends_at=now + timedelta(days=2),
+        )
+        for n, p in enumerate(people)
+    )
+    page = growth.post("/rules/experiments/plan/", form_data()).content.decode()
+    assert "40.00%" in page and "4 of 10" in page
+    assert "No recent traffic" in page
+
+
+# --- results ------------------------------------------------------------------------------------------
+
+
+def _page_analysis(page: str) -> dict:
+    match = re.search(
+        r'<script id="experiment-analysis" type="application/json">(.*?)</script>', page, re.S
+    )
+    assert match
+    return json.loads(match.group(1))
+
+
+def test_results_are_exactly_what_ab_calc_prints_for_the_same_counts(growth, rule):
+    experiment, _ = experiment_save(
+        slug="three-arms",
+        rule_slug="profile-stalled",
+        variants=[
+            {"name": "a", "weight": 45},
+            {"name": "b", "weight": 45, "follow_ups": ARMS[0]["follow_ups"]},
+            {"name": "holdout", "weight": 10, "holdout": True},
+        ],
+        metric={"flow": "activation", "completed_within": "1d"},
+    )
+    _assign(experiment, {"a": (450, 130), "b": (440, 101), "holdout": (95, 19)})
+    page = growth.get("/rules/experiments/three-arms/").content.decode()
+    shown = _page_analysis(page)
+    arguments = []
+    for arm in shown["arms"]:
+        arguments += ["--arm", f"{arm['name']}={arm['conversions']}/{arm['users']}"]
+    weights = ",".join(str(w) for w in [45, 45, 10])
+    out = io.StringIO()
+    call_command(
+        "ab_calc",
+        *arguments,
+        "--control",
+        "holdout",
+        "--weights",
+        weights,
+        "--format",
+        "json",
+        stdout=out,
+    )
+    assert shown == json.loads(out.getvalue())
+    assert [a["users"] for a in shown["arms"]] == [450, 440, 95]
+    # The table shows the same numbers, formatted as ab_calc's table does.
+    table = io.StringIO()
+    call_command("ab_calc", *arguments, "--control", "holdout", "--weights", weights, stdout=table)
+    for token in re.findall(r"[+-]?\d+\.\d+(?:%| pp)", table.getvalue()):
+        assert token in page, token
+    assert "Holm" in page
+
+
+def test_a_sample_ratio_mismatch_is_loud_and_withholds_the_verdict(growth, experiment):
+    experiment.planned_users_per_arm = 100
+    experiment.save()
+    _assign(experiment, {"reminder": (700, 300), "holdout": (300, 30)})
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert 'id="srm-banner"' in page and "Sample-ratio mismatch" in page
+    assert "Verdict withheld" in page
+    assert "Verdict:" not in page and "beats" not in page
+    assert _page_analysis(page)["srm"]["mismatch"] is True
+
+
+def test_no_verdict_before_the_planned_sample_size_says_how_many_more(growth, experiment):
+    experiment.planned_users_per_arm = 250
+    experiment.save()
+    _assign(experiment, {"reminder": (200, 80), "holdout": (210, 40)})
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert 'id="srm-banner"' not in page
+    assert "No verdict yet: 90 more users" in page
+    experiment.planned_users_per_arm = 200
+    experiment.save()
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert "Verdict: reminder beats holdout" in page
+
+
+def test_without_a_plan_there_is_no_verdict(growth, experiment):
+    _assign(experiment, {"reminder": (200, 80), "holdout": (210, 40)})
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert "No verdict: no planned sample size" in page
+
+
+def test_open_windows_are_not_counted_and_phases_are_selectable(growth, experiment):
+    _assign(experiment, {"reminder": (30, 10), "holdout": (30, 5)}, days_ago=0)
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert [a["users"] for a in _page_analysis(page)["arms"]] == [0, 0]
+    assert "Phase 2" not in page
+    experiment_set_status(experiment=experiment, status="running")
+    experiment_save(
+        slug="reminder-test",
+        rule_slug="profile-stalled",
+        variants=[{**ARMS[0], "weight": 80}, {**ARMS[1], "weight": 20}],
+        metric=experiment.metric,
+    )
+    page = growth.get("/rules/experiments/reminder-test/?phase=1").content.decode()
+    assert "Phase 2 (current)" in page
+    assert _page_analysis(page)["arms"][0]["users"] == 0
+
+
+def test_secondary_metrics_and_guardrail_per_arm(growth, experiment):
+    _assign(experiment, {"reminder": (40, 10), "holdout": (40, 8)})
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert 'id="secondary-table"' in page
+    assert "Unsubscribed (guardrail)" in page and "sends nothing" in page
+
+
+def test_plan_panel_warns_when_the_planned_size_is_too_small(growth, rule):
+    data = form_data(baseline="20", minimum_effect="5", planned_users_per_arm="100")
+    page = growth.post("/rules/experiments/plan/", data).content.decode()
+    assert 'id="plan-underpowered"' in page
+    data["planned_users_per_arm"] = "100000"
+    page = growth.post("/rules/experiments/plan/", data).content.decode()
+    assert 'id="plan-underpowered"' not in page

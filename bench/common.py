@@ -204,6 +204,11 @@ def _copy_file(cursor, table: str, columns: str, path: Path) -> None:
 def copy_tables(cursor, workdir: Path) -> None:
     """COPY ``people.copy``, ``events.copy`` and ``progress.copy`` from ``workdir``."""
     _copy_file(cursor, "onboarding_person", PERSON_COPY_COLUMNS, workdir / "people.copy")
+    # The generated events are live and on time: each person's last activity is their last
+    # receipt (what the inactivity detector reads, DESIGN §4.1).
+    cursor.execute(
+        "UPDATE onboarding_person SET last_event_at = last_seen, last_event_received_at = last_seen"
+    )
     _copy_file(cursor, "onboarding_event", EVENT_COPY_COLUMNS, workdir / "events.copy")
     _copy_file(cursor, "onboarding_flowprogress", PROGRESS_COPY_COLUMNS, workdir / "progress.copy")
 

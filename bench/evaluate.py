@@ -429,9 +429,9 @@ def explain_main_query(now: datetime) -> str:
     query = FlowProgress.objects.filter(
         flow__slug="activation",
         completed_at__isnull=True,
-        person__last_seen__gt=since - idle,
-        person__last_seen__lte=now - idle,
-    ).values_list("person_id", "person__last_seen", "furthest_step", "window_ends_at")
+        person__last_event_at__gt=since - idle,
+        person__last_event_at__lte=now - idle,
+    ).values_list("person_id", "person__last_event_at", "furthest_step", "window_ends_at")
     return query.explain(analyze=True, buffers=True)
 
 

@@ -214,11 +214,12 @@ class PersonAdmin(admin.ModelAdmin):
         "external_id",
         "first_seen",
         "last_seen",
+        "last_event_at",
         "traits_pretty",
         "event_timeline",
     ]
     fieldsets = [
-        (None, {"fields": ["external_id", ("first_seen", "last_seen")]}),
+        (None, {"fields": ["external_id", ("first_seen", "last_seen", "last_event_at")]}),
         ("Contact", {"fields": ["email", "phone", "timezone", "consent"]}),
         ("Traits", {"fields": ["traits_pretty"]}),
         (

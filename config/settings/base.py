@@ -201,6 +201,9 @@ ONRAMP_EVENT_RETENTION_MONTHS = env_int("ONRAMP_EVENT_RETENTION_MONTHS", 0)
 # Monthly partitions created ahead of the current month.
 ONRAMP_EVENT_PARTITIONS_AHEAD = env_int("ONRAMP_EVENT_PARTITIONS_AHEAD", 3)
 ONRAMP_DEFAULT_TIMEZONE = env_str("ONRAMP_DEFAULT_TIMEZONE", "UTC")
+# An event received more than this long after it happened is late data: it never starts an
+# event, repeated-failure, milestone or across-sessions rule (DESIGN §4.1; docs/guide-rules.md).
+ONRAMP_LATE_EVENT_SECONDS = env_int("ONRAMP_LATE_EVENT_SECONDS", 600)
 
 # --- Delivery (DESIGN §4.5) ----------------------------------------------------------------------
 # The public URL of this Onramp, for links in emails (open pixel, click tracking, unsubscribe).

@@ -276,7 +276,7 @@ def _population_queryset(
             label = flow.step_label(trigger.step) if flow else trigger.step
             where = f"in {flow_name} at step {label}, not completed"
         idle = timedelta(minutes=trigger.minutes or 0)
-        due = progress.filter(person__last_seen__lte=now - idle)
+        due = progress.filter(person__last_event_at__lte=now - idle)
         return (
             f"People {where}",
             _people_with(progress),
@@ -408,7 +408,7 @@ def detection_latency(trigger: Trigger) -> Latency:
     tick = _seconds_words(every)
     if trigger.kind == "inactive_in_flow":
         mark = f"the {_minutes(trigger.minutes or 0).replace(' ', '-')} mark"
-        moment = f"{mark} (counted from the person's last event)"
+        moment = f"{mark} (counted from when the person's last event happened)"
     elif trigger.kind == "step_abandoned":
         moment = f"the end of the {format_duration(trigger.within or 0)} after step {trigger.did}"
     elif trigger.kind == "inactive_sessions":

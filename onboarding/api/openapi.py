@@ -362,7 +362,9 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "/v1/alias": _operation("Join two ids of one user", "Alias"),
         "/v1/group": _operation("Associate a user with a group", "Group"),
         "/v1/batch": _operation("Send many events at once", "Batch", batch=True),
-        "/v1/import": _operation("Alias of /v1/batch", "Batch", batch=True),
+        "/v1/import": _operation(
+            "Replay history: stored like /v1/batch, never starts a rule", "Batch", batch=True
+        ),
         **_in_app_paths(),
         **_analytics_js_paths(),
     }

@@ -12,7 +12,7 @@ urlpatterns = [
     path("alias", views.alias, name="alias"),
     path("group", views.group, name="group"),
     path("batch", views.batch, name="batch"),
-    path("import", views.batch, name="import"),
+    path("import", views.history_import, name="import"),
     path("openapi.json", views.openapi, name="openapi"),
     # Segment's browser library (analytics.js, @segment/analytics-next): its settings document,
     # and the one-letter paths it posts to ({apiHost}/t, /i, ...; /b in its batching mode).

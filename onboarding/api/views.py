@@ -112,6 +112,8 @@ def _handle(request: HttpRequest, event_type: str | None, endpoint: str) -> Json
         rejections=envelope.rejections,
         received_at=received_at,
         endpoint=endpoint,
+        # /v1/import is for history: stored and counted everywhere, never starting a rule.
+        live=endpoint != "import",
     )
     metrics.events_ingested(
         accepted=result.accepted_types, rejected=[r.problem.code for r in result.rejections]
@@ -170,6 +172,7 @@ screen = _endpoint("screen", "screen")
 alias = _endpoint("alias", "alias")
 group = _endpoint("group", "group")
 batch = _endpoint(None, "batch")
+history_import = _endpoint(None, "import")
 
 
 @require_GET

@@ -50,6 +50,18 @@ class Person(models.Model):
     last_seen = models.DateTimeField(
         db_index=True, help_text="When the latest event was received (server clock)."
     )
+    # Activity time (DESIGN §4.1): when the person's latest live event happened — its corrected
+    # timestamp, never later than its receipt. Only live endpoints move it (never /v1/import),
+    # and a late event moves it only to when it happened. Idle spells count from here.
+    last_event_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="When the latest live event happened (corrected timestamp, at most its receipt).",
+    )
+    # When the event that set ``last_event_at`` was received: a spell whose deadline is not after
+    # this moment was learnt of too late to act on (``late_data``).
+    last_event_received_at = models.DateTimeField(null=True, blank=True)
     consent = models.JSONField(
         default=dict,
         blank=True,
@@ -117,6 +129,9 @@ class Event(models.Model):
     # track/page/screen properties; identify/group traits.
     properties = models.JSONField(default=dict, blank=True)
     context = models.JSONField(default=dict, blank=True)
+    # Stored through /v1/import: history, which feeds people, progress, funnels, KPIs and
+    # backtests but never starts a rule (DESIGN §4.1).
+    imported = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [

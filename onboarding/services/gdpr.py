@@ -56,6 +56,8 @@ def _profile(person: Person) -> dict[str, Any]:
         "consent": person.consent,
         "first_seen": person.first_seen,
         "last_seen": person.last_seen,
+        "last_event_at": person.last_event_at,
+        "last_event_received_at": person.last_event_received_at,
     }
 
 

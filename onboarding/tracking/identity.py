@@ -158,6 +158,11 @@ def _merge_people(survivor: int, merged: list[int]) -> None:
                 target.trait_timestamps[trait] = theirs
         target.first_seen = min(target.first_seen, other.first_seen)
         target.last_seen = max(target.last_seen, other.last_seen)
+        if other.last_event_at is not None and (
+            target.last_event_at is None or other.last_event_at > target.last_event_at
+        ):
+            target.last_event_at = other.last_event_at
+            target.last_event_received_at = other.last_event_received_at
         target.email = target.email or other.email
         target.phone = target.phone or other.phone
         target.timezone = target.timezone or other.timezone
@@ -179,6 +184,8 @@ def _merge_people(survivor: int, merged: list[int]) -> None:
             "trait_timestamps",
             "first_seen",
             "last_seen",
+            "last_event_at",
+            "last_event_received_at",
             "email",
             "phone",
             "timezone",
@@ -187,11 +194,14 @@ def _merge_people(survivor: int, merged: list[int]) -> None:
     )
 
 
-def resolve_people(events: list[TrackedEvent], *, received_at: datetime) -> Resolved:
+def resolve_people(
+    events: list[TrackedEvent], *, received_at: datetime, live: bool = True
+) -> Resolved:
     """The person id of each event, creating and merging people as needed.
 
-    New people are created with the traits, email, phone and timezone the batch gives them, so
-    only the people who already existed need an update afterwards.
+    New people are created with the traits, email, phone and timezone the batch gives them (and,
+    for a live batch, the time of their latest event as their last activity), so only the people
+    who already existed need an update afterwards.
     """
     keys: set[Key] = set()
     for event in events:
@@ -222,9 +232,13 @@ def resolve_people(events: list[TrackedEvent], *, received_at: datetime) -> Reso
 
     # Create the new people that survived planning, with real ids.
     first_seen: dict[int, datetime] = {}
+    last_event: dict[int, datetime] = {}
     for person, event in zip(assigned, events, strict=True):
         if person not in first_seen or event.timestamp < first_seen[person]:
             first_seen[person] = event.timestamp
+        happened = min(event.timestamp, received_at)  # never later than its receipt
+        if person not in last_event or happened > last_event[person]:
+            last_event[person] = happened
     placeholders = sorted(
         {plan.find(p) for p in plan.external if p < 0 and plan.find(p) < 0}, reverse=True
     )
@@ -240,6 +254,8 @@ def resolve_people(events: list[TrackedEvent], *, received_at: datetime) -> Reso
                     external_id=plan.external[p],
                     first_seen=first_seen.get(p, received_at),
                     last_seen=received_at,
+                    last_event_at=last_event.get(p) if live else None,
+                    last_event_received_at=received_at if live and p in last_event else None,
                     traits=states[p].traits,
                     trait_timestamps=states[p].trait_timestamps,
                     email=states[p].email,

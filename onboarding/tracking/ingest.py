@@ -53,20 +53,28 @@ def _update_people(
     person_ids: list[int],
     created: frozenset[int],
     received_at: datetime,
+    live: bool,
 ) -> None:
     """Bring the people who existed before this batch up to date, in one write.
 
     First and last seen widen to cover the batch; identify traits apply per trait, a later event
     timestamp winning, on the rows as locked now (people created by this batch got theirs at
     creation). ``context.timezone`` fills the timezone of people without a ``timezone`` trait.
+    A live batch moves the last activity forward to when its latest event happened (an
+    imported one, history, never does).
     """
     earliest: dict[int, datetime] = {}
+    latest: dict[int, datetime] = {}
     for event, person_id in zip(events, person_ids, strict=True):
         if person_id in created:
             continue
         first = earliest.get(person_id)
         if first is None or event.timestamp < first:
             earliest[person_id] = event.timestamp
+        if live:
+            happened = activity_time(event.timestamp, received_at)
+            if person_id not in latest or happened > latest[person_id]:
+                latest[person_id] = happened
     if not earliest:
         return
     said = {p: s for p, s in traits.collect(events, person_ids).items() if p in earliest}
@@ -83,6 +91,7 @@ def _update_people(
                 id=person_id,
                 first_seen=first,
                 last_seen=received_at,
+                last_event_at=latest.get(person_id),
                 traits=changed.get(person_id),
                 context_timezone=(
                     said[person_id].context_timezone
@@ -93,6 +102,11 @@ def _update_people(
             for person_id, first in earliest.items()
         ]
     )
+
+
+def activity_time(timestamp: datetime, received_at: datetime) -> datetime:
+    """When an event happened, for activity: its corrected timestamp, never after its receipt."""
+    return min(timestamp, received_at)
 
 
 def _refresh_flow_progress(
@@ -132,6 +146,7 @@ def _write(
     rejections: list[Rejection],
     received_at: datetime,
     endpoint: str,
+    live: bool,
 ) -> IngestResult:
     with transaction.atomic():
         events, refused = refuse_erased(events)
@@ -146,13 +161,15 @@ def _write(
             # Everything that needs no lock comes first: the people this batch names stay
             # locked from their resolution to the commit, and a concurrent batch naming one
             # of them waits that long.
-            staged = store.stage_events(source_id=source.pk, events=events, received_at=received_at)
+            staged = store.stage_events(
+                source_id=source.pk, events=events, received_at=received_at, imported=not live
+            )
             flows = flow_specs()
-            resolved = resolve_people(events, received_at=received_at)
+            resolved = resolve_people(events, received_at=received_at, live=live)
             person_ids = resolved.person_ids
             inserted = store.insert_events(staged, person_ids)
             _refresh_flow_progress(events, resolved, inserted, flows)
-            _update_people(events, person_ids, resolved.created, received_at)
+            _update_people(events, person_ids, resolved.created, received_at, live)
             result.inserted = len(inserted)
             result.duplicates = len(events) - len(inserted)
             result.inserted_ids = [row.id for row in inserted]
@@ -187,15 +204,20 @@ def ingest_events(
     rejections: list[Rejection] = (),  # type: ignore[assignment]
     received_at: datetime,
     endpoint: str,
+    live: bool = True,
 ) -> IngestResult:
     """Store a request's valid events and its rejections atomically.
+
+    ``live`` is false for history (``/v1/import``): the events are stored marked ``imported``
+    and feed people, traits and flow progress, but move no one's last activity, so they never
+    start a rule (DESIGN §4.1).
 
     Deadlocks and serialization failures between concurrent batches are retried here; a database
     that is down raises :class:`OperationalError` for the view to answer 503.
     """
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            return _write(source, events, list(rejections), received_at, endpoint)
+            return _write(source, events, list(rejections), received_at, endpoint, live)
         except (OperationalError, IntegrityError) as error:
             if attempt == _ATTEMPTS or not _is_transient(error):
                 raise

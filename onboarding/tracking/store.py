@@ -38,6 +38,7 @@ _COLUMNS = (
     "anonymous_id",
     "properties",
     "context",
+    "imported",
 )
 _PG_STAGE = "onramp_stage_event"
 _PG_DEDUPE = "onboarding_event_dedupe"
@@ -46,14 +47,14 @@ _PG_DEDUPE = "onboarding_event_dedupe"
 _PG_STAGE_DDL = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (n integer, source_id bigint, type text,"
     " name text, timestamp timestamptz, received_at timestamptz, message_id text, user_id text,"
-    " anonymous_id text, properties jsonb, context jsonb) ON COMMIT DELETE ROWS"
+    " anonymous_id text, properties jsonb, context jsonb, imported boolean) ON COMMIT DELETE ROWS"
 )
 _STAGE_COLUMNS = ("n", *(c for c in _COLUMNS if c != "person_id"))
 # Up to this many events, one rendered statement beats COPY's extra round trips.
 _PG_SMALL_BATCH = 20
 _PG_ROW = (
     "(%s::integer, %s::bigint, %s::text, %s::text, %s::timestamptz, %s::timestamptz, %s::text, "
-    "%s::text, %s::text, %s::jsonb, %s::jsonb)"
+    "%s::text, %s::text, %s::jsonb, %s::jsonb, %s::boolean)"
 )
 _SQLITE_CHUNK = 1000
 _TRAIT_FIELDS = ["traits", "trait_timestamps", "email", "phone", "timezone"]
@@ -98,7 +99,7 @@ class StagedEvents:
 
 
 def stage_events(
-    *, source_id: int, events: list[TrackedEvent], received_at: datetime
+    *, source_id: int, events: list[TrackedEvent], received_at: datetime, imported: bool = False
 ) -> StagedEvents:
     """Build the rows (JSON encoded once) and, on PostgreSQL, ``COPY`` a larger batch into the
     staging table: work that needs no lock, done before the people are resolved and locked."""
@@ -121,6 +122,7 @@ def stage_events(
                 e.anonymous_id,
                 _dumps(e.payload_for_storage),
                 _dumps(e.context),
+                imported,
             )
         )
         staged.positions.append(position)
@@ -200,6 +202,9 @@ class PersonUpdate:
     id: int
     first_seen: datetime  # earliest event timestamp of the batch: first_seen only moves back
     last_seen: datetime  # received_at: last_seen only moves forward
+    # The latest activity time of the batch (live batches only): last_event_at only moves forward,
+    # and when it moves, last_event_received_at becomes this batch's receipt (last_seen).
+    last_event_at: datetime | None = None
     traits: TraitState | None = None  # the new trait columns, when identify changed them
     context_timezone: str = ""  # the timezone column, unless the person has a timezone trait
 
@@ -223,6 +228,10 @@ _NO_TIMEZONE_TRAIT = (
 )
 
 
+# The batch's activity time moves the person's forward (v.le is null for imported batches).
+_MOVES = "(v.le IS NOT NULL AND (p.last_event_at IS NULL OR v.le > p.last_event_at))"
+
+
 def update_people(updates: list[PersonUpdate]) -> None:
     """Write a batch's changes to existing people: on PostgreSQL one ``UPDATE … FROM unnest``
     widening first/last seen, setting changed traits and context timezones together."""
@@ -237,21 +246,25 @@ def update_people(updates: list[PersonUpdate]) -> None:
         cursor.execute(
             f"UPDATE {table} AS p SET first_seen = LEAST(p.first_seen, v.fs), "  # noqa: S608
             "last_seen = GREATEST(p.last_seen, v.ls), "
+            f"last_event_at = CASE WHEN {_MOVES} THEN v.le ELSE p.last_event_at END, "
+            f"last_event_received_at = CASE WHEN {_MOVES} THEN v.ls "
+            "ELSE p.last_event_received_at END, "
             "traits = COALESCE(v.traits, p.traits), "
             "trait_timestamps = COALESCE(v.stamps, p.trait_timestamps), "
             "email = COALESCE(v.email, p.email), phone = COALESCE(v.phone, p.phone), "
             "timezone = CASE WHEN v.traits IS NOT NULL THEN v.tz "
             f"WHEN v.ctz IS NOT NULL AND {_NO_TIMEZONE_TRAIT} THEN v.ctz ELSE p.timezone END "
-            "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::jsonb[], "
-            "%s::jsonb[], %s::text[], %s::text[], %s::text[], %s::text[]) "
-            "AS v(id, fs, ls, traits, stamps, email, phone, tz, ctz) "
-            "WHERE p.id = v.id AND (p.first_seen > v.fs OR p.last_seen < v.ls "
+            "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], "
+            "%s::jsonb[], %s::jsonb[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+            "AS v(id, fs, ls, le, traits, stamps, email, phone, tz, ctz) "
+            f"WHERE p.id = v.id AND (p.first_seen > v.fs OR p.last_seen < v.ls OR {_MOVES} "
             "OR v.traits IS NOT NULL "
             f"OR (v.ctz IS NOT NULL AND p.timezone <> v.ctz AND {_NO_TIMEZONE_TRAIT}))",
             [
                 [u.id for u in updates],
                 [u.first_seen for u in updates],
                 [u.last_seen for u in updates],
+                [u.last_event_at for u in updates],
                 [_dumps(u.traits.traits) if u.traits else None for u in updates],
                 [_dumps(u.traits.trait_timestamps) if u.traits else None for u in updates],
                 [u.traits.email if u.traits else None for u in updates],
@@ -264,7 +277,7 @@ def update_people(updates: list[PersonUpdate]) -> None:
 
 def _update_people_portably(updates: list[PersonUpdate]) -> None:
     """The same writes through the ORM (SQLite serializes writers, so no locks are needed)."""
-    touch_people({u.id: (u.first_seen, u.last_seen) for u in updates})
+    touch_people({u.id: (u.first_seen, u.last_seen, u.last_event_at) for u in updates})
     changed = [
         Person(pk=u.id, **{name: getattr(u.traits, name) for name in _TRAIT_FIELDS})
         for u in updates
@@ -286,11 +299,12 @@ def _update_people_portably(updates: list[PersonUpdate]) -> None:
             Person.objects.bulk_update(moved, ["timezone"])
 
 
-def touch_people(seen: dict[int, tuple[datetime, datetime]]) -> None:
-    """Widen each person's first_seen / last_seen to cover the batch (SQLite; PostgreSQL folds this
-    into :func:`update_people`).
+def touch_people(seen: dict[int, tuple[datetime, datetime, datetime | None]]) -> None:
+    """Widen each person's first_seen / last_seen to cover the batch, and move their last activity
+    forward (SQLite; PostgreSQL folds this into :func:`update_people`).
 
-    ``seen`` maps person id to (earliest event timestamp, latest received_at).
+    ``seen`` maps person id to (earliest event timestamp, latest received_at, latest activity time
+    or None).
     """
     if not seen:
         return
@@ -299,15 +313,24 @@ def touch_people(seen: dict[int, tuple[datetime, datetime]]) -> None:
     with connection.cursor() as cursor:
         for start in range(0, len(ids), _SQLITE_CHUNK):
             chunk = ids[start : start + _SQLITE_CHUNK]
-            values = ", ".join(["(%s, %s, %s)"] * len(chunk))
+            values = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
             params: list = []
             for i in chunk:
                 params.extend([i, *(connection.ops.adapt_datetimefield_value(v) for v in seen[i])])
+            row = f"FROM v WHERE v.id = {table}.id"
+            moves = (
+                f"(SELECT le IS NOT NULL AND ({table}.last_event_at IS NULL "
+                f"OR le > {table}.last_event_at) {row})"
+            )
             cursor.execute(
-                f"WITH v(id, fs, ls) AS (VALUES {values}) "  # noqa: S608
+                f"WITH v(id, fs, ls, le) AS (VALUES {values}) "  # noqa: S608
                 f"UPDATE {table} SET "
-                "first_seen = MIN(first_seen, (SELECT fs FROM v WHERE v.id = "
-                f"{table}.id)), last_seen = MAX(last_seen, (SELECT ls FROM v WHERE v.id = "
-                f"{table}.id)) WHERE id IN (SELECT id FROM v)",
+                f"first_seen = MIN(first_seen, (SELECT fs {row})), "
+                f"last_seen = MAX(last_seen, (SELECT ls {row})), "
+                f"last_event_at = CASE WHEN {moves} THEN (SELECT le {row}) "
+                "ELSE last_event_at END, "
+                f"last_event_received_at = CASE WHEN {moves} THEN (SELECT ls {row}) "
+                "ELSE last_event_received_at END "
+                "WHERE id IN (SELECT id FROM v)",
                 params,
             )

@@ -378,6 +378,8 @@ def _in_flow(flow, external_id: str, *, furthest: int, idle_minutes: int) -> Per
         external_id=external_id,
         first_seen=now - timedelta(hours=2),
         last_seen=now - timedelta(minutes=idle_minutes),
+        last_event_at=now - timedelta(minutes=idle_minutes),
+        last_event_received_at=now - timedelta(minutes=idle_minutes),
         traits={"plan": "pro" if external_id.startswith("pro") else "free"},
     )
     FlowProgress.objects.create(
@@ -416,7 +418,8 @@ def test_preview_counts_the_population_the_idle_and_the_segment(growth, flow, te
     assert "<dt>2</dt><dd>of them in <strong>Pro plan</strong>" in html
     assert "pro-1" in html and "pro-2" in html and "free-1" not in html
     assert (
-        "Detected within 30 s of the 5-min mark (counted from the person&#x27;s last event):"
+        "Detected within 30 s of the 5-min mark (counted from when the person&#x27;s last event"
+        " happened):"
         " the evaluation runs every 30 s." in html
     )
 

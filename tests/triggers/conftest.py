@@ -56,14 +56,17 @@ class Timeline:
         self.api = api
         self.counter = 0
 
-    def send(self, at: datetime, user: str, event: str, **properties) -> None:
+    def send(
+        self, at: datetime, user: str, event: str, happened_at: datetime | None = None, **properties
+    ) -> None:
+        """Send an event received at ``at``, which happened then too unless ``happened_at``."""
         self.counter += 1
         payload = {
             "type": "track",
             "userId": user,
             "event": event,
             "properties": properties,
-            "timestamp": at.isoformat(),
+            "timestamp": (happened_at or at).isoformat(),
             "messageId": f"m{self.counter}",
         }
         with time_machine.travel(at, tick=False):

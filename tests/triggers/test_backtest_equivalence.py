@@ -124,6 +124,17 @@ def ev(minutes, user, name, **props):
     return (T0 + timedelta(minutes=minutes), user, name, props)
 
 
+def late(minutes, received, user, name, **props):
+    """An event that happened at ``minutes`` and was received at ``received`` (an offline queue
+    flushed late, a backfill through /v1/batch)."""
+    return (
+        T0 + timedelta(minutes=received),
+        user,
+        name,
+        {**props, "happened_at": T0 + timedelta(minutes=minutes)},
+    )
+
+
 def test_inactive_in_flow(timeline):
     definition = {
         "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 5},
@@ -315,4 +326,138 @@ def test_inactive_in_flow_random_timelines(timeline, raw, minutes, step, reentry
         trigger["step"] = step
     definition = {"trigger": trigger, "follow_ups": IN_APP, "reentry": reentry}
     events = [(T0 + q * timedelta(seconds=15), user, name, {}) for q, user, name in raw]
+    assert_same(timeline, definition, events, T0, T0 + 50 * M, expect_some=False)
+
+
+# --- late events: the backtest replays in event time and skips late data as the engine does ----
+
+
+def test_inactive_in_flow_with_late_events(timeline):
+    definition = {
+        "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 5},
+        "follow_ups": TWO,
+        "reentry": {"once_per": "1m"},
+    }
+    events = [
+        late(0, 2, "two-late", "Signed Up"),  # due at 5:00, known at 2:00: fires at 5:00
+        late(0, 8, "too-late", "Signed Up"),  # due at 5:00, known at 8:00: late data
+        late(10, 17, "too-late", "Page Viewed"),  # late again
+        ev(20, "too-late", "Page Viewed"),  # live: fires at 25:00
+        ev(1, "reordered", "Signed Up"),
+        late(0.5, 3, "reordered", "Page Viewed"),  # older than 1:00: activity stays at 1:00
+        ev(4, "future", "Signed Up"),
+        late(50, 9, "future", "Page Viewed"),  # stamped ahead: counts from its receipt, 9:00
+        ev(30, "skewed", "Signed Up"),
+        late(33, 37.5, "skewed", "Page Viewed"),  # unknown at 35:00; due 38:00, known 37:30
+        late(40, 44, "skewed", "Page Viewed"),  # a later spell, known a minute before it is due
+    ]
+    result = assert_same(timeline, definition, events, T0, T0 + 60 * M)
+    at = {}
+    for entry in result.entries:
+        at.setdefault(entry.external_id, []).append(entry.at)
+    assert at["two-late"] == [T0 + 5 * M]  # its true deadline, not receipt + 5 minutes
+    assert at["too-late"] == [T0 + 25 * M]  # only the live spell
+    assert at["future"] == [T0 + 14 * M]
+    # 30:00 is due at 35:00 before the event of 33:00 arrives; that one is due at 38:00, known at
+    # 37:30; 40:00 is due at 45:00, known at 44:00.
+    assert at["skewed"] == [T0 + 35 * M, T0 + 38 * M, T0 + 45 * M]
+
+
+@pytest.mark.parametrize(
+    "trigger, events",
+    [
+        (
+            {
+                "kind": "step_abandoned",
+                "flow": "activation",
+                "did": 1,
+                "missing": 2,
+                "within": "10m",
+            },
+            [
+                late(0, 3, "a", "Signed Up"),  # due 10:00, known 3:00: fires
+                late(0, 12, "b", "Signed Up"),  # due 10:00, known 12:00: late
+                ev(5, "c", "Signed Up"),
+                late(8, 20, "c", "Email Verified"),  # did it in time, told us late: fires at 15
+            ],
+        ),
+        (
+            {"kind": "repeated_event", "event": "Task Failed", "times": 2, "within": "10m"},
+            [
+                ev(0, "a", "Task Failed"),
+                late(1, 3, "a", "Task Failed"),  # within the allowance: fires
+                late(0, 20, "b", "Task Failed"),
+                late(2, 20, "b", "Task Failed"),  # 18 minutes late: late data
+                ev(30, "c", "Task Failed"),
+                late(25, 31, "c", "Task Failed"),  # in event time 25 comes first: no new pair
+            ],
+        ),
+        (
+            {"kind": "inactive_sessions", "flow": "activation", "sessions": 2},
+            [
+                ev(0, "a", "Signed Up"),
+                late(40, 41, "a", "Logged In"),
+                late(80, 82, "a", "Logged In"),  # second session, two minutes late: fires
+                ev(0, "b", "Signed Up"),
+                late(40, 100, "b", "Logged In"),
+                late(80, 100, "b", "Logged In"),  # a backfill: late data
+                ev(110, "b", "Logged In"),  # a third session, live: the occurrence stays late
+            ],
+        ),
+        (
+            {"kind": "milestone", "event": "Report Shared", "times": 2},
+            [
+                ev(0, "a", "Report Shared"),
+                late(1, 4, "a", "Report Shared"),  # fires
+                late(0, 30, "b", "Report Shared"),
+                late(1, 30, "b", "Report Shared"),  # reached half an hour ago: late data
+                ev(35, "b", "Report Shared"),
+            ],
+        ),
+        (
+            {"kind": "event", "event": "Trial Ending"},
+            [
+                late(0, 2, "a", "Trial Ending"),  # fires
+                late(0, 15, "b", "Trial Ending"),  # late data
+                late(20, 19, "c", "Trial Ending"),  # stamped ahead of its receipt: live
+            ],
+        ),
+    ],
+    ids=["step_abandoned", "repeated_event", "inactive_sessions", "milestone", "event"],
+)
+def test_late_events_of_every_kind(timeline, trigger, events):
+    definition = {"trigger": trigger, "follow_ups": IN_APP, "reentry": {"once_per": "1m"}}
+    result = assert_same(timeline, definition, events, T0, T0 + 130 * M)
+    assert result.skipped["late_data"] >= 1
+    assert "b" not in {e.external_id for e in result.entries}  # learnt of too late
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    raw=st.lists(
+        st.tuples(
+            st.integers(0, 40 * 4),  # quarter minutes
+            st.sampled_from([0, 0, 0, 4, 8, 12, 40, -8]),  # quarter minutes late (or ahead)
+            st.sampled_from(USERS),
+            st.sampled_from(NAMES),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    minutes=st.integers(1, 6),
+    reentry=st.sampled_from(["once", {"once_per": "3m"}]),
+)
+def test_inactive_in_flow_random_late_timelines(timeline, raw, minutes, reentry):
+    trigger = {"kind": "inactive_in_flow", "flow": "activation", "minutes": minutes}
+    definition = {"trigger": trigger, "follow_ups": IN_APP, "reentry": reentry}
+    quarter = timedelta(seconds=15)
+    events = [
+        (T0 + (q + delay) * quarter, user, name, {"happened_at": T0 + q * quarter})
+        for q, delay, user, name in raw
+        if q + delay >= 0
+    ]
     assert_same(timeline, definition, events, T0, T0 + 50 * M, expect_some=False)

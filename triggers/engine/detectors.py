@@ -1,11 +1,21 @@
-"""Detection of trigger occurrences, by deadline and by index (DESIGN §4.4).
+"""Detection of trigger occurrences, by deadline and by index (DESIGN §4.1, §4.4).
 
 Each detector answers one question for a rule: *which occurrences became due in the interval
-(since, until]?* — never "who matches right now" over everyone. Inactivity uses the index on
-``Person.last_seen`` (server time): someone idle for N minutes at ``until`` whose deadline
-``last_seen + N`` passed after ``since`` has ``last_seen`` in ``(since − N, until − N]``. Event
-triggers read the events received in the interval, by the ``received_at`` index. The cost of a
-tick therefore grows with the people who became due, not with the people stored.
+(since, until]?* — never "who matches right now" over everyone. Inactivity counts in event time,
+from ``Person.last_event_at`` (when the latest live event happened, never later than its
+receipt; indexed): someone idle for N minutes at ``until`` whose deadline ``last_event_at + N``
+passed after ``since`` has ``last_event_at`` in ``(since − N, until − N]``. Event triggers read
+the live events received in the interval, by the ``received_at`` index. The cost of a tick
+therefore grows with the people who became due, not with the people stored.
+
+No occurrence in the past: an occurrence fires only when its deadline is after the receipt of the
+event that completes it. Idle spells and abandoned steps have their deadline in event time (last
+activity + N, the step + T); an event-driven occurrence (event, repeated failure, milestone, a
+K-th session) is due when its event happened, and counts as live when it was received within
+``ONRAMP_LATE_EVENT_SECONDS`` of that. Otherwise the occurrence comes back marked ``late``: the
+evaluation records it (``skipped``, ``late_data``) and never sends. Events stored through
+``/v1/import`` (``Event.imported``) are history: they count where a detector counts, but never
+complete an occurrence, and never move anyone's last activity.
 
 Occurrence keys make enrollment idempotent: the same occurrence found by two ticks (or two beats)
 has the same key, and the database refuses the second enrollment.
@@ -18,6 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Q
 
 from onboarding.flows.chain import StepSpec, where_matches
 from onboarding.models import Event, FlowProgress, OnboardingFlow
@@ -33,10 +46,30 @@ class Occurrence:
     key: str
     at: datetime
     context: dict[str, Any] = field(default_factory=dict)
+    # Its deadline was not after the receipt of the event that completed it: recorded, never sent.
+    late: bool = False
 
 
 def occurrence_stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%M%S.%f")
+
+
+def late_event_allowance() -> timedelta:
+    """How long after it happened an event may arrive and still start a rule."""
+    return timedelta(seconds=settings.ONRAMP_LATE_EVENT_SECONDS)
+
+
+def is_late(timestamp: datetime, received_at: datetime, imported: bool = False) -> bool:
+    """Whether an event-driven occurrence completed by this event is late data: history, or
+    received ``ONRAMP_LATE_EVENT_SECONDS`` or more after it happened."""
+    return imported or timestamp + late_event_allowance() <= received_at
+
+
+def happened_between(low: datetime, high: datetime) -> Q:
+    """Events whose activity time, ``min(timestamp, received_at)``, is in ``(low, high]``."""
+    on_time = Q(timestamp__gt=low, timestamp__lte=high) & Q(timestamp__lte=F("received_at"))
+    ahead = Q(received_at__gt=low, received_at__lte=high, received_at__lt=F("timestamp"))
+    return on_time | ahead
 
 
 def _steps(flow_slug: str) -> tuple[OnboardingFlow, list[StepSpec]]:
@@ -46,38 +79,69 @@ def _steps(flow_slug: str) -> tuple[OnboardingFlow, list[StepSpec]]:
 
 
 def inactive_in_flow(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
+    """Idle spells in event time whose deadline ``last_event_at + N`` fell in (since, until];
+    and, marked late, the spells learnt of in the interval whose deadline had already passed
+    (``last_event_received_at >= last_event_at + N``: a backfill, an offline queue)."""
     idle = timedelta(minutes=trigger.minutes or 0)
     flow = OnboardingFlow.objects.get(slug=trigger.flow)
-    progress = FlowProgress.objects.filter(
-        flow=flow,
-        completed_at__isnull=True,
-        person__last_seen__gt=since - idle,
-        person__last_seen__lte=until - idle,
-    )
+    progress = FlowProgress.objects.filter(flow=flow, completed_at__isnull=True)
     if trigger.step is not None:
         # At step N: N is the step to do next (the same reading as segments).
         progress = progress.filter(furthest_step=trigger.step - 1)
-    rows = progress.values_list("person_id", "person__last_seen", "furthest_step", "window_ends_at")
-    for person_id, last_seen, furthest, window_ends_at in rows.iterator(chunk_size=CHUNK):
-        deadline = last_seen + idle
-        if window_ends_at <= deadline:
-            continue  # the conversion window closed: no longer "in onboarding"
-        yield Occurrence(
-            person_id,
-            f"idle:{occurrence_stamp(last_seen)}",
-            deadline,
-            {"furthest_step": furthest, "last_seen": last_seen.isoformat()},
-        )
+    due = progress.filter(
+        person__last_event_at__gt=since - idle, person__last_event_at__lte=until - idle
+    )
+    learnt = progress.filter(
+        person__last_seen__gt=since,  # the index; the receipt of the last activity is at most it
+        person__last_event_received_at__gt=since,
+        person__last_event_received_at__lte=until,
+        person__last_event_received_at__gte=F("person__last_event_at") + idle,
+    )
+    columns = (
+        "person_id",
+        "person__last_event_at",
+        "person__last_event_received_at",
+        "furthest_step",
+        "window_ends_at",
+    )
+    seen: set[int] = set()
+    for rows in (due.values_list(*columns), learnt.values_list(*columns)):
+        for person_id, last_event_at, received_at, furthest, window_ends_at in rows.iterator(
+            chunk_size=CHUNK
+        ):
+            if person_id in seen:
+                continue
+            seen.add(person_id)
+            deadline = last_event_at + idle
+            if window_ends_at <= deadline:
+                continue  # the conversion window closed: no longer "in onboarding"
+            late = received_at is None or received_at >= deadline
+            context = {"furthest_step": furthest, "last_seen": last_event_at.isoformat()}
+            if late and received_at is not None:
+                context["received_at"] = received_at.isoformat()
+            yield Occurrence(
+                person_id, f"idle:{occurrence_stamp(last_event_at)}", deadline, context, late
+            )
 
 
 def step_abandoned(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
+    """Did X at t (event time), no Y in [t, t + T]: due at t + T. Found by that deadline, or,
+    marked late, when the X event arrived after it."""
     within = timedelta(seconds=trigger.within or 0)
     flow, steps = _steps(trigger.flow or "")
     did, missing = steps[(trigger.did or 1) - 1], steps[(trigger.missing or 1) - 1]
-    done = Event.objects.filter(
-        name=did.event_name, received_at__gt=since - within, received_at__lte=until - within
-    ).values_list("id", "person_id", "timestamp", "received_at", "properties")
-    candidates = [row for row in done if where_matches(did.where, row[4] or {})]
+    live = Event.objects.filter(name=did.event_name, imported=False)
+    columns = ("id", "person_id", "timestamp", "received_at", "properties")
+    rows = {
+        row[0]: row
+        for row in live.filter(happened_between(since - within, until - within)).values_list(
+            *columns
+        )
+    }
+    for row in live.filter(received_at__gt=since, received_at__lte=until).values_list(*columns):
+        if min(row[2], row[3]) + within <= row[3]:
+            rows[row[0]] = row  # learnt of after its deadline
+    candidates = [row for row in rows.values() if where_matches(did.where, row[4] or {})]
     if not candidates:
         return
     people = {row[1] for row in candidates}
@@ -93,28 +157,34 @@ def step_abandoned(trigger: Trigger, since: datetime, until: datetime) -> Iterat
     ).values_list("person_id", "timestamp", "properties"):
         if where_matches(missing.where, properties or {}):
             followed[person_id].append(timestamp)
-    for event_id, person_id, timestamp, received_at, _ in candidates:
+    for event_id, person_id, timestamp, received_at, _ in sorted(candidates):
         if person_id not in open_people:
             continue
         if any(timestamp <= t <= timestamp + within for t in followed[person_id]):
             continue
+        deadline = min(timestamp, received_at) + within
         yield Occurrence(
             person_id,
             f"abandon:{event_id}",
-            received_at + within,
+            deadline,
             {"furthest_step": open_people[person_id], "did_at": timestamp.isoformat()},
+            received_at >= deadline,
         )
 
 
 def _new_events(name: str, since: datetime, until: datetime, where: dict[str, Any]):
-    rows = Event.objects.filter(name=name, received_at__gt=since, received_at__lte=until)
+    """The live events of this name received in (since, until] (never imported history)."""
+    rows = Event.objects.filter(
+        name=name, received_at__gt=since, received_at__lte=until, imported=False
+    )
     for row in rows.values_list("id", "person_id", "timestamp", "received_at", "properties"):
         if where_matches(where, row[4] or {}):
             yield row
 
 
 def repeated_event(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
-    """Fires when an event brings the count within ``within`` to exactly ``times``."""
+    """Fires when an event brings the count within ``within`` (event time) to exactly ``times``;
+    late when that event arrived late."""
     within = timedelta(seconds=trigger.within or 0)
     times = trigger.times or 0
     new = list(_new_events(trigger.event or "", since, until, trigger.where))
@@ -135,16 +205,21 @@ def repeated_event(trigger: Trigger, since: datetime, until: datetime) -> Iterat
         ]
         if len(before) == times - 1:
             yield Occurrence(
-                person_id, f"repeat:{event_id}", received_at, {"count": times, "event_id": event_id}
+                person_id,
+                f"repeat:{event_id}",
+                received_at,
+                {"count": times, "event_id": event_id},
+                is_late(timestamp, received_at),
             )
 
 
 def inactive_sessions(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
-    """K sessions without progress: sessions that began (after a 30-minute gap) since the
-    person last progressed in the flow. The session in which they progressed does not count."""
+    """K sessions without progress: sessions (in event time) that began after a 30-minute gap
+    since the person last progressed in the flow. The session in which they progressed does not
+    count. Late when the event that began the K-th session was late or imported."""
     flow = OnboardingFlow.objects.get(slug=trigger.flow)
     active = set(
-        Event.objects.filter(received_at__gt=since, received_at__lte=until)
+        Event.objects.filter(received_at__gt=since, received_at__lte=until, imported=False)
         .values_list("person_id", flat=True)
         .distinct()
     )
@@ -157,30 +232,37 @@ def inactive_sessions(trigger: Trigger, since: datetime, until: datetime) -> Ite
     )
     if not stalled:
         return
-    times: dict[int, list[datetime]] = defaultdict(list)
-    for person_id, timestamp in (
+    wanted = trigger.sessions or 0
+    times: dict[int, list[tuple[datetime, datetime, bool]]] = defaultdict(list)
+    for person_id, timestamp, received_at, imported in (
         Event.objects.filter(person_id__in=list(stalled), timestamp__gt=min(stalled.values()))
-        .order_by("person_id", "timestamp")
-        .values_list("person_id", "timestamp")
+        .order_by("person_id", "timestamp", "id")
+        .values_list("person_id", "timestamp", "received_at", "imported")
     ):
         if timestamp > stalled[person_id]:
-            times[person_id].append(timestamp)
+            times[person_id].append((timestamp, received_at, imported))
     for person_id, reached_at in stalled.items():
-        sessions, previous = 0, reached_at
-        for timestamp in times[person_id]:
+        sessions, previous, completing = 0, reached_at, None
+        for timestamp, received_at, imported in times[person_id]:
             if timestamp - previous > SESSION_GAP:
                 sessions += 1
+                if sessions == wanted:
+                    completing = (timestamp, received_at, imported)
             previous = timestamp
-        if sessions >= (trigger.sessions or 0):
+        if sessions >= wanted:
+            late = completing is not None and is_late(*completing)
             yield Occurrence(
                 person_id,
                 f"sessions:{occurrence_stamp(reached_at)}",
                 until,
                 {"sessions": sessions, "reached_at": reached_at.isoformat()},
+                late,
             )
 
 
 def milestone(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
+    """Did E N times (after completing the flow, if it names one); late when the N-th event, in
+    event time, was late or imported."""
     new = list(_new_events(trigger.event or "", since, until, trigger.where))
     if not new:
         return
@@ -193,30 +275,40 @@ def milestone(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Oc
             ).values_list("person_id", "completed_at")
         )
         people &= set(completed)
-    counts: dict[int, int] = defaultdict(int)
-    for person_id, timestamp, properties in Event.objects.filter(
+    counted: dict[int, list[tuple[datetime, int, datetime, bool]]] = defaultdict(list)
+    for event_id, person_id, timestamp, received_at, imported, properties in Event.objects.filter(
         person_id__in=people, name=trigger.event
-    ).values_list("person_id", "timestamp", "properties"):
+    ).values_list("id", "person_id", "timestamp", "received_at", "imported", "properties"):
         if person_id in completed and timestamp < completed[person_id]:
             continue
         if where_matches(trigger.where, properties or {}):
-            counts[person_id] += 1
+            counted[person_id].append((timestamp, event_id, received_at, imported))
     reached_at = {row[1]: row[3] for row in new}
+    times = trigger.times or 1
     for person_id in sorted(people):
-        if counts[person_id] >= (trigger.times or 1):
+        events = sorted(counted[person_id])
+        if len(events) >= times:
+            timestamp, _, received_at, imported = events[times - 1]
             yield Occurrence(
                 person_id,
                 f"milestone:{trigger.times}",
                 reached_at[person_id],
-                {"count": counts[person_id]},
+                {"count": len(events)},
+                is_late(timestamp, received_at, imported),
             )
 
 
 def event(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
-    for event_id, person_id, _, received_at, _ in _new_events(
+    for event_id, person_id, timestamp, received_at, _ in _new_events(
         trigger.event or "", since, until, trigger.where
     ):
-        yield Occurrence(person_id, f"event:{event_id}", received_at, {"event_id": event_id})
+        yield Occurrence(
+            person_id,
+            f"event:{event_id}",
+            received_at,
+            {"event_id": event_id},
+            is_late(timestamp, received_at),
+        )
 
 
 DETECTORS = {

@@ -117,6 +117,21 @@ def _enroll(
             )
         )
 
+    # No occurrence in the past (DESIGN §4.1): one learnt of after its deadline is recorded once
+    # and never sent.
+    late = [o for o in occurrences if o.late]
+    if late:
+        logged = set(
+            DecisionLog.objects.filter(
+                rule=rule, reason="late_data", person_id__in={o.person_id for o in late}
+            ).values_list("person_id", "detail__occurrence")
+        )
+        for occurrence in late:
+            if (occurrence.person_id, occurrence.key) not in logged:
+                logged.add((occurrence.person_id, occurrence.key))
+                skip(occurrence, "late_data")
+        occurrences = [o for o in occurrences if not o.late]
+
     people = {o.person_id for o in occurrences}
     if spec.segment:
         segment = Segment.objects.filter(slug=spec.segment).first()

@@ -158,10 +158,19 @@ def _enroll_person(
     """One person's occurrences, tick by tick, decided as ``evaluate._enroll`` decides them."""
     every = timedelta(seconds=spec.reentry_every or 0)
     keys: set[str] = set()
+    late_keys: set[str] = set()
     enrolled: list[_Enrolled] = []
     found.sort(key=lambda pair: (pair[0], pair[1].at, pair[1].key))
     for tick, group in groupby(found, key=lambda pair: pair[0]):
-        occurrences = [o for _, o in group]
+        occurrences = []
+        for _, occurrence in group:
+            if not occurrence.late:
+                occurrences.append(occurrence)
+            elif occurrence.key not in late_keys:  # recorded once, never sent
+                late_keys.add(occurrence.key)
+                skipped["late_data"] += 1
+        if not occurrences:
+            continue
         if not member:
             skipped["segment"] += len(occurrences)
             continue

@@ -11,14 +11,11 @@ detectors re-find it — enrollment (:mod:`.backtest`) decides as the live engin
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
-from django.db.models import F, Q, QuerySet, Window
-from django.db.models.functions import Lead
-
 from onboarding.models import Event, FlowProgress
-from triggers.engine.detectors import SESSION_GAP, Occurrence, occurrence_stamp
+from triggers.engine.detectors import SESSION_GAP, Occurrence, is_late, occurrence_stamp
 from triggers.rules.spec import Trigger
 
 from .history import CHUNK, Replay, flow_spec, for_people, matches
@@ -37,22 +34,26 @@ def flow_people(flow_id: int) -> list[int]:
     )
 
 
-def spell_rows(arrivals: QuerySet[Event], idle: timedelta) -> QuerySet:
-    """(person, arrival, next arrival or None) for each of ``arrivals`` that no other arrival of
-    the same person follows within ``idle``: where an idle spell starts."""
-    return (
-        arrivals.annotate(
-            following=Window(
-                Lead("received_at"),
-                partition_by=[F("person_id")],
-                order_by=[F("received_at").asc()],
-            )
-        )
-        # Only the window condition here: a plain condition in the same filter would be
-        # applied before LEAD() and hide the activity that ends a spell.
-        .filter(Q(following__isnull=True) | Q(following__gt=F("received_at") + idle))
-        .values_list("person_id", "received_at", "following")
-    )
+def activity_spells(
+    rows: Iterable[tuple[int, datetime, datetime]],
+) -> Iterator[tuple[int, datetime, datetime, datetime | None]]:
+    """(person, e, r, next) per activity time: ``rows`` are (person, timestamp, received_at) of
+    live events; ``e`` is an activity time, ``r`` its first receipt and ``next`` the earliest
+    receipt of a later activity time (None if there is none)."""
+    first: dict[int, dict[datetime, datetime]] = defaultdict(dict)
+    for person_id, timestamp, received_at in rows:
+        e = min(timestamp, received_at)
+        known = first[person_id]
+        if e not in known or received_at < known[e]:
+            known[e] = received_at
+    for person_id in sorted(first):
+        times = sorted(first[person_id].items())
+        following: datetime | None = None
+        out = []
+        for e, r in reversed(times):
+            out.append((person_id, e, r, following))
+            following = r if following is None else min(following, r)
+        yield from reversed(out)
 
 
 def chunks(
@@ -65,34 +66,40 @@ def chunks(
 
 
 def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
-    """Idle spells: an arrival ``r`` followed by none until the tick after ``r + N``."""
+    """Idle spells in event time (:func:`activity_spells`): an activity time ``e`` known before
+    ``e + N`` and not followed, by the tick after ``e + N``, by a later one."""
     grid = replay.grid
     idle = timedelta(minutes=trigger.minutes or 0)
     flow = flow_spec(trigger.flow or "")
+    after = grid.since - idle
     for people in chunks(flow_people(flow.id), replay=replay):
-        spells = spell_rows(
-            for_people(
-                Event.objects.filter(received_at__gt=grid.since - idle, received_at__lte=grid.last),
-                "person_id",
-                people,
+        rows = for_people(
+            Event.objects.filter(
+                timestamp__gt=after,
+                received_at__gt=after,
+                received_at__lte=grid.last,
+                imported=False,
             ),
-            idle,
-        )
-        due: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+            "person_id",
+            people,
+        ).values_list("person_id", "timestamp", "received_at")
         wanted = set(people)
-        for person_id, last_seen, following in spells.iterator(chunk_size=CHUNK):
+        due: dict[int, list[tuple[datetime, datetime, datetime | None]]] = defaultdict(list)
+        for person_id, e, r, following in activity_spells(rows.iterator(chunk_size=CHUNK)):
             if person_id in wanted:
-                due[person_id].append((last_seen, following))
+                due[person_id].append((e, r, following))
         histories = replay.histories(flow, list(due))
         for person_id in sorted(due):
             history = histories.get(person_id)
             if history is None:
                 continue
-            for last_seen, following in sorted(due[person_id]):
-                deadline = last_seen + idle
+            for last_event_at, known, following in due[person_id]:
+                deadline = last_event_at + idle
                 tick = grid.tick_of(deadline)
-                if tick is None or (following is not None and following <= tick):
-                    continue  # activity arrived before the tick that would have seen the spell
+                if tick is None or known >= deadline:
+                    continue  # outside the period, or late data: never fires
+                if following is not None and following <= tick:
+                    continue  # later activity arrived before the tick that would have seen it
                 progress = history.progress_at(tick)
                 if progress is None or progress.completed_at is not None:
                     continue
@@ -104,11 +111,11 @@ def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]
                     tick,
                     Occurrence(
                         person_id,
-                        f"idle:{occurrence_stamp(last_seen)}",
+                        f"idle:{occurrence_stamp(last_event_at)}",
                         deadline,
                         {
                             "furthest_step": progress.furthest_step,
-                            "last_seen": last_seen.isoformat(),
+                            "last_seen": last_event_at.isoformat(),
                         },
                     ),
                 )
@@ -116,6 +123,8 @@ def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]
 
 
 def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
+    """Did X at ``e`` (event time), no Y in the window: due at ``e + T``, seen by the tick after;
+    late when X arrived at or after that deadline (found, decided as late, at its arrival)."""
     grid = replay.grid
     within = timedelta(seconds=trigger.within or 0)
     flow = flow_spec(trigger.flow or "")
@@ -123,10 +132,12 @@ def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     missing = flow.steps[(trigger.missing or 1) - 1]
     done = [
         row
+        # Found at its deadline (then received after ``since − T``) or, late, at its arrival.
         for row in Event.objects.filter(
             name=did.event_name,
+            imported=False,
             received_at__gt=grid.since - within,
-            received_at__lte=grid.last - within,
+            received_at__lte=grid.last,
         ).values_list("id", "person_id", "timestamp", "received_at", "properties")
         if matches(dict(did.where), row[4])
     ]
@@ -140,8 +151,10 @@ def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
             if matches(dict(missing.where), properties):
                 followed[person_id].append((timestamp, received_at))
     for event_id, person_id, timestamp, received_at, _ in done:
-        due = received_at + within
-        tick = grid.tick_of(due)
+        due = min(timestamp, received_at) + within
+        late = received_at >= due
+        # The tick that finds it: the one after its deadline, or, when late, after its arrival.
+        tick = grid.tick_of(received_at if late else due)
         history = histories.get(person_id)
         if tick is None or history is None:
             continue
@@ -157,39 +170,43 @@ def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
                 f"abandon:{event_id}",
                 due,
                 {"furthest_step": progress.furthest_step, "did_at": timestamp.isoformat()},
+                late,
             ),
         )
 
 
 def _matching(trigger: Trigger, people: list[int] | None, until: datetime):
-    """(id, person, timestamp, received_at) of the trigger's event, received by ``until``."""
+    """(id, person, timestamp, received_at, imported) of the trigger's event, received by
+    ``until``."""
     rows = Event.objects.filter(name=trigger.event or "", received_at__lte=until)
     batches = [None] if people is None else list(chunks(people))
     for batch in batches:
         query = rows if batch is None else rows.filter(person_id__in=batch)
-        for event_id, person_id, timestamp, received_at, properties in query.values_list(
-            "id", "person_id", "timestamp", "received_at", "properties"
+        for event_id, person_id, timestamp, received_at, imported, properties in query.values_list(
+            "id", "person_id", "timestamp", "received_at", "imported", "properties"
         ).iterator(chunk_size=CHUNK):
             if matches(trigger.where, properties):
-                yield event_id, person_id, timestamp, received_at
+                yield event_id, person_id, timestamp, received_at, imported
 
 
 def repeated_event(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     grid = replay.grid
     within = timedelta(seconds=trigger.within or 0)
     times = trigger.times or 0
-    history: dict[int, list[tuple[int, datetime, datetime]]] = defaultdict(list)
-    for event_id, person_id, timestamp, received_at in _matching(trigger, None, grid.last):
-        history[person_id].append((event_id, timestamp, received_at))
+    history: dict[int, list[tuple[int, datetime, datetime, bool]]] = defaultdict(list)
+    for event_id, person_id, timestamp, received_at, imported in _matching(
+        trigger, None, grid.last
+    ):
+        history[person_id].append((event_id, timestamp, received_at, imported))
     for person_id in sorted(history):
         rows = history[person_id]
-        for event_id, timestamp, received_at in rows:
+        for event_id, timestamp, received_at, imported in rows:
             tick = grid.tick_of(received_at)
-            if tick is None:
+            if tick is None or imported:
                 continue
             before = [
                 1
-                for other_id, t, r in rows
+                for other_id, t, r, _ in rows
                 if r <= tick and timestamp - within <= t and (t, other_id) < (timestamp, event_id)
             ]
             if len(before) == times - 1:
@@ -200,6 +217,7 @@ def repeated_event(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
                         f"repeat:{event_id}",
                         received_at,
                         {"count": times, "event_id": event_id},
+                        is_late(timestamp, received_at),
                     ),
                 )
 
@@ -210,30 +228,32 @@ def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found | None
     wanted = trigger.sessions or 0
     for people in chunks(flow_people(flow.id), replay=replay):
         histories = replay.histories(flow, people)
-        arrivals: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
-        for person_id, timestamp, received_at in (
+        arrivals: dict[int, list[tuple[datetime, datetime, bool]]] = defaultdict(list)
+        for person_id, timestamp, received_at, imported in (
             Event.objects.filter(person_id__in=people, received_at__lte=grid.last)
             .order_by("person_id", "timestamp", "id")
-            .values_list("person_id", "timestamp", "received_at")
+            .values_list("person_id", "timestamp", "received_at", "imported")
             .iterator(chunk_size=CHUNK)
         ):
-            arrivals[person_id].append((timestamp, received_at))
+            arrivals[person_id].append((timestamp, received_at, imported))
         for person_id in sorted(arrivals):
             history = histories.get(person_id)
             if history is None:
                 continue
             events = arrivals[person_id]
-            ticks = sorted({grid.tick_of(r) for _, r in events} - {None})
-            for tick in ticks:  # the person was active in the interval this tick looked at
+            ticks = sorted({grid.tick_of(r) for _, r, imported in events if not imported} - {None})
+            for tick in ticks:  # the person was active (live) in the interval this tick looked at
                 progress = history.progress_at(tick)
                 if progress is None or progress.completed_at is not None:
                     continue
-                sessions, previous = 0, progress.reached_at
-                for timestamp, received_at in events:
+                sessions, previous, completing = 0, progress.reached_at, None
+                for timestamp, received_at, imported in events:
                     if received_at > tick or timestamp <= progress.reached_at:
                         continue
                     if timestamp - previous > SESSION_GAP:
                         sessions += 1
+                        if sessions == wanted:
+                            completing = (timestamp, received_at, imported)
                     previous = timestamp
                 if sessions >= wanted:
                     yield (
@@ -243,6 +263,7 @@ def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found | None
                             f"sessions:{occurrence_stamp(progress.reached_at)}",
                             tick,
                             {"sessions": sessions, "reached_at": progress.reached_at.isoformat()},
+                            completing is not None and is_late(*completing),
                         ),
                     )
         yield FLUSH
@@ -250,17 +271,20 @@ def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found | None
 
 def milestone(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     grid = replay.grid
-    rows: dict[int, list[tuple[int, datetime, datetime]]] = defaultdict(list)
-    for event_id, person_id, timestamp, received_at in _matching(trigger, None, grid.last):
-        rows[person_id].append((event_id, timestamp, received_at))
+    rows: dict[int, list[tuple[int, datetime, datetime, bool]]] = defaultdict(list)
+    for event_id, person_id, timestamp, received_at, imported in _matching(
+        trigger, None, grid.last
+    ):
+        rows[person_id].append((event_id, timestamp, received_at, imported))
     flow = flow_spec(trigger.flow) if trigger.flow else None
     histories = replay.histories(flow, list(rows)) if flow else {}
+    times = trigger.times or 1
     for person_id in sorted(rows):
         events = rows[person_id]
         new_by_tick: dict[datetime, list[tuple[datetime, int]]] = defaultdict(list)
-        for event_id, _, received_at in events:
+        for event_id, _, received_at, imported in events:
             tick = grid.tick_of(received_at)
-            if tick is not None:
+            if tick is not None and not imported:
                 new_by_tick[tick].append((received_at, event_id))
         for tick in sorted(new_by_tick):
             completed_at = None
@@ -270,17 +294,21 @@ def milestone(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
                 if progress is None or progress.completed_at is None:
                     continue
                 completed_at = progress.completed_at
-            count = sum(
-                1 for _, t, r in events if r <= tick and (completed_at is None or t >= completed_at)
+            counted = sorted(
+                (t, i, r, imported)
+                for i, t, r, imported in events
+                if r <= tick and (completed_at is None or t >= completed_at)
             )
-            if count >= (trigger.times or 1):
+            if len(counted) >= times:
+                timestamp, _, received_at, imported = counted[times - 1]
                 yield (
                     tick,
                     Occurrence(
                         person_id,
                         f"milestone:{trigger.times}",
                         max(new_by_tick[tick])[0],
-                        {"count": count},
+                        {"count": len(counted)},
+                        is_late(timestamp, received_at, imported),
                     ),
                 )
 
@@ -288,13 +316,22 @@ def milestone(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
 def event(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
     grid = replay.grid
     rows = Event.objects.filter(
-        name=trigger.event or "", received_at__gt=grid.since, received_at__lte=grid.last
-    ).values_list("id", "person_id", "received_at", "properties")
-    for event_id, person_id, received_at, properties in rows.iterator(chunk_size=CHUNK):
+        name=trigger.event or "",
+        received_at__gt=grid.since,
+        received_at__lte=grid.last,
+        imported=False,
+    ).values_list("id", "person_id", "timestamp", "received_at", "properties")
+    for event_id, person_id, timestamp, received_at, properties in rows.iterator(chunk_size=CHUNK):
         if matches(trigger.where, properties):
             yield (
                 grid.tick_of(received_at),
-                Occurrence(person_id, f"event:{event_id}", received_at, {"event_id": event_id}),
+                Occurrence(
+                    person_id,
+                    f"event:{event_id}",
+                    received_at,
+                    {"event_id": event_id},
+                    is_late(timestamp, received_at),
+                ),
             )
 
 

@@ -5,11 +5,16 @@ as datetimes and decides each in Python; with noise events nearly every gap is o
 for a week of 10 M events). Here the database does the per-spell arithmetic and the result is
 integers (microseconds since the epoch, tick numbers), decided as the live engine does:
 
-1. spells (:func:`spells_sql`): an arrival ``r`` whose next arrival comes after the tick that
-   sees ``r + N``. The tick is ``since + k·30 s`` with ``k = ceil((r + N − since) / 30 s)``; the
-   spell survives when the next arrival is after it (an arrival exactly at the tick is seen by
-   that tick, as ``Person.last_seen <= until − N`` is then false). :func:`spells_python` is the
-   same over rows fetched one by one, for other databases and as the tests' reference;
+1. spells (:func:`spells_sql`), in event time as the live detector counts them: the activity
+   times ``e = min(timestamp, received_at)`` of a person's live events (never imported ones),
+   each with ``r`` the first receipt of that activity time. At a tick the live engine sees
+   ``last_event_at`` = the greatest ``e`` received by then. The spell from ``e`` is due at
+   ``e + N`` and seen at the tick ``since + k·30 s`` with ``k = ceil((e + N − since) / 30 s)``;
+   it fires when it was known before its deadline (``r < e + N``; otherwise it is late data) and
+   no event with a later activity time had been received by that tick (the earliest receipt
+   among them is after the tick; one received exactly at the tick is seen by it).
+   :func:`spells_python` is the same over rows fetched one by one, for other databases and as the
+   tests' reference;
 2. progress at the tick: the stored ``FlowProgress`` row when all the person's step events had
    arrived by the tick (it is then the chain walk over all of them, as ingestion stored it),
    else the walk over the step events received by the tick (:class:`.history.StepHistory`);
@@ -37,7 +42,7 @@ from onboarding.models import Event, FlowProgress
 from triggers.engine.detectors import Occurrence, occurrence_stamp
 from triggers.rules.spec import RuleSpec
 
-from .detection import chunks, flow_people, spell_rows
+from .detection import activity_spells, chunks, flow_people
 from .history import (
     CHUNK,
     Progress,
@@ -61,7 +66,7 @@ EPOCH_SQL = {
     ),
 }
 
-# (tick number k, arrival r in µs, furthest step at the tick)
+# (tick number k, activity time e in µs, furthest step at the tick)
 Spell = tuple[int, int, int]
 
 
@@ -104,28 +109,46 @@ class Clock:
 
 
 def _arrivals(people: list[int], clock: Clock):
+    """The live events that can start or end a spell due in the period: activity time after
+    ``since − N`` (both the timestamp and the receipt after it), received by the last tick."""
+    after = moment(clock.since - clock.idle)
     return for_people(
         Event.objects.filter(
-            received_at__gt=moment(clock.since - clock.idle), received_at__lte=moment(clock.last)
+            timestamp__gt=after,
+            received_at__gt=after,
+            received_at__lte=moment(clock.last),
+            imported=False,
         ),
         "person_id",
         people,
     )
 
 
+_LEAST = {"postgresql": "LEAST", "sqlite": "MIN"}
+
+
 def spells_sql(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
-    """(person, r, k) of the spells that a tick in the period sees, filtered in the database."""
-    inner = _arrivals(people, clock).annotate(r=_epoch('"onboarding_event"."received_at"'))
-    sql, params = inner.values_list("person_id", "r").query.sql_with_params()
+    """(person, e, k) of the spells that a tick in the period sees, filtered in the database."""
+    inner = _arrivals(people, clock).annotate(
+        t=_epoch('"onboarding_event"."timestamp"'), r=_epoch('"onboarding_event"."received_at"')
+    )
+    sql, params = inner.values_list("person_id", "t", "r").query.sql_with_params()
     step = clock.step
+    least = _LEAST[connection.vendor]
     query = f"""
-        SELECT person_id, r, k FROM (
-            SELECT person_id, r, nxt, (r + %s - %s + {step - 1}) / {step} AS k
+        SELECT person_id, e, k FROM (
+            SELECT person_id, e, known, nxt, (e + %s - %s + {step - 1}) / {step} AS k
             FROM (
-                SELECT person_id, r, LEAD(r) OVER (PARTITION BY person_id ORDER BY r) AS nxt
-                FROM ({sql}) arrivals
+                SELECT person_id, e, known, MIN(known) OVER (
+                    PARTITION BY person_id ORDER BY e
+                    ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
+                ) AS nxt
+                FROM (
+                    SELECT person_id, {least}(t, r) AS e, MIN(r) AS known
+                    FROM ({sql}) arrivals GROUP BY person_id, {least}(t, r)
+                ) activity
             ) ordered
-            WHERE r + %s > %s AND r + %s <= %s
+            WHERE e + %s > %s AND e + %s <= %s AND known < e + %s
         ) due
         WHERE nxt IS NULL OR nxt > %s + k * {step}
     """
@@ -140,6 +163,7 @@ def spells_sql(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
                 clock.since,
                 clock.idle,
                 clock.last,
+                clock.idle,
                 clock.since,
             ],
         )
@@ -148,18 +172,17 @@ def spells_sql(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
 
 def spells_python(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
     """:func:`spells_sql` with the arithmetic in Python (other databases; the tests' reference)."""
-    idle = timedelta(microseconds=clock.idle)
-    rows = spell_rows(_arrivals(people, clock), idle)
+    rows = _arrivals(people, clock).values_list("person_id", "timestamp", "received_at")
     out = []
-    for person_id, received_at, following in rows.iterator(chunk_size=CHUNK):
-        r = micros(received_at)
-        due = r + clock.idle
-        if due <= clock.since or due > clock.last:
+    for person_id, e, r, following in activity_spells(rows.iterator(chunk_size=CHUNK)):
+        happened = micros(e)
+        due = happened + clock.idle
+        if due <= clock.since or due > clock.last or micros(r) >= due:
             continue
         k = -((clock.since - due) // clock.step)
         if following is not None and micros(following) <= clock.tick(k):
             continue
-        out.append((person_id, r, k))
+        out.append((person_id, happened, k))
     return out
 
 

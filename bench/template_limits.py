@@ -81,7 +81,7 @@ def main() -> None:
     for name, source, context in CASES:
         result = run_case(source, context, args.memory_mb * 1024 * 1024, args.timeout)
         peak = f"{result['peak_mb']:.0f} MB" if result.get("peak_mb") else "unknown (killed)"
-        render = f"{result['seconds']:.2f} s" if "seconds" in result else "-"
+        render = f"{result['seconds'] * 1000:.1f} ms" if "seconds" in result else "-"
         print(
             f"{name}: {result['outcome']}; peak RSS {peak}; render {render}; "
             f"wall {result['wall']:.2f} s"

@@ -315,6 +315,7 @@ def _guarded(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
     guarded.with_context = True  # type: ignore[attr-defined]
     guarded.with_environment = False  # type: ignore[attr-defined]
+    guarded.__dict__.pop("filter_async", None)  # copied by wraps; async rendering is not used
     return guarded
 
 

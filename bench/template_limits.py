@@ -7,7 +7,7 @@ preview, the sandbox and the worker all call) in a fresh child process whose add
 capped (``RLIMIT_AS``) and which is killed after ``--timeout`` seconds, so a template that runs
 away cannot take the machine with it. Printed per case: how it ended (rendered, refused with the
 reason, MemoryError at the cap, killed at the timeout), the child's peak resident memory
-(``ru_maxrss`` of the child) and the wall time. Run it with ``PYTHONPATH`` naming the checkout to
+(its ``VmHWM``) and the wall time. Run it with ``PYTHONPATH`` naming the checkout to
 measure (before and after a change).
 """
 
@@ -46,7 +46,9 @@ except TemplateProblem as problem:
 except MemoryError:
     outcome = "MemoryError at the address-space cap"
 elapsed = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would count the parent's size too
+peak = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status")
+            if line.startswith("VmHWM:"))
 print(json.dumps({"outcome": outcome, "seconds": elapsed, "peak_mb": peak}))
 """
 

@@ -56,7 +56,9 @@ except TemplateProblem as problem:
 except MemoryError:
     outcome, reason, message = "MemoryError", "", ""
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would count the parent's size too
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+            if line.startswith("VmHWM:"))
 print(json.dumps({"outcome": outcome, "reason": reason, "message": message,
                   "seconds": seconds, "peak_bytes": peak}))
 """
@@ -68,7 +70,7 @@ class ChildRender:
     reason: str = ""
     message: str = ""
     seconds: float = 0.0  # inside the child, around render()
-    peak_bytes: int = 0  # the child's peak resident size
+    peak_bytes: int = 0  # the child's peak resident size (VmHWM)
 
 
 def render_in_child(

@@ -1,4 +1,4 @@
-"""Keeping outgoing requests (webhooks) away from private networks (DESIGN §4.5, §6).
+"""Keeping outgoing requests (webhooks, the SMS provider) away from private networks (DESIGN §4.5, §6).
 
 A host name is checked by what it resolves to, not by its spelling: ``lvh.me``, ``*.nip.io``,
 ``2130706433`` or ``0x7f000001`` all name loopback. :func:`resolve_checked` resolves the host once,
@@ -102,12 +102,14 @@ def resolve_checked(
     *,
     allowed_hosts: Iterable[str] = (),
     resolver: Resolver | None = None,
+    allow_setting: str = "ONRAMP_WEBHOOK_ALLOWED_HOSTS",
 ) -> tuple[str, ...]:
     """Resolve ``host`` once and return its addresses, or raise :class:`Refused`.
 
     :class:`Unresolved` when the name does not resolve; :class:`Refused` when any address is private, loopback, link-local,
     multicast, reserved, unspecified, carrier-grade NAT or a metadata address (also inside an
-    IPv4-mapped, 6to4 or NAT64 IPv6 address) — unless the host is allow-listed.
+    IPv4-mapped, 6to4 or NAT64 IPv6 address) — unless the host is allow-listed. The refusal
+    names ``allow_setting``, the setting that holds ``allowed_hosts``.
     """
     try:
         infos = (resolver or system_resolver)(host, port, 0, socket.SOCK_STREAM)
@@ -126,7 +128,7 @@ def resolve_checked(
             if problem:
                 raise Refused(
                     f"refusing {host!r}: it resolves to {address}, a {problem} address "
-                    "(allow-list the host in ONRAMP_WEBHOOK_ALLOWED_HOSTS if this is intended)"
+                    f"(allow-list the host in {allow_setting} if this is intended)"
                 )
     return tuple(addresses)
 
@@ -136,6 +138,7 @@ def check_url(
     *,
     allowed_hosts: Iterable[str] = (),
     resolver: Resolver | None = None,
+    allow_setting: str = "ONRAMP_WEBHOOK_ALLOWED_HOSTS",
 ) -> Target:
     """Parse and check a URL: http or https only, no credentials, a host that passes the guard."""
     try:
@@ -153,5 +156,7 @@ def check_url(
         raise Refused(f"refusing {url!r}: no host")
     port = port or (443 if scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    addresses = resolve_checked(host, port, allowed_hosts=allowed_hosts, resolver=resolver)
+    addresses = resolve_checked(
+        host, port, allowed_hosts=allowed_hosts, resolver=resolver, allow_setting=allow_setting
+    )
     return Target(scheme=scheme, host=host, port=port, path=path, addresses=addresses)

@@ -233,6 +233,9 @@ ONRAMP_SMS_BASE_URL = env_str("ONRAMP_SMS_BASE_URL", "https://api.twilio.com")
 ONRAMP_SMS_ACCOUNT_SID = env_str("ONRAMP_SMS_ACCOUNT_SID", "")
 ONRAMP_SMS_AUTH_TOKEN = env_str("ONRAMP_SMS_AUTH_TOKEN", "")
 ONRAMP_SMS_FROM = env_str("ONRAMP_SMS_FROM", "")
+# Host names of the SMS base URL exempt from the private-address guard (exact names; e.g. a
+# provider gateway on the local network). Empty: the provider must be on a public address.
+ONRAMP_SMS_ALLOWED_HOSTS = env_list("ONRAMP_SMS_ALLOWED_HOSTS", [])
 # Webhooks: Standard Webhooks signing secrets (comma-separated, first signs; "whsec_…" base64).
 ONRAMP_WEBHOOK_URL = env_str("ONRAMP_WEBHOOK_URL", "")
 ONRAMP_WEBHOOK_SECRETS = env_list("ONRAMP_WEBHOOK_SECRETS", [])

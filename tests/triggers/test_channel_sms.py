@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from datetime import timedelta
 from urllib.parse import parse_qs
 
 import pytest
 import time_machine
 
+import triggers.netguard
+from triggers.channels.http import HttpChannel
 from triggers.channels.sms import e164
 from triggers.delivery.pipeline import deliver_due
 from triggers.models import Message, ReviewItem
@@ -27,6 +30,7 @@ SID = "AC0123456789abcdef0123456789abcdef"
 def twilio(settings):
     with FakeServer(Reply(201, json.dumps({"sid": "SM42", "status": "queued"}).encode())) as server:
         settings.ONRAMP_SMS_BASE_URL = server.url
+        settings.ONRAMP_SMS_ALLOWED_HOSTS = ["127.0.0.1"]  # the provider is on loopback here
         settings.ONRAMP_SMS_ACCOUNT_SID = SID
         settings.ONRAMP_SMS_AUTH_TOKEN = "token-1"
         settings.ONRAMP_SMS_FROM = "+15005550006"
@@ -191,3 +195,68 @@ def test_no_answer_after_sending_is_unknown_never_retried(api, timeline, twilio)
 )
 def test_e164(raw, normalised):
     assert e164(raw) == normalised
+
+
+# --- the SSRF guard on the provider URL (issue 13, item 5) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["2130706433", "0x7f000001", "127.1", "[::ffff:127.0.0.1]", "localhost", "127.0.0.1"],
+)
+def test_a_loopback_provider_url_without_the_allow_list_is_refused_before_connecting(
+    api, timeline, twilio, settings, host
+):
+    """The canary on 127.0.0.1 receives nothing, so the Basic auth credentials never leave: the
+    message goes to review with a permanent error naming the address and the setting."""
+    settings.ONRAMP_SMS_BASE_URL = f"http://{host}:{twilio.port}"
+    settings.ONRAMP_SMS_ALLOWED_HOSTS = []
+    due_sms(api, timeline)
+    deliver_due(now=T0 + M)
+    message = Message.objects.get()
+    assert (message.status, message.reason) == ("needs_review", "permanent_error")
+    assert "loopback" in message.last_error
+    assert "ONRAMP_SMS_ALLOWED_HOSTS" in message.last_error
+    assert twilio.requests == []
+
+
+def test_a_provider_name_resolving_to_a_private_address_is_refused_without_connecting(
+    api, timeline, twilio, settings, monkeypatch
+):
+    """Decided on the resolved addresses (any private one refuses); no socket is opened."""
+
+    def resolve(host, port, family, kind):
+        assert host == "sms.example.com"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("8.8.8.8", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]  # fmt: skip
+
+    def no_connection(self, target, address):
+        raise AssertionError(f"connected to {address}")
+
+    monkeypatch.setattr(triggers.netguard, "system_resolver", resolve)
+    monkeypatch.setattr(HttpChannel, "_pool", no_connection)
+    settings.ONRAMP_SMS_BASE_URL = "https://sms.example.com"
+    due_sms(api, timeline)
+    deliver_due(now=T0 + M)
+    message = Message.objects.get()
+    assert message.status == "needs_review"
+    assert "10.0.0.7" in message.last_error and "private" in message.last_error
+
+
+def test_an_allow_listed_provider_name_is_pinned_to_the_checked_address(
+    api, timeline, twilio, settings, monkeypatch
+):
+    """Allow-listed by name, resolved once: the request goes to the address of that lookup (the
+    loopback canary) with the original Host header, whatever a later lookup would say."""
+    answers = iter([["127.0.0.1"], ["10.9.9.9"]])
+
+    def resolve(host, port, family, kind):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in next(answers)]
+
+    monkeypatch.setattr(triggers.netguard, "system_resolver", resolve)
+    settings.ONRAMP_SMS_BASE_URL = f"http://sms.internal.test:{twilio.port}"
+    settings.ONRAMP_SMS_ALLOWED_HOSTS = ["sms.internal.test"]
+    due_sms(api, timeline)
+    assert deliver_due(now=T0 + M).sent == 1
+    [request] = twilio.requests
+    assert request.headers["host"] == f"sms.internal.test:{twilio.port}"

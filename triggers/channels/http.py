@@ -101,7 +101,8 @@ def parse_retry_after(value: str, *, now: float | None = None) -> int | None:
 
 
 def target_for(url: str) -> Target:
-    """An unchecked target for a configured provider URL (connect to the name itself)."""
+    """An unchecked target (connect to the name itself), for tests of this module only: channels
+    check their URLs with :func:`triggers.netguard.check_url`, which resolves and pins."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:

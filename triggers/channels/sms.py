@@ -4,6 +4,11 @@
 ``To``, ``From`` and ``Body`` and HTTP Basic auth (account SID, auth token); the provider id is the
 ``sid`` of the JSON answer. Twilio's message API is not idempotent (a retried POST can send twice),
 so SMS is at most once: an answer that never came is :class:`~.http.OutcomeUnknown`, not retried.
+
+The base URL goes through the same SSRF guard as webhooks (:mod:`triggers.netguard`): before each
+attempt its host is resolved and refused (permanently: fallback or review, nothing sent, no
+credentials leave) if any address is loopback, private, link-local, metadata and so on, unless the
+host is in ``ONRAMP_SMS_ALLOWED_HOSTS``; the request then goes to the checked address.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from urllib.parse import quote, urlencode
 import urllib3
 from django.conf import settings
 
+from triggers.netguard import Refused, Unresolved, check_url
+
 from .base import SendResult, TransportError
-from .http import HttpChannel, HttpResponse, target_for
+from .http import HttpChannel, HttpResponse
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +87,23 @@ class SmsChannel(HttpChannel):
             )
         base = settings.ONRAMP_SMS_BASE_URL.rstrip("/")
         url = f"{base}/2010-04-01/Accounts/{quote(sid, safe='')}/Messages.json"
+        try:
+            target = check_url(
+                url,
+                allowed_hosts=settings.ONRAMP_SMS_ALLOWED_HOSTS,
+                allow_setting="ONRAMP_SMS_ALLOWED_HOSTS",
+            )
+        except Refused as refusal:
+            raise TransportError(f"SMS provider URL: {refusal}", permanent=True) from None
+        except Unresolved as problem:
+            raise TransportError(f"SMS provider URL: {problem}") from None
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "Accept": "application/json",
             **urllib3.make_headers(basic_auth=f"{sid}:{token}"),
         }
         body = urlencode({"To": to, "From": sender, "Body": message.body}).encode()
-        response = self.post(target_for(url), body=body, headers=headers)
+        response = self.post(target, body=body, headers=headers)
         provider_id = str((response.json() or {}).get("sid") or "")
         if not provider_id:
             # Accepted (2xx), so it must not be retried; note the odd answer for support staff.

@@ -143,7 +143,7 @@ def _passes_checks(
     try:
         render_into(message, person, channel)
     except TemplateProblem as problem:
-        fall_back(message, spec, now, "render", str(problem), report)
+        fall_back(message, spec, now, problem.reason, str(problem), report)
         return False
     if message.rule.shadow:
         # Shadow mode: every check ran; record what would have been sent, send nothing.

@@ -173,7 +173,7 @@ class HistoryDelivery:
         try:
             render_into(message, person, channel)
         except TemplateProblem as problem:
-            return self._review(message, moment, "render", str(problem))
+            return self._review(message, moment, problem.reason, str(problem))
         message.attempts += 1
         message.sent_at = moment
         message.provider_id = f"{message.channel}:{message.pk}:demo-history"

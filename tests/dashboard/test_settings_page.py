@@ -52,6 +52,7 @@ def test_growth_saves_the_policy_and_it_is_audited(alice, settings):
     html = client.get(URL).content.decode()
     assert "Saved on this page; the environment's values no longer apply" in html
     assert 'data-testid="settings-history"' in html and "alice" in html
+    assert "Global cap: 2 → 3; Cap period: 7d → 2d" in html
     settings.ONRAMP_GLOBAL_CAP_MAX = 9  # the environment no longer decides
     workspace.clear_cache()
     assert workspace.policy().global_cap_max == 3

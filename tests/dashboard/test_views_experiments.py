@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.test import Client
@@ -439,6 +440,21 @@ def test_open_windows_are_not_counted_and_phases_are_selectable(growth, experime
     page = growth.get("/rules/experiments/reminder-test/?phase=1").content.decode()
     assert "Phase 2 (current)" in page
     assert _page_analysis(page)["arms"][0]["users"] == 0
+
+
+def test_nobody_counted_says_no_data_yet_instead_of_a_sample_ratio_and_chances(growth, experiment):
+    """Everyone still inside the window: no "Sample ratio OK", no "50 % chance to beat"."""
+    _assign(experiment, {"reminder": (30, 10), "holdout": (30, 5)}, days_ago=0)
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert 'data-testid="srm-no-data"' in page and "No data yet" in page
+    assert 'data-testid="comparisons-no-data"' in page
+    comparisons = page[page.index('id="comparisons-table"') :]
+    comparisons = comparisons[: comparisons.index("</table>")]
+    assert ">OK<" not in page and "%" not in comparisons.split("</thead>")[1]
+    with time_machine.travel(timezone.now() + timedelta(days=2)):  # the 1-day windows close
+        page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert 'data-testid="srm-no-data"' not in page and ">OK<" in page
+    assert 'data-testid="comparisons-no-data"' not in page
 
 
 def test_secondary_metrics_and_guardrail_per_arm(growth, experiment):

@@ -38,6 +38,7 @@ urlpatterns = [
     path("people/", views_people.people_search, name="people"),
     path("people/<int:pk>/", views_people.person_detail, name="person"),
     path("kpis/", views_kpis.kpis_overview, name="kpis"),
+    path("kpis/refresh/", views_kpis.kpis_refresh, name="kpis_refresh"),
     path("support/", views_support.support_home, name="support"),
     path("operations/", views_operations.operations_page, name="operations"),
     path("settings/", views_settings.workspace_settings, name="settings"),

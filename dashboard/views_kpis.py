@@ -9,16 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard import figures_kpis as figures
 from dashboard.decorators import view_dashboard_required
 from dashboard.formatting import duration_label
-from dashboard.kpis import DEFAULT_RANGE, RANGES, KpiQuery, run_kpis, stalled_people
+from dashboard.kpis import (
+    DEFAULT_RANGE,
+    RANGES,
+    KpiQuery,
+    rollup_recent,
+    run_kpis,
+    stalled_people,
+)
 from dashboard.kpis.queries import RuleKpis
 from dashboard.partials import htmx_target
 
@@ -75,3 +83,17 @@ def kpis_overview(request: HttpRequest) -> HttpResponse:
         return render(request, f"dashboard/kpis/overview.html#{target}", _PARTIALS[target](request))
     context = {"section": "kpis", **_results_context(request), **_stalled_context(request)}
     return render(request, "dashboard/kpis/overview.html", context)
+
+
+@view_dashboard_required
+@require_POST
+def kpis_refresh(request: HttpRequest) -> HttpResponse:
+    """Roll up the recent days now instead of waiting for the beat's pass (same work)."""
+    report = rollup_recent(now=timezone.now())
+    messages.success(
+        request,
+        f"KPIs rolled up for {report.first:%b} {report.first.day} – {report.last:%b} "
+        f"{report.last.day} in {report.seconds:.1f} s.",
+    )
+    key = request.POST.get("range", DEFAULT_RANGE)
+    return redirect(f"/kpis/?range={key if key in RANGES else DEFAULT_RANGE}")

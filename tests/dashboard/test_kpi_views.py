@@ -140,3 +140,42 @@ def test_query_count_does_not_grow_with_the_number_of_events(client, alice, time
     with time_machine.travel(NOW, tick=False):
         assert _count_queries(client) == small
     assert small <= 12
+
+
+def _entrants_of(response) -> int:
+    return sum(day.entrants for day in response.context["result"].flows[0].days.values())
+
+
+def _entrants(client) -> int:
+    return _entrants_of(client.get(URL + "?range=7d"))
+
+
+def test_the_page_shows_the_age_of_its_numbers_and_refreshes_on_demand(
+    client, alice, vera, timeline
+):
+    """Events after the last roll-up do not show until the next one; "Refresh now" runs it."""
+    _idle_rule()
+    _people(timeline, 0, 4)
+    _rollup()  # at NOW
+    client.force_login(vera)  # a viewer may refresh: it recomputes, it changes nothing
+    with time_machine.travel(NOW + 25 * M, tick=False):
+        html = client.get(URL + "?range=7d").content.decode()
+        assert "rolled up 25\xa0minutes ago" in html
+        entrants = _entrants(client)
+        _people(timeline, 10, 3)  # three more sign-ups on the same day
+        assert _entrants(client) == entrants
+
+        response = client.post("/kpis/refresh/", {"range": "7d"})
+        assert response.status_code == 302 and response["Location"] == "/kpis/?range=7d"
+        page = client.get(response["Location"])
+    assert _entrants_of(page) == entrants + 3
+    html = page.content.decode()
+    assert "rolled up 0\xa0minutes ago" in html and "KPIs rolled up for" in html
+
+
+def test_refresh_is_a_post_for_dashboard_users_only(client, charlie, alice):
+    assert client.post("/kpis/refresh/").status_code == 302  # anonymous: to the login page
+    client.force_login(charlie)
+    assert client.post("/kpis/refresh/").status_code == 403
+    client.force_login(alice)
+    assert client.get("/kpis/refresh/").status_code == 405

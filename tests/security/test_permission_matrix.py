@@ -113,6 +113,7 @@ EXPECTED: dict[str, str] = {
     "dashboard:people":                                            "  L 200 200 200 200 200 403 |   L 405 405 405 405 405 403",
     "dashboard:person":                                            "  L 200 200 200 200 200 403 |   L 405 405 405 405 405 403",
     "dashboard:kpis":                                              "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
+    "dashboard:kpis_refresh":                                      "  L 405 405 405 403 405 403 |   L 302 302 302 403 302 403",
     "dashboard:support":                                           "  L 403 403 403 200 200 403 |   L 403 403 403 405 405 403",
     "dashboard:operations":                                        "  L 403 403 403 403 200 403 |   L 403 403 403 403 405 403",
     "dashboard:settings":                                          "  L 200 200 200 403 200 403 |   L 403 400 403 403 400 403",

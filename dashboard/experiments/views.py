@@ -339,22 +339,59 @@ def experiment_status(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("triggers:experiment_results", slug=slug)
 
 
+def _ship_choices(arms: list[Any]) -> list[tuple[str, str]]:
+    """(arm, label) for the ship menu: each variant, and the holdout as "stop sending"."""
+    return [
+        (a.name, "Stop sending (holdout wins)" if a.holdout else a.name)
+        for a in sorted(arms, key=lambda arm: arm.holdout)
+    ]
+
+
 @dashboard_write_required(RUN_EXPERIMENT)
 @require_POST
 def experiment_ship_view(request: HttpRequest, slug: str) -> HttpResponse:
-    """Make the rule send one arm's follow-ups to everyone (stops the experiment), audited."""
-    experiment = get_object_or_404(Experiment, slug=slug)
-    variant = request.POST.get("variant", "")
+    """Ship one arm (the rule sends its follow-ups to everyone) or, for the holdout, stop sending
+    (the rule is paused); either stops the experiment, audited.
+
+    The first POST answers a confirmation showing the verdict's state; only a POST with
+    ``confirm=1`` ships. Without a verdict the arm's name must be typed as well."""
+    experiment = get_object_or_404(Experiment.objects.select_related("rule"), slug=slug)
+    name = request.POST.get("variant", "")
+    variant = experiment.variants.filter(name=name).first()
+    if variant is None:
+        messages.error(request, f"Could not ship: no arm named {name!r}.")
+        return redirect("triggers:experiment_results", slug=slug)
+    result = experiment_results(experiment, now=timezone.now(), phase=experiment.phase)
+    comparison = next((c for c in result.analysis.comparisons if c.arm == name), None)
+    context = {
+        "section": "experiments",
+        "experiment": experiment,
+        "variant": variant,
+        "result": result,
+        "comparison": comparison,
+        "needs_name": result.verdict is None,
+        "typed_error": None,
+    }
+    if request.POST.get("confirm") != "1":
+        return render(request, "dashboard/experiments/ship_confirm.html", context)
+    if context["needs_name"] and request.POST.get("typed_name", "").strip() != name:
+        context["typed_error"] = f"Type {name} exactly to ship without a verdict."
+        return render(request, "dashboard/experiments/ship_confirm.html", context, status=400)
     try:
-        experiment = experiment_ship(
-            experiment=experiment, variant_name=variant, actor=request.user
-        )
+        experiment = experiment_ship(experiment=experiment, variant_name=name, actor=request.user)
     except ValidationError as error:
         messages.error(request, f"Could not ship: {' '.join(error.messages)}")
         return redirect("triggers:experiment_results", slug=slug)
-    messages.success(
-        request, f"Shipped {variant}: {experiment.rule.name} now sends its follow-ups to everyone."
-    )
+    if variant.holdout:
+        messages.success(
+            request,
+            f"Stopped sending: the holdout won, so {experiment.rule.name} is paused and sends "
+            "nothing.",
+        )
+    else:
+        messages.success(
+            request, f"Shipped {name}: {experiment.rule.name} now sends its follow-ups to everyone."
+        )
     return redirect("triggers:experiment_results", slug=slug)
 
 
@@ -390,7 +427,7 @@ def experiment_results_view(request: HttpRequest, slug: str) -> HttpResponse:
         "rates_figure": figures.rates_figure(result),
         "over_time_figure": figures.over_time_figure(result),
         "has_over_time": any(result.over_time.values()),
-        "ship_choices": [a.counts.name for a in result.arms if not a.counts.holdout],
+        "ship_choices": _ship_choices(list(experiment.variants.all())),
         "ab_calc_arguments": " ".join(shlex.quote(a) for a in result.ab_calc_arguments()),
         "window": (experiment.metric or {}).get("completed_within", ""),
     }

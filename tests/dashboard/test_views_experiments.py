@@ -243,7 +243,8 @@ def test_start_saves_and_runs_then_stop_and_ship_are_audited(growth, rule, alice
     growth.post("/rules/experiments/reminder-test/status/", {"status": "stopped"})
     experiment.refresh_from_db()
     assert experiment.status == "stopped"
-    growth.post("/rules/experiments/reminder-test/ship/", {"variant": "reminder"})
+    ship = {"variant": "reminder", "confirm": "1", "typed_name": "reminder"}  # no verdict
+    growth.post("/rules/experiments/reminder-test/ship/", ship)
     experiment.refresh_from_db()
     assert experiment.shipped_variant.name == "reminder"
     rule.refresh_from_db()
@@ -258,14 +259,62 @@ def test_start_saves_and_runs_then_stop_and_ship_are_audited(growth, rule, alice
     assert actions == ["create", "status:running", "status:stopped", "ship"]
 
 
-def test_shipping_the_holdout_is_refused_with_a_message(growth, experiment):
+SHIP = "/rules/experiments/reminder-test/ship/"
+
+
+def test_ship_asks_first_and_shows_that_there_is_no_verdict(growth, experiment):
     experiment_set_status(experiment=experiment, status="running")
-    response = growth.post(
-        "/rules/experiments/reminder-test/ship/", {"variant": "holdout"}, follow=True
-    )
-    assert "the holdout sends nothing" in response.content.decode()
+    _assign(experiment, {"reminder": (60, 20), "holdout": (60, 15)})  # no plan: no verdict
+    page = growth.post(SHIP, {"variant": "reminder"})
+    html = page.content.decode()
+    assert page.status_code == 200 and "Ship reminder?" in html
+    assert "No verdict: no planned sample size." in html and "chance to beat" in html
+    assert 'name="typed_name"' in html
     experiment.refresh_from_db()
     assert experiment.shipped_variant is None and experiment.status == "running"
+
+
+def test_without_a_verdict_shipping_needs_the_arms_name_typed(growth, experiment):
+    experiment_set_status(experiment=experiment, status="running")
+    refused = growth.post(SHIP, {"variant": "reminder", "confirm": "1", "typed_name": "remind"})
+    assert refused.status_code == 400
+    block = re.search(r'id="field-typed_name".*?</div>', refused.content.decode(), re.S)
+    assert block and "Type reminder exactly to ship without a verdict." in block.group(0)
+    experiment.refresh_from_db()
+    assert experiment.shipped_variant is None and experiment.status == "running"
+
+    shipped = growth.post(SHIP, {"variant": "reminder", "confirm": "1", "typed_name": "reminder"})
+    assert shipped.status_code == 302
+    experiment.refresh_from_db()
+    assert experiment.shipped_variant.name == "reminder" and experiment.status == "stopped"
+
+
+def test_with_a_verdict_one_confirmation_ships(growth, experiment):
+    experiment.planned_users_per_arm = 200
+    experiment.save()
+    experiment_set_status(experiment=experiment, status="running")
+    _assign(experiment, {"reminder": (200, 80), "holdout": (210, 40)})
+    html = growth.post(SHIP, {"variant": "reminder"}).content.decode()
+    assert "Verdict: reminder beats holdout" in html and 'name="typed_name"' not in html
+    assert growth.post(SHIP, {"variant": "reminder", "confirm": "1"}).status_code == 302
+    experiment.refresh_from_db()
+    assert experiment.shipped_variant.name == "reminder"
+
+
+def test_stop_sending_when_the_holdout_wins_pauses_the_rule(growth, experiment, rule):
+    experiment_set_status(experiment=experiment, status="running")
+    results = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert '<option value="holdout">Stop sending (holdout wins)</option>' in results
+    html = growth.post(SHIP, {"variant": "holdout"}).content.decode()
+    assert "Stop sending?" in html and "is paused: it sends nothing" in html
+    response = growth.post(
+        SHIP, {"variant": "holdout", "confirm": "1", "typed_name": "holdout"}, follow=True
+    )
+    assert "the holdout won" in response.content.decode()
+    experiment.refresh_from_db()
+    rule.refresh_from_db()
+    assert experiment.shipped_variant.name == "holdout" and experiment.status == "stopped"
+    assert rule.status == "paused"
 
 
 def test_editing_the_arms_of_a_running_experiment_starts_a_new_phase(growth, experiment):

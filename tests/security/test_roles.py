@@ -78,7 +78,8 @@ def test_only_experiment_owners_stop_and_ship(persona, experiment, request, owen
     assert experiment.status == "running" and experiment.shipped_variant is None
 
     owner = _as(owen)
-    assert owner.post(reverse("triggers:experiment_ship", args=["idle-ab"]), {"variant": "a"})[
+    confirmed = {"variant": "a", "confirm": "1", "typed_name": "a"}
+    assert owner.post(reverse("triggers:experiment_ship", args=["idle-ab"]), confirmed)[
         "Location"
     ] == reverse("triggers:experiment_results", args=["idle-ab"])
     experiment.refresh_from_db()

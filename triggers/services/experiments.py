@@ -11,11 +11,11 @@ from django.utils import timezone
 
 from onboarding.configfile.durations import DurationError, parse_duration
 from onboarding.models import OnboardingFlow
-from triggers.models import Experiment, ExperimentStatus, Rule, Variant
+from triggers.models import Experiment, ExperimentStatus, Rule, RuleStatus, Variant
 from triggers.rules.spec import parse_follow_ups
 
 from .audit import audit
-from .rules import DatabaseCatalog, rule_save
+from .rules import DatabaseCatalog, rule_save, rule_set_status
 
 
 def experiment_validate(
@@ -193,18 +193,21 @@ def experiment_set_status(*, experiment: Experiment, status: str, actor: Any = N
 
 @transaction.atomic
 def experiment_ship(*, experiment: Experiment, variant_name: str, actor: Any = None) -> Experiment:
-    """Make the rule use one arm's follow-ups for everyone (a new rule version); stops the test."""
+    """Make the rule use one arm's follow-ups for everyone (a new rule version), or, for the
+    holdout, pause the rule (stop sending); stops the test."""
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     variant = experiment.variants.filter(name=variant_name).first()
     if variant is None:
         raise ValidationError({"variant": [f"no arm named {variant_name!r}"]})
-    if variant.holdout:
-        raise ValidationError({"variant": ["the holdout sends nothing; ship a variant"]})
     if experiment.status == ExperimentStatus.RUNNING:
         experiment_set_status(experiment=experiment, status=ExperimentStatus.STOPPED, actor=actor)
         experiment.refresh_from_db()
     rule = experiment.rule
-    if variant.follow_ups:
+    if variant.holdout:
+        # "Stop sending": nothing beat sending nothing, so the rule stops (paused, not archived:
+        # its history and definition stay, and it can be resumed).
+        rule_set_status(rule=rule, status=RuleStatus.PAUSED, actor=actor)
+    elif variant.follow_ups:
         definition = {**rule.current_version.definition, "follow_ups": variant.follow_ups}
         rule_save(
             slug=rule.slug,

@@ -327,12 +327,19 @@ def experiment_status(request: HttpRequest, slug: str) -> HttpResponse:
     if status not in (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED):
         messages.error(request, "Unknown status.")
         return redirect("triggers:experiment_results", slug=slug)
+    restarting = experiment.status == ExperimentStatus.STOPPED
     try:
-        experiment_set_status(experiment=experiment, status=status, actor=request.user)
+        experiment = experiment_set_status(experiment=experiment, status=status, actor=request.user)
     except ValidationError as error:
         messages.error(request, f"Could not change the status: {' '.join(error.messages)}")
         return redirect("triggers:experiment_results", slug=slug)
-    if status == ExperimentStatus.RUNNING:
+    if status == ExperimentStatus.RUNNING and restarting:
+        messages.success(
+            request,
+            f"{slug} is running again as phase {experiment.phase}: it counts from zero; earlier "
+            "phases stay readable.",
+        )
+    elif status == ExperimentStatus.RUNNING:
         messages.success(request, f"{slug} is running.")
     else:
         messages.success(request, f"{slug} is stopped: nobody new is assigned.")

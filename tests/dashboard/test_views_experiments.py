@@ -317,6 +317,36 @@ def test_stop_sending_when_the_holdout_wins_pauses_the_rule(growth, experiment, 
     assert rule.status == "paused"
 
 
+def test_a_stopped_experiment_starts_again_as_a_new_phase(growth, experiment):
+    experiment_set_status(experiment=experiment, status="running")
+    _assign(experiment, {"reminder": (40, 10), "holdout": (40, 8)})
+    experiment_set_status(experiment=experiment, status="stopped")
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert "Start again (new phase)" in page
+    response = growth.post(
+        "/rules/experiments/reminder-test/status/", {"status": "running"}, follow=True
+    )
+    assert "running again as phase 2" in response.content.decode()
+    experiment.refresh_from_db()
+    assert (experiment.status, experiment.phase, experiment.stopped_at) == ("running", 2, None)
+    assert response.context["result"].phase == 2 and response.context["result"].assigned == 0
+    phase_one = growth.get("/rules/experiments/reminder-test/?phase=1").context["result"]
+    assert phase_one.assigned == 80  # the first phase stays readable
+
+
+def test_a_shipped_experiment_cannot_start_again(growth, experiment):
+    experiment_set_status(experiment=experiment, status="running")
+    growth.post(SHIP, {"variant": "reminder", "confirm": "1", "typed_name": "reminder"})
+    page = growth.get("/rules/experiments/reminder-test/").content.decode()
+    assert "Start again (new phase)" not in page
+    response = growth.post(
+        "/rules/experiments/reminder-test/status/", {"status": "running"}, follow=True
+    )
+    assert "a shipped experiment cannot run again" in response.content.decode()
+    experiment.refresh_from_db()
+    assert experiment.status == "stopped"
+
+
 def test_editing_the_arms_of_a_running_experiment_starts_a_new_phase(growth, experiment):
     experiment_set_status(experiment=experiment, status="running")
     response = growth.post("/rules/experiments/reminder-test/edit/", form_data(), follow=True)

@@ -174,9 +174,14 @@ class ExperimentsSection(Section):
             )
             return
         running_here[rule_slug] = path
-        if existing is not None and existing.status == ExperimentStatus.STOPPED:
+        if (
+            existing is not None
+            and existing.status == ExperimentStatus.STOPPED
+            and existing.shipped_variant_id
+        ):
             context.fail(
-                join_path(path, "status"), "a stopped experiment cannot run again; copy it"
+                join_path(path, "status"),
+                "a shipped experiment cannot run again; copy it to test again",
             )
         others = Experiment.objects.filter(
             rule__slug=rule_slug, status=ExperimentStatus.RUNNING

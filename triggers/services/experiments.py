@@ -174,20 +174,29 @@ def experiment_set_status(*, experiment: Experiment, status: str, actor: Any = N
     if status not in ExperimentStatus.values:
         raise ValidationError({"status": [f"must be one of {', '.join(ExperimentStatus.values)}"]})
     if status == ExperimentStatus.RUNNING:
-        if experiment.status == ExperimentStatus.STOPPED:
-            raise ValidationError({"status": ["a stopped experiment cannot run again; copy it"]})
+        if experiment.status == ExperimentStatus.STOPPED and experiment.shipped_variant_id:
+            raise ValidationError(
+                {"status": ["a shipped experiment cannot run again; copy it to test again"]}
+            )
         other = Experiment.objects.filter(rule=experiment.rule, status=ExperimentStatus.RUNNING)
         if other.exclude(pk=experiment.pk).exists():
             raise ValidationError({"status": ["this rule already runs another experiment"]})
+        if experiment.status == ExperimentStatus.STOPPED:
+            # Starting again is a new phase with a new seed: people assigned before keep their
+            # arm and are analysed in their own phase; the new phase starts counting from zero.
+            experiment.phase += 1
+            experiment.seed = secrets.token_hex(8)
+            experiment.stopped_at = None
         experiment.started_at = experiment.started_at or timezone.now()
     if status == ExperimentStatus.STOPPED:
         experiment.stopped_at = timezone.now()
     before = experiment.status
     experiment.status = status
     experiment.save()
-    audit(
-        actor=actor, action=f"status:{status}", obj=experiment, changes={"status": [before, status]}
-    )
+    changes: dict[str, Any] = {"status": [before, status]}
+    if before == ExperimentStatus.STOPPED:
+        changes["phase"] = experiment.phase
+    audit(actor=actor, action=f"status:{status}", obj=experiment, changes=changes)
     return experiment
 
 

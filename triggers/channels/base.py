@@ -20,10 +20,22 @@ if TYPE_CHECKING:
 
 
 class TransportError(Exception):
-    def __init__(self, message: str, *, permanent: bool = False, retry_after: int | None = None):
+    """A send that did not succeed. ``permanent``: retrying will not help (fallback or review).
+    ``unknown``: the request may have reached the provider with no answer back (an at-most-once
+    channel's timeout): the message is marked ``unknown`` and reviewed, never retried."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: int | None = None,
+        unknown: bool = False,
+    ):
         super().__init__(message)
-        self.permanent = permanent
+        self.permanent = permanent or unknown
         self.retry_after = retry_after
+        self.unknown = unknown
 
 
 @dataclass(frozen=True)

@@ -51,15 +51,12 @@ USER_AGENT = "Onramp/1 (+https://github.com/onramp)"
 class OutcomeUnknown(TransportError):
     """The request may have reached the provider, but no answer came back.
 
-    Raised only by at-most-once channels. It is ``permanent`` so that a pipeline which does not
-    know this class never retries it (it goes to fallback or review); a pipeline that knows it marks
-    the message ``unknown`` and opens a review item instead (see docs/channels.md).
+    Raised only by at-most-once channels: a :class:`TransportError` with ``unknown`` set (and so
+    ``permanent``), which the pipeline marks ``unknown`` with a review item (docs/channels.md).
     """
 
-    unknown = True
-
     def __init__(self, message: str) -> None:
-        super().__init__(message, permanent=True)
+        super().__init__(message, unknown=True)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,7 @@ def fall_back(
 
 def settle(
     message: Message,
+    *,
     status: str,
     reason: str,
     now: datetime,

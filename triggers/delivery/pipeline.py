@@ -104,7 +104,15 @@ def _passes_checks(
         to_review(message, now, "invalid_rule", "the rule version no longer validates", report)
         return False
     if consent_refuses(person, message.channel):
-        settle(message, MessageStatus.SUPPRESSED, "consent", now, report, "suppressed", "consent")
+        settle(
+            message,
+            status=MessageStatus.SUPPRESSED,
+            reason="consent",
+            now=now,
+            report=report,
+            outcome="suppressed",
+            log_reason="consent",
+        )
         return False
     if channel.address(person) is None:
         fall_back(
@@ -116,11 +124,27 @@ def _passes_checks(
     exit_reason = exits.reason(message, spec)
     if exit_reason:
         cancelled = MessageStatus.CANCELLED
-        settle(message, cancelled, f"exit:{exit_reason}", now, report, "cancelled", exit_reason)
+        settle(
+            message,
+            status=cancelled,
+            reason=f"exit:{exit_reason}",
+            now=now,
+            report=report,
+            outcome="cancelled",
+            log_reason=exit_reason,
+        )
         return False
     cap = caps.reason(message, spec, now)
     if cap:
-        settle(message, MessageStatus.SUPPRESSED, cap, now, report, "suppressed", cap)
+        settle(
+            message,
+            status=MessageStatus.SUPPRESSED,
+            reason=cap,
+            now=now,
+            report=report,
+            outcome="suppressed",
+            log_reason=cap,
+        )
         return False
     resume = quiet_resume(spec, person, now)
     if resume is not None:
@@ -130,13 +154,13 @@ def _passes_checks(
         until = resume.isoformat()
         settle(
             message,
-            deferred,
-            "quiet_hours",
-            now,
-            report,
-            "deferred",
-            "quiet_hours",
-            fields,
+            status=deferred,
+            reason="quiet_hours",
+            now=now,
+            report=report,
+            outcome="deferred",
+            log_reason="quiet_hours",
+            fields=fields,
             until=until,
         )
         return False
@@ -149,7 +173,16 @@ def _passes_checks(
         # Shadow mode: every check ran; record what would have been sent, send nothing.
         shadow = MessageStatus.SUPPRESSED
         fields = ("subject", "body")
-        settle(message, shadow, "shadow", now, report, "shadow", "would_have_sent", fields)
+        settle(
+            message,
+            status=shadow,
+            reason="shadow",
+            now=now,
+            report=report,
+            outcome="shadow",
+            log_reason="would_have_sent",
+            fields=fields,
+        )
         return False
     return True
 
@@ -181,7 +214,15 @@ def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]
             live.append(message)
         elif message.rule.status == RuleStatus.ARCHIVED:
             archived = MessageStatus.CANCELLED
-            settle(message, archived, "rule:archived", now, report, "cancelled", "archived")
+            settle(
+                message,
+                status=archived,
+                reason="rule:archived",
+                now=now,
+                report=report,
+                outcome="cancelled",
+                log_reason="archived",
+            )
         # paused: the message waits for the rule to resume
     if not live:
         return []
@@ -418,7 +459,7 @@ def _record_failure(
             "attempt": attempt,
             "error": error.__class__.__name__,
             "permanent": error.permanent,
-            "unknown_outcome": bool(getattr(error, "unknown", False)),
+            "unknown_outcome": error.unknown,
         },
     )
     with transaction.atomic():
@@ -427,7 +468,7 @@ def _record_failure(
             return  # the sweeper or another attempt took over
         current.last_error = str(error)[:2000]
         current.lease_until = None
-        if getattr(error, "unknown", False):
+        if error.unknown:
             # The provider may have the message (no answer after sending): never retry, never
             # fall back to another channel; a person decides. Counts toward caps (sent_at kept).
             current.status, current.reason = MessageStatus.UNKNOWN, "unknown_outcome"

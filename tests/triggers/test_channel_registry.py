@@ -69,3 +69,33 @@ def test_its_messages_are_retried_while_the_others_are_sent(
     assert report.sent == 1
     sms = Message.objects.get(channel="sms")
     assert sms.attempts == 1 and sms.next_attempt_at > T0 + 2 * M
+
+
+class Recording(EmailChannel):
+    """The email channel, recording its hooks (class-level: the pass makes its own instance)."""
+
+    calls: list[str] = []
+
+    def open(self) -> None:
+        Recording.calls.append("open")
+        super().open()
+
+    def close(self) -> None:
+        Recording.calls.append("close")
+        super().close()
+        raise RuntimeError("a broken quit")  # must not hide the pass's results
+
+
+def test_a_pass_opens_each_channel_once_and_closes_it_even_when_close_fails(
+    api, timeline, smtp, settings
+):
+    from .test_delivery_batches import _emails_due
+
+    settings.ONRAMP_CHANNELS = {**settings.ONRAMP_CHANNELS, "email": f"{__name__}.Recording"}
+    Recording.calls.clear()
+    _emails_due(api, timeline, 3)
+
+    report = deliver_due(now=T0 + M)
+
+    assert report.sent == 3 and len(smtp.messages) == 3
+    assert Recording.calls == ["open", "close"]  # one pass, one instance: opened and closed once

@@ -8,6 +8,7 @@ idempotent) are never retried when the outcome is unknown after a crash; the oth
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -17,6 +18,9 @@ from django.utils.module_loading import import_string
 if TYPE_CHECKING:
     from onboarding.models import Person
     from triggers.models import Message
+
+
+logger = logging.getLogger(__name__)
 
 
 class TransportError(Exception):
@@ -57,6 +61,38 @@ class Channel:
 
     def send(self, message: Message, person: Person) -> SendResult:
         raise NotImplementedError
+
+    def open(self) -> None:
+        """Called once before a delivery pass's first send on this channel (e.g. to set up a
+        connection that the pass's sends reuse). A channel used outside a pass is never opened
+        and must work anyway."""
+
+    def close(self) -> None:
+        """Called once at the end of a delivery pass that opened the channel, even after errors."""
+
+
+class ChannelSet:
+    """The channels of one delivery pass: one instance per channel, opened on first use and all
+    closed by :meth:`close` (the pipeline calls it in a ``finally``)."""
+
+    def __init__(self) -> None:
+        self._opened: dict[str, Channel] = {}
+
+    def __call__(self, name: str) -> Channel:
+        channel = self._opened.get(name)
+        if channel is None:
+            channel = channel_for(name)
+            channel.open()
+            self._opened[name] = channel
+        return channel
+
+    def close(self) -> None:
+        for name, channel in self._opened.items():
+            try:
+                channel.close()
+            except Exception:  # one channel's broken close must not hide the pass's results
+                logger.warning("closing channel %s failed", name, exc_info=True)
+        self._opened.clear()
 
 
 def channel_for(name: str) -> Channel:

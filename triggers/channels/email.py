@@ -99,7 +99,19 @@ def _sender_domain() -> str:
 class EmailChannel(Channel):
     name = "email"
     at_most_once = True
-    connection = None  # one SMTP connection reused for a delivery pass, set by the pipeline
+
+    def __init__(self) -> None:
+        self.connection = None  # a delivery pass's one SMTP connection, between open and close
+
+    def open(self) -> None:
+        # Connects on the first send; unopened, Django's backend would connect and quit for
+        # every message.
+        self.connection = get_connection()
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
 
     def address(self, person) -> str | None:
         return person.email or None

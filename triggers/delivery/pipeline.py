@@ -36,7 +36,7 @@ from django.utils import timezone
 from config import metrics
 from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
-from triggers.channels.base import Channel, SendResult
+from triggers.channels.base import Channel, ChannelSet, SendResult
 from triggers.models import DecisionLog, Message, ReviewItem, RuleStatus
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.rendering import TemplateProblem
@@ -201,7 +201,12 @@ LEDGER_FIELDS = [
 ]
 
 
-def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]:
+def _claim(
+    pks: list[int],
+    now: datetime,
+    report: DeliveryReport,
+    channels: Callable[[str], Channel] = channel_for,
+) -> list[Claim]:
     """Lock, check and write the ledger for a batch, inside the caller's transaction.
 
     In-app messages are sent here (the commit is the send); returns the claims that still need
@@ -247,7 +252,7 @@ def _claim(pks: list[int], now: datetime, report: DeliveryReport) -> list[Claim]
     claims: list[Claim] = []
     for message in live:
         person, spec = people[message.person_id], specs[message.pk]
-        channel = channel_for(message.channel)
+        channel = channels(message.channel)
         if not _passes_checks(message, person, spec, channel, now, caps, exits, report):
             continue
         message.attempts += 1
@@ -532,9 +537,14 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
         _record_sent([done] if done else [], report)
 
 
-def _deliver_batch(pks: list[int], clock: Callable[[], datetime], report: DeliveryReport) -> None:
+def _deliver_batch(
+    pks: list[int],
+    clock: Callable[[], datetime],
+    report: DeliveryReport,
+    channels: Callable[[str], Channel],
+) -> None:
     with transaction.atomic():
-        claims = _claim(pks, clock(), report)
+        claims = _claim(pks, clock(), report, channels)
     if claims:
         _send(claims, clock, report)
 
@@ -545,9 +555,12 @@ def deliver_message(
     """Deliver one due message (a no-op if it is not due, or another worker holds it)."""
     report = report or DeliveryReport()
     started = time.monotonic()
+    channels = ChannelSet()
     try:
-        _deliver_batch([pk], (lambda: now) if now is not None else timezone.now, report)
+        clock = (lambda: now) if now is not None else timezone.now
+        _deliver_batch([pk], clock, report, channels)
     finally:
+        channels.close()
         _observe(report, time.monotonic() - started, message_id=pk)
     return report
 
@@ -601,14 +614,9 @@ def _deliver_due(
     limit: int | None,
     time_budget: float,
 ) -> None:
-    from django.core.mail import get_connection
-
-    from triggers.channels.email import EmailChannel
-
     sweep_expired_leases(clock(), report)
     size = max(1, settings.ONRAMP_DELIVERY_CLAIM)
-    mail = get_connection()
-    EmailChannel.connection = mail
+    channels = ChannelSet()  # one instance per channel for the pass (one SMTP connection)
     try:
         seen: set[int] = set()
         while time.monotonic() - started < time_budget:
@@ -622,12 +630,8 @@ def _deliver_due(
             for start in range(0, len(ids), size):
                 batch = ids[start : start + size]
                 seen.update(batch)
-                _deliver_batch(batch, clock, report)
+                _deliver_batch(batch, clock, report, channels)
                 if time.monotonic() - started >= time_budget:
                     break
     finally:
-        EmailChannel.connection = None
-        try:
-            mail.close()
-        except Exception:  # a broken SMTP connection must not hide the pass's results
-            logger.warning("closing the SMTP connection failed", exc_info=True)
+        channels.close()

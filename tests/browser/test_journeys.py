@@ -159,7 +159,9 @@ def test_segment_editor_live_count_save_and_list(browser, live_server, alice, ap
     login(browser, live_server, "alice", "pw-alice")
     browser.get(f"{live_server.url}/segments/new/")
     browser.find_element(By.NAME, "name").send_keys("Pro plan")
-    browser.find_element(By.NAME, "slug").send_keys("pro-plan")
+    assert (
+        browser.find_element(By.NAME, "slug").get_attribute("value") == "pro-plan"
+    )  # from the name
     browser.find_element(By.NAME, "conditions-0-trait").send_keys("plan")
     Select(browser.find_element(By.NAME, "conditions-0-op")).select_by_value("eq")
     browser.find_element(By.NAME, "conditions-0-value").send_keys("pro")
@@ -264,7 +266,9 @@ def test_rule_built_in_browser_sends_email_once(browser, live_server, alice, api
     login(browser, live_server, "alice", "pw-alice")
     browser.get(f"{live_server.url}/rules/new/")
     browser.find_element(By.NAME, "name").send_keys("Trial ending")
-    browser.find_element(By.NAME, "slug").send_keys("trial-ending")
+    assert (
+        browser.find_element(By.NAME, "slug").get_attribute("value") == "trial-ending"
+    )  # from the name
     Select(browser.find_element(By.NAME, "kind")).select_by_value("event")
     event = wait(browser).until(EC.element_to_be_clickable((By.NAME, "event")))
     event.send_keys("Trial Ending")

@@ -34,7 +34,9 @@ def test_create_a_rule_fix_an_error_and_activate(browser, live_server, alice, ca
     login(browser, live_server, "alice", "pw-alice")
     browser.get(f"{live_server.url}/rules/new/")
     browser.find_element(By.NAME, "name").send_keys("Stalled at profile")
-    browser.find_element(By.NAME, "slug").send_keys("stalled-at-profile")
+    assert (
+        browser.find_element(By.NAME, "slug").get_attribute("value") == "stalled-at-profile"
+    )  # from the name
 
     # Choosing the kind swaps in that kind's fields (htmx), then the flow fills the steps.
     Select(browser.find_element(By.NAME, "kind")).select_by_value("repeated_event")

@@ -17,6 +17,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
+from config.metrics import MESSAGE_OUTCOMES
 from triggers.delivery.outcomes import METRIC_OUTCOMES
 from triggers.models import DecisionLog, Heartbeat, Message, ReviewItem, RuleState
 from triggers.models.messages import PENDING_STATUSES, MessageStatus, ReviewStatus
@@ -64,6 +65,11 @@ class ChannelOutcomes:
     @property
     def total(self) -> int:
         return sum(self.outcomes.values())
+
+    @property
+    def columns(self) -> list[tuple[str, int | str]]:
+        """(outcome, count) in the metric's outcome order; blank where there was none."""
+        return [(name, self.outcomes.get(name, "")) for name in MESSAGE_OUTCOMES]
 
 
 def outcomes_by_channel(*, now: datetime, hours: int = 24) -> list[ChannelOutcomes]:

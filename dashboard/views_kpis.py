@@ -12,6 +12,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -96,4 +97,4 @@ def kpis_refresh(request: HttpRequest) -> HttpResponse:
         f"{report.last.day} in {report.seconds:.1f} s.",
     )
     key = request.POST.get("range", DEFAULT_RANGE)
-    return redirect(f"/kpis/?range={key if key in RANGES else DEFAULT_RANGE}")
+    return redirect(f"{reverse('dashboard:kpis')}?range={key if key in RANGES else DEFAULT_RANGE}")

@@ -3,6 +3,7 @@ from django.urls import path
 from . import (
     views,
     views_flows,
+    views_funnel_explain,
     views_funnels,
     views_kpis,
     views_operations,
@@ -29,6 +30,16 @@ urlpatterns = [
         "flows/<slug:slug>/funnel/people.csv",
         views_funnels.funnel_people_csv,
         name="funnel_people_csv",
+    ),
+    path(
+        "flows/<slug:slug>/funnel/explain/",
+        views_funnel_explain.funnel_explain,
+        name="funnel_explain",
+    ),
+    path(
+        "flows/<slug:slug>/funnel/explain/segment/",
+        views_funnel_explain.funnel_explain_segment,
+        name="funnel_explain_segment",
     ),
     path("segments/", views_segments.segments_list, name="segments"),
     path("segments/new/", views_segments.segment_new, name="segment_new"),

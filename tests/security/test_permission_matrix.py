@@ -105,6 +105,8 @@ EXPECTED: dict[str, str] = {
     "dashboard:funnel":                                            "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "dashboard:funnel_people":                                     "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "dashboard:funnel_people_csv":                                 "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
+    "dashboard:funnel_explain":                                    "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
+    "dashboard:funnel_explain_segment":                            "  L 405 405 405 403 405 403 |   L 403 400 403 403 400 403",
     "dashboard:segments":                                          "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "dashboard:segment_new":                                       "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",
     "dashboard:segment_preview":                                   "  L 405 405 405 403 405 403 |   L 403 200 403 403 200 403",

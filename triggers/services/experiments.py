@@ -68,6 +68,8 @@ def experiment_validate(
     flow = metric.get("flow")
     if not isinstance(flow, str) or not OnboardingFlow.objects.filter(slug=flow).exists():
         problems.append(("metric.flow", f"no flow with slug {flow!r}"))
+    elif ("flow", flow) in catalog.archived:  # the catalog above: archived ones refused
+        problems.append(("metric.flow", f"flow {flow!r} is archived: restore it or choose another"))
     try:
         if parse_duration(metric.get("completed_within")) <= 0:
             problems.append(("metric.completed_within", "must be longer than 0s"))

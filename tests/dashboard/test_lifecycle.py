@@ -417,3 +417,79 @@ def test_a_viewer_sees_where_it_is_used_but_no_buttons(viewer, growth, flow, mob
         assert ">Archive</button>" not in mine and ">Delete…</button>" not in mine
         theirs = growth.get(url).content.decode()
         assert ">Archive</button>" in theirs and ">Delete…</button>" in theirs
+
+
+# --- what counts as in use, and what as history ----------------------------------------------------
+
+
+def test_archived_segments_stopped_experiments_and_archived_rules_are_history(flow, templates):
+    from triggers.models import Experiment
+    from triggers.services.usage import usage_of
+
+    segment_save(
+        slug="stuck",
+        name="Stuck",
+        definition={"match": "all", "conditions": [{"flow": "activation", "state": "entered"}]},
+    )
+    Segment.objects.filter(slug="stuck").update(archived_at=timezone.now())
+    make_rule("old", status="archived", segment="stuck")
+    experiment_save(
+        slug="timing",
+        rule_slug="old",
+        variants=[
+            {
+                "name": "later",
+                "weight": 50,
+                "follow_ups": [{"channel": "email", "template": "reminder", "delay": "1d"}],
+            },
+            {"name": "h", "weight": 50, "holdout": True},
+        ],
+        metric={"flow": "activation", "completed_within": "1d"},
+    )
+    Experiment.objects.filter(slug="timing").update(status="stopped")
+
+    for obj in (flow, Segment.objects.get(), MessageTemplate.objects.get(slug="reminder")):
+        usage = usage_of(obj)
+        assert usage.places and not usage.live, obj
+        assert usage.can_archive and not usage.can_delete
+    details = {(p.kind, p.detail) for p in usage_of(flow).places}
+    assert details == {
+        ("rule", "trigger (archived)"),
+        ("segment", "condition (archived)"),
+        ("experiment", "primary metric (stopped)"),
+    }
+    assert {p.detail for p in usage_of(Segment.objects.get()).places} == {
+        "segment filter (archived)"
+    }
+    assert ("experiment", "arm later (stopped)") in {
+        (p.kind, p.detail) for p in usage_of(MessageTemplate.objects.get(slug="reminder")).places
+    }
+
+
+def test_only_the_current_version_of_a_rule_counts(growth, flow, templates):
+    rule = make_rule("stalled", status="active")
+    rule_save(
+        slug="stalled",
+        name="Stalled",
+        definition={
+            **ACTIVATION_RULE,
+            "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0s"}],
+        },
+    )
+    assert rule.versions.count() == 2
+    url = reverse("triggers:template_delete", args=["reminder"])
+    assert growth.post(url, {"confirm": "yes"}).status_code == 302
+    assert growth.post(reverse("triggers:template_delete", args=["nudge"])).status_code == 409
+
+
+def test_activating_a_rule_that_names_an_archived_template_is_refused(flow, templates):
+    from django.core.exceptions import ValidationError
+
+    from triggers.services.rules import rule_set_status
+
+    rule = make_rule("old", status="archived")
+    MessageTemplate.objects.filter(slug="reminder").update(archived_at=timezone.now())
+    with pytest.raises(ValidationError, match="template 'reminder' is archived"):
+        rule_set_status(rule=rule, status="active")
+    rule.refresh_from_db()
+    assert rule.status == "archived"

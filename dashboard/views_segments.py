@@ -9,6 +9,7 @@ Definitions the rows cannot show (nested any/not groups, person fields) are edit
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,7 @@ _CONDITION_PATH = re.compile(r"^conditions\[(\d+)\](?:\.(\w+))?")
 # --- the editor ---------------------------------------------------------------------------------
 
 
-def _flow_choices(keep: set[str] = frozenset()) -> list[tuple[str, str]]:
+def _flow_choices(keep: Collection[str] = ()) -> list[tuple[str, str]]:
     """The flows a condition may choose: not archived, plus those in ``keep`` (already chosen)."""
     flows = OnboardingFlow.objects.filter(Q(archived_at=None) | Q(slug__in=keep))
     return list(flows.order_by("name").values_list("slug", "name"))

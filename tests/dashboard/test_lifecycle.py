@@ -493,3 +493,21 @@ def test_activating_a_rule_that_names_an_archived_template_is_refused(flow, temp
         rule_set_status(rule=rule, status="active")
     rule.refresh_from_db()
     assert rule.status == "archived"
+
+
+def test_filters_offer_archived_flows_and_segments_only_when_a_saved_url_names_them(
+    growth, flow, mobile
+):
+    Segment.objects.filter(slug="mobile").update(archived_at=timezone.now())
+    OnboardingFlow.objects.filter(slug="activation").update(archived_at=timezone.now())
+    funnel = reverse("dashboard:funnel", args=["activation"])
+    people = reverse("dashboard:people")
+    assert 'value="mobile"' not in growth.get(funnel).content.decode()
+    html = growth.get(people).content.decode()
+    assert 'value="mobile"' not in html and 'value="activation"' not in html
+
+    saved = growth.get(funnel + "?segment=mobile")
+    assert saved.status_code == 200
+    assert 'value="mobile" selected' in saved.content.decode()
+    saved = growth.get(people + "?flow=activation&state=entered&segment=mobile").content.decode()
+    assert 'value="activation" selected' in saved and 'value="mobile" selected' in saved

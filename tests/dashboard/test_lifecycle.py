@@ -511,3 +511,27 @@ def test_filters_offer_archived_flows_and_segments_only_when_a_saved_url_names_t
     assert 'value="mobile" selected' in saved.content.decode()
     saved = growth.get(people + "?flow=activation&state=entered&segment=mobile").content.decode()
     assert 'value="activation" selected' in saved and 'value="mobile" selected' in saved
+
+
+def test_counts_of_history_stop_at_the_cap(flow, monkeypatch):
+    from triggers.services import usage
+
+    monkeypatch.setattr(usage, "COUNT_CAP", 2)
+    now = timezone.now()
+    for index in range(3):
+        person = Person.objects.create(external_id=f"p{index}", first_seen=now, last_seen=now)
+        FlowProgress.objects.create(
+            flow=flow,
+            person=person,
+            entered_at=now,
+            entry_event_id=index,
+            latest_entry_at=now,
+            furthest_step=1,
+            reached_at=now,
+            window_ends_at=now,
+        )
+    (place,) = usage.usage_of(flow).places
+    assert place.name == "2+ people entered this flow"
+    FlowProgress.objects.filter(person__external_id__in=["p0", "p1"]).delete()
+    (place,) = usage.usage_of(flow).places
+    assert place.name == "1 person entered this flow"

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import QuerySet
 from django.urls import reverse
 
 from onboarding.models import FlowProgress, OnboardingFlow, Segment
@@ -73,6 +74,20 @@ def usage_of(obj: OnboardingFlow | Segment | MessageTemplate) -> Usage:
         raise TypeError(f"no usage for {type(obj).__name__}")
     places.sort(key=lambda place: not place.live)
     return Usage(tuple(places))
+
+
+# Counting stops here: "10,000+ messages" says enough, and the page never scans a whole ledger.
+COUNT_CAP = 10_000
+
+
+def _count(queryset: QuerySet, singular: str, plural: str) -> str:
+    """ "3 messages", "10,000+ messages", or "" for none (at most COUNT_CAP + 1 rows read)."""
+    found = queryset[: COUNT_CAP + 1].count()
+    if not found:
+        return ""
+    if found > COUNT_CAP:
+        return f"{COUNT_CAP:,}+ {plural}"
+    return f"{found:,} {singular if found == 1 else plural}"
 
 
 # --- what each kind of place names ----------------------------------------------------------------
@@ -147,11 +162,11 @@ def _flow_places(flow: OnboardingFlow) -> Iterator[Place]:
     for experiment in Experiment.objects.order_by("slug"):
         if isinstance(experiment.metric, dict) and experiment.metric.get("flow") == flow.slug:
             yield _experiment_place(experiment, "primary metric")
-    entrants = FlowProgress.objects.filter(flow=flow).count()
+    entrants = _count(FlowProgress.objects.filter(flow=flow), "person", "people")
     if entrants:
         yield Place(
             "funnel",
-            f"{entrants} {'person' if entrants == 1 else 'people'} entered this flow",
+            f"{entrants} entered this flow",
             reverse("dashboard:funnel", args=[flow.slug]),
             "their progress, funnel and KPI history",
             live=False,
@@ -176,11 +191,11 @@ def _template_places(template: MessageTemplate) -> Iterator[Place]:
         for variant in experiment.variants.all():
             if any(slug == template.slug for _, slug in _templates_of(variant.follow_ups)):
                 yield _experiment_place(experiment, f"arm {variant.name}")
-    messages = Message.objects.filter(template=template).count()
+    messages = _count(Message.objects.filter(template=template), "message", "messages")
     if messages:
         yield Place(
             "ledger",
-            f"{messages} message{'' if messages == 1 else 's'} in the delivery ledger",
+            f"{messages} in the delivery ledger",
             "",
             "sent, scheduled or reviewed messages keep their template",
             live=False,

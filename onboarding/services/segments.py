@@ -14,8 +14,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from onboarding.configfile.errors import Problem, ProblemsError
-from onboarding.models import Segment
-from onboarding.segments import normalize_definition
+from onboarding.models import OnboardingFlow, Segment
+from onboarding.segments import flows_named_by, normalize_definition
 
 from .flows import Saved, SaveStatus, archive_changes
 
@@ -89,6 +89,13 @@ def segment_save(
     )
     if problems or normalized is None:
         raise ValidationError([str(problem) for problem in problems])
+    # The flows it names are not archived or deleted while this is saved (the lifecycle locks the
+    # flow it changes while it checks where the flow is used).
+    list(
+        OnboardingFlow.objects.select_for_update()
+        .filter(slug__in=sorted(flows_named_by(normalized)))
+        .order_by("slug")
+    )
     segment = Segment.objects.select_for_update().filter(slug=slug).first()
     if segment is None:
         segment = Segment(slug=slug, name=name, definition=normalized)

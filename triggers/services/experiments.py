@@ -16,6 +16,7 @@ from triggers.rules.spec import parse_follow_ups
 
 from .audit import audit
 from .rules import DatabaseCatalog, rule_save, rule_set_status
+from .usage import lock_named
 
 
 def experiment_validate(
@@ -109,6 +110,17 @@ def experiment_save(
 ) -> tuple[Experiment, bool]:
     """Create or update an experiment. Changing the arms of a running one starts a new phase with a
     new seed; people already assigned keep their arm and are analysed in their own phase."""
+    arms = variants if isinstance(variants, list) else []
+    lock_named(
+        flows=[metric.get("flow")] if isinstance(metric, dict) else [],
+        templates=[
+            item.get("template")
+            for variant in arms
+            if isinstance(variant, dict) and isinstance(variant.get("follow_ups"), list)
+            for item in variant["follow_ups"]
+            if isinstance(item, dict)
+        ],
+    )
     rule = Rule.objects.filter(slug=rule_slug).first()
     _raise(experiment_validate(rule=rule, variants=variants, metric=metric))
     normalized = [

@@ -14,6 +14,7 @@ from triggers.models import MessageTemplate, Rule, RuleState, RuleStatus, RuleVe
 from triggers.rules.spec import RuleSpec, parse_rule
 
 from .audit import audit
+from .usage import lock_named, rule_references
 
 
 class DatabaseCatalog:
@@ -94,6 +95,7 @@ def rule_save(
     actor: Any = None,
 ) -> tuple[Rule, bool]:
     """Create or update a rule. A new version is made only when the definition changes."""
+    lock_named(**rule_references(definition))  # not archived or deleted while this is saved
     rule = Rule.objects.select_for_update().filter(slug=slug).first()
     becomes = status or (rule.status if rule is not None else RuleStatus.DRAFT)
     spec = rule_validate(definition, allow_archived=becomes == RuleStatus.ARCHIVED)
@@ -145,7 +147,9 @@ def _apply_status(rule: Rule, status: str) -> None:
     if status == RuleStatus.ACTIVE:
         if rule.current_version is None:
             raise ValidationError({"status": ["a rule needs a saved definition to be activated"]})
-        rule_validate(rule.current_version.definition)  # the world may have changed since
+        definition = rule.current_version.definition
+        lock_named(**rule_references(definition))
+        rule_validate(definition)  # the world may have changed since
         # Detection looks forward from activation; pausing and resuming skips the pause.
         RuleState.objects.update_or_create(rule=rule, defaults={"checked_until": timezone.now()})
     rule.status = status

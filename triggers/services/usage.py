@@ -20,7 +20,7 @@ segments (DESIGN §4.3 has no such condition), so a segment is only used by rule
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from onboarding.models import FlowProgress, OnboardingFlow, Segment
+from onboarding.segments import flows_named_by
 from triggers.models import Experiment, ExperimentStatus, Message, MessageTemplate, Rule, RuleStatus
 
 
@@ -129,19 +130,39 @@ def _templates_of(follow_ups: Any) -> Iterator[tuple[int, str]]:
             yield position, item["template"]
 
 
-def flows_named_by(definition: Any) -> set[str]:
-    """The flow slugs a segment definition's conditions name, at any depth of any/all/not."""
-    found: set[str] = set()
-    stack = [definition]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            if isinstance(node.get("flow"), str):
-                found.add(node["flow"])
-            stack.extend(node.get(key) for key in ("conditions", "any", "all", "not"))
-    return found
+def lock_named(
+    *, flows: Iterable[Any] = (), segments: Iterable[Any] = (), templates: Iterable[Any] = ()
+) -> None:
+    """Lock the rows of the flows, segments and templates a definition about to be saved names.
+
+    :mod:`.lifecycle` locks the object it archives or deletes while it checks where it is used;
+    a save that names the object waits here until that is decided, and then validates against
+    what was decided (an archived object is refused), instead of slipping in between. Rows are
+    locked in one order (flows, segments, templates, by slug) so two saves cannot deadlock.
+    """
+    for model, slugs in (
+        (OnboardingFlow, flows),
+        (Segment, segments),
+        (MessageTemplate, templates),
+    ):
+        wanted = sorted({slug for slug in slugs if isinstance(slug, str)})
+        if wanted:
+            list(model.objects.select_for_update().filter(slug__in=wanted).order_by("slug"))
+
+
+def rule_references(definition: Any) -> dict[str, set[str]]:
+    """The flow, segment and template slugs a rule definition names (as written, unvalidated)."""
+    definition = definition if isinstance(definition, dict) else {}
+    trigger = definition.get("trigger")
+    fallback = definition.get("fallback")
+    templates = {slug for _, slug in _templates_of(definition.get("follow_ups"))}
+    if isinstance(fallback, dict):
+        templates.add(fallback.get("template"))
+    return {
+        "flows": {trigger.get("flow")} if isinstance(trigger, dict) else set(),
+        "segments": {definition.get("segment")},
+        "templates": templates,
+    }
 
 
 def _flow_places(flow: OnboardingFlow) -> Iterator[Place]:

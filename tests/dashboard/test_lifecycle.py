@@ -162,6 +162,11 @@ def test_a_flow_in_use_is_neither_deleted_nor_archived_and_the_page_says_where(
     flow.refresh_from_db()
     assert flow.archived_at is None
     assert not AuditLog.objects.filter(object_type="onboarding.onboardingflow").exists()
+    page = growth.get(reverse("dashboard:flow_edit", args=["activation"])).content.decode()
+    assert (
+        "Used by 3 places; while something in use names it, it cannot be archived or deleted."
+        in page
+    )
 
 
 def test_history_refuses_delete_but_offers_archive(growth, flow, templates):
@@ -356,6 +361,11 @@ def test_a_template_with_past_messages_cannot_be_deleted_but_can_be_archived(
     reminder.refresh_from_db()
     assert reminder.archived_at is not None
     assert Message.objects.get().template == reminder
+    page = growth.get(reverse("triggers:template_edit", args=["reminder"])).content.decode()
+    assert (
+        "Used by 2 places; these records must stay readable, so it can be archived but not"
+        " deleted." in page
+    )
 
 
 def test_an_archived_template_is_not_offered_to_rules_or_test_sends(growth, flow, templates):

@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
 from onboarding.configfile.durations import DurationError, format_duration, parse_duration
 from onboarding.models import Segment
@@ -59,6 +60,14 @@ class DurationField(forms.CharField):
         return seconds
 
 
+def offer_unarchived(form: forms.Form, name: str) -> None:
+    """Offer in the ``name`` select what is not archived, plus the value the form was given
+    (a saved URL that names an archived segment still works)."""
+    field = form.fields[name]
+    chosen = form.data.get(name) if form.is_bound else None
+    field.queryset = field.queryset.filter(Q(archived_at=None) | Q(slug=chosen or ""))
+
+
 # --- funnel filters ---------------------------------------------------------------------------
 
 
@@ -100,6 +109,7 @@ class FunnelFilterForm(forms.Form):
     def __init__(self, data: Mapping[str, Any] | None, *, today: date) -> None:
         super().__init__(data)
         self.today = today
+        offer_unarchived(self, "segment")
 
     def clean_window(self) -> int | None:
         seconds = self.cleaned_data.get("window")

@@ -6,6 +6,7 @@ from django import forms
 
 from onboarding.models import OnboardingFlow, Segment
 
+from .forms import offer_unarchived
 from .people import PeopleFilter
 
 STATE_CHOICES = [
@@ -39,6 +40,11 @@ class PeopleFilterForm(forms.Form):
         empty_label="Everyone",
     )
     seen = forms.ChoiceField(choices=SEEN_CHOICES, required=False, label="Last seen")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        offer_unarchived(self, "flow")
+        offer_unarchived(self, "segment")
 
     def clean(self):
         cleaned = super().clean()

@@ -8,8 +8,9 @@ removed from one of these groups by hand in the admin is put back then. Migratio
 Other groups an operator creates are left alone.
 
 - **viewer** reads every growth page and changes nothing.
-- **growth** edits flows, segments, rules, templates and experiment definitions, sends sandbox test
-  emails and starts backtests; it cannot start, stop or ship an experiment.
+- **growth** edits flows, segments, rules, templates and experiment definitions (archiving and
+  deleting flows, segments and templates too), sends sandbox test emails and starts backtests; it
+  cannot start, stop or ship an experiment.
 - **experiment owner** starts, stops and ships experiments (``triggers.run_experiment``), and reads
   the growth pages. Someone who also defines experiments is in growth too.
 - **support** works in the admin: people, messages, the review queue, GDPR export and erasure; on
@@ -54,13 +55,16 @@ GROUP_PERMISSIONS: dict[str, list[str]] = {
     GROWTH: [
         *_READ_GROWTH_PAGES,
         "onboarding.add_onboardingflow",
-        "onboarding.change_onboardingflow",
+        "onboarding.change_onboardingflow",  # also archiving and restoring
+        "onboarding.delete_onboardingflow",  # refused while anything uses it (lifecycle)
         "onboarding.add_segment",
         "onboarding.change_segment",
+        "onboarding.delete_segment",
         "triggers.add_rule",
         "triggers.change_rule",  # also pausing, resuming and archiving
         "triggers.add_messagetemplate",
-        "triggers.change_messagetemplate",  # also sandbox test sends
+        "triggers.change_messagetemplate",  # also sandbox test sends, archiving
+        "triggers.delete_messagetemplate",
         "triggers.add_experiment",
         "triggers.change_experiment",  # the definition, not its status
         "triggers.add_backtestrun",

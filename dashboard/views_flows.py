@@ -21,6 +21,7 @@ from dashboard.decorators import dashboard_write_required
 from dashboard.forms import STEP_FIELDS, FlowForm, StepFormSet
 from dashboard.partials import render_page
 from dashboard.rows import apply_row_action
+from dashboard.views_lifecycle import FLOW, lifecycle_panel
 from onboarding.configfile.durations import format_duration
 from onboarding.models import OnboardingFlow
 from onboarding.services.flows import StepInput, flow_problems, flow_save
@@ -164,6 +165,8 @@ def _editor(request: HttpRequest, flow: OnboardingFlow | None) -> HttpResponse:
         form = FlowForm(initial={"window": "7d"})
         formset = _unbound_steps([dict(_EMPTY_ROW), dict(_EMPTY_ROW)])
     context = {"section": "funnels", "flow": flow, "form": form, "formset": formset}
+    if flow is not None:
+        context["lifecycle"] = lifecycle_panel(request, FLOW, flow)
     return render_page(request, "dashboard/flows/editor.html", context, partials=["flow-steps"])
 
 

@@ -34,6 +34,7 @@ from dashboard.funnels import (
     time_to_convert,
 )
 from dashboard.partials import htmx_target, render_page
+from dashboard.views_lifecycle import archived_filter
 from onboarding.configfile.durations import format_duration
 from onboarding.models import Event, OnboardingFlow, Step
 
@@ -78,12 +79,18 @@ def _summary(flow: OnboardingFlow, n_steps: int) -> FlowSummary:
 @view_dashboard_required
 @require_GET
 def flows_list(request: HttpRequest) -> HttpResponse:
-    flows = OnboardingFlow.objects.annotate(n_steps=Count("steps")).order_by("name")
+    archived = archived_filter(request, OnboardingFlow)
+    flows = archived.apply(OnboardingFlow.objects.annotate(n_steps=Count("steps")).order_by("name"))
     summaries = [_summary(flow, flow.n_steps) for flow in flows]
     return render(
         request,
         "dashboard/funnels/flows_list.html",
-        {"section": "funnels", "summaries": summaries, "range_days": DEFAULT_RANGE_DAYS},
+        {
+            "section": "funnels",
+            "summaries": summaries,
+            "range_days": DEFAULT_RANGE_DAYS,
+            "archived": archived,
+        },
     )
 
 

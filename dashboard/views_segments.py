@@ -9,10 +9,12 @@ Definitions the rows cannot show (nested any/not groups, person fields) are edit
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -38,6 +40,7 @@ from dashboard.segment_rows import (
     rows_from_definition,
     rows_from_post,
 )
+from dashboard.views_lifecycle import SEGMENT, archived_filter, lifecycle_panel
 from onboarding.configfile.errors import Problem, ProblemsError
 from onboarding.models import OnboardingFlow, Segment
 from onboarding.segments import segment_count_and_sample
@@ -50,8 +53,10 @@ _CONDITION_PATH = re.compile(r"^conditions\[(\d+)\](?:\.(\w+))?")
 # --- the editor ---------------------------------------------------------------------------------
 
 
-def _flow_choices() -> list[tuple[str, str]]:
-    return list(OnboardingFlow.objects.order_by("name").values_list("slug", "name"))
+def _flow_choices(keep: Collection[str] = ()) -> list[tuple[str, str]]:
+    """The flows a condition may choose: not archived, plus those in ``keep`` (already chosen)."""
+    flows = OnboardingFlow.objects.filter(Q(archived_at=None) | Q(slug__in=keep))
+    return list(flows.order_by("name").values_list("slug", "name"))
 
 
 def _condition_forms(
@@ -210,7 +215,7 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
         state = _initial_state(segment)
     if htmx_target(request) != "segment-conditions":
         preview = _page_preview(state, request)
-    flows = _flow_choices()
+    flows = _flow_choices({row.get("flow") for row in state.rows if row.get("flow")})
     context = {
         "section": "segments",
         "segment": segment,
@@ -219,6 +224,7 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
         "conditions": _condition_forms(state.rows, flows, state.row_errors),
         "total_rows": len(state.rows),
         "preview": preview,
+        "lifecycle": lifecycle_panel(request, SEGMENT, segment) if segment else None,
     }
     return render_page(
         request, "dashboard/segments/editor.html", context, partials=["segment-conditions"]
@@ -312,7 +318,7 @@ def condition_row(request: HttpRequest) -> HttpResponse:
     except ValueError:
         index = 0
     row = row_from_post(request.POST, index)
-    (form,) = _condition_forms([row], _flow_choices())
+    (form,) = _condition_forms([row], _flow_choices({row.get("flow") or ""}))
     form.prefix = f"{PREFIX}-{index}"
     return render(
         request,
@@ -325,7 +331,8 @@ def condition_row(request: HttpRequest) -> HttpResponse:
 @require_GET
 def segments_list(request: HttpRequest) -> HttpResponse:
     rows = []
-    for segment in Segment.objects.order_by("name"):
+    archived = archived_filter(request, Segment)
+    for segment in archived.apply(Segment.objects.order_by("name")):
         definition = segment.definition or {}
         conditions = definition.get("conditions") or []
         try:
@@ -343,5 +350,5 @@ def segments_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/segments/list.html",
-        {"section": "segments", "rows": rows},
+        {"section": "segments", "rows": rows, "archived": archived},
     )

@@ -57,7 +57,9 @@ RUN_EXPERIMENT = "triggers.run_experiment"  # start, stop, ship (dashboard/permi
 
 
 def _flows() -> list[tuple[str, str]]:
-    return list(OnboardingFlow.objects.order_by("name").values_list("slug", "name"))
+    """The flows a metric may choose (archived ones cannot be chosen)."""
+    flows = OnboardingFlow.objects.filter(archived_at=None).order_by("name")
+    return list(flows.values_list("slug", "name"))
 
 
 @view_dashboard_required

@@ -21,6 +21,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
 from dashboard.rules import selectors
+from dashboard.views_lifecycle import TEMPLATE, archived_filter, lifecycle_panel
 from triggers.models import Channel, MessageTemplate
 from triggers.rendering import TemplateProblem, person_context
 from triggers.rendering import render as render_liquid
@@ -61,11 +62,13 @@ class TemplateForm(forms.Form):
 @require_GET
 def templates_list(request: HttpRequest) -> HttpResponse:
     usage = selectors.template_usage()
+    archived = archived_filter(request, MessageTemplate)
     rows = [
         {"template": template, "rules": usage.get(template.slug, [])}
-        for template in MessageTemplate.objects.order_by("channel", "slug")
+        for template in archived.apply(MessageTemplate.objects.order_by("channel", "slug"))
     ]
-    return render(request, "dashboard/templates/list.html", {"section": "rules", "rows": rows})
+    context = {"section": "rules", "rows": rows, "archived": archived}
+    return render(request, "dashboard/templates/list.html", context)
 
 
 def _preview_context(data: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +148,7 @@ def _editor(request: HttpRequest, template: MessageTemplate | None) -> HttpRespo
         "template": template,
         "form": form,
         "used_by": selectors.template_usage().get(template.slug, []) if template else [],
+        "lifecycle": lifecycle_panel(request, TEMPLATE, template) if template else None,
         **_preview_context(data),
     }
     return render(request, EDITOR, context)

@@ -49,13 +49,16 @@ class FlowInfo:
         return f"{number} · {name}"
 
 
-def flows_info() -> dict[str, FlowInfo]:
-    """Every flow with its step names, in two queries."""
+def flows_info(*, include_archived: bool = True) -> dict[str, FlowInfo]:
+    """Every flow (or every one not archived) with its step names, in two queries."""
+    flows = OnboardingFlow.objects.prefetch_related("steps")
+    if not include_archived:
+        flows = flows.filter(archived_at=None)
     return {
         flow.slug: FlowInfo(
             flow.slug, flow.name, tuple(s.name for s in sorted(flow.steps.all(), key=_position))
         )
-        for flow in OnboardingFlow.objects.prefetch_related("steps")
+        for flow in flows
     }
 
 

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from dashboard import views_lifecycle
 from dashboard.experiments import views as views_experiments
 from dashboard.message_templates import views as views_templates
 from dashboard.rules import views as views_rules
@@ -18,6 +19,17 @@ urlpatterns = [
     path("templates/new/", views_templates.template_new, name="template_new"),
     path("templates/preview/", views_templates.template_preview, name="template_preview"),
     path("templates/<slug:slug>/", views_templates.template_edit, name="template_edit"),
+    path(
+        "templates/<slug:slug>/archive/",
+        views_lifecycle.template_archive,
+        name="template_archive",
+    ),
+    path(
+        "templates/<slug:slug>/unarchive/",
+        views_lifecycle.template_unarchive,
+        name="template_unarchive",
+    ),
+    path("templates/<slug:slug>/delete/", views_lifecycle.template_delete, name="template_delete"),
     path("experiments/", views_experiments.experiments_list, name="experiments"),
     path("experiments/plan/", views_experiments.experiment_plan, name="experiment_plan"),
     path(

@@ -60,13 +60,20 @@ def rules_list(request: HttpRequest) -> HttpResponse:
 
 
 class _Lookups:
-    """What the editor's selects offer: flows with steps, segments, templates by channel."""
+    """What the editor's selects offer: flows with steps, segments, templates by channel.
 
-    def __init__(self) -> None:
-        self.flows = selectors.flows_info()
-        self.segments = list(Segment.objects.order_by("name").values_list("slug", "name"))
+    Archived ones only to an archived rule (which may keep naming them): a rule that can run
+    cannot choose them.
+    """
+
+    def __init__(self, *, include_archived: bool = False) -> None:
+        live = {} if include_archived else {"archived_at": None}
+        self.flows = selectors.flows_info(include_archived=include_archived)
+        self.segments = list(
+            Segment.objects.filter(**live).order_by("name").values_list("slug", "name")
+        )
         self.templates = dict(
-            MessageTemplate.objects.order_by("slug").values_list("slug", "channel")
+            MessageTemplate.objects.filter(**live).order_by("slug").values_list("slug", "channel")
         )
 
     def rule_form(self, *args: Any, **kwargs: Any) -> RuleForm:
@@ -211,7 +218,7 @@ def _save(
 
 
 def _editor(request: HttpRequest, rule: Rule | None) -> HttpResponse:
-    lookups = _Lookups()
+    lookups = _Lookups(include_archived=rule is not None and rule.status == RuleStatus.ARCHIVED)
     editing = rule is not None
     action = request.POST.get("action", "save") if request.method == "POST" else ""
     target = htmx_target(request)

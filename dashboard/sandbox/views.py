@@ -28,7 +28,9 @@ MAX_SCRIPT_LINES = 50
 
 
 class TestSendForm(forms.Form):
-    template = forms.ModelChoiceField(queryset=MessageTemplate.objects.order_by("slug"))
+    template = forms.ModelChoiceField(
+        queryset=MessageTemplate.objects.filter(archived_at=None).order_by("slug")
+    )
     to_email = forms.EmailField(label="Send to", help_text="Your own address.")
 
 

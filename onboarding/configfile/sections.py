@@ -138,7 +138,7 @@ def _prefixed(path: str, problems: list[Problem]) -> list[Problem]:
 class FlowsSection(Section):
     key = "flows"
     label = "flow"
-    item_keys = ("slug", "name", "window", "steps")
+    item_keys = ("slug", "name", "window", "steps", "archived")
     step_keys = ("name", "event", "where", "optional", "critical")
 
     def validate_item(self, item: Mapping, path: str, context: ImportContext) -> dict[str, Any]:
@@ -162,7 +162,13 @@ class FlowsSection(Section):
             # Known to segments even when its steps are invalid, so errors do not cascade;
             # 0 steps means "unknown count" to the segment parser.
             context.flows[slug] = len(raw_steps) if isinstance(raw_steps, list) else 0
-        values = {"slug": slug, "name": name, "window_seconds": window, "steps": steps}
+        values = {
+            "slug": slug,
+            "name": name,
+            "window_seconds": window,
+            "steps": steps,
+            "archived": _flag(item, "archived", path, context),
+        }
         if isinstance(slug, str):
             # Model-level checks (slug format, lengths) for what is not reported already.
             problems = flow_problems(
@@ -238,6 +244,8 @@ class FlowsSection(Section):
                     "name": flow.name,
                     "window": format_duration(flow.window_seconds),
                     "steps": steps,
+                    # Written only when archived, so files without it stay as they are.
+                    **({"archived": True} if flow.archived_at else {}),
                 }
             )
         return flows
@@ -246,7 +254,7 @@ class FlowsSection(Section):
 class SegmentsSection(Section):
     key = "segments"
     label = "segment"
-    item_keys = ("slug", "name", "match", "conditions")
+    item_keys = ("slug", "name", "match", "conditions", "archived")
 
     def validate_item(self, item: Mapping, path: str, context: ImportContext) -> dict[str, Any]:
         name = _text(item, "name", path, context)
@@ -259,7 +267,8 @@ class SegmentsSection(Section):
             flows=context.flows,
         )
         context.problems += _prefixed(path, problems)
-        return {"slug": slug, "name": name, "definition": definition}
+        archived = _flag(item, "archived", path, context)
+        return {"slug": slug, "name": name, "definition": definition, "archived": archived}
 
     def status(self, spec: Spec, context: ImportContext) -> SaveStatus:
         return segment_status(**spec.values, flows=context.flows)
@@ -282,6 +291,7 @@ class SegmentsSection(Section):
                     "name": segment.name,
                     "match": definition.get("match", "all"),
                     "conditions": [Inline(c) if isinstance(c, dict) else c for c in conditions],
+                    **({"archived": True} if segment.archived_at else {}),
                 }
             )
         return segments

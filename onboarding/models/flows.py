@@ -20,6 +20,8 @@ class OnboardingFlow(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Conversion window, counted from entry (the first step).",
     )
+    # Archived: hidden from lists and pickers, still readable, restorable (issue 15 item 8).
+    archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -103,6 +105,8 @@ class Segment(models.Model):
     slug = models.SlugField(max_length=64, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
     definition = models.JSONField(default=dict)
+    # Archived: hidden from lists and pickers, still readable, restorable (issue 15 item 8).
+    archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

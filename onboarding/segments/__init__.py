@@ -7,6 +7,7 @@ Public API::
     compile_segment(definition, now=None) -> Q             # over Person
     members_queryset(segment_or_definition, now=None) -> QuerySet[Person]
     segment_count_and_sample(definition, sample=10, now=None) -> SegmentPreview
+    flows_named_by(definition) -> set[str]                 # the flow slugs its conditions name
 
 The language reference is docs/configuration-as-code.md ("Segments").
 """
@@ -30,6 +31,7 @@ from .tree import Group, to_definition
 __all__ = [
     "SegmentPreview",
     "compile_segment",
+    "flows_named_by",
     "members_queryset",
     "normalize_definition",
     "parse_definition",
@@ -79,3 +81,18 @@ def segment_count_and_sample(
     return SegmentPreview(
         count=people.count(), sample=list(people.order_by("-last_seen", "-pk")[:sample])
     )
+
+
+def flows_named_by(definition: Any) -> set[str]:
+    """The flow slugs a segment definition's conditions name, at any depth of any/all/not."""
+    found: set[str] = set()
+    stack = [definition]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if isinstance(node.get("flow"), str):
+                found.add(node["flow"])
+            stack.extend(node.get(key) for key in ("conditions", "any", "all", "not"))
+    return found

@@ -14,6 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from onboarding.configfile.errors import Problem, join_path
 from onboarding.flows.progress import rebuild_flow_progress
@@ -93,7 +94,12 @@ def flow_problems(
 
 
 def flow_status(
-    *, slug: str, name: str, window_seconds: int, steps: Sequence[StepInput]
+    *,
+    slug: str,
+    name: str,
+    window_seconds: int,
+    steps: Sequence[StepInput],
+    archived: bool | None = None,
 ) -> SaveStatus:
     """What :func:`flow_save` would do with these values, without writing anything."""
     flow = OnboardingFlow.objects.filter(slug=slug).first()
@@ -103,6 +109,7 @@ def flow_status(
         flow.name == name
         and flow.window_seconds == window_seconds
         and _steps_signature(_stored_steps(flow)) == _steps_signature(steps)
+        and not archive_changes(flow, archived)
     )
     return "unchanged" if same else "updated"
 
@@ -115,8 +122,12 @@ def flow_save(
     window_seconds: int,
     steps: Sequence[StepInput],
     rebuild_progress: bool = True,
+    archived: bool | None = None,
 ) -> Saved[OnboardingFlow]:
     """Create or update the flow ``slug`` with exactly these steps; unchanged values write nothing.
+
+    ``archived`` (configuration files) archives or restores it; None leaves that as it is. The
+    dashboard archives through ``triggers.services.lifecycle``, which checks where it is used.
 
     When the steps or the window change, progress is rebuilt here, in the caller's transaction.
     That is a scan of every entrant's step events: fine for the demo and for imports, but for big
@@ -129,6 +140,7 @@ def flow_save(
     flow = OnboardingFlow.objects.select_for_update().filter(slug=slug).first()
     if flow is None:
         flow = OnboardingFlow(slug=slug, name=name, window_seconds=window_seconds)
+        archive_changes(flow, archived)
         flow.full_clean()
         flow.save()
         _replace_steps(flow, steps)
@@ -139,7 +151,8 @@ def flow_save(
     definition_changed = flow.window_seconds != window_seconds or _steps_signature(
         _stored_steps(flow)
     ) != _steps_signature(steps)
-    if flow.name == name and not definition_changed:
+    archiving = archive_changes(flow, archived)
+    if flow.name == name and not definition_changed and not archiving:
         return Saved(flow, "unchanged")
     flow.name = name
     flow.window_seconds = window_seconds
@@ -150,6 +163,14 @@ def flow_save(
         if rebuild_progress:
             rebuild_flow_progress(flow)
     return Saved(flow, "updated")
+
+
+def archive_changes(obj: Any, archived: bool | None) -> bool:
+    """Set ``obj.archived_at`` for ``archived`` (None: leave it); whether that changes it."""
+    if archived is None or (obj.archived_at is not None) == archived:
+        return False
+    obj.archived_at = timezone.now() if archived else None
+    return True
 
 
 def _replace_steps(flow: OnboardingFlow, steps: Sequence[StepInput]) -> None:

@@ -14,10 +14,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from onboarding.configfile.errors import Problem, ProblemsError
-from onboarding.models import Segment
-from onboarding.segments import normalize_definition
+from onboarding.models import OnboardingFlow, Segment
+from onboarding.segments import flows_named_by, normalize_definition
 
-from .flows import Saved, SaveStatus
+from .flows import Saved, SaveStatus, archive_changes
 
 
 def _canonical(value: Any) -> str:
@@ -49,39 +49,66 @@ def segment_problems(
 
 
 def segment_status(
-    *, slug: str, name: str, definition: Any, flows: Mapping[str, int] | None = None
+    *,
+    slug: str,
+    name: str,
+    definition: Any,
+    flows: Mapping[str, int] | None = None,
+    archived: bool | None = None,
 ) -> SaveStatus:
     """What :func:`segment_save` would do, without writing (``definition`` must be valid)."""
     normalized = normalize_definition(definition, flows=flows)
     segment = Segment.objects.filter(slug=slug).first()
     if segment is None:
         return "created"
-    if segment.name == name and _canonical(segment.definition) == _canonical(normalized):
+    if (
+        segment.name == name
+        and _canonical(segment.definition) == _canonical(normalized)
+        and not archive_changes(segment, archived)
+    ):
         return "unchanged"
     return "updated"
 
 
 @transaction.atomic
 def segment_save(
-    *, slug: str, name: str, definition: Any, flows: Mapping[str, int] | None = None
+    *,
+    slug: str,
+    name: str,
+    definition: Any,
+    flows: Mapping[str, int] | None = None,
+    archived: bool | None = None,
 ) -> Saved[Segment]:
     """Create or update the segment ``slug``; unchanged values write nothing.
 
     ``flows`` (slug → number of steps) are the flows a definition may name; by default those in
-    the database.
+    the database. ``archived`` as for :func:`~onboarding.services.flows.flow_save`.
     """
     normalized, problems = segment_problems(
         slug=slug, name=name, definition=definition, flows=flows
     )
     if problems or normalized is None:
         raise ValidationError([str(problem) for problem in problems])
+    # The flows it names are not archived or deleted while this is saved (the lifecycle locks the
+    # flow it changes while it checks where the flow is used).
+    list(
+        OnboardingFlow.objects.select_for_update()
+        .filter(slug__in=sorted(flows_named_by(normalized)))
+        .order_by("slug")
+    )
     segment = Segment.objects.select_for_update().filter(slug=slug).first()
     if segment is None:
         segment = Segment(slug=slug, name=name, definition=normalized)
+        archive_changes(segment, archived)
         segment.full_clean()
         segment.save()
         return Saved(segment, "created")
-    if segment.name == name and _canonical(segment.definition) == _canonical(normalized):
+    archiving = archive_changes(segment, archived)
+    if (
+        segment.name == name
+        and _canonical(segment.definition) == _canonical(normalized)
+        and not archiving
+    ):
         return Saved(segment, "unchanged")
     segment.name = name
     segment.definition = normalized

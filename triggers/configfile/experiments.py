@@ -99,7 +99,11 @@ class ExperimentsSection(Section):
         ):
             context.fail(join_path(path, "planned_users_per_arm"), "must be a positive integer")
 
-        variants, follow_ups = self._variants(item.get("variants"), path, catalog, context)
+        catalog.allow_archived = status == ExperimentStatus.STOPPED  # its results stay readable
+        try:
+            variants, follow_ups = self._variants(item.get("variants"), path, catalog, context)
+        finally:
+            catalog.allow_archived = False
         metric = item.get("metric")
         metric_check = metric
         if isinstance(metric, Mapping) and metric.get("flow") in context.flows:

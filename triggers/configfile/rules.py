@@ -10,11 +10,13 @@ from django.core.exceptions import ValidationError
 from onboarding.configfile.errors import join_path
 from onboarding.configfile.sections import ImportContext, Section, Spec
 from onboarding.configfile.yamlio import Inline
+from onboarding.models import OnboardingFlow, Segment
 from onboarding.services.flows import SaveStatus
 from triggers.configfile.common import IMPORT_ACTOR, ImportCatalog, under
-from triggers.models import Rule
+from triggers.models import MessageTemplate, Rule
 from triggers.rules.spec import STATUSES, parse_rule
 from triggers.services.rules import rule_save
+from triggers.services.usage import usage_of
 
 # The rule's own fields; every other key of a rule item is its definition (a RuleVersion).
 RULE_FIELDS = ("slug", "name", "status", "priority", "shadow")
@@ -48,6 +50,38 @@ _INLINE = ("trigger", "reentry", "quiet_hours", "cap", "fallback")
 _PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 
 
+_ARCHIVABLE = (
+    ("flows", "flow", OnboardingFlow),
+    ("segments", "segment", Segment),
+    ("templates", "template", MessageTemplate),
+)
+
+
+def _check_archiving(context: ImportContext) -> None:
+    """A file may archive a flow, segment or template only if nothing live in the database still
+    uses it: the dashboard's rule (triggers.services.lifecycle). Rules and segments the file
+    defines itself are checked where they are (an active rule naming an archived template, say)."""
+    redefined = {
+        kind: set(context.defined.get(key, {}))
+        for key, kind in (("rules", "rule"), ("segments", "segment"), ("experiments", "experiment"))
+    }
+    for key, label, model in _ARCHIVABLE:
+        for slug, values in context.defined.get(key, {}).items():
+            if not values.get("archived"):
+                continue
+            existing = model.objects.filter(slug=slug, archived_at=None).first()
+            if existing is None:
+                continue
+            for place in usage_of(existing).live:
+                if place.slug in redefined.get(place.kind, set()):
+                    continue
+                context.fail(
+                    f"{key}.{slug}.archived",
+                    f"{label} {slug!r} is still used by {place.kind} {place.name!r} "
+                    f"({place.detail}): change that first",
+                )
+
+
 class RulesSection(Section):
     key = "rules"
     label = "rule"
@@ -55,7 +89,9 @@ class RulesSection(Section):
 
     def validate(self, items: Any, context: ImportContext) -> list[Spec]:
         context.state[self.key] = ImportCatalog(context)
-        return super().validate(items, context)
+        specs = super().validate(items, context)
+        _check_archiving(context)
+        return specs
 
     def validate_item(self, item: Mapping, path: str, context: ImportContext) -> dict[str, Any]:
         slug = item.get("slug")
@@ -99,7 +135,12 @@ class RulesSection(Section):
                     context.fail(join_path(path, field), message)
 
         definition = {key: item[key] for key in DEFINITION_KEYS if key in item}
-        spec, problems = parse_rule(definition, context.state[self.key])
+        catalog = context.state[self.key]
+        catalog.allow_archived = status == "archived"  # an archived rule may name archived ones
+        try:
+            spec, problems = parse_rule(definition, catalog)
+        finally:
+            catalog.allow_archived = False
         context.problems += under(path, problems)
         return {
             "slug": slug,

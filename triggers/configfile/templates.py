@@ -14,13 +14,14 @@ from onboarding.services.flows import SaveStatus
 from triggers.configfile.common import IMPORT_ACTOR
 from triggers.models import MessageTemplate
 from triggers.rules.spec import CHANNELS
+from triggers.services.lifecycle import archive, unarchive
 from triggers.services.templates import template_save, template_validate
 
 
 class TemplatesSection(Section):
     key = "templates"
     label = "template"
-    item_keys = ("slug", "channel", "subject", "body")
+    item_keys = ("slug", "channel", "subject", "body", "archived")
 
     def validate_item(self, item: Mapping, path: str, context: ImportContext) -> dict[str, Any]:
         channel = item.get("channel")
@@ -66,24 +67,39 @@ class TemplatesSection(Section):
                 continue  # reported above: missing or not a string
             for message in dict.fromkeys(messages):
                 context.fail(join_path(path, field), message)
-        return {"slug": slug, "channel": channel, "subject": subject, "body": body}
+        archived = item.get("archived", False)
+        if not isinstance(archived, bool):
+            context.fail(join_path(path, "archived"), "must be true or false")
+            archived = False
+        return {
+            "slug": slug,
+            "channel": channel,
+            "subject": subject,
+            "body": body,
+            "archived": archived,
+        }
 
     def status(self, spec: Spec, context: ImportContext) -> SaveStatus:
         values = spec.values
         template = MessageTemplate.objects.filter(slug=spec.slug).first()
         if template is None:
             return "created"
-        same = (template.channel, template.subject, template.body) == (
+        same = (template.channel, template.subject, template.body, bool(template.archived_at)) == (
             values["channel"],
             values["subject"],
             values["body"],
+            values["archived"],
         )
         return "unchanged" if same else "updated"
 
     def apply(self, spec: Spec, context: ImportContext) -> SaveStatus:
         status = self.status(spec, context)
         if status != "unchanged":
-            template_save(**spec.values, actor=IMPORT_ACTOR)
+            values = {k: v for k, v in spec.values.items() if k != "archived"}
+            template, _ = template_save(**values, actor=IMPORT_ACTOR)
+            # Where it is used was checked with the whole file (RulesSection.validate).
+            change = archive if spec.values["archived"] else unarchive
+            change(obj=template, actor=IMPORT_ACTOR, check=False)
         return status
 
     def export(self) -> list[dict[str, Any]]:
@@ -93,5 +109,7 @@ class TemplatesSection(Section):
             if template.subject:
                 data["subject"] = template.subject
             data["body"] = Literal(template.body)
+            if template.archived_at:  # written only when archived
+                data["archived"] = True
             templates.append(data)
         return templates

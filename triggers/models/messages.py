@@ -15,6 +15,8 @@ class MessageTemplate(models.Model):
     channel = models.CharField(max_length=8, choices=Channel.choices)
     subject = models.CharField(max_length=300, blank=True, default="")
     body = models.TextField()
+    # Archived: hidden from lists and pickers, still readable, restorable (issue 15 item 8).
+    archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -48,6 +48,17 @@ class Catalog(Protocol):
 
     def has_segment(self, segment_slug: str) -> bool: ...
 
+    # Optional: a catalog may also have ``archived``, a set of (kind, slug) pairs ("flow",
+    # "template", "segment") that exist but are archived. It answers "no such …" for them (an
+    # archived object cannot be chosen for a rule) and the problem then says it is archived.
+
+
+def _missing(catalog: Catalog, kind: str, slug: str) -> str:
+    """The problem for a slug the catalog does not offer: archived, or no such object."""
+    if (kind, slug) in getattr(catalog, "archived", ()):
+        return f"{kind} {slug!r} is archived: restore it or choose another"
+    return f"no {kind} with slug {slug!r}"
+
 
 @dataclass(frozen=True)
 class Trigger:
@@ -274,7 +285,7 @@ def _parse_trigger(r: _Reader, data: Any, catalog: Catalog | None) -> Trigger | 
     if catalog is not None and trigger.flow is not None:
         steps = catalog.flow_steps(trigger.flow)
         if steps is None:
-            r.fail(join_path(path, "flow"), f"no flow with slug {trigger.flow!r}")
+            r.fail(join_path(path, "flow"), _missing(catalog, "flow", trigger.flow))
         else:
             for name in ("step", "did", "missing"):
                 number = getattr(trigger, name)
@@ -327,7 +338,7 @@ def _parse_follow_ups(r: _Reader, data: Any, catalog: Catalog | None) -> tuple[F
         if catalog is not None and template and channel:
             template_channel = catalog.template_channel(template)
             if template_channel is None:
-                r.fail(join_path(where, "template"), f"no template with slug {template!r}")
+                r.fail(join_path(where, "template"), _missing(catalog, "template", template))
             elif template_channel != channel:
                 r.fail(
                     join_path(where, "template"),
@@ -364,7 +375,7 @@ def parse_rule(data: Any, catalog: Catalog | None = None) -> tuple[RuleSpec | No
             r.fail("segment", "must be a segment slug")
             segment = None
         elif catalog is not None and not catalog.has_segment(segment):
-            r.fail("segment", f"no segment with slug {segment!r}")
+            r.fail("segment", _missing(catalog, "segment", segment))
 
     has_flow = trigger is not None and trigger.flow is not None
     exit_when = data.get("exit_when", "progressed" if has_flow else "never")
@@ -417,7 +428,7 @@ def parse_rule(data: Any, catalog: Catalog | None = None) -> tuple[RuleSpec | No
             elif template and catalog is not None:
                 template_channel = catalog.template_channel(template)
                 if template_channel is None:
-                    r.fail("fallback.template", f"no template with slug {template!r}")
+                    r.fail("fallback.template", _missing(catalog, "template", template))
                 elif template_channel != channel:
                     r.fail(
                         "fallback.template",

@@ -16,6 +16,7 @@ from triggers.rules.spec import parse_follow_ups
 
 from .audit import audit
 from .rules import DatabaseCatalog, rule_save, rule_set_status
+from .usage import lock_named
 
 
 def experiment_validate(
@@ -68,6 +69,8 @@ def experiment_validate(
     flow = metric.get("flow")
     if not isinstance(flow, str) or not OnboardingFlow.objects.filter(slug=flow).exists():
         problems.append(("metric.flow", f"no flow with slug {flow!r}"))
+    elif ("flow", flow) in catalog.archived:  # the catalog above: archived ones refused
+        problems.append(("metric.flow", f"flow {flow!r} is archived: restore it or choose another"))
     try:
         if parse_duration(metric.get("completed_within")) <= 0:
             problems.append(("metric.completed_within", "must be longer than 0s"))
@@ -107,6 +110,17 @@ def experiment_save(
 ) -> tuple[Experiment, bool]:
     """Create or update an experiment. Changing the arms of a running one starts a new phase with a
     new seed; people already assigned keep their arm and are analysed in their own phase."""
+    arms = variants if isinstance(variants, list) else []
+    lock_named(
+        flows=[metric.get("flow")] if isinstance(metric, dict) else [],
+        templates=[
+            item.get("template")
+            for variant in arms
+            if isinstance(variant, dict) and isinstance(variant.get("follow_ups"), list)
+            for item in variant["follow_ups"]
+            if isinstance(item, dict)
+        ],
+    )
     rule = Rule.objects.filter(slug=rule_slug).first()
     _raise(experiment_validate(rule=rule, variants=variants, metric=metric))
     normalized = [

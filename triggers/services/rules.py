@@ -14,29 +14,59 @@ from triggers.models import MessageTemplate, Rule, RuleState, RuleStatus, RuleVe
 from triggers.rules.spec import RuleSpec, parse_rule
 
 from .audit import audit
+from .usage import lock_named, rule_references
 
 
 class DatabaseCatalog:
-    """The spec validator's view of flows, templates and segments, from the database."""
+    """The spec validator's view of flows, templates and segments, from the database.
 
-    def __init__(self) -> None:
+    Archived ones are offered only with ``allow_archived`` (an archived rule may keep naming
+    them); otherwise they answer "no such …" and ``archived`` lets the problem say why.
+    """
+
+    def __init__(self, *, allow_archived: bool = False) -> None:
+        self.allow_archived = allow_archived
+        self.all_archived: set[tuple[str, str]] = set()
         self._flows: dict[str, tuple[int, int]] = {}
         for flow in OnboardingFlow.objects.prefetch_related("steps"):
             self._flows[flow.slug] = (flow.window_seconds, len(flow.steps.all()))
-        self._templates = dict(MessageTemplate.objects.values_list("slug", "channel"))
-        self._segments = set(Segment.objects.values_list("slug", flat=True))
+            if flow.archived_at is not None:
+                self.all_archived.add(("flow", flow.slug))
+        self._templates: dict[str, str] = {}
+        for slug, channel, archived_at in MessageTemplate.objects.values_list(
+            "slug", "channel", "archived_at"
+        ):
+            self._templates[slug] = channel
+            if archived_at is not None:
+                self.all_archived.add(("template", slug))
+        self._segments: set[str] = set()
+        for slug, archived_at in Segment.objects.values_list("slug", "archived_at"):
+            self._segments.add(slug)
+            if archived_at is not None:
+                self.all_archived.add(("segment", slug))
+
+    @property
+    def archived(self) -> set[tuple[str, str]]:
+        """(kind, slug) of the archived objects this catalog does not offer."""
+        return set() if self.allow_archived else self.all_archived
 
     def flow_steps(self, flow_slug: str) -> int | None:
-        return self._flows[flow_slug][1] if flow_slug in self._flows else None
+        if flow_slug not in self._flows or ("flow", flow_slug) in self.archived:
+            return None
+        return self._flows[flow_slug][1]
 
     def flow_window(self, flow_slug: str) -> int | None:
-        return self._flows[flow_slug][0] if flow_slug in self._flows else None
+        if flow_slug not in self._flows or ("flow", flow_slug) in self.archived:
+            return None
+        return self._flows[flow_slug][0]
 
     def template_channel(self, template_slug: str) -> str | None:
+        if ("template", template_slug) in self.archived:
+            return None
         return self._templates.get(template_slug)
 
     def has_segment(self, segment_slug: str) -> bool:
-        return segment_slug in self._segments
+        return segment_slug in self._segments and ("segment", segment_slug) not in self.archived
 
 
 class RuleInvalid(ValidationError):
@@ -45,8 +75,9 @@ class RuleInvalid(ValidationError):
         self.problems = problems
 
 
-def rule_validate(definition: Any) -> RuleSpec:
-    spec, problems = parse_rule(definition, DatabaseCatalog())
+def rule_validate(definition: Any, *, allow_archived: bool = False) -> RuleSpec:
+    """The rule's spec; an archived rule (``allow_archived``) may name archived objects."""
+    spec, problems = parse_rule(definition, DatabaseCatalog(allow_archived=allow_archived))
     if spec is None:
         raise RuleInvalid(problems)
     return spec
@@ -64,9 +95,11 @@ def rule_save(
     actor: Any = None,
 ) -> tuple[Rule, bool]:
     """Create or update a rule. A new version is made only when the definition changes."""
-    spec = rule_validate(definition)
-    canonical = spec.to_definition()
+    lock_named(**rule_references(definition))  # not archived or deleted while this is saved
     rule = Rule.objects.select_for_update().filter(slug=slug).first()
+    becomes = status or (rule.status if rule is not None else RuleStatus.DRAFT)
+    spec = rule_validate(definition, allow_archived=becomes == RuleStatus.ARCHIVED)
+    canonical = spec.to_definition()
     created = rule is None
     if rule is None:
         rule = Rule(slug=slug, name=name, priority=priority, status=status or RuleStatus.DRAFT)
@@ -114,7 +147,9 @@ def _apply_status(rule: Rule, status: str) -> None:
     if status == RuleStatus.ACTIVE:
         if rule.current_version is None:
             raise ValidationError({"status": ["a rule needs a saved definition to be activated"]})
-        rule_validate(rule.current_version.definition)  # the world may have changed since
+        definition = rule.current_version.definition
+        lock_named(**rule_references(definition))
+        rule_validate(definition)  # the world may have changed since
         # Detection looks forward from activation; pausing and resuming skips the pause.
         RuleState.objects.update_or_create(rule=rule, defaults={"checked_until": timezone.now()})
     rule.status = status

@@ -228,7 +228,9 @@ def test_the_option_is_off_by_default(growth, idle_people):
     with time_machine.travel(NOW, tick=False):
         page = growth.post("/rules/new/", idle_form(action="refresh")).content.decode()
         response = growth.post("/rules/new/", idle_form(action="activate"))
-    assert re.search(r'<input type="checkbox" name="backfill" id="id_backfill" form="rule-form">', page)
+    assert re.search(
+        r'<input type="checkbox" name="backfill" id="id_backfill" form="rule-form">', page
+    )
     assert response.status_code == 302
     assert Rule.objects.get(slug="nudge-profile").status == "active"
     assert not Enrollment.objects.exists()

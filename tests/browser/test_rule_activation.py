@@ -104,6 +104,10 @@ def test_new_idle_rule_shows_caps_estimate_and_enrolls_idle_people(browser, live
     assert shown > 0
     # The option recounts on its own: the estimate above is still there.
     assert browser.find_elements(By.CSS_SELECTOR, "[data-testid=caps-estimate]")
+    browser.set_window_size(1400, 1300)
+    browser.execute_script(
+        "document.querySelector('[data-testid=on-activation]').scrollIntoView({block: 'start'})"
+    )
     screenshot(browser, "caps")
 
     browser.find_element(By.CSS_SELECTOR, ".form-actions button[value=activate]").click()

@@ -64,6 +64,11 @@ def test_the_editor_shows_the_caps_from_settings(growth, flow, templates):
     assert "Global cap (Settings): at most 3 follow-ups per 7 days per person" in caps
     assert "This rule's cap : none." in caps
     assert "Quiet hours (Settings): 21:00–08:00 in the person's local time" in caps
+    # The rule's own cap field says the same, not a fixed "2 per 7 days".
+    assert (
+        "the global cap (at most 3 follow-ups per 7 days per person, across rules and channels),"
+        " set on the Settings page, always applies." in caps
+    )
 
 
 def test_the_rules_own_cap_and_quiet_hours_are_shown_as_typed(growth, flow, templates):
@@ -178,8 +183,8 @@ def test_who_matches_now_says_nobody_is_enrolled_retroactively(growth, idle_peop
         " enters only people whose idle mark passes after you activate it" in panel
     )
     assert (
-        "Unless you tick Also enroll people who are idle right now below: then the 1"
-        " person idle for at most 24 h enter at activation too." in panel
+        "Unless you tick Also enroll people who are idle right now below, which says how many it"
+        " would enroll: they enter at activation too." in panel
     )
     # The option, its count and its hours come back with every refresh (out of band).
     assert 'id="activation-options" hx-swap-oob="true"' in html.content.decode()

@@ -162,7 +162,11 @@ def activation_backfill(*, rule: Rule, max_idle_hours: int, actor: Any = None) -
     """
     _check_hours(max_idle_hours)
     with transaction.atomic():
-        rule = Rule.objects.select_for_update().select_related("current_version").get(pk=rule.pk)
+        rule = (
+            Rule.objects.select_for_update(of=("self",))
+            .select_related("current_version")
+            .get(pk=rule.pk)
+        )
         if rule.status != RuleStatus.ACTIVE or rule.current_version is None:
             raise BackfillError("not_active", "Only an active rule enrolls anyone.")
         spec, problems = parse_rule(rule.current_version.definition)
@@ -172,7 +176,9 @@ def activation_backfill(*, rule: Rule, max_idle_hours: int, actor: Any = None) -
             raise BackfillError(
                 "not_idle", "Only rules that fire on inactivity in onboarding can enroll people."
             )
-        state = RuleState.objects.filter(rule=rule).first()
+        # Locked as a tick locks it (evaluate._claim): no tick of this rule runs meanwhile, so
+        # the watermark read here is where the live detector goes on from.
+        state = RuleState.objects.select_for_update().filter(rule=rule).first()
         if state is None or state.checked_until is None:
             raise BackfillError("not_active", "The rule has not been activated.")
         at = state.checked_until

@@ -44,6 +44,7 @@ from triggers.models import BacktestRun, MessageTemplate, Rule, RuleStatus
 from triggers.rules.spec import parse_rule
 from triggers.services.activation import (
     DEFAULT_MAX_IDLE_HOURS,
+    BackfillError,
     activation_backfill,
     backfill_candidates,
     offers_backfill,
@@ -250,7 +251,10 @@ def _save(
         and offers_backfill(form.trigger_kind)
     ):
         hours = form.cleaned_data.get("backfill_hours") or DEFAULT_MAX_IDLE_HOURS
-        backfill = activation_backfill(rule=saved, max_idle_hours=hours, actor=request.user)
+        try:
+            backfill = activation_backfill(rule=saved, max_idle_hours=hours, actor=request.user)
+        except BackfillError as error:  # activated, but nobody was enrolled: say why
+            messages.error(request, f"Nobody idle right now was enrolled: {error.message}")
     if not changed:
         messages.info(request, f"No changes to {saved.name}.")
     elif action == "activate":

@@ -22,6 +22,7 @@ from onboarding.configfile.errors import Problem
 from onboarding.where_text import format_where, parse_where
 from triggers.models import Channel
 from triggers.rules.spec import EXIT_WHEN, MAX_FOLLOW_UPS, TRIGGER_KINDS
+from triggers.services.activation import DEFAULT_MAX_IDLE_HOURS, MAX_IDLE_HOURS
 
 KIND_LABELS = {
     "inactive_in_flow": "Inactive in onboarding",
@@ -54,6 +55,7 @@ RESERVED_SLUGS = {
     "experiments",
     "backtests",
     "sandbox",
+    "caps-estimate",
 }
 ROW_PREFIX = "follow_ups"
 ROW_FIELDS = ("channel", "template", "delay", "at")
@@ -155,6 +157,18 @@ class RuleForm(forms.Form):
     )
     fallback_channel = forms.CharField(label="Fallback channel", required=False, widget=_select())
     fallback_template = forms.CharField(label="Fallback template", required=False, widget=_select())
+    # On activation only (not part of the definition): triggers.services.activation.
+    backfill = forms.BooleanField(
+        label="Also enroll people who are idle right now", required=False, initial=False
+    )
+    backfill_hours = forms.IntegerField(
+        label="Idle at most (hours)",
+        required=False,
+        min_value=1,
+        max_value=MAX_IDLE_HOURS,
+        initial=DEFAULT_MAX_IDLE_HOURS,
+        widget=forms.NumberInput(attrs={"min": 1, "max": MAX_IDLE_HOURS}),
+    )
 
     def __init__(
         self,

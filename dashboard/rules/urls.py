@@ -14,6 +14,12 @@ urlpatterns = [
     path("new/", views_rules.rule_new, name="rule_new"),
     path("preview/", views_rules.rule_preview, name="rule_preview"),
     path("trigger-fields/", views_rules.trigger_fields, name="trigger_fields"),
+    path("caps-estimate/", views_rules.rule_caps_estimate, name="rule_caps_estimate"),
+    path(
+        "caps-estimate/<int:run_id>/",
+        views_rules.rule_caps_estimate_status,
+        name="rule_caps_estimate_status",
+    ),
     path("sandbox/", views_sandbox.sandbox, name="sandbox"),
     path("templates/", views_templates.templates_list, name="templates"),
     path("templates/new/", views_templates.template_new, name="template_new"),

@@ -26,6 +26,7 @@ from django.views.decorators.vary import vary_on_headers
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
 from dashboard.partials import htmx_target
 from dashboard.rules import selectors
+from dashboard.rules.caps import ESTIMATE_DAYS, caps_estimate, caps_in_force
 from dashboard.rules.forms import (
     EMPTY_ROW,
     FLOW_KINDS,
@@ -39,8 +40,15 @@ from dashboard.rules.forms import (
     rows_from_post,
 )
 from onboarding.models import Segment
-from triggers.models import MessageTemplate, Rule, RuleStatus
+from triggers.models import BacktestRun, MessageTemplate, Rule, RuleStatus
 from triggers.rules.spec import parse_rule
+from triggers.services.activation import (
+    DEFAULT_MAX_IDLE_HOURS,
+    BackfillError,
+    activation_backfill,
+    backfill_candidates,
+    offers_backfill,
+)
 from triggers.services.backtests import backtest_start
 from triggers.services.rules import DatabaseCatalog, RuleInvalid, rule_save, rule_set_status
 
@@ -104,12 +112,24 @@ def _values(data: QueryDict) -> dict[str, Any]:
 
 
 def _preview(
-    lookups: _Lookups, values: dict[str, Any], rows_data: list[dict[str, str]], *, now: Any
+    lookups: _Lookups,
+    values: dict[str, Any],
+    rows_data: list[dict[str, str]],
+    *,
+    now: Any,
+    rule: Rule | None = None,
 ) -> dict[str, Any]:
-    """The live panel: who matches the trigger now, and the detection latency."""
+    """The live panel: who matches the trigger now, what activation does, the detection
+    latency and the caps that apply."""
     form = lookups.rule_form({k: v for k, v in values.items() if v is not None})
     form.is_valid()
     definition = build_definition(form, row_forms(rows_data, lookups.templates, bound=True))
+    activating = rule is None or rule.status != RuleStatus.ACTIVE
+    context: dict[str, Any] = {
+        "caps": caps_in_force(definition),
+        "activating": activating,
+        "activation_form": form,
+    }
     trigger_only = {
         "trigger": definition["trigger"],
         "follow_ups": [{"channel": "in_app", "template": "preview"}],
@@ -117,20 +137,41 @@ def _preview(
     }
     spec, problems = parse_rule(trigger_only, _TriggerCatalog())
     if spec is None:
-        return {
-            "preview_problems": [
-                (_field_label(form, p.path), p.message)
-                for p in problems
-                if p.path.startswith("trigger")
-            ]
-        }
-    return {
-        "population": selectors.trigger_population(
+        context["preview_problems"] = [
+            (_field_label(form, p.path), p.message)
+            for p in problems
+            if p.path.startswith("trigger")
+        ]
+        return context
+    context.update(
+        population=selectors.trigger_population(
             spec.trigger, segment_slug=definition.get("segment"), now=now, flows=lookups.flows
         ),
-        "latency": selectors.detection_latency(spec.trigger),
-        "first_delay": definition["follow_ups"][0]["delay"] if definition["follow_ups"] else "",
-    }
+        latency=selectors.detection_latency(spec.trigger),
+        first_delay=definition["follow_ups"][0]["delay"] if definition["follow_ups"] else "",
+    )
+    if activating and offers_backfill(spec.trigger.kind):
+        context["backfill"] = _backfill_preview(form, definition, trigger_only, rule, now)
+    return context
+
+
+def _backfill_preview(
+    form: RuleForm,
+    definition: dict[str, Any],
+    trigger_only: dict[str, Any],
+    rule: Rule | None,
+    now: Any,
+) -> dict[str, Any]:
+    """How many people "also enroll people who are idle right now" would enroll, as typed."""
+    if "backfill_hours" in form.errors:
+        return {"hours": form.data.get("backfill_hours"), "count": None}
+    hours = form.cleaned_data.get("backfill_hours") or DEFAULT_MAX_IDLE_HOURS
+    who = {**trigger_only, "segment": definition.get("segment"), "reentry": definition["reentry"]}
+    spec, _ = parse_rule({k: v for k, v in who.items() if v is not None}, _TriggerCatalog())
+    if spec is None:  # an unfinished re-entry period or segment: count as the trigger alone
+        spec, _ = parse_rule(trigger_only, _TriggerCatalog())
+    candidates = backfill_candidates(spec, rule=rule, now=now, max_idle_hours=hours)
+    return {"hours": hours, "count": len(candidates), "segment": bool(definition.get("segment"))}
 
 
 def _field_label(form: RuleForm, path: str) -> str:
@@ -168,7 +209,7 @@ def _editor_context(
         "versions": selectors.rule_versions(rule) if rule else [],
     }
     if preview is not None:
-        context.update(_preview(lookups, *preview, now=now))
+        context.update(_preview(lookups, *preview, now=now, rule=rule))
     return context
 
 
@@ -190,6 +231,7 @@ def _save(
         form.add_error("slug", "A rule with this slug already exists.")
         return None, form, rows, unplaced
     status = SAVE_ACTIONS[action] or (None if editing else RuleStatus.DRAFT)
+    was_active = rule is not None and rule.status == RuleStatus.ACTIVE
     try:
         saved, changed = rule_save(
             slug=slug,
@@ -208,10 +250,29 @@ def _save(
             for message in errors:
                 form.add_error(target, message)
         return None, form, rows, unplaced
+    backfill = None
+    if (
+        action == "activate"
+        and not was_active
+        and form.cleaned_data.get("backfill")
+        and offers_backfill(form.trigger_kind)
+    ):
+        hours = form.cleaned_data.get("backfill_hours") or DEFAULT_MAX_IDLE_HOURS
+        try:
+            backfill = activation_backfill(rule=saved, max_idle_hours=hours, actor=request.user)
+        except BackfillError as error:  # activated, but nobody was enrolled: say why
+            messages.error(request, f"Nobody idle right now was enrolled: {error.message}")
     if not changed:
         messages.info(request, f"No changes to {saved.name}.")
     elif action == "activate":
-        messages.success(request, f"Saved and activated {saved.name}.")
+        also = ""
+        if backfill is not None:
+            people = "person" if backfill.enrolled == 1 else "people"
+            also = (
+                f" Also enrolled {backfill.enrolled} {people} idle right now"
+                f" (idle at most {backfill.max_idle_hours} h)."
+            )
+        messages.success(request, f"Saved and activated {saved.name}.{also}")
     else:
         messages.success(request, f"Saved {saved.name} ({saved.get_status_display().lower()}).")
     return saved, form, rows, unplaced
@@ -288,9 +349,14 @@ def trigger_fields(request: HttpRequest) -> HttpResponse:
 def rule_preview(request: HttpRequest) -> HttpResponse:
     """The ``#rule-preview`` partial for the posted form (htmx, on change, debounced)."""
     lookups = _Lookups()
+    slug = request.POST.get("rule")
+    rule = Rule.objects.filter(slug=slug).first() if slug else None
     context = _preview(
-        lookups, _values(request.POST), rows_from_post(request.POST), now=timezone.now()
+        lookups, _values(request.POST), rows_from_post(request.POST), now=timezone.now(), rule=rule
     )
+    context["rule"] = rule
+    if request.GET.get("part") == "activation-options":  # the option's own recount
+        return render(request, f"{EDITOR}#activation-options", context)
     return render(request, f"{EDITOR}#rule-preview", context)
 
 
@@ -330,3 +396,40 @@ def rule_backtest(request: HttpRequest, slug: str) -> HttpResponse:
             {"run": run, "data": {}, "finished": False},
         )
     return redirect(f"{reverse('backtests:status', args=[run.pk])}?format=html")
+
+
+# --- the caps panel's estimate ----------------------------------------------------------------
+
+
+@dashboard_write_required("triggers.add_backtestrun")
+@require_POST
+def rule_caps_estimate(request: HttpRequest) -> HttpResponse:
+    """Queue a backtest of the form's definition over the last 7 days; the panel polls it."""
+    lookups = _Lookups()
+    form = lookups.rule_form(request.POST)
+    form.is_valid()
+    definition = build_definition(
+        form, row_forms(rows_from_post(request.POST), lookups.templates, bound=True)
+    )
+    spec, problems = parse_rule(definition, DatabaseCatalog())
+    if spec is None:
+        context = {"estimate_problems": [str(p) for p in problems][:5]}
+        return render(request, "dashboard/rules/_caps_estimate.html", context)
+    slug = request.POST.get("rule")
+    rule = Rule.objects.filter(slug=slug).first() if slug else None
+    now = timezone.now()
+    run = backtest_start(
+        rule, now - timedelta(days=ESTIMATE_DAYS), now, request.user, definition=definition
+    )
+    if not request.htmx:
+        return redirect("triggers:rule_caps_estimate_status", run_id=run.pk)
+    return render(request, "dashboard/rules/_caps_estimate.html", {"run": run})
+
+
+@view_dashboard_required
+@require_GET
+def rule_caps_estimate_status(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The estimate's panel: progress while the run works, then the suppressed share."""
+    run = get_object_or_404(BacktestRun, pk=run_id)
+    context = {"run": run, "estimate": caps_estimate(run)}
+    return render(request, "dashboard/rules/_caps_estimate.html", context)

@@ -101,6 +101,8 @@ EXPECTED: dict[str, str] = {
     "triggers:rule_edit":                                          "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",
     "triggers:rule_status":                                        "  L 405 405 405 403 405 403 |   L 403 302 403 403 302 403",
     "triggers:rule_backtest":                                      "  L 405 405 405 403 405 403 |   L 403 302 403 403 302 403",
+    "triggers:rule_caps_estimate":                                 "  L 405 405 405 403 405 403 |   L 403 200 403 403 200 403",
+    "triggers:rule_caps_estimate_status":                          "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "dashboard:overview":                                          "  L 200 200 200 302 200 403 |   L 405 405 405 403 405 403",
     "dashboard:flows":                                             "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "dashboard:flow_new":                                          "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",

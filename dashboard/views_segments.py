@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -38,6 +39,7 @@ from dashboard.segment_rows import (
     rows_from_definition,
     rows_from_post,
 )
+from dashboard.selectors import known_event_names
 from onboarding.configfile.errors import Problem, ProblemsError
 from onboarding.models import OnboardingFlow, Segment
 from onboarding.segments import segment_count_and_sample
@@ -208,8 +210,10 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
             _apply_action(state, action, request)
     else:
         state = _initial_state(segment)
+    event_names: list[str] = []
     if htmx_target(request) != "segment-conditions":
         preview = _page_preview(state, request)
+        event_names = known_event_names(now=timezone.now())
     flows = _flow_choices()
     context = {
         "section": "segments",
@@ -219,6 +223,7 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
         "conditions": _condition_forms(state.rows, flows, state.row_errors),
         "total_rows": len(state.rows),
         "preview": preview,
+        "event_names": event_names,
     }
     return render_page(
         request, "dashboard/segments/editor.html", context, partials=["segment-conditions"]

@@ -38,6 +38,7 @@ from dashboard.rules.forms import (
     row_forms,
     rows_from_post,
 )
+from dashboard.selectors import known_event_names
 from onboarding.models import Segment
 from triggers.models import MessageTemplate, Rule, RuleStatus
 from triggers.rules.spec import parse_rule
@@ -157,7 +158,7 @@ def _editor_context(
         "rows": rows,
         "row_total": len(rows),
         "unplaced": unplaced or [],
-        "event_names": selectors.known_event_names(now=now),
+        "event_names": known_event_names(now=now),
         "versions": selectors.rule_versions(rule) if rule else [],
     }
     if preview is not None:
@@ -272,7 +273,7 @@ def trigger_fields(request: HttpRequest) -> HttpResponse:
     form, _rows = _display_state(lookups, values, [], editing=False)
     if not values.get("exit_when"):
         form.initial["exit_when"] = _default_exit(form.trigger_kind)
-    context = {"form": form, "event_names": selectors.known_event_names(now=timezone.now())}
+    context = {"form": form, "event_names": known_event_names(now=timezone.now())}
     return render(request, f"{EDITOR}#trigger-fields", context)
 
 

@@ -18,7 +18,6 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -323,4 +322,4 @@ def rule_backtest(request: HttpRequest, slug: str) -> HttpResponse:
             "dashboard/backtest_status.html",
             {"run": run, "data": {}, "finished": False},
         )
-    return redirect(f"{reverse('backtests:status', args=[run.pk])}?format=html")
+    return redirect("backtests:report", run_id=run.pk)

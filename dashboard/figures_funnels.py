@@ -249,85 +249,60 @@ def _unit_for(seconds: float) -> tuple[str, int]:
     return chosen
 
 
-def time_to_convert_figure(
-    histograms: Sequence[StepHistogram], *, selected: int | None = None
-) -> dict[str, Any]:
-    """One histogram per step (time from the step before), switched with buttons above the chart.
-
-    ``selected`` is the step shown first (the friction step, usually); each step gets its own unit
-    because a sign-up confirmation takes minutes and a first project can take days.
-    """
-    shown = [h for h in histograms if h.count]
+def time_to_convert_step(histograms: Sequence[StepHistogram], wanted: int | None) -> int | None:
+    """The step whose histogram the page shows: ``wanted`` if someone reached it, else the first
+    step anyone reached (None when nobody reached step 2)."""
+    shown = [h.index for h in histograms if h.count]
     if not shown:
+        return None
+    return wanted if wanted in shown else shown[0]
+
+
+def time_to_convert_figure(
+    histograms: Sequence[StepHistogram], *, step: int, friction: int | None = None
+) -> dict[str, Any]:
+    """The histogram of the time from step ``step - 1`` to ``step``, in its own unit (a sign-up
+    confirmation takes minutes, a first project can take days); in the friction colour when it
+    is the friction step. The page picks the step with a <select> (the ``#funnel-time-chart``
+    partial), not with a control inside the chart, so it works from the keyboard."""
+    histogram = next((h for h in histograms if h.index == step and h.count), None)
+    if histogram is None:
         return _figure([], _layout(240))
-    first = next((i for i, h in enumerate(shown) if h.index == selected), 0)
-    data = []
-    titles = []
-    for position, histogram in enumerate(shown):
-        unit, size = _unit_for(histogram.bins[-1].end_seconds if histogram.bins else 0)
-        titles.append(f"{unit} from step {histogram.index - 1} to step {histogram.index}")
-        data.append(
-            {
-                "type": "bar",
-                "name": f"{histogram.index}. {histogram.name}",
-                "x": [(b.start_seconds + b.end_seconds) / 2 / size for b in histogram.bins],
-                "y": [b.count for b in histogram.bins],
-                "width": [(b.end_seconds - b.start_seconds) / size for b in histogram.bins],
-                "customdata": [
-                    [round(b.start_seconds / size, 1), round(b.end_seconds / size, 1)]
-                    for b in histogram.bins
-                ],
-                "hovertemplate": (
-                    f"%{{customdata[0]}}–%{{customdata[1]}} {unit}<br>%{{y:,}} people<extra></extra>"
-                ),
-                "marker": {
-                    "color": FRICTION_COLOR if histogram.index == selected else STEP_COLOR,
-                    "line": {"color": "#ffffff", "width": 1},
-                },
-                "visible": position == first,
-            }
-        )
-    buttons = [
-        {
-            "label": f"{h.index}. {h.name}",
-            "method": "update",
-            "args": [
-                {"visible": [i == position for i in range(len(shown))]},
-                {"xaxis.title.text": titles[position]},
-            ],
-        }
-        for position, h in enumerate(shown)
-    ]
+    unit, size = _unit_for(histogram.bins[-1].end_seconds if histogram.bins else 0)
+    trace = {
+        "type": "bar",
+        "name": f"{histogram.index}. {histogram.name}",
+        "x": [(b.start_seconds + b.end_seconds) / 2 / size for b in histogram.bins],
+        "y": [b.count for b in histogram.bins],
+        "width": [(b.end_seconds - b.start_seconds) / size for b in histogram.bins],
+        "customdata": [
+            [round(b.start_seconds / size, 1), round(b.end_seconds / size, 1)]
+            for b in histogram.bins
+        ],
+        "hovertemplate": (
+            f"%{{customdata[0]}}–%{{customdata[1]}} {unit}<br>%{{y:,}} people<extra></extra>"
+        ),
+        "marker": {
+            "color": FRICTION_COLOR if histogram.index == friction else STEP_COLOR,
+            "line": {"color": "#ffffff", "width": 1},
+        },
+    }
     return _figure(
-        data,
+        [trace],
         _layout(
-            280,
-            margin={"l": 48, "r": 16, "t": 44, "b": 48},
+            260,
+            margin={"l": 48, "r": 16, "t": 12, "b": 48},
             bargap=0,
             xaxis={
-                "title": {"text": titles[first], "font": {"size": 11}},
+                "title": {
+                    "text": f"{unit} from step {histogram.index - 1} to step {histogram.index}",
+                    "font": {"size": 11},
+                },
                 "rangemode": "tozero",
                 "showgrid": False,
                 "linecolor": _LINE,
             },
             yaxis={"gridcolor": _GRID, "zeroline": False, "tickformat": ",d"},
-            updatemenus=[
-                {
-                    "type": "dropdown",
-                    "direction": "down",
-                    "active": first,
-                    "buttons": buttons,
-                    "x": 0,
-                    "xanchor": "left",
-                    "y": 1.02,
-                    "yanchor": "bottom",
-                    "pad": {"r": 0, "t": 0},
-                    "showactive": True,
-                    "bgcolor": "#ffffff",
-                    "bordercolor": _LINE,
-                    "font": {"size": 11},
-                }
-            ],
         ),
     )
 

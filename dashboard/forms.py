@@ -239,7 +239,11 @@ class ConditionForm(forms.Form):
     )
     # behaviour
     event = forms.CharField(
-        required=False, widget=forms.TextInput(attrs={"placeholder": "Signed Up"})
+        required=False,
+        # Suggestions from dashboard/_event_names.html, as in the rule editor.
+        widget=forms.TextInput(
+            attrs={"placeholder": "Signed Up", "list": "event-names", "autocomplete": "off"}
+        ),
     )
     where = forms.CharField(
         required=False,

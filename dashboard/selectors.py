@@ -95,3 +95,18 @@ def latest_events(*, limit: int = 15) -> list[Event]:
     """
     newest_first = ("-received_at", "-timestamp", "-id")
     return list(Event.objects.select_related("person").order_by(*newest_first)[:limit])
+
+
+def known_event_names(*, now: datetime, days: int = 30, limit: int = 200) -> list[str]:
+    """Event names seen recently, most frequent first: the suggestions of every event-name field
+    (the rule editor's trigger, the segment editor's behaviour conditions), shown by
+    ``dashboard/_event_names.html``."""
+    return list(
+        Event.objects.filter(received_at__gte=now - timedelta(days=days))
+        .exclude(name="")
+        .order_by()
+        .values("name")
+        .annotate(n=Count("id"))
+        .order_by("-n", "name")
+        .values_list("name", flat=True)[:limit]
+    )

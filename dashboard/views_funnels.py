@@ -244,6 +244,7 @@ def _results_context(
         {
             "result": result,
             "params": params.urlencode(),
+            "filter_items": list(params.items()),
             "interval": cleaned["interval"],
             "breakdown": cleaned.get("breakdown"),
             "segment": cleaned.get("segment"),
@@ -254,11 +255,7 @@ def _results_context(
             "funnel_figure": figures.funnel_figure(result) if result.entrants else None,
             "trend_figure": figures.trend_figure(trends, cleaned["interval"]) if trends else None,
             "trend_has_incomplete": any(point.incomplete for point in trends),
-            "ttc_figure": (
-                figures.time_to_convert_figure(histograms, selected=result.friction_step)
-                if any(h.count for h in histograms)
-                else None
-            ),
+            **_time_to_convert(histograms, request, friction=result.friction_step),
             "breakdown_figure": (
                 figures.breakdown_figure(result, cleaned["breakdown"]) if result.breakdown else None
             ),
@@ -268,6 +265,30 @@ def _results_context(
     return context
 
 
+def _time_to_convert(
+    histograms: list[Any], request: HttpRequest, *, friction: int | None
+) -> dict[str, Any]:
+    """The time-to-convert card: the step in ``?ttc_step`` (default: the friction step, else
+    the first one reached), its figure, and the steps the picker offers."""
+    try:
+        wanted = int(request.GET.get("ttc_step") or friction or 0)
+    except ValueError:
+        wanted = None
+    step = figures.time_to_convert_step(histograms, wanted)
+    if step is None:
+        return {"ttc_figure": None, "ttc_steps": [], "ttc_step": None}
+    return {
+        "ttc_figure": figures.time_to_convert_figure(histograms, step=step, friction=friction),
+        "ttc_steps": [
+            (h.index, f"{h.index - 1} → {h.index}. {h.name}", h.count)
+            for h in histograms
+            if h.count
+        ],
+        "ttc_step": step,
+        "ttc_people": next(h.count for h in histograms if h.index == step),
+    }
+
+
 @view_dashboard_required
 @require_GET
 @vary_on_headers("HX-Request", "HX-Target")
@@ -275,8 +296,9 @@ def funnel(request: HttpRequest, slug: str) -> HttpResponse:
     flow = _flow(slug)
     form = _filter_form(request)
     context = _results_context(flow, form, request)
-    if htmx_target(request) == "funnel-results":
-        return render(request, "dashboard/funnels/funnel.html#funnel-results", context)
+    target = htmx_target(request)
+    if target in ("funnel-results", "funnel-time-chart"):
+        return render(request, f"dashboard/funnels/funnel.html#{target}", context)
     context.update(
         {
             "section": "funnels",

@@ -17,6 +17,7 @@ from django.contrib import messages
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -40,6 +41,7 @@ from dashboard.segment_rows import (
     rows_from_definition,
     rows_from_post,
 )
+from dashboard.selectors import known_event_names
 from dashboard.views_lifecycle import SEGMENT, archived_filter, lifecycle_panel
 from onboarding.configfile.errors import Problem, ProblemsError
 from onboarding.models import OnboardingFlow, Segment
@@ -213,8 +215,10 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
             _apply_action(state, action, request)
     else:
         state = _initial_state(segment)
+    event_names: list[str] = []
     if htmx_target(request) != "segment-conditions":
         preview = _page_preview(state, request)
+        event_names = known_event_names(now=timezone.now())
     flows = _flow_choices({row.get("flow") for row in state.rows if row.get("flow")})
     context = {
         "section": "segments",
@@ -225,6 +229,7 @@ def _editor(request: HttpRequest, segment: Segment | None) -> HttpResponse:
         "total_rows": len(state.rows),
         "preview": preview,
         "lifecycle": lifecycle_panel(request, SEGMENT, segment) if segment else None,
+        "event_names": event_names,
     }
     return render_page(
         request, "dashboard/segments/editor.html", context, partials=["segment-conditions"]

@@ -1,11 +1,13 @@
 """The experiment set-up form: metric and plan fields, arms as rows, problems back to fields.
 
-Arms are rows posted as ``arms-<i>-<field>`` (name, weight, holdout, follow_ups) with a count in
-``arms-TOTAL``. A row's follow-ups are a YAML list in a textarea, in the configuration file's
-shape (``- {channel: email, template: reminder, delay: 3d}``); empty means the rule's own
-sequence. :func:`experiment_validate` reports problems with paths such as
-``variants[1].weight`` or ``metric.completed_within``; :func:`attach_problems` puts each one next
-to its field.
+Arms are rows posted as ``arms-<i>-<field>`` (name, weight, holdout) with a count in
+``arms-TOTAL``. An arm's own follow-ups are rows of the rule editor's kind (channel, template,
+after, at: ``dashboard.rules.forms.FollowUpForm``, the same partial) posted as
+``arms-<i>-follow_ups-<j>-<field>`` with a count in ``arms-<i>-follow_ups-TOTAL``; none means the
+rule's own sequence. Both levels use the one row editor (:mod:`dashboard.rows`): an arm's
+follow-up actions are prefixed, ``arms-1-follow_ups:add`` or ``arms-1-follow_ups:remove:0``.
+:func:`experiment_validate` reports problems with paths such as ``variants[1].weight`` or
+``variants[0].follow_ups[1].template``; :func:`attach_problems` puts each one next to its field.
 """
 
 from __future__ import annotations
@@ -15,15 +17,29 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from django import forms
 
 from dashboard.rows import apply_row_action as move_rows
+from dashboard.rules.forms import (
+    FollowUpForm,
+    follow_up_items,
+    follow_up_rows,
+    row_forms,
+)
+from dashboard.rules.forms import (
+    apply_row_action as follow_up_row_action,
+)
+from dashboard.rules.forms import (
+    rows_from_post as follow_up_rows_from_post,
+)
 
 MAX_ARMS = 8
 ARM_FIELDS = ("name", "weight", "holdout", "follow_ups")
+FOLLOW_UP_FIELDS = ("channel", "template", "delay", "at")
 RESERVED_SLUGS = {"plan", "new"}
 _ARM_PATH = re.compile(r"^variants\[(\d+)\](?:\.(\w+))?(.*)$")
+_FOLLOW_UP_PATH = re.compile(r"^\[(\d+)\](?:\.(\w+))?$")
+_ARM_FOLLOW_UP_ACTION = re.compile(r"^arms-(\d+)-follow_ups:(.+)$")
 _METRIC_FIELDS = {
     "metric.flow": "flow",
     "metric.completed_within": "completed_within",
@@ -97,9 +113,25 @@ class ArmRow:
     name: str = ""
     weight: str = ""
     holdout: bool = False
-    follow_ups: str = ""
+    # The arm's own follow-ups as rows ({channel, template, delay, at}); none: the rule's own.
+    follow_ups: list[dict[str, str]] = field(default_factory=list)
     errors: dict[str, list[str]] = field(default_factory=dict)
     share: float | None = None  # weight / total weight, for display
+    # Set by follow_up_forms(): the rows as forms, errors attached to their fields.
+    forms: list[FollowUpForm] = field(default_factory=list)
+    index: int = 0
+
+    @property
+    def prefix(self) -> str:
+        return f"arms-{self.index}-follow_ups"
+
+    @property
+    def action_prefix(self) -> str:
+        return f"{self.prefix}:"
+
+    @property
+    def owner(self) -> str:
+        return f"arm {self.index + 1}'s "
 
     def add_error(self, name: str | None, message: str) -> None:
         self.errors.setdefault(name or "__all__", []).append(message)
@@ -139,22 +171,13 @@ DEFAULT_ARMS = [
 ]
 
 
-def format_follow_ups(follow_ups: list[dict[str, Any]] | None) -> str:
-    if not follow_ups:
-        return ""
-    return "".join(
-        "- " + yaml.safe_dump(item, default_flow_style=True, sort_keys=False, width=10_000)
-        for item in follow_ups
-    )
-
-
 def rows_from_variants(variants: Iterable[Any]) -> list[ArmRow]:
     return [
         ArmRow(
             name=v.name,
             weight=str(v.weight),
             holdout=v.holdout,
-            follow_ups=format_follow_ups(v.follow_ups),
+            follow_ups=follow_up_rows(v.follow_ups or []),
         )
         for v in variants
     ]
@@ -170,14 +193,33 @@ def rows_from_post(data: Mapping[str, Any]) -> list[ArmRow]:
             name=(data.get(f"arms-{i}-name") or "").strip(),
             weight=(data.get(f"arms-{i}-weight") or "").strip(),
             holdout=bool(data.get(f"arms-{i}-holdout")),
-            follow_ups=data.get(f"arms-{i}-follow_ups") or "",
+            follow_ups=follow_up_rows_from_post(data, prefix=f"arms-{i}-follow_ups"),
         )
         for i in range(total)
     ]
 
 
+def follow_up_forms(
+    rows: list[ArmRow], templates: Mapping[str, str], *, bound: bool
+) -> list[ArmRow]:
+    """Give each arm its index and its follow-ups as forms (the rule editor's rows), templates
+    limited to each row's channel; bound forms when the rows came from a post."""
+    for index, row in enumerate(rows):
+        row.index = index
+        row.forms = row_forms(row.follow_ups, templates, bound=bound, prefix=row.prefix)
+    return rows
+
+
 def apply_row_action(rows: list[ArmRow], action: str) -> list[ArmRow]:
-    """Add an arm (before a trailing holdout, up to ``MAX_ARMS``) or remove one."""
+    """Add an arm (before a trailing holdout, up to ``MAX_ARMS``) or remove one; or, for
+    ``arms-<i>-follow_ups:<action>``, add, remove or move one of arm i's follow-ups."""
+    nested = _ARM_FOLLOW_UP_ACTION.match(action)
+    if nested is not None:
+        index = int(nested.group(1))
+        if 0 <= index < len(rows) and not rows[index].holdout:
+            row = rows[index]
+            row.follow_ups = follow_up_row_action(row.follow_ups, nested.group(2))
+        return rows
 
     def new_arm(current: list[ArmRow]) -> ArmRow | None:
         if len(current) >= MAX_ARMS:
@@ -200,26 +242,15 @@ def _weight(text: str) -> Any:
 
 
 def variants_from_rows(rows: list[ArmRow]) -> list[dict[str, Any]]:
-    """The variants for the service; a follow-ups text that is not YAML is a row error."""
+    """The variants for the service; an arm's follow-ups from its (bound) row forms. A holdout
+    sends nothing, so its rows, if any were typed before ticking it, are left out."""
     variants = []
     for row in rows:
         variant: dict[str, Any] = {"name": row.name, "weight": _weight(row.weight)}
         if row.holdout:
             variant["holdout"] = True
-        if row.follow_ups.strip():
-            try:
-                follow_ups = yaml.safe_load(row.follow_ups)
-            except yaml.YAMLError as error:
-                mark = getattr(error, "problem_mark", None)
-                where = f" (line {mark.line + 1})" if mark is not None else ""
-                row.add_error("follow_ups", f"Not valid YAML{where}.")
-                follow_ups = None
-            if follow_ups is not None and not isinstance(follow_ups, list):
-                row.add_error(
-                    "follow_ups", "Write a list: one '- {channel, template, delay}' a line."
-                )
-            elif follow_ups:
-                variant["follow_ups"] = follow_ups
+        elif row.forms:
+            variant["follow_ups"] = follow_up_items(row.forms)
         variants.append(variant)
     return variants
 
@@ -239,14 +270,6 @@ def _sentence(message: str) -> str:
     return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
 
 
-def _follow_up_label(rest: str) -> str:
-    match = re.match(r"^\[(\d+)\](?:\.(\w+))?", rest)
-    if match is None:
-        return ""
-    label = f"Follow-up {int(match.group(1)) + 1}"
-    return f"{label}, {match.group(2)}: " if match.group(2) else f"{label}: "
-
-
 def attach_problems(
     problems: Iterable[tuple[str, str]], form: ExperimentForm, rows: list[ArmRow]
 ) -> list[str]:
@@ -258,8 +281,13 @@ def attach_problems(
         if arm is not None and int(arm.group(1)) < len(rows):
             row = rows[int(arm.group(1))]
             name = arm.group(2) if arm.group(2) in ARM_FIELDS else None
-            if name == "follow_ups":
-                text = _follow_up_label(arm.group(3)) + text
+            follow_up = _FOLLOW_UP_PATH.match(arm.group(3)) if name == "follow_ups" else None
+            if follow_up is not None and int(follow_up.group(1)) < len(row.forms):
+                form_ = row.forms[int(follow_up.group(1))]
+                field_name = follow_up.group(2) if follow_up.group(2) in FOLLOW_UP_FIELDS else None
+                if field_name is None or not form_.has_error(field_name):
+                    form_.add_error(field_name, text)
+                continue
             row.add_error(name, text)
             continue
         name = _METRIC_FIELDS.get(path) or (path if path in form.fields else None)

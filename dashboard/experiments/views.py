@@ -1,9 +1,9 @@
 """Experiment pages: the list, the set-up (inside a rule's context) with its live sample-size panel,
 status changes and shipping, and the results.
 
-The set-up is one form that works without JavaScript: adding and removing arms and "Update" on
-the calculator are submit buttons (``action=add``, ``remove:1``, ``refresh``) that re-render
-from what was typed. With htmx, arm changes swap ``#arms`` (and the ``#experiment-plan`` panel,
+The set-up is one form that works without JavaScript: adding and removing arms, adding, moving
+and removing an arm's follow-ups and "Update" on the calculator are submit buttons (``action=add``,
+``remove:1``, ``arms-0-follow_ups:add``, ``refresh``) that re-render from what was typed. With htmx, arm changes swap ``#arms`` (and the ``#experiment-plan`` panel,
 out of band) and any change refreshes ``#experiment-plan``. Saving, starting, stopping and
 shipping go through :mod:`triggers.services.experiments` (audited, actor = the user); their
 problems (``variants[1].weight``) are shown next to their fields.
@@ -31,6 +31,7 @@ from dashboard.experiments.forms import (
     ExperimentForm,
     apply_row_action,
     attach_problems,
+    follow_up_forms,
     metric_from_form,
     rows_from_post,
     rows_from_variants,
@@ -41,7 +42,7 @@ from onboarding.configfile.durations import DurationError, parse_duration
 from onboarding.models import OnboardingFlow
 from triggers.experiments import planning
 from triggers.experiments.results import experiment_results
-from triggers.models import Experiment, ExperimentStatus, Rule
+from triggers.models import Experiment, ExperimentStatus, MessageTemplate, Rule
 from triggers.services.experiments import (
     experiment_save,
     experiment_set_status,
@@ -60,6 +61,11 @@ def _flows() -> list[tuple[str, str]]:
     """The flows a metric may choose (archived ones cannot be chosen)."""
     flows = OnboardingFlow.objects.filter(archived_at=None).order_by("name")
     return list(flows.values_list("slug", "name"))
+
+
+def _templates() -> dict[str, str]:
+    """Template slug → channel: an arm's follow-up offers the templates of its channel."""
+    return dict(MessageTemplate.objects.order_by("slug").values_list("slug", "channel"))
 
 
 @view_dashboard_required
@@ -88,7 +94,9 @@ def _initial(experiment: Experiment | None, rule: Rule) -> tuple[dict[str, Any],
     if experiment is None:
         flow = (rule.current_version.definition.get("trigger") or {}).get("flow", "")
         values = {"slug": f"{rule.slug}-test"[:64], "flow": flow, "completed_within": "14d"}
-        return values, [ArmRow(**{**vars(r), "errors": {}}) for r in DEFAULT_ARMS]
+        return values, [
+            ArmRow(name=r.name, weight=r.weight, holdout=r.holdout) for r in DEFAULT_ARMS
+        ]
     metric = experiment.metric or {}
     values = {
         "slug": experiment.slug,
@@ -206,7 +214,7 @@ def _save(
     initial = {"slug": experiment.slug} if experiment else None
     form = ExperimentForm(post, initial=initial, flows=_flows(), editing=editing)
     form.is_valid()
-    rows = rows_from_post(request.POST)
+    rows = follow_up_forms(rows_from_post(request.POST), _templates(), bound=True)
     variants = variants_from_rows(rows)
     metric = metric_from_form(form)
     problems = experiment_validate(rule=rule, variants=variants, metric=metric)
@@ -285,6 +293,7 @@ def _editor(request: HttpRequest, rule: Rule, experiment: Experiment | None) -> 
     else:
         values, rows = _initial(experiment, rule)
         form = ExperimentForm(initial=values, flows=_flows(), editing=editing)
+    follow_up_forms(rows, _templates(), bound=False)  # as typed, no errors before a save
     context = _context(request, rule, experiment, form, rows)
     if target == "arms":
         return render(request, f"{EDITOR}#arms-with-plan", context)

@@ -284,13 +284,15 @@ class FollowUpForm(forms.Form):
 # --- follow-up rows -------------------------------------------------------------------------------
 
 
-def rows_from_post(data: Mapping[str, Any]) -> list[dict[str, str]]:
+def rows_from_post(data: Mapping[str, Any], *, prefix: str = ROW_PREFIX) -> list[dict[str, str]]:
+    """The follow-up rows posted as ``<prefix>-<i>-<field>`` with a count in ``<prefix>-TOTAL``
+    (the rule editor's ``follow_ups``; an experiment arm's ``arms-<i>-follow_ups``)."""
     try:
-        total = min(int(data.get(f"{ROW_PREFIX}-TOTAL", 0)), MAX_FOLLOW_UPS)
+        total = min(int(data.get(f"{prefix}-TOTAL", 0)), MAX_FOLLOW_UPS)
     except (TypeError, ValueError):
         total = 0
     return [
-        {name: data.get(f"{ROW_PREFIX}-{index}-{name}", "") or "" for name in ROW_FIELDS}
+        {name: data.get(f"{prefix}-{index}-{name}", "") or "" for name in ROW_FIELDS}
         for index in range(total)
     ]
 
@@ -306,19 +308,52 @@ def apply_row_action(rows: list[dict[str, str]], action: str) -> list[dict[str, 
 
 
 def row_forms(
-    rows: list[dict[str, str]], templates: Mapping[str, str], *, bound: bool
+    rows: list[dict[str, str]],
+    templates: Mapping[str, str],
+    *,
+    bound: bool,
+    prefix: str = ROW_PREFIX,
 ) -> list[FollowUpForm]:
     forms_ = []
     for index, row in enumerate(rows):
-        prefix = f"{ROW_PREFIX}-{index}"
+        row_prefix = f"{prefix}-{index}"
         if bound:
-            data = {f"{prefix}-{name}": value for name, value in row.items()}
-            form = FollowUpForm(data, prefix=prefix, templates=templates)
+            data = {f"{row_prefix}-{name}": value for name, value in row.items()}
+            form = FollowUpForm(data, prefix=row_prefix, templates=templates)
             form.is_valid()
         else:
-            form = FollowUpForm(prefix=prefix, initial=row, templates=templates)
+            form = FollowUpForm(prefix=row_prefix, initial=row, templates=templates)
         forms_.append(form)
     return forms_
+
+
+def follow_up_items(rows: list[FollowUpForm]) -> list[dict[str, Any]]:
+    """The definition's ``follow_ups`` from bound, cleaned rows (the rule's or an arm's)."""
+    items = []
+    for row in rows:
+        values = row.cleaned_data
+        item: dict[str, Any] = {
+            "channel": values.get("channel") or row.data.get(row.add_prefix("channel")),
+            "template": values.get("template") or None,
+            "delay": (values.get("delay") or "").strip() or "0m",
+        }
+        if values.get("at"):
+            item["at"] = values["at"]
+        items.append(item)
+    return items
+
+
+def follow_up_rows(items: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Rows for stored follow-ups (the rule's or an arm's), as the editors show them."""
+    return [
+        {
+            "channel": item.get("channel", "email"),
+            "template": item.get("template", ""),
+            "delay": item.get("delay", "0m"),
+            "at": item.get("at", ""),
+        }
+        for item in items
+    ]
 
 
 # --- the definition and back ------------------------------------------------------------------
@@ -343,18 +378,7 @@ def build_definition(form: RuleForm, rows: list[FollowUpForm]) -> dict[str, Any]
     definition: dict[str, Any] = {"trigger": trigger}
     if data.get("segment"):
         definition["segment"] = data["segment"]
-    follow_ups = []
-    for row in rows:
-        values = row.cleaned_data
-        item: dict[str, Any] = {
-            "channel": values.get("channel") or row.data.get(row.add_prefix("channel")),
-            "template": values.get("template") or None,
-            "delay": (values.get("delay") or "").strip() or "0m",
-        }
-        if values.get("at"):
-            item["at"] = values["at"]
-        follow_ups.append(item)
-    definition["follow_ups"] = follow_ups
+    definition["follow_ups"] = follow_up_items(rows)
     if data.get("exit_when"):
         definition["exit_when"] = data["exit_when"]
     if data.get("reentry") == "once_per":
@@ -412,16 +436,7 @@ def initial_from_definition(definition: Mapping[str, Any]) -> tuple[dict[str, An
     fallback = definition.get("fallback") or {}
     initial["fallback_channel"] = fallback.get("channel", "")
     initial["fallback_template"] = fallback.get("template", "")
-    rows = [
-        {
-            "channel": item.get("channel", "email"),
-            "template": item.get("template", ""),
-            "delay": item.get("delay", "0m"),
-            "at": item.get("at", ""),
-        }
-        for item in definition.get("follow_ups") or []
-    ]
-    return initial, rows
+    return initial, follow_up_rows(definition.get("follow_ups") or [])
 
 
 # --- problems back to fields --------------------------------------------------------------------

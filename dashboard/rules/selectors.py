@@ -422,21 +422,6 @@ def detection_latency(trigger: Trigger) -> Latency:
     return Latency(text=text, enabled=enabled, every_seconds=every, delivery_seconds=delivery)
 
 
-def known_event_names(*, now: datetime, days: int = 30, limit: int = 200) -> list[str]:
-    """Event names seen recently, most frequent first, for the event-name suggestions."""
-    from onboarding.models import Event
-
-    return list(
-        Event.objects.filter(received_at__gte=now - timedelta(days=days))
-        .exclude(name="")
-        .order_by()
-        .values("name")
-        .annotate(n=Count("id"))
-        .order_by("-n", "name")
-        .values_list("name", flat=True)[:limit]
-    )
-
-
 def template_usage() -> dict[str, list[Rule]]:
     """Template slug → the rules whose current version sends it (follow-up or fallback)."""
     usage: dict[str, list[Rule]] = defaultdict(list)

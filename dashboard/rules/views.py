@@ -18,7 +18,6 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -39,6 +38,7 @@ from dashboard.rules.forms import (
     row_forms,
     rows_from_post,
 )
+from dashboard.selectors import known_event_names
 from onboarding.models import Segment
 from triggers.models import BacktestRun, MessageTemplate, Rule, RuleStatus
 from triggers.rules.spec import parse_rule
@@ -205,7 +205,7 @@ def _editor_context(
         "rows": rows,
         "row_total": len(rows),
         "unplaced": unplaced or [],
-        "event_names": selectors.known_event_names(now=now),
+        "event_names": known_event_names(now=now),
         "versions": selectors.rule_versions(rule) if rule else [],
     }
     if preview is not None:
@@ -340,7 +340,7 @@ def trigger_fields(request: HttpRequest) -> HttpResponse:
     form, _rows = _display_state(lookups, values, [], editing=False)
     if not values.get("exit_when"):
         form.initial["exit_when"] = _default_exit(form.trigger_kind)
-    context = {"form": form, "event_names": selectors.known_event_names(now=timezone.now())}
+    context = {"form": form, "event_names": known_event_names(now=timezone.now())}
     return render(request, f"{EDITOR}#trigger-fields", context)
 
 
@@ -395,7 +395,7 @@ def rule_backtest(request: HttpRequest, slug: str) -> HttpResponse:
             "dashboard/backtest_status.html",
             {"run": run, "data": {}, "finished": False},
         )
-    return redirect(f"{reverse('backtests:status', args=[run.pk])}?format=html")
+    return redirect("backtests:report", run_id=run.pk)
 
 
 # --- the caps panel's estimate ----------------------------------------------------------------

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group
 
 from onboarding.models import OnboardingFlow, Step
 from tests.browser.conftest import login
+from tests.browser.helpers import screenshot
 from tests.browser.helpers import wait as wait_for
 from triggers.models import AuditLog, Experiment
 from triggers.services.rules import rule_save
@@ -40,6 +41,7 @@ def rule(db) -> None:
 def test_set_up_start_and_see_it_running(browser, live_server, alice, rule):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select
 
     alice.groups.add(Group.objects.get(name="experiment owner"))  # growth defines, owner starts
     wait = wait_for(browser)
@@ -64,8 +66,29 @@ def test_set_up_start_and_see_it_running(browser, live_server, alice, rule):
     browser.find_element(By.CSS_SELECTOR, "#arms button[value=add]").click()
     wait.until(ec.presence_of_element_located((By.NAME, "arms-2-name")))
     assert browser.find_element(By.NAME, "arms-1-name").get_attribute("value") == "variant-3"
-    follow_ups = browser.find_element(By.NAME, "arms-1-follow_ups")
-    follow_ups.send_keys("- {channel: email, template: reminder, delay: three days}")
+    # Its own follow-up, as a row like the rule editor's: channel, template (of that channel), after.
+    browser.find_element(By.CSS_SELECTOR, "#arms button[value='arms-1-follow_ups:add']").click()
+    wait.until(ec.presence_of_element_located((By.NAME, "arms-1-follow_ups-0-channel")))
+    Select(browser.find_element(By.NAME, "arms-1-follow_ups-0-channel")).select_by_value("in_app")
+    wait.until(
+        lambda d: (
+            [
+                o.get_attribute("value")
+                for o in Select(d.find_element(By.NAME, "arms-1-follow_ups-0-template")).options
+            ]
+            == ["", "nudge"]
+        )
+    )
+    Select(browser.find_element(By.NAME, "arms-1-follow_ups-0-channel")).select_by_value("email")
+    wait.until(
+        ec.presence_of_element_located(
+            (By.CSS_SELECTOR, "select[name='arms-1-follow_ups-0-template'] option[value=reminder]")
+        )
+    )
+    Select(browser.find_element(By.NAME, "arms-1-follow_ups-0-template")).select_by_value(
+        "reminder"
+    )
+    browser.find_element(By.NAME, "arms-1-follow_ups-0-delay").send_keys("three days")
     weight = browser.find_element(By.NAME, "arms-2-weight")
     weight.clear()
     weight.send_keys("0")
@@ -75,13 +98,19 @@ def test_set_up_start_and_see_it_running(browser, live_server, alice, rule):
         ec.presence_of_element_located((By.CSS_SELECTOR, "#field-arms-2-weight .field-error"))
     )
     assert "positive integer" in weight_error.text
-    delay_error = browser.find_element(By.CSS_SELECTOR, "#field-arms-1-follow_ups .field-error")
-    assert "Follow-up 1, delay" in delay_error.text
+    delay_error = browser.find_element(
+        By.CSS_SELECTOR, "#field-arms-1-follow_ups-0-delay .field-error"
+    )
+    assert delay_error.text  # next to the offending row's field
+    assert not browser.find_elements(
+        By.CSS_SELECTOR, "#field-arms-1-follow_ups-0-template .field-error"
+    )
     assert not Experiment.objects.exists()
+    screenshot(browser, "experiment-form")
 
-    follow_ups = browser.find_element(By.NAME, "arms-1-follow_ups")
-    follow_ups.clear()
-    follow_ups.send_keys("- {channel: email, template: reminder, delay: 3d}")
+    delay = browser.find_element(By.NAME, "arms-1-follow_ups-0-delay")
+    delay.clear()
+    delay.send_keys("3d")
     weight = browser.find_element(By.NAME, "arms-2-weight")
     weight.clear()
     weight.send_keys("20")
@@ -102,5 +131,8 @@ def test_set_up_start_and_see_it_running(browser, live_server, alice, rule):
         ("treatment", 50, False),
         ("variant-3", 50, False),
         ("holdout", 20, True),
+    ]
+    assert experiment.variants.get(name="variant-3").follow_ups == [
+        {"channel": "email", "template": "reminder", "delay": "3d"}
     ]
     assert AuditLog.objects.filter(object_type="triggers.experiment", actor=alice).count() == 2

@@ -111,3 +111,51 @@ def test_segment_filter_redraws_the_funnel(browser, live_server, alice, funnel_d
     browser.get(browser.current_url)
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#funnel-chart .js-plotly-plot")))
     assert browser.find_element(By.CSS_SELECTOR, "[data-testid=entrants]").text == str(FROM_ADS)
+
+
+def test_time_to_convert_step_picker_works_from_the_keyboard(
+    browser, live_server, alice, funnel_data
+):
+    """Issue 15 item 9: Tab reaches the step picker, the arrow keys change the step, htmx redraws
+    the chart beside it, and the focus stays on the picker. No mouse anywhere."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+
+    wait = wait_for(browser)
+    login(browser, live_server, "alice", "pw-alice")
+    browser.get(f"{live_server.url}/flows/activation/funnel/")
+    wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "#funnel-time-chart .js-plotly-plot"))
+    )
+
+    def focused_id() -> str:
+        return browser.execute_script("return document.activeElement && document.activeElement.id")
+
+    def axis_title() -> str:
+        return browser.execute_script(
+            "return document.querySelector('#funnel-time-chart .js-plotly-plot')"
+            ".layout.xaxis.title.text"
+        )
+
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    for _ in range(60):  # the nav, the filter bar, the step table's links… then the picker
+        if focused_id() == "ttc-step":
+            break
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert focused_id() == "ttc-step", "Tab never reaches the step picker"
+    assert "from step 1 to step 2" in axis_title()
+    caption = browser.find_element(By.CSS_SELECTOR, "[data-testid=ttc-caption]").text
+    assert caption == "24 people went from step 1 to step 2."
+
+    browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    wait.until(lambda driver: "from step 2 to step 3" in (axis_title() or ""))
+    assert browser.find_element(By.CSS_SELECTOR, "[data-testid=ttc-caption]").text == (
+        "6 people went from step 2 to step 3."
+    )
+    assert focused_id() == "ttc-step"  # the swap left the picker (and the focus) alone
+
+    browser.switch_to.active_element.send_keys(Keys.ARROW_UP)
+    wait.until(lambda driver: "from step 1 to step 2" in (axis_title() or ""))
+    assert focused_id() == "ttc-step"

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 
 import plotly.graph_objects as go
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
-from triggers.models import Experiment
+from triggers.models import Experiment, Rule
+from triggers.services.backtests import backtest_execute, backtest_start
 
 pytestmark = pytest.mark.django_db
 
@@ -44,12 +47,16 @@ def test_every_embedded_figure_validates_against_plotly_schema():
     client.force_login(admin)
     experiment = Experiment.objects.order_by("pk").first()
     assert experiment is not None, "the demo has an experiment"
+    rule = Rule.objects.get(slug="pause-2m-nudge")
+    now = timezone.now()
+    run = backtest_execute(backtest_start(rule, now - timedelta(days=30), now, admin).pk)
     pages = [
         "/",
         "/flows/activation/funnel/",
         "/flows/activation/funnel/?breakdown=device&interval=week",
         "/kpis/",
         f"/rules/experiments/{experiment.slug}/",
+        f"/rules/backtests/{run.pk}/report/",
     ]
     seen: dict[str, dict] = {}
     for url in pages:
@@ -67,6 +74,7 @@ def test_every_embedded_figure_validates_against_plotly_schema():
         "kpi-ttv-figure",
         "rates-figure",
         "over-time-figure",
+        "backtest-per-day-figure",
     }
     assert expected <= set(seen), f"pages did not embed {sorted(expected - set(seen))}"
     assert any(name.startswith("rule-sends-") for name in seen), "no per-rule KPI figure"

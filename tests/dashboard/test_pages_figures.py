@@ -95,15 +95,26 @@ def test_trend_figure_marks_incomplete_periods():
     assert fig["data"][2]["y"] == [0.5, 0.2]  # joins the last complete point
 
 
-def test_time_to_convert_picks_units_and_the_selected_step():
+def test_time_to_convert_draws_the_chosen_step_in_its_unit():
     histograms = [
         StepHistogram(2, "Email verified", 3, [Bin(0, 60, 2), Bin(60, 120, 1)]),
         StepHistogram(3, "Profile completed", 2, [Bin(0, 86400, 1), Bin(86400, 172800, 1)]),
+        StepHistogram(4, "Invited", 0, []),
     ]
-    fig = figures.time_to_convert_figure(histograms, selected=3)
-    assert [trace["visible"] for trace in fig["data"]] == [False, True]
-    assert fig["data"][1]["x"] == [0.5, 1.5]  # days
-    assert fig["layout"]["xaxis"]["title"]["text"].startswith("days")
+    fig = figures.time_to_convert_figure(histograms, step=3, friction=3)
+    (trace,) = fig["data"]  # one step at a time: the page's <select> picks it
+    assert trace["x"] == [0.5, 1.5]  # days
+    assert trace["marker"]["color"] == figures.FRICTION_COLOR
+    assert fig["layout"]["xaxis"]["title"]["text"] == "days from step 2 to step 3"
+    assert "updatemenus" not in fig["layout"]  # no control inside the chart
+    fig = figures.time_to_convert_figure(histograms, step=2, friction=3)
+    assert fig["data"][0]["marker"]["color"] == figures.STEP_COLOR
+    assert fig["layout"]["xaxis"]["title"]["text"] == "minutes from step 1 to step 2"
+    # The step shown: the one asked for if anyone reached it, else the first reached.
+    assert figures.time_to_convert_step(histograms, 3) == 3
+    assert figures.time_to_convert_step(histograms, 4) == 2
+    assert figures.time_to_convert_step(histograms, None) == 2
+    assert figures.time_to_convert_step(histograms[2:], 4) is None
 
 
 def test_breakdown_folds_small_groups_into_other():

@@ -175,6 +175,38 @@ def test_funnel_whole_page(growth, people):
     assert "breakdown-figure" not in html
 
 
+def test_time_to_convert_step_picker_is_a_form_control(growth, people, clock):
+    """Issue 15 item 9: the step is chosen with a labelled <select> (keyboard, no JavaScript
+    needed), not with a menu drawn inside the chart; htmx swaps only the chart below it."""
+    html = growth.get(FUNNEL).content.decode()
+    assert '<label class="field-label" for="ttc-step">Step</label>' in html
+    picker = re.search(r'<select name="ttc_step" id="ttc-step".*?</select>', html, re.S).group(0)
+    assert re.findall(r'<option value="(\d+)"', picker) == ["2", "3"]
+    assert "updatemenus" not in figure(html, "ttc-figure")["layout"]
+    assert "from step 1 to step 2" in figure(html, "ttc-figure")["layout"]["xaxis"]["title"]["text"]
+    # The picker's form keeps the page's filters.
+    form = re.search(r'<form class="ttc-picker".*?</form>', html, re.S).group(0)
+    assert 'type="hidden" name="since"' in form and 'hx-target="#funnel-time-chart"' in form
+
+    # Without JavaScript: the whole page, with step 3 chosen.
+    html = growth.get(FUNNEL, {"ttc_step": "3"}).content.decode()
+    assert re.search(r'<option value="3" selected>', html)
+    assert "to step 3" in figure(html, "ttc-figure")["layout"]["xaxis"]["title"]["text"]
+    assert "3 people went from step 2 to step 3." in html
+
+    # With htmx: only the chart and its caption; the select (and its focus) stays on the page.
+    part = growth.get(
+        FUNNEL, {"ttc_step": "3"}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="funnel-time-chart"
+    ).content.decode()
+    assert "<select" not in part and "<html" not in part.lower()
+    assert "to step 3" in figure(part, "ttc-figure")["layout"]["xaxis"]["title"]["text"]
+
+    # A step nobody reached, or nonsense: the first step reached.
+    for wanted in ("9", "x"):
+        html = growth.get(FUNNEL, {"ttc_step": wanted}).content.decode()
+        assert "to step 2" in figure(html, "ttc-figure")["layout"]["xaxis"]["title"]["text"]
+
+
 def test_friction_sentence(growth, people, clock):
     html = growth.get(FUNNEL).content.decode()
     assert "No friction step yet: it is judged on settled entrants" in html

@@ -11,7 +11,7 @@ from django.urls import reverse
 from onboarding.models import Segment
 from onboarding.services.flows import StepInput, flow_save
 from onboarding.services.segments import segment_save
-from tests.dashboard.conftest import NOW, send
+from tests.dashboard.conftest import NOW, event, send
 
 LIST = reverse("dashboard:segments")
 NEW = reverse("dashboard:segment_new")
@@ -266,3 +266,36 @@ def test_add_and_remove_condition_partial(growth, db):
         ),
     ).content.decode()
     assert 'value="age"' in html and 'value="plan"' not in html
+
+
+def _datalist(html: str, list_id: str) -> list[str]:
+    match = re.search(rf'<datalist id="{list_id}">(.*?)</datalist>', html, re.S)
+    assert match is not None, f"no datalist {list_id}"
+    return re.findall(r'<option value="([^"]*)">', match.group(1))
+
+
+def test_behaviour_conditions_suggest_event_names_as_the_rule_editor_does(growth, api, clock):
+    """Issue 15 item 9: the same suggestions (recent event names, most frequent first), from
+    the same partial, on an event field of the segment editor as on the rule editor's."""
+    send(
+        api,
+        event("u1", "Exported Report", 3),
+        event("u2", "Exported Report", 2),
+        event("u3", "Opened Billing", 1),
+    )
+    html = growth.post(NEW, data({"kind": "event", "event": ""}, action="refresh")).content.decode()
+    field = re.search(r'<input[^>]*name="conditions-0-event"[^>]*>', html).group(0)
+    assert 'list="event-names"' in field and 'autocomplete="off"' in field
+    suggested = _datalist(html, "event-names")
+    assert suggested[:2] == ["Exported Report", "Opened Billing"]
+
+    rule_page = growth.get(reverse("triggers:rule_new") + "?kind=event").content.decode()
+    assert _datalist(rule_page, "event-names") == suggested
+
+
+def test_a_swapped_condition_row_points_at_the_page_s_suggestions(growth, db):
+    html = growth.post(
+        ROW, data({"kind": "event"}, row="0"), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert 'list="event-names"' in html
+    assert "<datalist" not in html  # one list per page, outside the swapped rows

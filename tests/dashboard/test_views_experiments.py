@@ -76,11 +76,15 @@ def form_data(**overrides) -> dict[str, str]:
         "arms-TOTAL": "2",
         "arms-0-name": "reminder",
         "arms-0-weight": "90",
-        "arms-0-follow_ups": "- {channel: email, template: reminder, delay: 3d}",
+        "arms-0-follow_ups-TOTAL": "1",
+        "arms-0-follow_ups-0-channel": "email",
+        "arms-0-follow_ups-0-template": "reminder",
+        "arms-0-follow_ups-0-delay": "3d",
+        "arms-0-follow_ups-0-at": "",
         "arms-1-name": "holdout",
         "arms-1-weight": "10",
         "arms-1-holdout": "1",
-        "arms-1-follow_ups": "",
+        "arms-1-follow_ups-TOTAL": "0",
         "action": "save",
     }
     data.update(overrides)
@@ -195,14 +199,22 @@ def test_save_draft_creates_the_experiment_audited_as_alice(growth, rule, alice)
     log = AuditLog.objects.get(object_type="triggers.experiment", action="create")
     assert log.actor == alice
     page = growth.get(response["Location"]).content.decode()
-    assert "- {channel: email, template: reminder, delay: 3d}" in page
+    # The arm's follow-up comes back as a row: channel, template, after (no YAML anywhere).
+    assert re.search(
+        r'name="arms-0-follow_ups-0-channel".*?<option value="email" selected>', page, re.S
+    )
+    assert re.search(
+        r'name="arms-0-follow_ups-0-template".*?<option value="reminder" selected>', page, re.S
+    )
+    assert re.search(r'name="arms-0-follow_ups-0-delay"[^>]*value="3d"', page)
+    assert "<textarea" not in page
 
 
 def test_errors_are_shown_next_to_their_fields(growth, rule):
     data = form_data(
         **{
             "arms-1-weight": "0",
-            "arms-0-follow_ups": "- {channel: email, template: nope, delay: 3d}",
+            "arms-0-follow_ups-0-template": "nope",
             "completed_within": "soon",
             "arms-1-name": "reminder",
         }
@@ -219,15 +231,94 @@ def test_errors_are_shown_next_to_their_fields(growth, rule):
 
     assert "must be a positive integer" in error_in("arms-1-weight")
     assert "is used twice" in error_in("arms-1-name")
-    assert "follow-up 1, template:" in error_in("arms-0-follow_ups")
+    assert "no template with slug &#x27;nope&#x27;" in error_in("arms-0-follow_ups-0-template")
     assert "duration" in error_in("completed_within")
 
 
-def test_follow_ups_that_are_not_yaml_are_a_row_error(growth, rule):
-    data = form_data(**{"arms-0-follow_ups": "- {channel: email"})
+def test_each_follow_up_row_s_problems_sit_next_to_its_fields(growth, rule):
+    data = form_data(
+        **{
+            "arms-0-follow_ups-TOTAL": "2",
+            "arms-0-follow_ups-0-delay": "soon",
+            "arms-0-follow_ups-1-channel": "in_app",
+            "arms-0-follow_ups-1-template": "reminder",  # an email template
+            "arms-0-follow_ups-1-delay": "1h",
+        }
+    )
     page = growth.post("/rules/profile-stalled/experiments/new/", data).content.decode()
-    assert "Not valid YAML" in page
     assert not Experiment.objects.exists()
+
+    def field(name: str) -> str:
+        match = re.search(rf'<div class="field[^"]*" id="field-{name}">.*?</div>', page, re.S)
+        assert match, name
+        return match.group(0)
+
+    assert "has-error" in field("arms-0-follow_ups-0-delay")
+    assert "field-error" in field("arms-0-follow_ups-1-template")
+    assert "has-error" not in field("arms-0-follow_ups-0-template")
+    # The in-app row offers in-app templates only (the email one stays, marked as such).
+    select = re.search(r'name="arms-0-follow_ups-1-template".*?</select>', page, re.S).group(0)
+    assert '<option value="nudge">nudge</option>' in select
+    assert "reminder (email)" in select
+
+
+def test_arm_follow_ups_are_rows_added_moved_and_removed_without_yaml(growth, rule):
+    url = "/rules/profile-stalled/experiments/new/"
+    page = growth.get(url).content.decode()
+    assert "<textarea" not in page
+    assert 'value="arms-0-follow_ups:add"' in page  # the treatment arm's "+ Add follow-up"
+    assert 'value="arms-1-follow_ups:add"' not in page  # the holdout sends nothing
+    assert "this arm sends the rule's own" in page
+
+    added = growth.post(
+        url,
+        form_data(action="arms-0-follow_ups:add"),
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_TARGET="arms",
+    ).content.decode()
+    assert 'name="arms-0-follow_ups-TOTAL" value="2"' in added
+    assert 'name="arms-0-follow_ups-1-channel"' in added
+    # The new row copies the last row's channel, so it offers that channel's templates.
+    assert re.search(
+        r'name="arms-0-follow_ups-1-channel".*?<option value="email" selected>', added, re.S
+    )
+    assert 'aria-label="Remove arm 1&#x27;s follow-up 2"' in added
+
+    moved = form_data(
+        action="arms-0-follow_ups:down:0",
+        **{
+            "arms-0-follow_ups-TOTAL": "2",
+            "arms-0-follow_ups-1-channel": "in_app",
+            "arms-0-follow_ups-1-template": "nudge",
+            "arms-0-follow_ups-1-delay": "0m",
+        },
+    )
+    page = growth.post(url, moved).content.decode()
+    assert re.search(
+        r'name="arms-0-follow_ups-0-template".*?<option value="nudge" selected>', page, re.S
+    )
+    assert re.search(
+        r'name="arms-0-follow_ups-1-template".*?<option value="reminder" selected>', page, re.S
+    )
+    removed = growth.post(url, form_data(action="arms-0-follow_ups:remove:0")).content.decode()
+    assert 'name="arms-0-follow_ups-TOTAL" value="0"' in removed
+
+    growth.post(url, form_data(**{"arms-0-follow_ups-TOTAL": "0"}))
+    assert Experiment.objects.get().variants.get(name="reminder").follow_ups == []  # the rule's own
+
+
+def test_the_weights_rule_is_stated_and_each_share_shown(growth, rule):
+    page = growth.post(
+        "/rules/profile-stalled/experiments/new/",
+        form_data(action="refresh", **{"arms-0-weight": "3", "arms-1-weight": "1"}),
+    ).content.decode()
+    assert (
+        "an arm's share of new people is its weight divided by the sum of all the arms' weights"
+        in page
+    )
+    assert 'aria-describedby="weights-rule"' in page
+    shares = re.findall(r'title="This arm\'s share of new people">([^<]*)<', page)
+    assert shares == ["75%", "25%"]
 
 
 def test_a_taken_slug_is_refused(growth, experiment):

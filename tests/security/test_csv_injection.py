@@ -1,8 +1,9 @@
 """CSV exports neutralise cells a spreadsheet would run as formulas (DESIGN §6, OWASP).
 
 Every CSV Onramp writes is covered: the funnel people export (``/flows/<slug>/funnel/people.csv``)
-and ``manage.py funnel --format csv``. A last test fails when product code writes CSV without
-``onboarding.csvsafe``.
+and ``manage.py funnel --format csv`` here, the backtest report's people
+(``/rules/backtests/<id>/people.csv``) in ``tests/dashboard/test_backtest_report.py``. A last test
+fails when product code writes CSV without ``onboarding.csvsafe``.
 """
 
 from __future__ import annotations

@@ -79,6 +79,8 @@ EXPECTED: dict[str, str] = {
     # GET / POST:                                                   ano vwr grw own sup  su non   ano vwr grw own sup  su non
     "widget_demo:widget":                                          "  L 200 200 200 403 200 403 |   L 200 200 200 403 200 403",
     "backtests:status":                                            "  L 200 200 200 403 200 403 | 405 405 405 405 405 405 405",
+    "backtests:report":                                            "  L 200 200 200 403 200 403 | 405 405 405 405 405 405 405",
+    "backtests:people_csv":                                        "  L 404 404 404 403 404 403 | 405 405 405 405 405 405 405",
     "triggers:rules":                                              "  L 200 200 200 403 200 403 |   L 405 405 405 403 405 403",
     "triggers:rule_new":                                           "  L 200 200 200 403 200 403 |   L 403 200 403 403 200 403",
     "triggers:rule_preview":                                       "  L 405 405 405 403 405 403 |   L 403 200 403 403 200 403",

@@ -61,6 +61,56 @@ def test_report_counts_each_outcome_and_writes_nothing(history):
     assert json.dumps(data)
 
 
+def test_report_keeps_outcomes_per_day_by_channel_and_per_person(history):
+    """DESIGN §4.6 on the report page: follow-ups per day by channel and outcome, and for each
+    occurrence its follow-ups' outcomes and whether the person progressed anyway."""
+    result = run_backtest(definition=IDLE, since=T0, until=T0 + 3 * 60 * M, now=T0 + 3 * 60 * M)
+    data = result.as_dict()
+    assert data["outcomes_per_day"] == {
+        "2026-11-02": {
+            "email": {"cancelled:progressed": 1, "sent": 1, "suppressed:consent": 1},
+            "in_app": {"sent": 3},
+        }
+    }
+    # The per-day outcomes add up to the outcome totals.
+    totals: dict[str, int] = {}
+    for per_channel in data["outcomes_per_day"].values():
+        for outcomes in per_channel.values():
+            for outcome, n in outcomes.items():
+                totals[outcome] = totals.get(outcome, 0) + n
+    assert totals == data["outcomes"]
+    people = {e["external_id"]: e for e in data["entries"]}
+    assert people["a"]["follow_ups"] == [
+        {"step": 1, "channel": "in_app", "outcome": "sent", "at": (T0 + 5 * M).isoformat()},
+        # due 10:05 inside quiet hours (09:30-12:00): decided when they end
+        {"step": 2, "channel": "email", "outcome": "sent", "at": (T0 + 180 * M).isoformat()},
+    ]
+    assert [f["outcome"] for f in people["b"]["follow_ups"]] == ["sent", "cancelled:progressed"]
+    assert [f["outcome"] for f in people["c"]["follow_ups"]] == ["sent", "suppressed:consent"]
+    # b verified the email at 09:30; the 7-day windows of a and c are still open.
+    assert {u: e["progressed"] for u, e in people.items()} == {"a": "open", "b": "yes", "c": "open"}
+    # Seven days on, the windows have closed: no longer "open", "no".
+    later = run_backtest(
+        definition=IDLE, since=T0, until=T0 + 3 * 60 * M, now=T0 + timedelta(days=8)
+    )
+    assert {e.external_id: e.progressed for e in later.entries} == {
+        "a": "no",
+        "b": "yes",
+        "c": "no",
+    }
+
+
+def test_the_stored_report_keeps_the_first_entries_and_every_count(history, monkeypatch):
+    """A stored report lists at most ``STORED_ENTRIES`` (10 000) occurrences, in time order."""
+    from triggers.services import backtests
+
+    monkeypatch.setattr(backtests, "STORED_ENTRIES", 2)
+    run = backtest_start(None, T0, T0 + 3 * 60 * M, None, definition=IDLE)
+    run = backtest_execute(run.pk)
+    assert run.result["entered"] == 3
+    assert len(run.result["entries"]) == 2 and run.result["entries_truncated"] is True
+
+
 def test_global_cap_counts_the_rules_own_sends(history, settings):
     settings.ONRAMP_GLOBAL_CAP_MAX = 1
     result = run_backtest(definition=IDLE, since=T0, until=T0 + 4 * 60 * M, now=T0 + 4 * 60 * M)

@@ -15,6 +15,9 @@ from triggers.services.audit import audit
 from triggers.simulation.backtest import BacktestError, run_backtest
 
 RUN_BACKTEST_TASK = "triggers.tasks.run_backtest"  # triggers.tasks.run_backtest_task
+# The entries (occurrence, person, each follow-up's outcome) a stored report keeps, in time order:
+# the report page lists and exports them; the counts cover every occurrence.
+STORED_ENTRIES = 10_000
 
 
 def backtest_start(
@@ -77,7 +80,7 @@ def backtest_execute(run_id: int) -> BacktestRun:
     BacktestRun.objects.filter(pk=run_id).update(
         status=BacktestStatus.DONE,
         progress=100,
-        result=result.as_dict(),
+        result=result.as_dict(entries_limit=STORED_ENTRIES),
         finished_at=timezone.now(),
     )
     run.refresh_from_db()

@@ -24,7 +24,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
 from types import SimpleNamespace
@@ -65,12 +65,32 @@ class BacktestError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
+    """One occurrence that would have entered, and what became of it: each follow-up's outcome
+    (step, channel, outcome, when it was decided) and whether the person progressed anyway."""
+
     person_id: int
     external_id: str
     occurrence: str
     at: datetime
+    follow_ups: list[tuple[int, str, str, datetime]] = field(default_factory=list)
+    # "yes" or "no" (progressed in the flow within the attribution window), "open" (not yet,
+    # and the window is still open), "" (the rule has no flow: nothing to progress in).
+    progressed: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "person_id": self.person_id,
+            "external_id": self.external_id,
+            "occurrence": self.occurrence,
+            "at": self.at.isoformat(),
+            "follow_ups": [
+                {"step": step + 1, "channel": channel, "outcome": outcome, "at": at.isoformat()}
+                for step, channel, outcome, at in sorted(self.follow_ups)
+            ],
+            "progressed": self.progressed,
+        }
 
 
 @dataclass
@@ -85,6 +105,9 @@ class BacktestResult:
     skipped: Counter = field(default_factory=Counter)
     scheduled_per_day: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     sent_per_day: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    # day → (channel, outcome) → follow-ups decided that day (the day of the decision: a deferred
+    # follow-up counts on the day quiet hours released it)
+    outcomes_per_day: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     outcomes: Counter = field(default_factory=Counter)
     deferred: int = 0
     render_problems: Counter = field(default_factory=Counter)
@@ -119,12 +142,15 @@ class BacktestResult:
             "ticks": self.ticks,
             "entered": self.entered,
             "people": self.people,
-            "entries": [{**asdict(e), "at": e.at.isoformat()} for e in entries],
+            "entries": [e.as_dict() for e in entries],
             "entries_truncated": len(entries) < len(self.entries),
             "skipped": dict(self.skipped),
             "scheduled": self.scheduled,
             "scheduled_per_day": _days(self.scheduled_per_day),
             "sent_per_day": _days(self.sent_per_day),
+            "outcomes_per_day": {
+                day: _by_channel(counts) for day, counts in sorted(self.outcomes_per_day.items())
+            },
             "outcomes": dict(self.outcomes),
             "deferred": self.deferred,
             "render_problems": dict(self.render_problems.most_common(10)),
@@ -141,6 +167,13 @@ class BacktestResult:
 
 def _days(per_day: dict[str, Counter]) -> dict[str, dict[str, int]]:
     return {day: dict(sorted(c.items())) for day, c in sorted(per_day.items())}
+
+
+def _by_channel(counts: Counter) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (channel, outcome), n in sorted(counts.items()):
+        out.setdefault(channel, {})[outcome] = n
+    return out
 
 
 # --- enrollment (mirrors evaluate._enroll) ---------------------------------------------------
@@ -259,6 +292,7 @@ class _Send:
     step: int
     follow_up: FollowUp
     enrolled: _Enrolled
+    entry: Entry
 
 
 def _deliver_person(
@@ -332,6 +366,8 @@ def _deliver_person(
             result.sent_per_day[moment.date().isoformat()][channel.name] += 1
             break
         result.outcomes[outcome] += 1
+        result.outcomes_per_day[moment.date().isoformat()][channel.name, outcome] += 1
+        send.entry.follow_ups.append((send.step, channel.name, outcome, moment))
         result.deferred += deferred
 
 
@@ -487,14 +523,15 @@ def _decide(
                 sends: list[_Send] = []
                 for item in items:
                     occurrence = item.occurrence
-                    result.entries.append(
-                        Entry(person_id, person.external_id or "", occurrence.key, occurrence.at)
+                    entry = Entry(
+                        person_id, person.external_id or "", occurrence.key, occurrence.at
                     )
+                    result.entries.append(entry)
                     for step, follow_up in enumerate(spec.follow_ups):
                         due = follow_up_due_at(occurrence.at, follow_up, person.timezone)
                         result.scheduled_per_day[due.date().isoformat()][follow_up.channel] += 1
-                        sends.append(_Send(due, step, follow_up, item))
-                    _attribute(occurrence, history, c.now, result)
+                        sends.append(_Send(due, step, follow_up, item, entry))
+                    entry.progressed = _attribute(occurrence, history, c.now, result)
                 _deliver_person(
                     spec,
                     person,
@@ -548,12 +585,14 @@ def _live_sends(
 
 def _attribute(
     occurrence: Occurrence, history: StepHistory | None, now: datetime, result: BacktestResult
-) -> None:
-    """Did the person progress within the attribution window anyway (no message was sent)?"""
+) -> str:
+    """Did the person progress within the attribution window anyway (no message was sent)?
+    "yes", "no", "open" (not yet, window still open), "" (no flow history to tell)."""
     if history is None:
-        return
+        return ""
     end = occurrence.at + ATTRIBUTION
-    if end > now:
+    still_open = end > now
+    if still_open:
         result.attribution_open += 1
     before = occurrence.context.get("furthest_step")
     if before is None:
@@ -562,6 +601,8 @@ def _attribute(
     after = history.progress_at(min(end, now))
     if after is not None and (after.completed_at is not None or after.furthest_step > before):
         result.progressed_anyway += 1
+        return "yes"
+    return "open" if still_open else "no"
 
 
 def _overlap(

@@ -25,6 +25,7 @@ from triggers.models import Message
 from triggers.models.messages import MessageStatus
 from triggers.models.rules import EnrollmentStatus
 from triggers.rendering import person_context, render
+from triggers.rules.exits import exit_flow, exit_reason
 from triggers.rules.spec import RuleSpec, parse_rule
 from triggers.workspace import policy
 
@@ -121,7 +122,8 @@ class CapLedger:
 
 
 class ExitCheck:
-    """Flow progress of the batch's people, for the rules' exit conditions, read in one query."""
+    """The exit rule (``rules.exits``) at send time: the batch's people's flow progress, read in
+    one query; an enrollment the engine (or an unsubscribe) already ended stays ended."""
 
     def __init__(self, pairs: set[tuple[str, int]]):
         self.progress: dict[tuple[str, int], dict] = {}
@@ -137,9 +139,10 @@ class ExitCheck:
     @staticmethod
     def needs(message: Message, spec: RuleSpec) -> tuple[str, int] | None:
         """The (flow, person) whose progress decides this message's exit, if any."""
-        if message.manual or spec.exit_when == "never" or not spec.trigger.flow:
+        flow = exit_flow(spec)
+        if message.manual or flow is None:
             return None
-        return spec.trigger.flow, message.person_id
+        return flow, message.person_id
 
     def reason(self, message: Message, spec: RuleSpec) -> str | None:
         if message.enrollment.status == EnrollmentStatus.EXITED:
@@ -148,13 +151,9 @@ class ExitCheck:
         progress = self.progress.get(pair) if pair else None
         if progress is None:
             return None
-        if progress["completed_at"] is not None:
-            return "completed"
-        before = (message.enrollment.context or {}).get("furthest_step")
-        if (
-            spec.exit_when == "progressed"
-            and before is not None
-            and progress["furthest_step"] > before
-        ):
-            return "progressed"
-        return None
+        return exit_reason(
+            spec,
+            enrolled_at_step=(message.enrollment.context or {}).get("furthest_step"),
+            furthest_step=progress["furthest_step"],
+            completed=progress["completed_at"] is not None,
+        )

@@ -40,6 +40,7 @@ from triggers.engine.detectors import Occurrence
 from triggers.engine.timing import follow_up_due_at, quiet_until
 from triggers.models import Enrollment, Message, MessageTemplate, Rule, RuleStatus
 from triggers.rendering import ENVIRONMENT, HTML_ENVIRONMENT, TemplateProblem, person_context
+from triggers.rules.exits import exit_flow, exit_reason
 from triggers.rules.spec import FollowUp, RuleSpec, parse_rule
 from triggers.workspace import policy
 
@@ -274,6 +275,7 @@ def _deliver_person(
     workspace = policy()
     period = timedelta(seconds=workspace.global_cap_period_seconds)
     quiet = spec.quiet_hours or workspace.quiet
+    exits = exit_flow(spec) is not None
     own: list[datetime] = []
     consent = person.consent or {}
     for send in sorted(sends, key=lambda s: (s.due_at, s.step)):
@@ -290,19 +292,16 @@ def _deliver_person(
             if channel.address(person) is None:
                 outcome = "no_address"
                 break
-            if history is not None and spec.exit_when != "never":
-                progress = history.progress_at(moment)
-                before = send.enrolled.occurrence.context.get("furthest_step")
-                if progress is not None and progress.completed_at is not None:
-                    outcome = "cancelled:completed"
-                    break
-                if (
-                    spec.exit_when == "progressed"
-                    and progress is not None
-                    and before is not None
-                    and progress.furthest_step > before
-                ):
-                    outcome = "cancelled:progressed"
+            progress = history.progress_at(moment) if history is not None and exits else None
+            if progress is not None:
+                reason = exit_reason(
+                    spec,
+                    enrolled_at_step=send.enrolled.occurrence.context.get("furthest_step"),
+                    furthest_step=progress.furthest_step,
+                    completed=progress.completed_at is not None,
+                )
+                if reason is not None:
+                    outcome = f"cancelled:{reason}"
                     break
             recent = sum(1 for t in live_sent if t > moment - period) + sum(
                 1 for t in own if t > moment - period

@@ -13,7 +13,7 @@ hours, rendering) are plain functions here, so that the demo's history
 
 from __future__ import annotations
 
-import json
+import copy
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -31,18 +31,23 @@ from triggers.workspace import policy
 
 CAPPED_STATUSES = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.UNKNOWN)
 
-# Parsed rule specs, kept for the life of the process. Keyed by the definition's text, not only the
-# version id: an id can come back after a rolled-back insert (SQLite), a definition cannot lie.
-_SPECS: dict[str, RuleSpec | None] = {}
+# Parsed rule specs, kept for the life of the process, by rule version id. A version is never
+# changed once written (``rule_save`` writes a new one), but SQLite gives an id out again after a
+# rolled-back insert (the sandbox saves the rule copies it simulates, then rolls back), so the
+# definition is kept beside its spec and compared: a dict comparison (0.4 µs for a six-key rule)
+# instead of the definition's sorted JSON text as the key (9 µs).
+_SPECS: dict[int, tuple[dict, RuleSpec | None]] = {}
 
 
 def rule_spec(message: Message) -> RuleSpec | None:
-    key = json.dumps(message.rule_version.definition, sort_keys=True)
-    if key not in _SPECS:
+    version = message.rule_version
+    cached = _SPECS.get(version.pk)
+    if cached is None or cached[0] != version.definition:
         if len(_SPECS) > 5000:
             _SPECS.clear()
-        _SPECS[key] = parse_rule(message.rule_version.definition)[0]
-    return _SPECS[key]
+        definition = copy.deepcopy(version.definition)
+        cached = _SPECS[version.pk] = (definition, parse_rule(definition)[0])
+    return cached[1]
 
 
 def recent_sends(

@@ -2,7 +2,8 @@
 
 Read-only. The question answered is "what would the live engine have done, had this rule been
 active and ticked every 30 s from ``since`` to ``until``, with the events arriving at their
-``received_at``?" — detection (:mod:`.detection`), then enrollment exactly as
+``received_at``?" — detection (:mod:`.idle` for idle spells, :mod:`.detection` for the other
+kinds), then enrollment exactly as
 ``triggers.engine.evaluate`` decides it (segment, re-entry, one occurrence per person per tick),
 then the follow-ups' due times (``follow_up_due_at``), then an estimate of delivery with the
 pipeline's checks in its order (consent → address → exit → caps → quiet hours → render).
@@ -36,7 +37,8 @@ from onboarding.models import Person, Segment
 from onboarding.segments import members_queryset
 from triggers.channels import channel_for
 from triggers.delivery.checks import CAPPED_STATUSES
-from triggers.engine.detectors import Occurrence
+from triggers.engine.occurrences import Occurrence
+from triggers.engine.spells import IdleSpec
 from triggers.engine.timing import follow_up_due_at, quiet_until
 from triggers.models import Enrollment, Message, MessageTemplate, Rule, RuleStatus
 from triggers.rendering import ENVIRONMENT, HTML_ENVIRONMENT, TemplateProblem, person_context
@@ -410,18 +412,19 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def _run(context: _Context, progress: Any) -> None:
     spec, replay, result = context.spec, context.replay, context.result
-    if spec.trigger.kind == "inactive_in_flow" and idle.supported():
-        clock = idle.Clock.of(replay.grid, timedelta(minutes=spec.trigger.minutes or 0))
+    if spec.trigger.kind == "inactive_in_flow":
+        spell = IdleSpec.of(spec.trigger)
+        clock = idle.Clock.of(replay.grid, spell.threshold)
 
         def enroll(person_id: int, spells: list[idle.Spell], member: bool) -> list[_Enrolled]:
             return [
                 _Enrolled(occurrence, tick)
                 for occurrence, tick in idle.enroll_spells(
-                    spec, person_id, spells, member, clock, result.skipped
+                    spec, spell, person_id, spells, member, clock, result.skipped
                 )
             ]
 
-        for spells in idle.detect_spells(spec, replay):
+        for spells in idle.detect_spells(spell, replay):
             _decide(context, spells, enroll)
             if progress:
                 progress(5 + int(90 * replay.done))

@@ -64,8 +64,8 @@ class IdleSpec:
 
     @staticmethod
     def late(deadline: datetime, received_at: datetime | None) -> bool:
-        """Learnt of too late: the activity arrived at or after the spell's deadline (or when,
-        is unknown)."""
+        """Learnt of too late: the activity arrived at or after the spell's deadline, or when it
+        arrived is unknown."""
         return received_at is None or received_at >= deadline
 
     def waiting(self, progress: Rows) -> Rows:

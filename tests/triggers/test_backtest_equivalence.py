@@ -172,6 +172,30 @@ def test_inactive_at_a_step(timeline):
     assert_same(timeline, definition, events, T0, T0 + 30 * M)
 
 
+def test_inactive_until_the_conversion_window_closes(timeline, flow):
+    flow.window_seconds = 10 * 60
+    flow.save()
+    definition = {
+        "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 3},
+        "follow_ups": IN_APP,
+        "reentry": {"once_per": "1m"},
+    }
+    events = [
+        ev(0, "open", "Signed Up"),  # due 3:00
+        ev(5, "open", "Page Viewed"),  # due 8:00, the window ends at 10:00
+        ev(8.5, "open", "Page Viewed"),  # due 11:30: the window has closed, no longer onboarding
+        ev(0, "done", "Signed Up"),
+        ev(1, "done", "Email Verified"),
+        ev(2, "done", "Profile Completed"),
+        ev(4, "done", "Page Viewed"),  # due 7:00 inside the window, but completed
+    ]
+    result = assert_same(timeline, definition, events, T0, T0 + 20 * M)
+    assert [(e.external_id, e.at) for e in result.entries] == [
+        ("open", T0 + 3 * M),
+        ("open", T0 + 8 * M),
+    ]
+
+
 def test_step_abandoned(timeline):
     definition = {
         "trigger": {

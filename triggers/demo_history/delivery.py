@@ -23,6 +23,7 @@ from triggers.models import DecisionLog, Enrollment, Message, ReviewItem, Rule
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.models.rules import EnrollmentStatus
 from triggers.rendering import TemplateProblem
+from triggers.rules.exits import COMPLETED, PROGRESSED, exit_flow
 from triggers.rules.spec import RuleSpec, parse_rule
 
 from .enroll import step_times, tick_after
@@ -101,17 +102,17 @@ class HistoryDelivery:
     def _exit_at(self, message: Message, moment: datetime) -> tuple[datetime, str] | None:
         """When (and why) the person met the rule's exit condition after enrolling, if by then."""
         spec = self.specs[message.rule_id]
-        if spec.exit_when == "never" or not spec.trigger.flow:
+        if exit_flow(spec) is None:
             return None
         enrollment = message.enrollment
         done = self.completed.get(message.person_id)
         if done is not None and enrollment.enrolled_at < done <= moment:
-            return done, "completed"
+            return done, COMPLETED
         before = (enrollment.context or {}).get("furthest_step")
-        if spec.exit_when == "progressed" and before is not None:
+        if spec.exit_when == PROGRESSED and before is not None:
             times = self.steps.get(message.person_id, [])
             if len(times) > before and enrollment.enrolled_at < times[before] <= moment:
-                return times[before], "progressed"
+                return times[before], PROGRESSED
         return None
 
     def _exit(self, message: Message, moment: datetime) -> bool:

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from onboarding.models import FlowProgress
-from triggers.engine.detectors import Occurrence
 from triggers.engine.evaluate import enroll_occurrences
+from triggers.engine.occurrences import Occurrence
 from triggers.models import Experiment, ExperimentStatus, Rule
 from triggers.services.experiments import experiment_save, experiment_set_status
 from triggers.simulation.backtest import run_backtest

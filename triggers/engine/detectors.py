@@ -17,15 +17,15 @@ evaluation records it (``skipped``, ``late_data``) and never sends. Events store
 ``/v1/import`` (``Event.imported``) are history: they count where a detector counts, but never
 complete an occurrence, and never move anyone's last activity.
 
-Occurrence keys make enrollment idempotent: the same occurrence found by two ticks (or two beats)
-has the same key, and the database refuses the second enrollment.
+What an idle spell is (activity, threshold, step, one occurrence per spell, late data) is
+:class:`.spells.IdleSpec`, which the backtest's executor reads too. Occurrence keys make
+enrollment idempotent (:mod:`.occurrences`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,22 +36,11 @@ from onboarding.flows.chain import StepSpec, where_matches
 from onboarding.models import Event, FlowProgress, OnboardingFlow
 from triggers.rules.spec import Trigger
 
+from .occurrences import Occurrence, occurrence_stamp
+from .spells import IdleSpec
+
 SESSION_GAP = timedelta(minutes=30)
 CHUNK = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class Occurrence:
-    person_id: int
-    key: str
-    at: datetime
-    context: dict[str, Any] = field(default_factory=dict)
-    # Its deadline was not after the receipt of the event that completed it: recorded, never sent.
-    late: bool = False
-
-
-def occurrence_stamp(moment: datetime) -> str:
-    return moment.strftime("%Y%m%dT%H%M%S.%f")
 
 
 def late_event_allowance() -> timedelta:
@@ -79,15 +68,14 @@ def _steps(flow_slug: str) -> tuple[OnboardingFlow, list[StepSpec]]:
 
 
 def inactive_in_flow(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
-    """Idle spells in event time whose deadline ``last_event_at + N`` fell in (since, until];
-    and, marked late, the spells learnt of in the interval whose deadline had already passed
-    (``last_event_received_at >= last_event_at + N``: a backfill, an offline queue)."""
-    idle = timedelta(minutes=trigger.minutes or 0)
-    flow = OnboardingFlow.objects.get(slug=trigger.flow)
-    progress = FlowProgress.objects.filter(flow=flow, completed_at__isnull=True)
-    if trigger.step is not None:
-        # At step N: N is the step to do next (the same reading as segments).
-        progress = progress.filter(furthest_step=trigger.step - 1)
+    """Idle spells (:class:`.spells.IdleSpec`) in event time whose deadline ``last_event_at + N``
+    fell in (since, until]; and, marked late, the spells learnt of in the interval whose deadline
+    had already passed (``last_event_received_at >= last_event_at + N``: a backfill, an offline
+    queue)."""
+    spec = IdleSpec.of(trigger)
+    idle = spec.threshold
+    flow = OnboardingFlow.objects.get(slug=spec.flow)
+    progress = spec.waiting(FlowProgress.objects.filter(flow=flow))
     due = progress.filter(
         person__last_event_at__gt=since - idle, person__last_event_at__lte=until - idle
     )
@@ -112,15 +100,15 @@ def inactive_in_flow(trigger: Trigger, since: datetime, until: datetime) -> Iter
             if person_id in seen:
                 continue
             seen.add(person_id)
-            deadline = last_event_at + idle
-            if window_ends_at <= deadline:
+            deadline = spec.deadline(last_event_at)
+            if not spec.window_open(window_ends_at, deadline):
                 continue  # the conversion window closed: no longer "in onboarding"
-            late = received_at is None or received_at >= deadline
-            context = {"furthest_step": furthest, "last_seen": last_event_at.isoformat()}
-            if late and received_at is not None:
-                context["received_at"] = received_at.isoformat()
-            yield Occurrence(
-                person_id, f"idle:{occurrence_stamp(last_event_at)}", deadline, context, late
+            yield spec.occurrence(
+                person_id,
+                last_event_at,
+                furthest,
+                late=spec.late(deadline, received_at),
+                received_at=received_at,
             )
 
 

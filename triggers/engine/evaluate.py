@@ -38,6 +38,7 @@ from triggers.models import (
 )
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.models.rules import EnrollmentStatus
+from triggers.rules.exits import COMPLETED, PROGRESSED, exit_flow, exit_reason
 from triggers.rules.spec import FollowUp, RuleSpec, parse_follow_ups, parse_rule
 
 from .detectors import Occurrence, detect
@@ -284,15 +285,16 @@ def _sequences(
 
 
 def _exits(rule: Rule, spec: RuleSpec, since: datetime, now: datetime, report: RuleReport) -> None:
-    """Cancel pending follow-ups of people who progressed or completed (``exit_when``).
+    """Cancel pending follow-ups of people who met the rule's exit condition (``rules.exits``).
 
     Only people whose flow progress changed since the last tick can have exited, so the work
     follows the progress rows updated in between (an index range), not every pending enrollment.
     The delivery pipeline checks again at send time, so nothing is sent to someone who exited.
     """
-    if spec.exit_when == "never" or not spec.trigger.flow:
+    flow = exit_flow(spec)
+    if flow is None:
         return
-    moved = FlowProgress.objects.filter(flow__slug=spec.trigger.flow, updated_at__gt=since)
+    moved = FlowProgress.objects.filter(flow__slug=flow, updated_at__gt=since)
     active = Enrollment.objects.filter(
         rule=rule,
         status=EnrollmentStatus.ACTIVE,
@@ -302,29 +304,26 @@ def _exits(rule: Rule, spec: RuleSpec, since: datetime, now: datetime, report: R
     rows = list(active.values_list("pk", "person_id", "context"))
     if not rows:
         return
-    progress = dict(
-        FlowProgress.objects.filter(
-            flow__slug=spec.trigger.flow, person_id__in={r[1] for r in rows}
-        ).values_list("person_id", "furthest_step")
-    )
-    completed = set(
-        FlowProgress.objects.filter(
-            flow__slug=spec.trigger.flow,
-            person_id__in={r[1] for r in rows},
-            completed_at__isnull=False,
-        ).values_list("person_id", flat=True)
-    )
+    progress = {
+        person_id: (furthest_step, completed_at is not None)
+        for person_id, furthest_step, completed_at in FlowProgress.objects.filter(
+            flow__slug=flow, person_id__in={r[1] for r in rows}
+        ).values_list("person_id", "furthest_step", "completed_at")
+    }
     exits: dict[int, tuple[int, str]] = {}
     for pk, person_id, context in rows:
-        if person_id in completed:
-            exits[pk] = (person_id, "completed")
-        elif spec.exit_when == "progressed":
-            before = (context or {}).get("furthest_step")
-            if before is not None and progress.get(person_id, 0) > before:
-                exits[pk] = (person_id, "progressed")
+        furthest_step, completed = progress.get(person_id, (0, False))
+        reason = exit_reason(
+            spec,
+            enrolled_at_step=(context or {}).get("furthest_step"),
+            furthest_step=furthest_step,
+            completed=completed,
+        )
+        if reason is not None:
+            exits[pk] = (person_id, reason)
     if not exits:
         return
-    for reason in ("completed", "progressed"):
+    for reason in (COMPLETED, PROGRESSED):
         ids = [pk for pk, (_, r) in exits.items() if r == reason]
         if not ids:
             continue

@@ -2,7 +2,8 @@
 
 Read-only. The question answered is "what would the live engine have done, had this rule been
 active and ticked every 30 s from ``since`` to ``until``, with the events arriving at their
-``received_at``?" — detection (:mod:`.detection`), then enrollment exactly as
+``received_at``?" — detection (:mod:`.idle` for idle spells, :mod:`.detection` for the other
+kinds), then enrollment exactly as
 ``triggers.engine.evaluate`` decides it (segment, re-entry, one occurrence per person per tick),
 then the follow-ups' due times (``follow_up_due_at``), then an estimate of delivery with the
 pipeline's checks in its order (consent → address → exit → caps → quiet hours → render).
@@ -36,10 +37,12 @@ from onboarding.models import Person, Segment
 from onboarding.segments import members_queryset
 from triggers.channels import channel_for
 from triggers.delivery.checks import CAPPED_STATUSES
-from triggers.engine.detectors import Occurrence
+from triggers.engine.occurrences import Occurrence
+from triggers.engine.spells import IdleSpec
 from triggers.engine.timing import follow_up_due_at, quiet_until
 from triggers.models import Enrollment, Message, MessageTemplate, Rule, RuleStatus
 from triggers.rendering import ENVIRONMENT, HTML_ENVIRONMENT, TemplateProblem, person_context
+from triggers.rules.exits import exit_flow, exit_reason
 from triggers.rules.spec import FollowUp, RuleSpec, parse_rule
 from triggers.workspace import policy
 
@@ -308,6 +311,7 @@ def _deliver_person(
     workspace = policy()
     period = timedelta(seconds=workspace.global_cap_period_seconds)
     quiet = spec.quiet_hours or workspace.quiet
+    exits = exit_flow(spec) is not None
     own: list[datetime] = []
     consent = person.consent or {}
     for send in sorted(sends, key=lambda s: (s.due_at, s.step)):
@@ -324,19 +328,16 @@ def _deliver_person(
             if channel.address(person) is None:
                 outcome = "no_address"
                 break
-            if history is not None and spec.exit_when != "never":
-                progress = history.progress_at(moment)
-                before = send.enrolled.occurrence.context.get("furthest_step")
-                if progress is not None and progress.completed_at is not None:
-                    outcome = "cancelled:completed"
-                    break
-                if (
-                    spec.exit_when == "progressed"
-                    and progress is not None
-                    and before is not None
-                    and progress.furthest_step > before
-                ):
-                    outcome = "cancelled:progressed"
+            progress = history.progress_at(moment) if history is not None and exits else None
+            if progress is not None:
+                reason = exit_reason(
+                    spec,
+                    enrolled_at_step=send.enrolled.occurrence.context.get("furthest_step"),
+                    furthest_step=progress.furthest_step,
+                    completed=progress.completed_at is not None,
+                )
+                if reason is not None:
+                    outcome = f"cancelled:{reason}"
                     break
             recent = sum(1 for t in live_sent if t > moment - period) + sum(
                 1 for t in own if t > moment - period
@@ -447,18 +448,19 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def _run(context: _Context, progress: Any) -> None:
     spec, replay, result = context.spec, context.replay, context.result
-    if spec.trigger.kind == "inactive_in_flow" and idle.supported():
-        clock = idle.Clock.of(replay.grid, timedelta(minutes=spec.trigger.minutes or 0))
+    if spec.trigger.kind == "inactive_in_flow":
+        spell = IdleSpec.of(spec.trigger)
+        clock = idle.Clock.of(replay.grid, spell.threshold)
 
         def enroll(person_id: int, spells: list[idle.Spell], member: bool) -> list[_Enrolled]:
             return [
                 _Enrolled(occurrence, tick)
                 for occurrence, tick in idle.enroll_spells(
-                    spec, person_id, spells, member, clock, result.skipped
+                    spec, spell, person_id, spells, member, clock, result.skipped
                 )
             ]
 
-        for spells in idle.detect_spells(spec, replay):
+        for spells in idle.detect_spells(spell, replay):
             _decide(context, spells, enroll)
             if progress:
                 progress(5 + int(90 * replay.done))

@@ -1,7 +1,9 @@
 """Which occurrences the live detectors (``triggers.engine.detectors``) would have found, and at
 which tick, had the rule ticked every 30 s over a past period.
 
-Each function mirrors one live detector: the live detector answers "what fell due in
+Each function mirrors one live detector (idle spells have their own executor, :mod:`.idle`,
+reading the same :class:`~triggers.engine.spells.IdleSpec` as the live one): the live detector
+answers "what fell due in
 (previous tick, this tick]" from the state the database holds at the tick; here that state is
 rebuilt from events received by the tick (:mod:`.history`). Each yields ``(tick, occurrence)``;
 the same occurrence key may come back at several ticks (sessions, milestones), exactly as the live
@@ -11,14 +13,15 @@ detectors re-find it — enrollment (:mod:`.backtest`) decides as the live engin
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from onboarding.models import Event, FlowProgress
-from triggers.engine.detectors import SESSION_GAP, Occurrence, is_late, occurrence_stamp
+from triggers.engine.detectors import SESSION_GAP, is_late
+from triggers.engine.occurrences import Occurrence, occurrence_stamp
 from triggers.rules.spec import Trigger
 
-from .history import CHUNK, Replay, flow_spec, for_people, matches
+from .history import CHUNK, Replay, flow_spec, matches
 
 Found = tuple[datetime, Occurrence]
 # Yielded after the occurrences of a batch of people are all out: the caller may decide them.
@@ -34,28 +37,6 @@ def flow_people(flow_id: int) -> list[int]:
     )
 
 
-def activity_spells(
-    rows: Iterable[tuple[int, datetime, datetime]],
-) -> Iterator[tuple[int, datetime, datetime, datetime | None]]:
-    """(person, e, r, next) per activity time: ``rows`` are (person, timestamp, received_at) of
-    live events; ``e`` is an activity time, ``r`` its first receipt and ``next`` the earliest
-    receipt of a later activity time (None if there is none)."""
-    first: dict[int, dict[datetime, datetime]] = defaultdict(dict)
-    for person_id, timestamp, received_at in rows:
-        e = min(timestamp, received_at)
-        known = first[person_id]
-        if e not in known or received_at < known[e]:
-            known[e] = received_at
-    for person_id in sorted(first):
-        times = sorted(first[person_id].items())
-        following: datetime | None = None
-        out = []
-        for e, r in reversed(times):
-            out.append((person_id, e, r, following))
-            following = r if following is None else min(following, r)
-        yield from reversed(out)
-
-
 def chunks(
     people: list[int], size: int = 20000, replay: Replay | None = None
 ) -> Iterator[list[int]]:
@@ -63,63 +44,6 @@ def chunks(
         yield people[start : start + size]
         if replay is not None:
             replay.done = min(1.0, (start + size) / len(people))
-
-
-def inactive_in_flow(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
-    """Idle spells in event time (:func:`activity_spells`): an activity time ``e`` known before
-    ``e + N`` and not followed, by the tick after ``e + N``, by a later one."""
-    grid = replay.grid
-    idle = timedelta(minutes=trigger.minutes or 0)
-    flow = flow_spec(trigger.flow or "")
-    after = grid.since - idle
-    for people in chunks(flow_people(flow.id), replay=replay):
-        rows = for_people(
-            Event.objects.filter(
-                timestamp__gt=after,
-                received_at__gt=after,
-                received_at__lte=grid.last,
-                imported=False,
-            ),
-            "person_id",
-            people,
-        ).values_list("person_id", "timestamp", "received_at")
-        wanted = set(people)
-        due: dict[int, list[tuple[datetime, datetime, datetime | None]]] = defaultdict(list)
-        for person_id, e, r, following in activity_spells(rows.iterator(chunk_size=CHUNK)):
-            if person_id in wanted:
-                due[person_id].append((e, r, following))
-        histories = replay.histories(flow, list(due))
-        for person_id in sorted(due):
-            history = histories.get(person_id)
-            if history is None:
-                continue
-            for last_event_at, known, following in due[person_id]:
-                deadline = last_event_at + idle
-                tick = grid.tick_of(deadline)
-                if tick is None or known >= deadline:
-                    continue  # outside the period, or late data: never fires
-                if following is not None and following <= tick:
-                    continue  # later activity arrived before the tick that would have seen it
-                progress = history.progress_at(tick)
-                if progress is None or progress.completed_at is not None:
-                    continue
-                if trigger.step is not None and progress.furthest_step != trigger.step - 1:
-                    continue
-                if progress.window_ends_at <= deadline:
-                    continue
-                yield (
-                    tick,
-                    Occurrence(
-                        person_id,
-                        f"idle:{occurrence_stamp(last_event_at)}",
-                        deadline,
-                        {
-                            "furthest_step": progress.furthest_step,
-                            "last_seen": last_event_at.isoformat(),
-                        },
-                    ),
-                )
-        yield FLUSH
 
 
 def step_abandoned(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
@@ -336,7 +260,6 @@ def event(trigger: Trigger, replay: Replay) -> Iterator[Found | None]:
 
 
 HISTORICAL_DETECTORS = {
-    "inactive_in_flow": inactive_in_flow,
     "step_abandoned": step_abandoned,
     "repeated_event": repeated_event,
     "inactive_sessions": inactive_sessions,

@@ -106,16 +106,6 @@ class StepHistory:
         self._cache[key] = progress
         return progress
 
-    def first_received(self) -> datetime | None:
-        """When the person could first have had progress: their earliest step-1 arrival."""
-        first = self.flow.steps[0]
-        times = [
-            r
-            for e, r in zip(self.events, self.received, strict=True)
-            if first.matches(e.name, e.properties)
-        ]
-        return min(times) if times else None
-
 
 def for_people(query, field: str, people: list[int]):
     """``field IN people``; a dense sorted batch becomes a range (a long IN list costs more to

@@ -1,9 +1,10 @@
-"""The backtest of "inactive in onboarding" at scale: idle spells found and filtered in SQL.
+"""The backtest's executor of idle spells (:class:`triggers.engine.spells.IdleSpec`, the same
+specification the live detector reads), at scale: spells found and filtered in SQL.
 
-The generic detector (:func:`.detection.inactive_in_flow`) fetches every gap longer than N minutes
-as datetimes and decides each in Python; with noise events nearly every gap is one (about 1.6 M
-for a week of 10 M events). Here the database does the per-spell arithmetic and the result is
-integers (microseconds since the epoch, tick numbers), decided as the live engine does:
+Fetching every gap longer than N minutes as datetimes and deciding each in Python is too slow:
+with noise events nearly every gap is one (about 1.6 M for a week of 10 M events). Here the
+database does the per-spell arithmetic and the result is integers (microseconds since the epoch,
+tick numbers), decided as the live engine does:
 
 1. spells (:func:`spells_sql`), in event time as the live detector counts them: the activity
    times ``e = min(timestamp, received_at)`` of a person's live events (never imported ones),
@@ -13,8 +14,7 @@ integers (microseconds since the epoch, tick numbers), decided as the live engin
    it fires when it was known before its deadline (``r < e + N``; otherwise it is late data) and
    no event with a later activity time had been received by that tick (the earliest receipt
    among them is after the tick; one received exactly at the tick is seen by it).
-   :func:`spells_python` is the same over rows fetched one by one, for other databases and as the
-   tests' reference;
+   ``tests/triggers/test_backtest_idle.py`` holds the same filter in Python, as the reference;
 2. progress at the tick: the stored ``FlowProgress`` row when all the person's step events had
    arrived by the tick (it is then the chain walk over all of them, as ingestion stored it),
    else the walk over the step events received by the tick (:class:`.history.StepHistory`);
@@ -39,12 +39,12 @@ from django.db.models.expressions import RawSQL
 
 from onboarding.flows.progress import FlowSpec
 from onboarding.models import Event, FlowProgress
-from triggers.engine.detectors import Occurrence, occurrence_stamp
+from triggers.engine.occurrences import Occurrence
+from triggers.engine.spells import IdleSpec
 from triggers.rules.spec import RuleSpec
 
-from .detection import activity_spells, chunks, flow_people
+from .detection import chunks, flow_people
 from .history import (
-    CHUNK,
     Progress,
     Replay,
     StepHistory,
@@ -68,10 +68,6 @@ EPOCH_SQL = {
 
 # (tick number k, activity time e in µs, furthest step at the tick)
 Spell = tuple[int, int, int]
-
-
-def supported() -> bool:
-    return connection.vendor in EPOCH_SQL
 
 
 def micros(moment: datetime) -> int:
@@ -113,11 +109,10 @@ def _arrivals(people: list[int], clock: Clock):
     ``since − N`` (both the timestamp and the receipt after it), received by the last tick."""
     after = moment(clock.since - clock.idle)
     return for_people(
-        Event.objects.filter(
-            timestamp__gt=after,
-            received_at__gt=after,
-            received_at__lte=moment(clock.last),
-            imported=False,
+        IdleSpec.activity(
+            Event.objects.filter(
+                timestamp__gt=after, received_at__gt=after, received_at__lte=moment(clock.last)
+            )
         ),
         "person_id",
         people,
@@ -168,22 +163,6 @@ def spells_sql(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
             ],
         )
         return cursor.fetchall()
-
-
-def spells_python(people: list[int], clock: Clock) -> list[tuple[int, int, int]]:
-    """:func:`spells_sql` with the arithmetic in Python (other databases; the tests' reference)."""
-    rows = _arrivals(people, clock).values_list("person_id", "timestamp", "received_at")
-    out = []
-    for person_id, e, r, following in activity_spells(rows.iterator(chunk_size=CHUNK)):
-        happened = micros(e)
-        due = happened + clock.idle
-        if due <= clock.since or due > clock.last or micros(r) >= due:
-            continue
-        k = -((clock.since - due) // clock.step)
-        if following is not None and micros(following) <= clock.tick(k):
-            continue
-        out.append((person_id, happened, k))
-    return out
 
 
 @dataclass(slots=True)
@@ -258,16 +237,11 @@ def _stored(flow: FlowSpec, people: list[int]) -> dict[int, Stored]:
 
 
 def found_spells(
-    people: list[int],
-    clock: Clock,
-    flow: FlowSpec,
-    step: int | None,
-    replay: Replay,
-    *,
-    fetch=None,
+    people: list[int], clock: Clock, flow: FlowSpec, at_step: int | None, replay: Replay
 ) -> dict[int, list[Spell]]:
-    """These people's spells that the live detector would have found, by person, in order."""
-    rows = (fetch or (spells_sql if supported() else spells_python))(people, clock)
+    """These people's spells that the live detector would have found, by person, in order
+    (``at_step``: :attr:`IdleSpec.at_step`)."""
+    rows = spells_sql(people, clock)
     wanted = set(people)
     by_person: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for person_id, r, k in rows:
@@ -299,7 +273,8 @@ def found_spells(
                 if progress is None or progress.completed_at is not None:
                     continue
                 furthest, window_ends = progress.furthest_step, micros(progress.window_ends_at)
-            if step is not None and furthest != step - 1:
+            # IdleSpec.waiting and IdleSpec.window_open, on integers (once per spell).
+            if at_step is not None and furthest != at_step:
                 continue
             if window_ends <= r + clock.idle:
                 continue
@@ -314,6 +289,7 @@ def found_spells(
 
 def enroll_spells(
     spec: RuleSpec,
+    idle: IdleSpec,
     person_id: int,
     spells: list[Spell],
     member: bool,
@@ -335,26 +311,14 @@ def enroll_spells(
             blocked += 1
             continue
         last = r + clock.idle
-        seen = moment(r)
-        yield (
-            Occurrence(
-                person_id,
-                f"idle:{occurrence_stamp(seen)}",
-                moment(last),
-                {"furthest_step": furthest, "last_seen": seen.isoformat()},
-            ),
-            moment(tick),
-        )
+        yield idle.occurrence(person_id, moment(r), furthest), moment(tick)
     if blocked:
         skipped["reentry"] += blocked
 
 
-def detect_spells(
-    spec: RuleSpec, replay: Replay, *, fetch=None
-) -> Iterator[dict[int, list[Spell]]]:
+def detect_spells(idle: IdleSpec, replay: Replay) -> Iterator[dict[int, list[Spell]]]:
     """The found spells of the rule's flow, one batch of people at a time."""
-    trigger = spec.trigger
-    flow = flow_spec(trigger.flow or "")
-    clock = Clock.of(replay.grid, timedelta(minutes=trigger.minutes or 0))
+    flow = flow_spec(idle.flow)
+    clock = Clock.of(replay.grid, idle.threshold)
     for people in chunks(flow_people(flow.id), replay=replay):
-        yield found_spells(people, clock, flow, trigger.step, replay, fetch=fetch)
+        yield found_spells(people, clock, flow, idle.at_step, replay)

@@ -3,6 +3,8 @@ htmx after the funnel, and the one-click segment from one of its rows."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -11,8 +13,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
-from dashboard.funnels import FunnelQueryError
-from dashboard.funnels.explain import Feature, explain_step, segment_from_feature
+from dashboard.funnels import FunnelQueryError, run_funnel
+from dashboard.funnels.explain import Feature, act_on_step, explain_step, segment_from_feature
 from onboarding.models import OnboardingFlow, Step
 
 from .views_funnels import _filter_form, _filter_params, _query
@@ -37,11 +39,26 @@ def funnel_explain(request: HttpRequest, slug: str) -> HttpResponse:
     except ValueError:
         step = 0
     context.update(step=step, params=_filter_params(form.cleaned_data, request))
+    query = _query(flow, form.cleaned_data)
     try:
-        context["explanation"] = explain_step(_query(flow, form.cleaned_data), step)
+        explanation = explain_step(query, step)
+        gap = run_funnel(query).steps[step - 1].median_seconds_from_previous
     except FunnelQueryError as error:
         context["error"] = f"step: {error}"
         return render(request, "dashboard/funnels/_explain.html", context, status=400)
+    action = act_on_step(
+        flow.slug,
+        query.step_defs(),
+        step,
+        median_gap_seconds=gap,
+        passed=explanation.passed,
+        window_seconds=int(query.window.total_seconds()),
+    )
+    context.update(
+        explanation=explanation,
+        action=action,
+        act_url=f"{reverse('triggers:rule_new')}?{urlencode(action.params)}",
+    )
     return render(request, "dashboard/funnels/_explain.html", context)
 
 

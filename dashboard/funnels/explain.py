@@ -341,3 +341,75 @@ def segment_from_feature(flow_name: str, entry_event: str, feature: Feature) -> 
         n += 1
         slug = f"{base}-{n}"
     return segment_save(slug=slug, name=name, definition=definition).object
+
+
+# --- from friction to a rule ---------------------------------------------------------------------
+
+MIN_PASSED_FOR_A_GAP = 20
+IDLE_MINUTES = 30
+
+
+@dataclass(frozen=True)
+class Action:
+    """The rule that acts on a step: its trigger as the rule editor's fields, and why."""
+
+    params: dict[str, str]
+    reason: str
+
+
+def _round_up_minutes(seconds: float) -> int:
+    """A readable duration in minutes, rounded up: 7 → 10, 47 → 50, 130 → 180 (hours above 2 h)."""
+    minutes = max(10, math.ceil(seconds / 60))
+    if minutes <= 120:
+        return math.ceil(minutes / 10) * 10
+    return math.ceil(minutes / 60) * 60
+
+
+def act_on_step(
+    flow_slug: str,
+    steps: list[StepDef],
+    step: int,
+    *,
+    median_gap_seconds: float | None,
+    passed: int,
+    window_seconds: int,
+) -> Action:
+    """The trigger that matches "people stop before step ``step``".
+
+    Where the step has a typical gap (at least :data:`MIN_PASSED_FOR_A_GAP` people passed it, and
+    twice their median time from the step before is well inside the window), "step skipped": did
+    step k − 1 and not step k within twice that median. Otherwise "inactive at this step" for
+    :data:`IDLE_MINUTES` minutes."""
+    target, previous = steps[step - 1], steps[step - 2]
+    name = f"Stalled before {target.name}"
+    if median_gap_seconds is not None and passed >= MIN_PASSED_FOR_A_GAP:
+        within = _round_up_minutes(2 * median_gap_seconds)
+        if within * 60 <= window_seconds // 2:
+            words = f"{within // 60} h" if within % 60 == 0 and within >= 120 else f"{within} min"
+            return Action(
+                {
+                    "name": name,
+                    "kind": "step_abandoned",
+                    "flow": flow_slug,
+                    "did": str(step - 1),
+                    "missing": str(step),
+                    "within": f"{within // 60}h"
+                    if within % 60 == 0 and within >= 120
+                    else f"{within}m",
+                },
+                f"People who pass take {duration_label(median_gap_seconds)} (median) from "
+                f"{previous.name} to {target.name}: the rule fires when someone did "
+                f"{previous.name} and not {target.name} within {words}, twice that.",
+            )
+    return Action(
+        {
+            "name": name,
+            "kind": "inactive_in_flow",
+            "flow": flow_slug,
+            "step": str(step),
+            "minutes": str(IDLE_MINUTES),
+        },
+        f"No typical time from {previous.name} to {target.name} yet (fewer than "
+        f"{MIN_PASSED_FOR_A_GAP} passed): the rule fires when someone at this step does nothing "
+        f"for {IDLE_MINUTES} minutes.",
+    )

@@ -1,10 +1,13 @@
-"""Reads for the rule editor's caps panel: which limits apply to a rule, and what a 7-day backtest
-says they would have suppressed (DESIGN §4.5, §4.6; issue 15 item 2).
+"""Reads for the rule editor's caps panel: which limits apply to a rule, and what a 14-day backtest
+says the rule would have done: whom it reaches per week, what caps would have suppressed and let
+through, and how many progressed anyway without a message (DESIGN §4.5, §4.6; issue 15 item 2,
+issue 20 part 2).
 
 The estimate is a :class:`~triggers.models.BacktestRun` of the form's definition over the last
 :data:`ESTIMATE_DAYS` days, queued like "Test against history" and polled by the panel: on the
 demo (500 people, 6,833 events) the replay takes 0.1–0.2 s, but the benchmark's 10 M events take
-about 90 s for 7 days (docs/benchmarks.md), too long for a request.
+about 90 s for 7 days (docs/benchmarks.md), too long for a request. Fourteen days, so that the
+occurrences of the first week have had their 7 days to progress anyway (``ATTRIBUTION``).
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashboard.formatting import minutes_words
+from dashboard.formatting import minutes_words, share
 from onboarding.configfile.durations import DurationError, parse_duration
 from triggers.models import BacktestRun, BacktestStatus, Rule
+from triggers.stats import wilson_interval
 from triggers.workspace import Policy, parse_quiet_hours, policy
 
-ESTIMATE_DAYS = 7
+ESTIMATE_DAYS = 14
 CAPPED_OUTCOMES = ("capped:global", "capped:rule")
 NAMED_RULES = 3
 
@@ -80,6 +84,37 @@ class CapsEstimate:
     days: int
     global_cap: str
     rules: list[tuple[str, int]] = field(default_factory=list)  # (rule name, people in common)
+    people: int = 0
+    progressed_anyway: int = 0  # of the settled occurrences: progressed within 7 days, no message
+    attribution_open: int = 0  # occurrences whose 7 days are not over yet
+    attribution_days: int = 7
+
+    @property
+    def per_week(self) -> int:
+        """People the rule would reach in a week, at the period's pace."""
+        return round(self.people * 7 / self.days)
+
+    @property
+    def let_through(self) -> int:
+        return self.scheduled - self.suppressed
+
+    @property
+    def anyway_judged(self) -> int:
+        """Occurrences whose attribution window is over: those "progressed anyway" is known for."""
+        return max(0, self.entered - self.attribution_open)
+
+    @property
+    def anyway_rate(self) -> str:
+        if not self.anyway_judged:
+            return "–"
+        return share(self.progressed_anyway / self.anyway_judged)
+
+    @property
+    def anyway_interval(self) -> str:
+        interval = wilson_interval(self.progressed_anyway, self.anyway_judged)
+        if interval is None:
+            return ""
+        return f"{share(interval[0])}–{share(interval[1])}"
 
     @property
     def share(self) -> str:
@@ -95,6 +130,7 @@ def caps_estimate(run: BacktestRun) -> CapsEstimate | None:
     report = run.result
     outcomes = report.get("outcomes") or {}
     overlap = (report.get("overlap") or {}).get("rules") or {}
+    anyway = report.get("progressed_anyway") or {}
     top = sorted(overlap.items(), key=lambda item: (-item[1], item[0]))[:NAMED_RULES]
     names = dict(
         Rule.objects.filter(slug__in=[slug for slug, _ in top]).values_list("slug", "name")
@@ -112,4 +148,8 @@ def caps_estimate(run: BacktestRun) -> CapsEstimate | None:
             f"{workspace.global_cap_max} per {period_words(workspace.global_cap_period_seconds)}"
         ),
         rules=[(names.get(slug, slug), count) for slug, count in top],
+        people=int(report.get("people") or 0),
+        progressed_anyway=int(anyway.get("settled") or 0),
+        attribution_open=int(anyway.get("window_open") or 0),
+        attribution_days=int(anyway.get("window_days") or 7),
     )

@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -41,7 +42,7 @@ from dashboard.rules.forms import (
 from dashboard.selectors import known_event_names
 from onboarding.models import Segment
 from triggers.models import BacktestRun, MessageTemplate, Rule, RuleStatus
-from triggers.rules.spec import parse_rule
+from triggers.rules.spec import TRIGGER_KINDS, parse_rule
 from triggers.services.activation import (
     DEFAULT_MAX_IDLE_HOURS,
     BackfillError,
@@ -105,6 +106,19 @@ def _display_state(
     if not has_flow and values.get("exit_when") in ("progressed", "completed"):
         form.initial["exit_when"] = "never"  # the only choice the spec accepts without a flow
     return form, row_forms(rows, lookups.templates, bound=False)
+
+
+# A new rule can open filled in from a link (the funnel's "Act on this step"): the trigger only.
+PREFILL_FIELDS = ("name", "kind", "flow", "step", "minutes", "did", "missing", "within", "segment")
+
+
+def _prefill(data: QueryDict) -> dict[str, Any]:
+    values = {key: data[key][:200] for key in PREFILL_FIELDS if data.get(key)}
+    if values.get("kind") not in TRIGGER_KINDS:
+        values.pop("kind", None)
+    if values.get("name"):
+        values["slug"] = slugify(values["name"])[:50].strip("-")
+    return values
 
 
 def _values(data: QueryDict) -> dict[str, Any]:
@@ -308,6 +322,7 @@ def _editor(request: HttpRequest, rule: Rule | None) -> HttpResponse:
             [dict(EMPTY_ROW)],
         )
         values["exit_when"] = "progressed"
+        values.update(_prefill(request.GET))
     form, rows = _display_state(lookups, values, rows_data, editing=editing)
     if target in ROW_PARTIALS:
         context = _editor_context(request, lookups, form, rows, rule)
@@ -404,7 +419,7 @@ def rule_backtest(request: HttpRequest, slug: str) -> HttpResponse:
 @dashboard_write_required("triggers.add_backtestrun")
 @require_POST
 def rule_caps_estimate(request: HttpRequest) -> HttpResponse:
-    """Queue a backtest of the form's definition over the last 7 days; the panel polls it."""
+    """Queue a backtest of the form's definition over the last 14 days; the panel polls it."""
     lookups = _Lookups()
     form = lookups.rule_form(request.POST)
     form.is_valid()

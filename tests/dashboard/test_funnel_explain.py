@@ -254,3 +254,55 @@ def test_a_viewer_sees_the_panel_without_the_segment_button(client, vera, plante
         {"kind": "entry", "key": "device", "value": "android"},
     )
     assert denied.status_code == 403
+
+
+# --- act on this step (issue 20, part 2) ---------------------------------------------------------
+
+
+def test_act_on_step_picks_step_skipped_where_the_step_has_a_typical_gap():
+    from dashboard.funnels.explain import act_on_step
+    from dashboard.funnels.query import StepDef
+
+    steps = [StepDef(1, "Signed up", "A", {}), StepDef(2, "Verified", "B", {})]
+    skipped = act_on_step(
+        "activation", steps, 2, median_gap_seconds=25 * 60, passed=40, window_seconds=86400
+    )
+    assert skipped.params == {
+        "name": "Stalled before Verified",
+        "kind": "step_abandoned",
+        "flow": "activation",
+        "did": "1",
+        "missing": "2",
+        "within": "50m",
+    }
+    hours = act_on_step(
+        "activation", steps, 2, median_gap_seconds=2.5 * 3600, passed=40, window_seconds=7 * 86400
+    )
+    assert hours.params["within"] == "5h"
+    # Too few passed, or twice the gap is not well inside the window: inactive at the step.
+    for gap, passed in ((25 * 60, 19), (None, 100), (10 * 3600, 100)):
+        idle = act_on_step(
+            "activation", steps, 2, median_gap_seconds=gap, passed=passed, window_seconds=86400
+        )
+        assert idle.params["kind"] == "inactive_in_flow"
+        assert (idle.params["step"], idle.params["minutes"]) == ("2", "30")
+
+
+def test_the_panel_links_to_a_prefilled_rule_editor(client, alice, planted):
+    import html as html_lib
+    import re
+
+    client.force_login(alice)
+    with time_machine.travel(NOW, tick=False):
+        panel = client.get(
+            "/flows/activation/funnel/explain/?since=2026-06-01&until=2026-06-30&step=3"
+        ).content.decode()
+    link = html_lib.unescape(re.search(r'href="(/rules/new/\?[^"]+)">Act on this step', panel)[1])
+    assert "kind=step_abandoned" in link and "within=50m" in link
+    editor = client.get(link).content.decode()
+    assert 'value="Stalled before Profile completed"' in editor
+    assert 'value="stalled-before-profile-completed"' in editor
+    assert '<option value="step_abandoned" selected>' in editor
+    assert 'value="50m"' in editor
+    # An unknown kind in a link is ignored, never a 500.
+    assert client.get("/rules/new/?kind=nonsense&name=x").status_code == 200

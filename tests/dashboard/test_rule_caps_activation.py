@@ -11,6 +11,7 @@ import pytest
 import time_machine
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from tests.dashboard.test_views_rules import form_data
 from tests.triggers.conftest import T0, make_rule
@@ -101,7 +102,7 @@ def signed_up(flow, templates, timeline) -> Rule:
     return other
 
 
-def test_the_estimate_replays_the_form_over_7_days_and_says_what_caps_suppress(
+def test_the_estimate_replays_the_form_over_14_days_and_says_what_caps_suppress(
     growth, signed_up, django_capture_on_commit_callbacks
 ):
     workspace.save_policy(
@@ -117,15 +118,15 @@ def test_the_estimate_replays_the_form_over_7_days_and_says_what_caps_suppress(
                 reverse("triggers:rule_caps_estimate"), idle_form(), headers={"HX-Request": "true"}
             )
         run = BacktestRun.objects.get()
-        assert (run.since, run.until) == (NOW - timedelta(days=7), NOW)
+        assert (run.since, run.until) == (NOW - timedelta(days=14), NOW)
         assert run.rule is None and run.definition["trigger"]["minutes"] == 5
-        assert "Replaying the last 7 days" in text(response.content)
+        assert "Replaying the last 14 days" in text(response.content)
         backtest_execute(run.pk)  # what the worker does with the queued task
         answer = text(
             growth.get(reverse("triggers:rule_caps_estimate_status", args=[run.pk])).content
         )
     # Each person: the 0m follow-up goes out, the 1h one meets the global cap of 1 per 7 days.
-    assert "Caps would have suppressed 3 of 6 follow-ups (50 %) in the last 7 days" in answer
+    assert "Caps would have suppressed 3 of 6 follow-ups (50 %) in the last 14 days" in answer
     assert "(global cap 1 per 7 days; Welcome (3) already messages these people)" in answer
     assert "3 by the global cap, 0 by this rule's cap" in answer
 
@@ -283,3 +284,36 @@ def test_bad_hours_are_refused_next_to_the_field(growth, idle_people):
         html = growth.post("/rules/new/", data).content.decode()
     assert "Ensure this value is less than or equal to 168." in html
     assert not Rule.objects.exists()
+
+
+def test_the_estimate_reads_reach_let_through_and_progressed_anyway_on_settled_windows(db):
+    """Reach per week from the 14 days; progressed anyway only among occurrences whose 7 days
+    are over: someone who progressed early in a still-open window is not counted in the rate."""
+    from dashboard.rules.caps import caps_estimate
+
+    now = timezone.now()
+    run = BacktestRun.objects.create(
+        since=now - timedelta(days=14),
+        until=now,
+        status="done",
+        definition={},
+        result={
+            "entered": 60,
+            "people": 56,
+            "scheduled": 56,
+            "outcomes": {"capped:global": 15},
+            "deferred": 0,
+            "overlap": {"people": 0, "rules": {}},
+            "progressed_anyway": {
+                "occurrences": 14,  # 11 settled + 3 who progressed inside an open window
+                "settled": 11,
+                "window_open": 33,
+                "window_days": 7,
+            },
+        },
+    )
+    estimate = caps_estimate(run)
+    assert (estimate.per_week, estimate.let_through) == (28, 41)
+    assert (estimate.progressed_anyway, estimate.anyway_judged) == (11, 27)
+    assert estimate.anyway_rate == "40.7%"
+    assert estimate.anyway_interval == "24.5%–59.3%"

@@ -118,6 +118,8 @@ class BacktestResult:
     overlap_rules: dict[str, int] = field(default_factory=dict)
     progressed_anyway: int = 0
     attribution_open: int = 0
+    # Of the occurrences whose attribution window is over: those who progressed anyway.
+    progressed_anyway_settled: int = 0
     attribution_days: int = ATTRIBUTION.days
     approximations: tuple[str, ...] = APPROXIMATIONS
     seconds: float = 0.0
@@ -160,6 +162,7 @@ class BacktestResult:
             "overlap": {"people": self.overlap_people, "rules": self.overlap_rules},
             "progressed_anyway": {
                 "occurrences": self.progressed_anyway,
+                "settled": self.progressed_anyway_settled,
                 "window_open": self.attribution_open,
                 "window_days": self.attribution_days,
             },
@@ -603,6 +606,8 @@ def _attribute(
     after = history.progress_at(min(end, now))
     if after is not None and (after.completed_at is not None or after.furthest_step > before):
         result.progressed_anyway += 1
+        if not still_open:
+            result.progressed_anyway_settled += 1
         return "yes"
     return "open" if still_open else "no"
 

@@ -1,5 +1,5 @@
 """Issue 15 item 2 end to end in headless Chromium, on the demo data: a growth marketer builds a
-new idle rule, reads which caps apply and what they would have suppressed in the last 7 days,
+new idle rule, reads which caps apply and what they would have suppressed in the last 14 days,
 reads what activation will do, and activates it with "also enroll people who are idle right now".
 
 The estimate is a queued backtest: the test runs the queued run as the worker would
@@ -65,11 +65,11 @@ def test_new_idle_rule_shows_caps_estimate_and_enrolls_idle_people(browser, live
     assert "Nobody counted here is enrolled for what already happened" in on_activation
     assert "only people whose idle mark passes after you activate it" in on_activation
 
-    # The estimate: a backtest of the form over the last 7 days, queued and polled.
+    # The estimate: a backtest of the form over the last 14 days, queued and polled.
     browser.find_element(By.XPATH, "//button[starts-with(normalize-space(), 'Estimate')]").click()
     run = wait_for(lambda: BacktestRun.objects.filter(rule=None).first())
     assert BacktestRun.objects.filter(rule=None).count() == 1
-    assert (run.until - run.since).days == 7
+    assert (run.until - run.since).days == 14
     backtest_execute(run.pk)
     estimate = wait(browser).until(
         ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=caps-estimate]"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -505,7 +506,13 @@ def _record_failure(
 
 def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryReport) -> None:
     """Hand a committed batch to its providers, one message at a time, each marked as handed
-    (with the previous one's success recorded) in a commit right before its call.
+    (with the previous one's success recorded) in a commit before its provider call.
+
+    The mark's commit (a WAL flush) overlaps the part of the send that cannot deliver anything:
+    a helper thread runs the channel's ``start`` (for email: building it, MAIL, RCPT, DATA and
+    the data without its final ``.``) while this thread commits the mark; ``finish`` (the ``.``)
+    runs only once the mark is on disk, and after a refused mark ``abandon`` drops the started
+    transaction. So the order a crash can observe is unchanged: marked, then possibly delivered.
 
     When half of the batch's lease is gone before a message's turn (a slow provider), what was
     sent so far is recorded and the rest's leases are renewed, so that no sweeper takes a message
@@ -513,6 +520,7 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
     lease = timedelta(seconds=settings.ONRAMP_DELIVERY_LEASE_SECONDS)
     done: tuple[Claim, SendResult] | None = None  # sent, not yet recorded
     waiting = list(claims)
+    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onramp-send")
     try:
         while waiting:
             if clock() >= waiting[0].message.lease_until - lease / 2:
@@ -522,17 +530,26 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
                 waiting = _renew_leases(waiting, clock() + lease)
                 continue
             claim = waiting.pop(0)
+            started = helper.submit(claim.channel.start, claim.message, claim.person)
             handed = _hand(claim, done, clock(), report)
             done = None
+            try:
+                outgoing = started.result()
+            except TransportError as error:
+                if handed:  # nothing reached the provider: an ordinary failed attempt
+                    _record_failure(claim, error, clock(), report)
+                continue
             if not handed:
+                claim.channel.abandon(outgoing)
                 continue
             try:
-                result = claim.channel.send(claim.message, claim.person)
+                result = claim.channel.finish(outgoing)
             except TransportError as error:
                 _record_failure(claim, error, clock(), report)
             else:
                 done = (claim, result)
     finally:
+        helper.shutdown(wait=True)
         # Also after an unexpected error: what reached its provider is recorded as sent.
         _record_sent([done] if done else [], report)
 

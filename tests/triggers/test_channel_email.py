@@ -60,7 +60,7 @@ def test_no_answer_to_the_final_dot_is_an_unknown_outcome_never_a_retry():
 
 @pytest.mark.parametrize(("code", "permanent"), [(451, False), (554, True)])
 def test_a_refusal_of_the_data_is_a_failed_attempt(code, permanent):
-    _, closed, finish = _finish(HalfConversation(answer=(code, b"no")))
+    _, _, finish = _finish(HalfConversation(answer=(code, b"no")))
     with pytest.raises(TransportError) as raised:
         finish()
     assert (raised.value.unknown, raised.value.permanent) == (False, permanent)
@@ -69,7 +69,7 @@ def test_a_refusal_of_the_data_is_a_failed_attempt(code, permanent):
 def test_abandoning_closes_the_socket_inside_the_data_without_a_quit():
     """A QUIT inside DATA would be read as part of the message."""
     smtp = HalfConversation()
-    channel, closed, _ = _finish(smtp)
+    channel, _, _ = _finish(smtp)
     channel.abandon(Outgoing(None, None, None))
     assert smtp.closed and smtp.sent == [] and channel.connection.connection is None
 

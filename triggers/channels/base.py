@@ -73,16 +73,21 @@ class Channel:
     def send(self, message: Message, person: Person) -> SendResult:
         raise NotImplementedError
 
-    # A send in two parts, for the delivery pipeline (triggers/delivery/pipeline.py), which runs
-    # ``start`` while it commits the hand-over mark and calls ``finish`` once that mark is on disk.
+    # A send in parts, for the delivery pipeline (triggers/delivery/pipeline.py): it runs
+    # ``prepare`` ahead, ``start`` while it commits the hand-over mark, and ``finish`` once that
+    # mark is on disk.
 
-    def start(self, message: Message, person: Person) -> Outgoing:
-        """Everything a send does before the provider can have the message: building it, and
-        for email the SMTP transaction up to, not including, the end of its data. Nothing here
-        may let the message reach anyone (the pipeline runs it before the message is marked as
-        handed); it may raise :class:`TransportError` (nothing was sent). The default does
-        nothing: the whole call is in :meth:`finish`."""
+    def prepare(self, message: Message, person: Person) -> Outgoing:
+        """Build what will be sent, with no I/O (the pipeline may do it while the previous
+        message is with its provider). The default builds nothing."""
         return Outgoing(message, person)
+
+    def start(self, outgoing: Outgoing) -> None:
+        """Everything a send does before the provider can have the message: for email, the SMTP
+        transaction up to, not including, the end of its data. Nothing here may let the message
+        reach anyone (the pipeline runs it before the message is marked as handed); it may raise
+        :class:`TransportError` (nothing was sent). The default does nothing: the whole call is
+        in :meth:`finish`."""
 
     def finish(self, outgoing: Outgoing) -> SendResult:
         """The provider call proper, from which on the provider may have the message."""

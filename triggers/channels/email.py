@@ -13,7 +13,7 @@ import smtplib
 import socket
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import make_msgid, parseaddr
 from functools import partial
 
@@ -115,6 +115,9 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 class _Mail:
     email: EmailMultiAlternatives
     message_id: str
+    sender: str = ""
+    recipients: list[str] = field(default_factory=list)
+    data: bytes | None = None  # the bytes SMTP sends; None with another mail backend
     smtp: smtplib.SMTP | None = None  # the SMTP transaction waiting for its final "."
 
 
@@ -143,18 +146,12 @@ class EmailChannel(Channel):
         return person.email or None
 
     def send(self, message, person) -> SendResult:
-        return self.finish(self.start(message, person))
+        outgoing = self.prepare(message, person)
+        self.start(outgoing)
+        return self.finish(outgoing)
 
-    def start(self, message, person) -> Outgoing:
-        """Build the email and, over the pass's SMTP connection, say MAIL, RCPT and DATA and send
-        the whole message except the line holding the final ``.``.
-
-        Until that line, the server has accepted nothing: a server takes responsibility for a
-        message only with its reply to the end of the data (RFC 5321 §4.1.1.4), and a connection
-        that closes before it ends the transaction with no message (§3.8). So the pipeline runs
-        this while its hand-over mark commits, and :meth:`finish` sends the ``.`` only after.
-        Outside a pass, or with another mail backend (locmem in tests, a file in development),
-        the whole send is in :meth:`finish`."""
+    def prepare(self, message, person) -> Outgoing:
+        """The email as it goes out: both parts, the headers, and the bytes SMTP sends."""
         unsubscribe = unsubscribe_url(message.pk)
         # Our own Message-ID, so the ledger's provider id names the email a bounce or a reply
         # refers to (Django would otherwise make one while sending, and not tell us).
@@ -176,10 +173,28 @@ class EmailChannel(Channel):
         )
         mail = _Mail(email, message_id)
         if isinstance(self.connection, SmtpBackend):
-            with self._errors():
-                mail.smtp = self._begin(email)
-            self._in_data = True
+            encoding = email.encoding or settings.DEFAULT_CHARSET
+            mail.sender = sanitize_address(email.from_email, encoding)
+            mail.recipients = [sanitize_address(to, encoding) for to in email.recipients()]
+            mail.data = email.message().as_bytes(linesep="\r\n")
         return Outgoing(message, person, mail)
+
+    def start(self, outgoing: Outgoing) -> None:
+        """Over the pass's SMTP connection, say MAIL, RCPT and DATA and send the whole message
+        except the line holding the final ``.``.
+
+        Until that line, the server has accepted nothing: a server takes responsibility for a
+        message only with its reply to the end of the data (RFC 5321 §4.1.1.4), and a connection
+        that closes before it ends the transaction with no message (§3.8). So the pipeline runs
+        this while its hand-over mark commits, and :meth:`finish` sends the ``.`` only after.
+        Outside a pass, or with another mail backend (locmem in tests, a file in development),
+        the whole send is in :meth:`finish`."""
+        mail: _Mail = outgoing.state
+        if mail.data is None:
+            return
+        with self._errors():
+            mail.smtp = self._begin(mail)
+        self._in_data = True
 
     def finish(self, outgoing: Outgoing) -> SendResult:
         """The final ``.`` of a begun SMTP transaction, and the server's answer to it (or the
@@ -216,7 +231,7 @@ class EmailChannel(Channel):
             self.connection.connection = None
         self._in_data = False
 
-    def _begin(self, email: EmailMultiAlternatives) -> smtplib.SMTP:
+    def _begin(self, mail: _Mail) -> smtplib.SMTP:
         """``smtplib.SMTP.sendmail``'s conversation for one recipient, up to the final ``.``."""
         self.connection.open()  # a no-op while the pass's connection is open
         smtp = self.connection.connection
@@ -225,10 +240,7 @@ class EmailChannel(Channel):
             # algorithm holds it until the server acknowledges the data (a delayed ACK, ~40 ms).
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp._onramp_nodelay = True
-        encoding = email.encoding or settings.DEFAULT_CHARSET
-        sender = sanitize_address(email.from_email, encoding)
-        recipients = [sanitize_address(address, encoding) for address in email.recipients()]
-        data = email.message().as_bytes(linesep="\r\n")
+        sender, recipients, data = mail.sender, mail.recipients, mail.data
         smtp.ehlo_or_helo_if_needed()
         options = [f"size={len(data)}"] if smtp.does_esmtp and smtp.has_extn("size") else []
         code, reply = smtp.mail(sender, options)

@@ -73,13 +73,12 @@ class Channel:
     def send(self, message: Message, person: Person) -> SendResult:
         raise NotImplementedError
 
-    # A send in parts, for the delivery pipeline (triggers/delivery/pipeline.py): it runs
-    # ``prepare`` ahead, ``start`` while it commits the hand-over mark, and ``finish`` once that
-    # mark is on disk.
+    # A send in parts, for the delivery pipeline (triggers/delivery/pipeline.py): a helper thread
+    # runs ``prepare`` and ``start`` while the pipeline commits the hand-over mark, and the
+    # pipeline calls ``finish`` once that mark is on disk (or ``abandon`` if it was refused).
 
     def prepare(self, message: Message, person: Person) -> Outgoing:
-        """Build what will be sent, with no I/O (the pipeline may do it while the previous
-        message is with its provider). The default builds nothing."""
+        """Build what will be sent, with no I/O. The default builds nothing."""
         return Outgoing(message, person)
 
     def start(self, outgoing: Outgoing) -> None:

@@ -41,22 +41,22 @@ def test_the_lease_runs_from_the_send_not_from_the_start_of_a_long_pass(api, mai
     """A pass that has run longer than the lease wrote leases that had already expired, so
     another worker's sweeper marked messages "unknown" while they were being sent."""
     _due_emails(api, 3)
-    send = EmailChannel.send
+    finish = EmailChannel.finish
     left: list[float] = []
     stolen: list[str] = []
 
     with time_machine.travel(timezone.now(), tick=True) as clock:
 
-        def slow_send(self, message, person):
-            left.append((message.lease_until - timezone.now()).total_seconds())
+        def slow_send(self, outgoing):
+            left.append((outgoing.message.lease_until - timezone.now()).total_seconds())
             report = DeliveryReport()
             sweep_expired_leases(timezone.now(), report)  # another worker's pass starting now
             stolen.extend(report.outcomes)
-            result = send(self, message, person)
+            result = finish(self, outgoing)
             clock.shift(timedelta(minutes=10))  # a slow provider, or a long pass
             return result
 
-        monkeypatch.setattr(EmailChannel, "send", slow_send)
+        monkeypatch.setattr(EmailChannel, "finish", slow_send)
         report = deliver_due()
 
     assert min(left) > 0, left
@@ -98,18 +98,18 @@ def test_a_dropped_connection_costs_one_retry_not_the_rest_of_the_pass(api, mail
     on the dead socket before reaching the server (retried later, at most once), and the ones
     after it go over a fresh connection instead of failing one by one."""
     _due_emails(api, 4)
-    send = EmailChannel.send
+    finish = EmailChannel.finish
     calls = []
 
-    def drop_after_first(self, message, person):
-        calls.append(message.pk)
-        result = send(self, message, person)
+    def drop_after_first(self, outgoing):
+        calls.append(outgoing.message.pk)
+        result = finish(self, outgoing)
         if len(calls) == 1:
             mail.stop()  # the server goes away between two messages and comes back
             mail.start()
         return result
 
-    monkeypatch.setattr(EmailChannel, "send", drop_after_first)
+    monkeypatch.setattr(EmailChannel, "finish", drop_after_first)
     report = deliver_due()
     assert report.outcomes == {"sent": 3, "retry": 1}
     retry = Message.objects.get(status="scheduled")

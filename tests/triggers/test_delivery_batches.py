@@ -190,18 +190,18 @@ def test_a_crash_inside_a_provider_call_leaves_that_one_message_unknown(
     settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
     _emails_due(api, timeline, 12)
 
-    send = EmailChannel.send
+    finish = EmailChannel.finish
     calls = []
 
-    def dies_in_the_fourth(self, message, person):
-        calls.append(message.pk)
+    def dies_in_the_fourth(self, outgoing):
+        calls.append(outgoing.message.pk)
         if len(calls) == 4:
             if left:
-                send(self, message, person)  # the server has it; the answer is lost with us
-            raise WorkerKilled
-        return send(self, message, person)
+                finish(self, outgoing)  # the server has it; the answer is lost with us
+            raise WorkerKilled  # otherwise: killed with the data sent but not its final "."
+        return finish(self, outgoing)
 
-    monkeypatch.setattr(EmailChannel, "send", dies_in_the_fourth)
+    monkeypatch.setattr(EmailChannel, "finish", dies_in_the_fourth)
     monkeypatch.setattr(pipeline, "_record_sent", lambda sent, report: None)  # kill -9: no finally
     with pytest.raises(WorkerKilled):
         deliver_due(now=T0 + M)
@@ -250,23 +250,78 @@ def test_a_slow_batch_renews_its_leases_instead_of_losing_them(
 
     settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
     _emails_due(api, timeline, 4)
-    send = EmailChannel.send
+    finish = EmailChannel.finish
     swept = []
 
     with time_machine.travel(T0 + 2 * M, tick=False) as clock:
 
-        def slow(self, message, person):
+        def slow(self, outgoing):
             report = pipeline.DeliveryReport()
             pipeline.sweep_expired_leases(timezone.now(), report)  # another worker's pass
             swept.extend(report.outcomes)
-            result = send(self, message, person)
+            result = finish(self, outgoing)
             clock.shift(timedelta(seconds=40))
             return result
 
-        monkeypatch.setattr(EmailChannel, "send", slow)
+        monkeypatch.setattr(EmailChannel, "finish", slow)
         report = deliver_due()
 
     assert swept == []
     assert report.sent == 4
     assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
     assert max(received_keys(smtp).values()) == 1
+
+
+def test_the_end_of_the_data_goes_out_only_after_the_hand_over_mark(
+    api, timeline, smtp, monkeypatch
+):
+    """The email's SMTP transaction (MAIL, RCPT, DATA, the data) runs while its hand-over mark
+    commits; the final "." — from which on the server may have the message — only once the mark
+    is committed, and the mark only once the previous email's answer is in."""
+    _emails_due(api, timeline, 4)
+    hand, finish = pipeline._hand, EmailChannel.finish
+    events = []
+
+    def hand_seen(claim, done, now, report):
+        events.append(("mark", claim.message.pk, len(smtp.messages)))
+        return hand(claim, done, now, report)
+
+    def finish_seen(self, outgoing):
+        pk = outgoing.message.pk
+        marked = Message.objects.filter(pk=pk, status="sending", handed_at__isnull=False)
+        events.append(("dot", pk, marked.exists(), len(smtp.messages)))
+        return finish(self, outgoing)
+
+    monkeypatch.setattr(pipeline, "_hand", hand_seen)
+    monkeypatch.setattr(EmailChannel, "finish", finish_seen)
+    assert deliver_due(now=T0 + M).sent == 4
+    pks = [event[1] for event in events if event[0] == "mark"]
+    assert events == [
+        event
+        for n, pk in enumerate(pks)
+        for event in (("mark", pk, n), ("dot", pk, True, n))  # the server has the n before
+    ]
+    assert len(smtp.messages) == 4
+
+
+def test_a_refused_hand_over_drops_the_email_whose_data_was_sent(api, timeline, smtp, monkeypatch):
+    """A sweeper takes the second email back while its data is on the way: its mark is refused,
+    the begun SMTP transaction is dropped without its final "." (the server never has it), and
+    the third goes out over a new connection."""
+    _emails_due(api, timeline, 3)
+    hand = pipeline._hand
+    marks = []
+
+    def taken_back_at_the_second(claim, done, now, report):
+        marks.append(claim.message.pk)
+        if len(marks) == 2:  # what the sweeper does to an unhanded row whose lease ran out
+            Message.objects.filter(pk=claim.message.pk).update(status="scheduled", lease_until=None)
+        return hand(claim, done, now, report)
+
+    monkeypatch.setattr(pipeline, "_hand", taken_back_at_the_second)
+    report = deliver_due(now=T0 + M)
+    assert report.sent == 2
+    statuses = dict(Message.objects.values_list("pk", "status"))
+    assert [statuses[pk] for pk in marks] == ["sent", "scheduled", "sent"]
+    keys = dict(Message.objects.values_list("pk", "idempotency_key"))
+    assert received_keys(smtp) == Counter({keys[marks[0]]: 1, keys[marks[2]]: 1})

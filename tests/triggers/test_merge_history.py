@@ -336,7 +336,7 @@ def test_a_merge_while_the_email_is_with_the_provider_records_it_as_sent(
     segment.track(T0, "Trial Ending", anonymousId="a1")
     evaluate_rules(now=T0 + M)
     known = person_of("user", "u1").pk
-    send = EmailChannel.send
+    finish = EmailChannel.finish
 
     def login_meanwhile():
         try:
@@ -344,13 +344,13 @@ def test_a_merge_while_the_email_is_with_the_provider_records_it_as_sent(
         finally:
             connection.close()
 
-    def send_during_a_login(channel, message, person):
+    def send_during_a_login(channel, outgoing):
         other = threading.Thread(target=login_meanwhile)
         other.start()
         other.join(timeout=30)
-        return send(channel, message, person)
+        return finish(channel, outgoing)
 
-    monkeypatch.setattr(EmailChannel, "send", send_during_a_login)
+    monkeypatch.setattr(EmailChannel, "finish", send_during_a_login)
     assert deliver_due(now=T0 + M).sent == 1
     message = Message.objects.get()
     assert (message.status, message.person_id) == ("sent", known)

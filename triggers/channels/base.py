@@ -47,6 +47,17 @@ class SendResult:
     provider_id: str = ""
 
 
+@dataclass
+class Outgoing:
+    """A message between :meth:`Channel.start` and :meth:`Channel.finish`: built, and its
+    conversation with the provider possibly begun, but not yet anything the provider may act on.
+    ``state`` is the channel's own (an email's bytes and its open SMTP transaction)."""
+
+    message: Message
+    person: Person
+    state: object = None
+
+
 class Channel:
     name: ClassVar[str]
     # Whether an unknown outcome (crash after the provider call) may be retried automatically.
@@ -61,6 +72,29 @@ class Channel:
 
     def send(self, message: Message, person: Person) -> SendResult:
         raise NotImplementedError
+
+    # A send in parts, for the delivery pipeline (triggers/delivery/pipeline.py): a helper thread
+    # runs ``prepare`` and ``start`` while the pipeline commits the hand-over mark, and the
+    # pipeline calls ``finish`` once that mark is on disk (or ``abandon`` if it was refused).
+
+    def prepare(self, message: Message, person: Person) -> Outgoing:
+        """Build what will be sent, with no I/O. The default builds nothing."""
+        return Outgoing(message, person)
+
+    def start(self, outgoing: Outgoing) -> None:
+        """Everything a send does before the provider can have the message: for email, the SMTP
+        transaction up to, not including, the end of its data. Nothing here may let the message
+        reach anyone (the pipeline runs it before the message is marked as handed); it may raise
+        :class:`TransportError` (nothing was sent). The default does nothing: the whole call is
+        in :meth:`finish`."""
+
+    def finish(self, outgoing: Outgoing) -> SendResult:
+        """The provider call proper, from which on the provider may have the message."""
+        return self.send(outgoing.message, outgoing.person)
+
+    def abandon(self, outgoing: Outgoing) -> None:
+        """The message must not go out after all (its hand-over mark was refused): drop what
+        :meth:`start` began, so that the provider never gets it."""
 
     def open(self) -> None:
         """Called once before a delivery pass's first send on this channel (e.g. to set up a

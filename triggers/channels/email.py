@@ -10,16 +10,21 @@ from __future__ import annotations
 import html
 import re
 import smtplib
+import socket
 from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from email.utils import make_msgid, parseaddr
 from functools import partial
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+from django.core.mail.message import sanitize_address
 
 from triggers.links import click_url, open_pixel_url, unsubscribe_url
 
-from .base import Channel, SendResult, TransportError
+from .base import Channel, Outgoing, SendResult, TransportError
 
 _URL = re.compile(r"https?://[^\s<>\"')]+")
 _P_STYLE = "margin:0 0 16px;font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:16px;line-height:1.5;color:#1f2937"
@@ -96,12 +101,35 @@ def _sender_domain() -> str:
     return address.rpartition("@")[2] or "localhost"
 
 
+def _quoted(data: bytes) -> bytes:
+    """An email's bytes as the DATA section carries them, without the final ``.`` line: leading
+    dots doubled, ending in CRLF (what ``smtplib.SMTP.data`` sends before its ``.``)."""
+    quoted = _LEADING_DOT.sub(b"..", data)
+    return quoted if quoted.endswith(b"\r\n") else quoted + b"\r\n"
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+@dataclass
+class _Mail:
+    email: EmailMultiAlternatives
+    message_id: str
+    sender: str = ""
+    recipients: list[str] = field(default_factory=list)
+    data: bytes | None = None  # the bytes SMTP sends; None with another mail backend
+    smtp: smtplib.SMTP | None = None  # the SMTP transaction waiting for its final "."
+
+
 class EmailChannel(Channel):
+    """Email over the pass's one SMTP connection, in two parts (see :meth:`start`)."""
+
     name = "email"
     at_most_once = True
 
     def __init__(self) -> None:
         self.connection = None  # a delivery pass's one SMTP connection, between open and close
+        self._in_data = False  # the connection is inside a transaction's DATA (start → finish)
 
     def open(self) -> None:
         # Connects on the first send; unopened, Django's backend would connect and quit for
@@ -109,6 +137,7 @@ class EmailChannel(Channel):
         self.connection = get_connection()
 
     def close(self) -> None:
+        self._cut_data()
         connection, self.connection = self.connection, None
         if connection is not None:
             connection.close()
@@ -117,6 +146,12 @@ class EmailChannel(Channel):
         return person.email or None
 
     def send(self, message, person) -> SendResult:
+        outgoing = self.prepare(message, person)
+        self.start(outgoing)
+        return self.finish(outgoing)
+
+    def prepare(self, message, person) -> Outgoing:
+        """The email as it goes out: both parts, the headers, and the bytes SMTP sends."""
         unsubscribe = unsubscribe_url(message.pk)
         # Our own Message-ID, so the ledger's provider id names the email a bounce or a reply
         # refers to (Django would otherwise make one while sending, and not tell us).
@@ -136,12 +171,99 @@ class EmailChannel(Channel):
             },
             connection=self.connection or get_connection(),
         )
+        mail = _Mail(email, message_id)
+        if isinstance(self.connection, SmtpBackend):
+            encoding = email.encoding or settings.DEFAULT_CHARSET
+            mail.sender = sanitize_address(email.from_email, encoding)
+            mail.recipients = [sanitize_address(to, encoding) for to in email.recipients()]
+            mail.data = email.message().as_bytes(linesep="\r\n")
+        return Outgoing(message, person, mail)
+
+    def start(self, outgoing: Outgoing) -> None:
+        """Over the pass's SMTP connection, say MAIL, RCPT and DATA and send the whole message
+        except the line holding the final ``.``.
+
+        Until that line, the server has accepted nothing: a server takes responsibility for a
+        message only with its reply to the end of the data (RFC 5321 §4.1.1.4), and a connection
+        that closes before it ends the transaction with no message (§3.8). So the pipeline runs
+        this while its hand-over mark commits, and :meth:`finish` sends the ``.`` only after.
+        Outside a pass, or with another mail backend (locmem in tests, a file in development),
+        the whole send is in :meth:`finish`."""
+        mail: _Mail = outgoing.state
+        if mail.data is None:
+            return
+        with self._errors():
+            mail.smtp = self._begin(mail)
+        self._in_data = True
+
+    def finish(self, outgoing: Outgoing) -> SendResult:
+        """The final ``.`` of a begun SMTP transaction, and the server's answer to it (or the
+        whole send, when :meth:`start` began none)."""
+        mail: _Mail = outgoing.state
+        if mail.smtp is None:
+            with self._errors():
+                mail.email.send(fail_silently=False)
+            return SendResult(provider_id=mail.message_id)
+        self._in_data = False
         try:
-            if self.connection is not None:
-                # A pass's connection stays open across its messages (open() is a no-op when it
-                # is); unopened, Django's backend would connect and quit for every message.
-                self.connection.open()
-            email.send(fail_silently=False)
+            mail.smtp.send(b".\r\n")
+            code, reply = mail.smtp.getreply()
+        except (TimeoutError, smtplib.SMTPException, OSError) as error:
+            # The end of the data went out and no answer came: the server may have the message.
+            self._drop_connection()
+            raise TransportError(
+                f"SMTP: no answer to the end of data: {error}", unknown=True
+            ) from None
+        if code != 250:
+            self._drop_connection()
+            raise TransportError(f"SMTP {code}: {reply!r}", permanent=500 <= code < 600)
+        return SendResult(provider_id=mail.message_id)
+
+    def abandon(self, outgoing: Outgoing) -> None:
+        """Close the connection in the middle of the data: the server drops the transaction."""
+        self._cut_data()
+
+    def _cut_data(self) -> None:
+        """Inside DATA, close the socket itself: a QUIT there would be read as part of the
+        message (and wait for an answer that never comes)."""
+        if self._in_data and self.connection is not None and self.connection.connection:
+            self.connection.connection.close()
+            self.connection.connection = None
+        self._in_data = False
+
+    def _begin(self, mail: _Mail) -> smtplib.SMTP:
+        """``smtplib.SMTP.sendmail``'s conversation for one recipient, up to the final ``.``."""
+        self.connection.open()  # a no-op while the pass's connection is open
+        smtp = self.connection.connection
+        if not getattr(smtp, "_onramp_nodelay", False):
+            # The final "." is a small write right after the data: without this, Nagle's
+            # algorithm holds it until the server acknowledges the data (a delayed ACK, ~40 ms).
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            smtp._onramp_nodelay = True
+        sender, recipients, data = mail.sender, mail.recipients, mail.data
+        smtp.ehlo_or_helo_if_needed()
+        options = [f"size={len(data)}"] if smtp.does_esmtp and smtp.has_extn("size") else []
+        code, reply = smtp.mail(sender, options)
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        refused = {}
+        for recipient in recipients:
+            code, reply = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                refused[recipient] = (code, reply)
+        if refused:
+            raise smtplib.SMTPRecipientsRefused(refused)
+        code, reply = smtp.docmd("data")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        smtp.send(_quoted(data))
+        return smtp
+
+    @contextmanager
+    def _errors(self):
+        """SMTP errors before the server may have the message, as :class:`TransportError`."""
+        try:
+            yield
         except smtplib.SMTPRecipientsRefused as error:
             self._drop_connection()
             # 4xx at RCPT (greylisting, a full mailbox) is temporary; only 5xx is final.
@@ -158,10 +280,10 @@ class EmailChannel(Channel):
         except (TimeoutError, smtplib.SMTPException, OSError) as error:
             self._drop_connection()
             raise TransportError(f"SMTP unavailable: {error}") from None
-        return SendResult(provider_id=message_id)
 
     def _drop_connection(self) -> None:
         """After an error the pass's connection may be dead: the next message reconnects."""
+        self._cut_data()
         if self.connection is None:
             return
         try:

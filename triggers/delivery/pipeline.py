@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,7 +37,7 @@ from django.utils import timezone
 from config import metrics
 from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
-from triggers.channels.base import Channel, ChannelSet, SendResult
+from triggers.channels.base import Channel, ChannelSet, Outgoing, SendResult
 from triggers.models import DecisionLog, Message, ReviewItem, RuleStatus
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.rendering import TemplateProblem
@@ -505,7 +506,16 @@ def _record_failure(
 
 def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryReport) -> None:
     """Hand a committed batch to its providers, one message at a time, each marked as handed
-    (with the previous one's success recorded) in a commit right before its call.
+    (with the previous one's success recorded) in a commit before its provider call.
+
+    Only that chain is serial: the mark of message N+1 (which records N) after N's answer, and
+    N+1's provider call after its mark. While N+1's mark commits (a round trip and a WAL flush),
+    a helper thread runs the channel's ``prepare`` and ``start`` (for email: building it, then
+    MAIL, RCPT, DATA and the data without its final ``.``); ``finish`` (the ``.``) runs only
+    once the mark is on disk, and after a refused mark ``abandon`` drops the started
+    transaction. So what a crash can leave is unchanged: marked, then possibly delivered, one
+    message at a time (docs/reliability.md). (Building N+1 while N waits for its answer was
+    slower: the helper then holds the GIL when the answer arrives, and this thread waits for it.)
 
     When half of the batch's lease is gone before a message's turn (a slow provider), what was
     sent so far is recorded and the rest's leases are renewed, so that no sweeper takes a message
@@ -513,6 +523,8 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
     lease = timedelta(seconds=settings.ONRAMP_DELIVERY_LEASE_SECONDS)
     done: tuple[Claim, SendResult] | None = None  # sent, not yet recorded
     waiting = list(claims)
+    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onramp-send")
+
     try:
         while waiting:
             if clock() >= waiting[0].message.lease_until - lease / 2:
@@ -522,19 +534,35 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
                 waiting = _renew_leases(waiting, clock() + lease)
                 continue
             claim = waiting.pop(0)
+            started = helper.submit(_start, claim)
             handed = _hand(claim, done, clock(), report)
             done = None
+            try:
+                outgoing = started.result()
+            except TransportError as error:
+                if handed:  # nothing reached the provider: an ordinary failed attempt
+                    _record_failure(claim, error, clock(), report)
+                continue
             if not handed:
+                claim.channel.abandon(outgoing)
                 continue
             try:
-                result = claim.channel.send(claim.message, claim.person)
+                result = claim.channel.finish(outgoing)
             except TransportError as error:
                 _record_failure(claim, error, clock(), report)
             else:
                 done = (claim, result)
     finally:
+        helper.shutdown(wait=True)
         # Also after an unexpected error: what reached its provider is recorded as sent.
         _record_sent([done] if done else [], report)
+
+
+def _start(claim: Claim) -> Outgoing:
+    """In the helper thread: everything before the provider may have the message."""
+    outgoing = claim.channel.prepare(claim.message, claim.person)
+    claim.channel.start(outgoing)
+    return outgoing
 
 
 def _deliver_batch(

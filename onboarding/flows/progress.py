@@ -216,7 +216,8 @@ def _refresh(
     upserts: list[FlowProgress] = []
     reentries: list[FlowReentry] = []
     stale: dict[int, list[int]] = defaultdict(list)
-    # Every refreshed person's re-entry rows are replaced (one DELETE by index, then one INSERT).
+    # Every refreshed person's re-entry rows are replaced (one DELETE by index, then one INSERT),
+    # but for people created by this batch (``known``), who have none stored yet.
     replaced: dict[int, list[int]] = defaultdict(list)
     for flow, people in targets:
         for person_id in people:
@@ -226,7 +227,8 @@ def _refresh(
             else:
                 upserts.append(row)
                 reentries += again
-            replaced[flow.id].append(person_id)
+            if person_id not in known:
+                replaced[flow.id].append(person_id)
     # No savepoint of its own (two more round trips per batch): a failure here fails the caller's
     # transaction, which ingestion retries or rolls back as a whole.
     with transaction.atomic(savepoint=False):

@@ -177,9 +177,72 @@ EVENT_COPY_COLUMNS = (
 )
 PROGRESS_COPY_COLUMNS = (
     "id, flow_id, person_id, entered_at, entry_event_id, latest_entry_at, furthest_step,"
-    " step_seconds, reached_at, completed_at, window_ends_at, updated_at"
+    " offset_2, offset_3, offset_4, offset_5, offset_6, offset_7, offset_8, offsets_after,"
+    " reached_at, completed_at, window_ends_at, updated_at, entry_source, entry_device, entry_plan"
 )
-LOADED_TABLES = ("onboarding_person", "onboarding_event", "onboarding_flowprogress")
+REENTRY_COPY_COLUMNS = (
+    "id, flow_id, person_id, first_entered_at, entered_at, entry_event_id, furthest_step,"
+    " offset_2, offset_3, offset_4, offset_5, offset_6, offset_7, offset_8, offsets_after,"
+    " reached_at, entry_source, entry_device, entry_plan"
+)
+OFFSET_COLUMNS = (*(f"offset_{k}" for k in range(2, 9)), "offsets_after")
+LOADED_TABLES = (
+    "onboarding_person",
+    "onboarding_event",
+    "onboarding_flowprogress",
+    "onboarding_flowreentry",
+)
+
+
+def _copy_text(value) -> str:
+    """One COPY text field: None as \\N, lists as arrays, datetimes in ISO, text escaped."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, list):
+        return "{" + ",".join(str(int(v)) for v in value) + "}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def progress_copy_line(row, progress_id: int, updated: str) -> str:
+    """A :class:`FlowProgress` row (unsaved) as a line for :data:`PROGRESS_COPY_COLUMNS`."""
+    values = [
+        progress_id,
+        row.flow_id,
+        row.person_id,
+        row.entered_at,
+        row.entry_event_id,
+        row.latest_entry_at,
+        row.furthest_step,
+        *(getattr(row, name) for name in OFFSET_COLUMNS),
+        row.reached_at,
+        row.completed_at,
+        row.window_ends_at,
+    ]
+    tail = [row.entry_source, row.entry_device, row.entry_plan]
+    return "\t".join([*map(_copy_text, values), updated, *map(_copy_text, tail)]) + "\n"
+
+
+def reentry_copy_line(row, reentry_id: int) -> str:
+    """A :class:`FlowReentry` row (unsaved) as a line for :data:`REENTRY_COPY_COLUMNS`."""
+    values = [
+        reentry_id,
+        row.flow_id,
+        row.person_id,
+        row.first_entered_at,
+        row.entered_at,
+        row.entry_event_id,
+        row.furthest_step,
+        *(getattr(row, name) for name in OFFSET_COLUMNS),
+        row.reached_at,
+        row.entry_source,
+        row.entry_device,
+        row.entry_plan,
+    ]
+    return "\t".join(map(_copy_text, values)) + "\n"
+
 
 _DAY_TEXT: dict[int, str] = {}
 
@@ -202,7 +265,8 @@ def _copy_file(cursor, table: str, columns: str, path: Path) -> None:
 
 
 def copy_tables(cursor, workdir: Path) -> None:
-    """COPY ``people.copy``, ``events.copy`` and ``progress.copy`` from ``workdir``."""
+    """COPY ``people.copy``, ``events.copy``, ``progress.copy`` and (if written)
+    ``reentry.copy`` from ``workdir``."""
     _copy_file(cursor, "onboarding_person", PERSON_COPY_COLUMNS, workdir / "people.copy")
     # The generated events are live and on time: each person's last activity is their last
     # receipt (what the inactivity detector reads, DESIGN §4.1).
@@ -211,6 +275,8 @@ def copy_tables(cursor, workdir: Path) -> None:
     )
     _copy_file(cursor, "onboarding_event", EVENT_COPY_COLUMNS, workdir / "events.copy")
     _copy_file(cursor, "onboarding_flowprogress", PROGRESS_COPY_COLUMNS, workdir / "progress.copy")
+    if (workdir / "reentry.copy").exists():
+        _copy_file(cursor, "onboarding_flowreentry", REENTRY_COPY_COLUMNS, workdir / "reentry.copy")
 
 
 def reset_sequences(cursor) -> None:

@@ -26,7 +26,6 @@ some at a step, two with a segment), 2 ``step_abandoned``, 2 ``repeated_event``,
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import random
@@ -220,12 +219,13 @@ class Writer:
     def flow_progress(self, entry_id: int, step_times: list[int], completed: bool) -> None:
         self.progress_id += 1
         entered, reached = step_times[0], step_times[-1]
-        gaps = [b - a for a, b in itertools.pairwise(step_times)]
+        offsets = [str((t - entered) * 1_000_000) for t in step_times[1:8]]
+        columns = "\t".join(offsets + ["\\N"] * (8 - len(offsets)))  # offset_2..8, offsets_after
         self.progress.write(
             f"{self.progress_id}\t{self.flow_id}\t{self.person_id}\t{ts_text(entered)}\t"
-            f"{entry_id}\t{ts_text(entered)}\t{len(step_times)}\t{json.dumps(gaps)}\t"
+            f"{entry_id}\t{ts_text(entered)}\t{len(step_times)}\t{columns}\t"
             f"{ts_text(reached)}\t{ts_text(reached) if completed else chr(92) + 'N'}\t"
-            f"{ts_text(entered + WINDOW)}\t{self.updated}\n"
+            f"{ts_text(entered + WINDOW)}\t{self.updated}\t\\N\t\\N\t\\N\n"
         )
         self.counts["completed" if completed else "in progress"] += 1
 

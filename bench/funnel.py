@@ -52,7 +52,9 @@ from common import (  # noqa: E402 - bench/common.py, next to this file
     migrate,
     print_machine,
     print_table,
+    progress_copy_line,
     recreate_database,
+    reentry_copy_line,
     timed,
     ts_text,
 )
@@ -119,21 +121,29 @@ def journey(rng: random.Random, signup: int) -> list[tuple[int, str, str]]:
 
 
 def generate(people: int, workdir: Path, source_id: int, flow_id: int) -> dict[str, int]:
-    """Write COPY text for people, events and progress, and a narrow TSV of events for DuckDB."""
-    from onboarding.flows.chain import StepEvent, StepSpec, walk
+    """Write COPY text for people, events, progress and re-entries, and a narrow TSV of events
+    for DuckDB. Progress and re-entry rows come from ``progress_rows``, the function ingestion
+    uses."""
+    from onboarding.flows.chain import StepEvent, StepSpec
+    from onboarding.flows.progress import FlowSpec, progress_rows
 
     rng = random.Random(SEED)
-    specs = [StepSpec(event, where) for _, event, where in STEPS]
+    spec = FlowSpec(
+        flow_id,
+        timedelta(seconds=WINDOW),
+        tuple(StepSpec(event, where) for _, event, where in STEPS),
+    )
     step_names = {event for _, event, _ in STEPS}
-    window = timedelta(seconds=WINDOW)
     start = int(START.timestamp())
     updated = ts_text(int(NOW.timestamp()))
     event_id = 0
     progress_id = 0
+    reentry_id = 0
     with (
         open(workdir / "events.copy", "w") as events_out,
         open(workdir / "people.copy", "w") as people_out,
         open(workdir / "progress.copy", "w") as progress_out,
+        open(workdir / "reentry.copy", "w") as reentry_out,
         open(workdir / "events.tsv", "w") as duck_out,
         open(workdir / "people.tsv", "w") as duck_people,
     ):
@@ -170,22 +180,19 @@ def generate(people: int, workdir: Path, source_id: int, flow_id: int) -> dict[s
                     )
             events_out.writelines(lines)
             duck_out.writelines(duck)
-            chain = walk(specs, step_events, window=window)
-            if chain is not None:
+            row, reentries = progress_rows(spec, person_id, step_events)
+            if row is not None:
                 progress_id += 1
-                latest = max(
-                    e.timestamp for e in step_events if specs[0].matches(e.name, e.properties)
-                )
-                complete = chain.reached == len(specs)
-                reached = chain.times[-1].isoformat()
-                progress_out.write(
-                    f"{progress_id}\t{flow_id}\t{person_id}\t{chain.entered_at.isoformat()}\t"
-                    f"{chain.entry_event_id}\t{latest.isoformat()}\t{chain.reached}\t"
-                    f"{json.dumps(chain.gaps_seconds())}\t{reached}\t"
-                    f"{reached if complete else chr(92) + 'N'}\t"
-                    f"{(chain.entered_at + window).isoformat()}\t{updated}\n"
-                )
-    return {"people": people, "events": event_id, "progress": progress_id}
+                progress_out.write(progress_copy_line(row, progress_id, updated))
+            for again in reentries:
+                reentry_id += 1
+                reentry_out.write(reentry_copy_line(again, reentry_id))
+    return {
+        "people": people,
+        "events": event_id,
+        "progress": progress_id,
+        "re-entries": reentry_id,
+    }
 
 
 # --- DuckDB ----------------------------------------------------------------------------------

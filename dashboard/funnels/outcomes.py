@@ -1,23 +1,34 @@
 """Per-entrant outcomes of a funnel: where each entrant got to, and when.
 
 An :class:`Outcome` is the funnel's view of one entrant. It comes from the progress row maintained
-at ingestion when the person's first-ever entry falls in the range (exact by construction), or
-from a walk over the person's raw events with :func:`onboarding.flows.chain.walk` bounded to the
-range (people who entered before the range and again inside it, and the all-raw-events mode).
+at ingestion when the person's first-ever entry falls in the range, or from their earliest
+re-entry row in the range when their first entry is before it (both exact by construction: the
+walk of :func:`onboarding.flows.chain.walk` at ingestion), or, in the all-raw-events mode, from a
+walk over the person's raw events bounded to the range.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 
 from onboarding.flows.chain import StepEvent, StepSpec, walk
-from onboarding.models import Event, FlowProgress, Person, Segment
+from onboarding.flows.progress import breakdown_text
+from onboarding.models import (
+    BREAKDOWN_PROPERTIES,
+    OFFSET_FIELDS,
+    Event,
+    FlowProgress,
+    FlowReentry,
+    Person,
+    Segment,
+    offsets_of,
+    offsets_to_gaps,
+)
 
 from .query import NONE_VALUE, FunnelQuery, FunnelQueryError, StepDef
 
@@ -34,17 +45,6 @@ class Outcome:
     reached_at: datetime
     entry_event_id: int
     breakdown: str | None = None
-
-    def as_record(self) -> dict[str, Any]:
-        """The row shape of the progress table, for the PostgreSQL path's ``jsonb_to_recordset``."""
-        return {
-            "person_id": self.person_id,
-            "entered_at": self.entered_at.isoformat(),
-            "furthest_step": self.furthest_step,
-            "step_seconds": list(self.gaps),
-            "reached_at": self.reached_at.isoformat(),
-            "entry_event_id": self.entry_event_id,
-        }
 
 
 def step_specs(steps: Sequence[StepDef]) -> list[StepSpec]:
@@ -126,32 +126,6 @@ def _by_person(rows: Iterator[tuple]) -> Iterator[tuple[int, list[StepEvent]]]:
         yield current, events
 
 
-def reentrant_ids(query: FunnelQuery, allowed: QuerySet[Person] | None) -> list[int]:
-    """People whose first entry is before the range but who have a step-1 event after its start.
-
-    Their progress row describes the first entry, not the one inside the range, so they are walked
-    from raw events (the walk decides whether a step-1 event actually falls inside the range).
-    """
-    rows = FlowProgress.objects.filter(
-        flow=query.flow,
-        entered_at__lt=query.entry_from,
-        latest_entry_at__gte=query.entry_from,
-        # Implied by the two above; stated so that a partial index on re-entrants can serve it.
-        latest_entry_at__gt=F("entered_at"),
-    )
-    ids = list(rows.values_list("person_id", flat=True))
-    if allowed is None or not ids:
-        return ids
-    # The segment is evaluated on these few people only, fetched by primary key. As one query
-    # (``person_id IN (segment)``) the planner cannot tell how few re-entrants there are and
-    # evaluates the segment over every person to hash-join them (a full scan of the people).
-    members: list[int] = []
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        members += allowed.filter(pk__in=chunk).values_list("pk", flat=True)
-    return members
-
-
 def raw_entrant_ids(
     query: FunnelQuery, steps: Sequence[StepDef], allowed: QuerySet[Person] | None
 ) -> list[int]:
@@ -165,29 +139,38 @@ def raw_entrant_ids(
 
 
 def progress_outcomes(query: FunnelQuery, allowed: QuerySet[Person] | None) -> list[Outcome]:
-    """Outcomes of the entrants whose first-ever entry falls in the range, from progress rows."""
-    rows = FlowProgress.objects.filter(
-        flow=query.flow, entered_at__gte=query.entry_from, entered_at__lt=query.entry_until
-    )
+    """Outcomes from stored rows: entrants whose first-ever entry falls in the range (progress),
+    and people whose first entry is before it, from their earliest re-entry inside it."""
+    fields = ["person_id", "entered_at", "furthest_step", "reached_at", "entry_event_id"]
+    fields += OFFSET_FIELDS
+    carried = query.breakdown in BREAKDOWN_PROPERTIES
+    if carried:
+        fields.append(f"entry_{query.breakdown}")
+    in_range = {"entered_at__gte": query.entry_from, "entered_at__lt": query.entry_until}
+    first = FlowProgress.objects.filter(flow=query.flow, **in_range)
+    again = FlowReentry.objects.filter(
+        flow=query.flow, first_entered_at__lt=query.entry_from, **in_range
+    ).order_by("person_id", "entered_at", "id")
     if allowed is not None:
-        rows = rows.filter(person_id__in=allowed.values("pk"))
+        first = first.filter(person_id__in=allowed.values("pk"))
+        again = again.filter(person_id__in=allowed.values("pk"))
+    rows = list(first.values(*fields).iterator(chunk_size=5000))
+    seen: set[int] = set()
+    for row in again.values(*fields):
+        if row["person_id"] not in seen:  # the earliest re-entry in the range is the entry
+            seen.add(row["person_id"])
+            rows.append(row)
     return [
         Outcome(
-            person_id=person_id,
-            entered_at=entered_at,
-            furthest_step=furthest,
-            gaps=tuple(float(gap) for gap in gaps or ()),
-            reached_at=reached_at,
-            entry_event_id=entry_event_id,
+            person_id=row["person_id"],
+            entered_at=row["entered_at"],
+            furthest_step=row["furthest_step"],
+            gaps=tuple(offsets_to_gaps(offsets_of(row))),
+            reached_at=row["reached_at"],
+            entry_event_id=row["entry_event_id"],
+            breakdown=row[f"entry_{query.breakdown}"] if carried else None,
         )
-        for person_id, entered_at, furthest, gaps, reached_at, entry_event_id in rows.values_list(
-            "person_id",
-            "entered_at",
-            "furthest_step",
-            "step_seconds",
-            "reached_at",
-            "entry_event_id",
-        ).iterator(chunk_size=5000)
+        for row in rows
     ]
 
 
@@ -198,27 +181,22 @@ def collect_outcomes(query: FunnelQuery, steps: Sequence[StepDef], *, raw: bool)
         outcomes = walk_people(query, steps, raw_entrant_ids(query, steps, allowed))
     else:
         outcomes = progress_outcomes(query, allowed)
-        outcomes += walk_people(query, steps, reentrant_ids(query, allowed))
     if query.breakdown:
-        outcomes = with_breakdown(outcomes, query.breakdown)
+        outcomes = with_breakdown(
+            outcomes, query.breakdown, carried=not raw and query.breakdown in BREAKDOWN_PROPERTIES
+        )
     return outcomes
 
 
-def breakdown_text(value: Any) -> str | None:
-    """A property value as a breakdown key: strings as they are, other JSON as JSON text."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
+def with_breakdown(outcomes: list[Outcome], name: str, *, carried: bool = False) -> list[Outcome]:
+    """The entry event's property ``name``, else the person's trait ``name``, else ``(none)``.
 
-
-def with_breakdown(outcomes: list[Outcome], name: str) -> list[Outcome]:
-    """The entry event's property ``name``, else the person's trait ``name``, else ``(none)``."""
+    ``carried``: the outcomes' ``breakdown`` already holds the entry event's property (from the
+    stored rows), so the events are not read."""
     properties: dict[int, Any] = {}
     traits: dict[int, Any] = {}
-    event_ids = [o.entry_event_id for o in outcomes]
-    person_ids = [o.person_id for o in outcomes]
+    event_ids = [] if carried else [o.entry_event_id for o in outcomes]
+    person_ids = [o.person_id for o in outcomes if not carried or o.breakdown is None]
     for start in range(0, len(event_ids), _CHUNK):
         for pk, props in Event.objects.filter(pk__in=event_ids[start : start + _CHUNK]).values_list(
             "pk", "properties"
@@ -231,7 +209,10 @@ def with_breakdown(outcomes: list[Outcome], name: str) -> list[Outcome]:
             traits[pk] = (person_traits or {}).get(name)
     result = []
     for outcome in outcomes:
-        value = breakdown_text(properties.get(outcome.entry_event_id))
+        if carried:
+            value = outcome.breakdown
+        else:
+            value = breakdown_text(properties.get(outcome.entry_event_id))
         if value is None:
             value = breakdown_text(traits.get(outcome.person_id))
         result.append(replace(outcome, breakdown=NONE_VALUE if value is None else value))

@@ -15,13 +15,7 @@ from .aggregate import (
     steps_from_outcomes,
     still_converting,
 )
-from .outcomes import (
-    Outcome,
-    allowed_people,
-    collect_outcomes,
-    reentrant_ids,
-    walk_people,
-)
+from .outcomes import Outcome, allowed_people, collect_outcomes
 from .query import FunnelQuery, FunnelQueryError, FunnelResult, StepDef, StepResult
 
 
@@ -38,17 +32,15 @@ def required_steps(query: FunnelQuery) -> list[StepDef]:
 
 
 def sql_relation(query: FunnelQuery, steps: list[StepDef]) -> pg.Relation:
-    """The PostgreSQL outcomes relation: progress rows plus re-entrants walked from events."""
-    allowed = allowed_people(query)
-    extra = walk_people(query, steps, reentrant_ids(query, allowed))
-    return pg.outcomes_cte(query, allowed, extra, steps[0].event)
+    """The PostgreSQL outcomes relation: progress rows plus the re-entrants' re-entry rows."""
+    return pg.outcomes_cte(query, allowed_people(query), steps[0].event)
 
 
 @dataclass(frozen=True)
 class Gathered:
     """A query's entrants, gathered once for the several reports a page draws from one query
-    (funnel, trends, time to convert): the re-entrants' walk over raw events, the costly part
-    besides the aggregates, then runs once instead of once per report.
+    (funnel, trends, time to convert): the segment's re-entrants are looked up, or (elsewhere) the
+    outcomes collected, once instead of once per report.
 
     On PostgreSQL, the outcomes relation with the breakdown column (``relation``) and without it
     (``plain``, for reports that do not group by it); elsewhere every entrant's outcome."""
@@ -66,11 +58,10 @@ def gather(query: FunnelQuery) -> Gathered:
     if not uses_sql(query):
         return Gathered(steps, outcomes=collect_outcomes(query, steps, raw=query.mode == "events"))
     allowed = allowed_people(query)
-    extra = walk_people(query, steps, reentrant_ids(query, allowed))
-    relation = pg.outcomes_cte(query, allowed, extra, steps[0].event)
+    relation = pg.outcomes_cte(query, allowed, steps[0].event)
     plain = relation
     if query.breakdown:
-        plain = pg.outcomes_cte(query, allowed, extra, steps[0].event, breakdown=False)
+        plain = pg.outcomes_cte(query, allowed, steps[0].event, breakdown=False)
     return Gathered(steps, relation=relation, plain=plain)
 
 

@@ -127,12 +127,12 @@ def time_to_convert(
     relation = gathered.plain
     if relation is not None:
         stats_columns = ", ".join(
-            f"count(*) FILTER (WHERE furthest_step >= {k}), max((step_seconds ->> {k - 2})::float8)"
+            f"count(*) FILTER (WHERE furthest_step >= {k}), max({pg.gap(k)})"
             for k in range(2, n + 1)
         )
         (stats,) = pg.fetch(relation.sql + f"SELECT {stats_columns} FROM outcomes", relation.params)
         sizes = [int(stats[2 * i]) for i in range(n - 1)]
-        maxima = [stats[2 * i + 1] or 0.0 for i in range(n - 1)]
+        maxima = [(stats[2 * i + 1] or 0) / 1e6 for i in range(n - 1)]
     else:
         outcomes = gathered.outcomes or []
         gaps = [[o.gaps[k - 2] for o in outcomes if o.furthest_step >= k] for k in range(2, n + 1)]
@@ -142,9 +142,11 @@ def time_to_convert(
     widths = [max(1, math.ceil(m / b)) for m, b in zip(maxima, n_bins, strict=True)]
     if relation is not None:
         rows = pg.fetch(
-            relation.sql + "SELECT g.ord::int, LEAST(floor(g.gap::float8 /"
-            " (%s::int[])[g.ord])::int, (%s::int[])[g.ord] - 1), count(*)"
-            " FROM outcomes, jsonb_array_elements_text(step_seconds) WITH ORDINALITY g(gap, ord)"
+            relation.sql
+            + "SELECT g.k - 1, LEAST(floor((CASE g.k"
+            + "".join(f" WHEN {k} THEN {pg.gap(k)}" for k in range(2, n + 1))
+            + " END)::float8 / 1e6 / (%s::int[])[g.k - 1])::int, (%s::int[])[g.k - 1] - 1),"
+            " count(*) FROM outcomes, generate_series(2, furthest_step) AS g(k)"
             " GROUP BY 1, 2",
             [*relation.params, widths, n_bins],
         )

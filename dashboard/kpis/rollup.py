@@ -38,7 +38,7 @@ from django.db.models.functions import TruncDate
 
 from dashboard.models import FlowDailyKpi, RuleDailyKpi
 from onboarding.configfile.durations import DurationError, parse_duration
-from onboarding.models import Event, FlowProgress, OnboardingFlow
+from onboarding.models import OFFSET_FIELDS, Event, FlowProgress, OnboardingFlow, offsets_of
 from triggers.experiments.metrics import daily_counts
 from triggers.models import DecisionLog, Enrollment, Experiment, Message, RuleVersion
 
@@ -147,26 +147,25 @@ def _rule_flows(version_ids: Iterable[int]) -> dict[int, int]:
     return out
 
 
-def _step_times(entered_at: datetime, step_seconds: list) -> list[datetime]:
-    times = [entered_at]
-    for gap in step_seconds or []:
-        times.append(times[-1] + timedelta(seconds=float(gap)))
-    return times
+def _step_times(entered_at: datetime, step_offsets: list[int]) -> list[datetime]:
+    """Entry plus each step's offset (microseconds from entry)."""
+    return [entered_at + timedelta(microseconds=offset) for offset in step_offsets or [0]]
 
 
 def _converted(
     sends: list[tuple[int, int, int, datetime]], attributed_within: timedelta
 ) -> dict[int, bool]:
     """Per message id: did the person reach a further step of the flow within the window after
-    the send? Step times come from the person's flow progress (entry + per-step gaps)."""
+    the send? Step times come from the person's flow progress (entry + per-step offsets)."""
     flows = _rule_flows({version_id for _, _, version_id, _ in sends})
     people = sorted({person_id for _, person_id, _, _ in sends})
     progress: dict[tuple[int, int], list[datetime]] = {}
     for chunk in _chunks(people):
-        for flow_id, person_id, entered, gaps in FlowProgress.objects.filter(
+        for row in FlowProgress.objects.filter(
             person_id__in=chunk, flow_id__in=set(flows.values())
-        ).values_list("flow_id", "person_id", "entered_at", "step_seconds"):
-            progress[(flow_id, person_id)] = _step_times(entered, gaps)
+        ).values("flow_id", "person_id", "entered_at", *OFFSET_FIELDS):
+            key = (row["flow_id"], row["person_id"])
+            progress[key] = _step_times(row["entered_at"], offsets_of(row))
     out = {}
     for message_id, person_id, version_id, sent_at in sends:
         times = progress.get((flows.get(version_id, -1), person_id), [])

@@ -1,8 +1,10 @@
-"""Maintaining :class:`FlowProgress` rows, set-based per ingested batch.
+"""Maintaining :class:`FlowProgress` and :class:`FlowReentry` rows, set-based per ingested batch.
 
 For every flow whose step events appear in a batch, the affected people's step events are read in
 one query and walked again with :func:`onboarding.flows.chain.walk`. Recomputing from stored events
 (rather than patching the row) keeps the row exact when events arrive late with older timestamps.
+Each person's later entries (the earliest step-1 event of each later UTC day) are walked too and
+replace that person's re-entry rows: one upsert, one delete and one insert per batch.
 """
 
 from __future__ import annotations
@@ -11,21 +13,31 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
-from onboarding.models import Event, FlowProgress, OnboardingFlow, Step
+from onboarding.models import (
+    BREAKDOWN_PROPERTIES,
+    OFFSET_FIELDS,
+    Event,
+    FlowProgress,
+    FlowReentry,
+    OnboardingFlow,
+    Step,
+    offset_columns,
+)
 
-from .chain import StepEvent, StepSpec, walk
+from .chain import Chain, StepEvent, StepSpec, walk
 
 _UPDATE_FIELDS = [
     "entered_at",
     "entry_event_id",
     "latest_entry_at",
     "furthest_step",
-    "step_seconds",
+    *OFFSET_FIELDS,
     "reached_at",
+    *(f"entry_{name}" for name in BREAKDOWN_PROPERTIES),
     "completed_at",
     "window_ends_at",
     "updated_at",
@@ -92,25 +104,77 @@ def flow_specs(event_names: Iterable[str] | None = None) -> list[FlowSpec]:
     return _definitions()
 
 
-def _progress_row(flow: FlowSpec, person_id: int, events: list[StepEvent]) -> FlowProgress | None:
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def breakdown_text(value: object) -> str | None:
+    """A property value as a breakdown key: strings as they are, other JSON as JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def entry_columns(chain: Chain, events: list[StepEvent]) -> dict:
+    """The narrow typed columns of one entry's outcome (:class:`EntryOutcome`)."""
+    entry = next(e for e in events if e.id == chain.entry_event_id)
+    start = chain.entered_at
+    return {
+        "entered_at": start,
+        "entry_event_id": chain.entry_event_id,
+        "furthest_step": chain.reached,
+        **offset_columns([(t - start) // _MICROSECOND for t in chain.times]),
+        "reached_at": chain.times[-1],
+        **{
+            f"entry_{name}": breakdown_text(entry.properties.get(name))
+            for name in BREAKDOWN_PROPERTIES
+        },
+    }
+
+
+def _day_start(moment: datetime) -> datetime:
+    day = moment.astimezone(UTC).date()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def progress_rows(
+    flow: FlowSpec, person_id: int, events: list[StepEvent]
+) -> tuple[FlowProgress | None, list[FlowReentry]]:
+    """A person's progress row and re-entry rows in ``flow``, from their step events sorted by
+    (timestamp, id); (None, []) when they never entered."""
     chain = walk(flow.steps, events, window=flow.window)
     if chain is None:
-        return None
+        return None, []
     first = flow.steps[0]
-    latest_entry = max(e.timestamp for e in events if first.matches(e.name, e.properties))
+    entries = [e.timestamp for e in events if first.matches(e.name, e.properties)]
     complete = chain.reached == len(flow.steps)
-    return FlowProgress(
+    row = FlowProgress(
         flow_id=flow.id,
         person_id=person_id,
-        entered_at=chain.entered_at,
-        entry_event_id=chain.entry_event_id,
-        latest_entry_at=latest_entry,
-        furthest_step=chain.reached,
-        step_seconds=chain.gaps_seconds(),
-        reached_at=chain.times[-1],
+        latest_entry_at=max(entries),
         completed_at=chain.times[-1] if complete else None,
         window_ends_at=chain.entered_at + flow.window,
+        **entry_columns(chain, events),
     )
+    reentries = []
+    seen = {_day_start(chain.entered_at)}
+    for moment in entries:
+        day = _day_start(moment)
+        if day in seen:
+            continue
+        seen.add(day)
+        again = walk(flow.steps, events, window=flow.window, entry_from=day)
+        if again is not None:
+            reentries.append(
+                FlowReentry(
+                    flow_id=flow.id,
+                    person_id=person_id,
+                    first_entered_at=chain.entered_at,
+                    **entry_columns(again, events),
+                )
+            )
+    return row, reentries
 
 
 def refresh_progress(flows: list[FlowSpec], person_ids: Iterable[int]) -> int:
@@ -150,14 +214,21 @@ def _refresh(
             events[person_id].append(StepEvent(event_id, name, timestamp, properties or {}))
 
     upserts: list[FlowProgress] = []
+    reentries: list[FlowReentry] = []
     stale: dict[int, list[int]] = defaultdict(list)
+    # Every refreshed person's re-entry rows are replaced (one DELETE by index, then one INSERT),
+    # but for people created by this batch (``known``), who have none stored yet.
+    replaced: dict[int, list[int]] = defaultdict(list)
     for flow, people in targets:
         for person_id in people:
-            row = _progress_row(flow, person_id, events.get(person_id, []))
+            row, again = progress_rows(flow, person_id, events.get(person_id, []))
             if row is None:
                 stale[flow.id].append(person_id)
             else:
                 upserts.append(row)
+                reentries += again
+            if person_id not in known:
+                replaced[flow.id].append(person_id)
     # No savepoint of its own (two more round trips per batch): a failure here fails the caller's
     # transaction, which ingestion retries or rolls back as a whole.
     with transaction.atomic(savepoint=False):
@@ -171,6 +242,10 @@ def _refresh(
             )
         for flow_id, person_ids in stale.items():
             FlowProgress.objects.filter(flow_id=flow_id, person_id__in=person_ids).delete()
+        for flow_id, person_ids in replaced.items():
+            FlowReentry.objects.filter(flow_id=flow_id, person_id__in=person_ids).delete()
+        if reentries:
+            FlowReentry.objects.bulk_create(reentries, batch_size=2000)
     return len(upserts)
 
 
@@ -204,6 +279,7 @@ def rebuild_flow_progress(flow: OnboardingFlow, *, chunk: int = 5000) -> int:
     """Recompute a whole flow (after its steps or window change)."""
     specs = [spec for spec in flow_specs() if spec.id == flow.pk]
     FlowProgress.objects.filter(flow=flow).delete()
+    FlowReentry.objects.filter(flow=flow).delete()
     if not specs:
         return 0
     first_name = specs[0].steps[0].event_name

@@ -14,10 +14,25 @@ from .events import (
     Person,
     Source,
 )
-from .flows import FlowProgress, OnboardingFlow, Segment, Step
+from .flows import (
+    BREAKDOWN_PROPERTIES,
+    OFFSET_FIELDS,
+    TYPED_STEPS,
+    FlowProgress,
+    FlowReentry,
+    OnboardingFlow,
+    Segment,
+    Step,
+    offset_columns,
+    offsets_of,
+    offsets_to_gaps,
+)
 from .privacy import ErasedIdentity, Erasure
 
 __all__ = [
+    "BREAKDOWN_PROPERTIES",
+    "OFFSET_FIELDS",
+    "TYPED_STEPS",
     "ErasedIdentity",
     "Erasure",
     "Event",
@@ -25,6 +40,7 @@ __all__ = [
     "EventType",
     "FailedEvent",
     "FlowProgress",
+    "FlowReentry",
     "Identity",
     "IdentityKind",
     "OnboardingFlow",
@@ -32,4 +48,7 @@ __all__ = [
     "Segment",
     "Source",
     "Step",
+    "offset_columns",
+    "offsets_of",
+    "offsets_to_gaps",
 ]

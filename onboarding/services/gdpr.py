@@ -26,12 +26,14 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from onboarding.models import (
+    OFFSET_FIELDS,
     ErasedIdentity,
     Erasure,
     Event,
     EventDedupe,
     FailedEvent,
     FlowProgress,
+    FlowReentry,
     Identity,
     IdentityKind,
     Person,
@@ -167,11 +169,16 @@ def person_export(person: Person) -> dict[str, Any]:
             "entered_at",
             "latest_entry_at",
             "furthest_step",
-            "step_seconds",
+            *OFFSET_FIELDS,
             "reached_at",
             "completed_at",
             "window_ends_at",
         )
+    )
+    reentries = (
+        FlowReentry.objects.filter(person=person)
+        .order_by("flow__slug", "entered_at")
+        .values("flow__slug", "entered_at", "furthest_step", *OFFSET_FIELDS, "reached_at")
     )
     export: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -186,6 +193,7 @@ def person_export(person: Person) -> dict[str, Any]:
             {**row, "source": row.pop("source__name")} for row in events.iterator(chunk_size=2000)
         ],
         "flow_progress": [{**row, "flow": row.pop("flow__slug")} for row in progress],
+        "flow_reentries": [{**row, "flow": row.pop("flow__slug")} for row in reentries],
         "failed_events": [
             {
                 "received_at": failed.received_at,
@@ -257,6 +265,7 @@ def person_erase(person: Person, *, actor: Any = None) -> Erasure:
     for queryset in (
         FailedEvent.objects.filter(pk__in=failed_ids),
         dedupe_rows_of(person),  # before the events, whose keys select it
+        FlowReentry.objects.filter(person=person),
         FlowProgress.objects.filter(person=person),
         Event.objects.filter(person=person),
         Identity.objects.filter(person=person),

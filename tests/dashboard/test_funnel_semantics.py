@@ -18,9 +18,19 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from dashboard.funnels import FunnelQuery, run_funnel
-from onboarding.models import Event, FlowProgress, OnboardingFlow, Person, Step
+from onboarding.models import (
+    BREAKDOWN_PROPERTIES,
+    Event,
+    FlowProgress,
+    FlowReentry,
+    OnboardingFlow,
+    Person,
+    Step,
+)
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
 DAY = timedelta(days=1)
@@ -401,6 +411,16 @@ def test_entry_before_the_range_with_a_later_entry_inside(api, activation):
     progress = FlowProgress.objects.get(person__external_id="a")
     assert progress.entered_at == T0 - 2 * DAY
     assert progress.latest_entry_at == T0 + timedelta(hours=1)
+    # Later entries are stored as re-entry rows, one per later UTC day with a sign-up (its
+    # earliest): a's at T0 (not T0 + 1 h, the same day), c's three days later; none for b.
+    again = FlowReentry.objects.order_by("person__external_id", "entered_at")
+    assert [
+        (r.person.external_id, r.entered_at, r.furthest_step, r.step_offsets) for r in again
+    ] == [
+        ("a", T0, 2, [0, 3 * 3600 * 10**6]),
+        ("c", T0 + 3 * DAY, 1, [0]),
+    ]
+    assert {r.first_entered_at for r in again} == {T0 - 2 * DAY}
     result = funnel(activation, T0.date(), (T0 + DAY).date(), now=LATER)
     assert [s.count for s in result.steps] == [1, 1, 0]
     # Judged from the entry inside the range (T0), not the first one.
@@ -444,21 +464,24 @@ def test_where_filters_need_every_property_equal(api, db):
     assert result.steps[1].median_seconds_from_previous == 180
 
 
-def test_breakdown_by_entry_property_then_trait_then_none(api, activation):
+# "source" is carried on the progress rows (BREAKDOWN_PROPERTIES); "channel" is not, so its
+# breakdown reads the entry events: both give the same answer.
+@pytest.mark.parametrize("key", ["source", "channel"])
+def test_breakdown_by_entry_property_then_trait_then_none(api, activation, key):
     send(
         api,
-        identify("b", T0 - DAY, source="ads"),
-        identify("c", T0 - DAY, source="ads"),
-        track("a", "Signed Up", T0, source="newsletter"),
+        identify("b", T0 - DAY, **{key: "ads"}),
+        identify("c", T0 - DAY, **{key: "ads"}),
+        track("a", "Signed Up", T0, **{key: "newsletter"}),
         track("a", "Email Verified", T0 + timedelta(minutes=2)),
         track("b", "Signed Up", T0),  # no property: the trait
         track("b", "Email Verified", T0 + timedelta(minutes=4)),
-        track("c", "Signed Up", T0, source="newsletter"),  # the entry property wins
-        track("c", "Signed Up", T0 + timedelta(minutes=1), source="other"),  # not the entry
+        track("c", "Signed Up", T0, **{key: "newsletter"}),  # the entry property wins
+        track("c", "Signed Up", T0 + timedelta(minutes=1), **{key: "other"}),  # not the entry
         track("d", "Signed Up", T0),
-        track("e", "Signed Up", T0, source=7),
+        track("e", "Signed Up", T0, **{key: 7}),
     )
-    result = funnel(activation, T0.date(), T0.date(), now=LATER, breakdown="source")
+    result = funnel(activation, T0.date(), T0.date(), now=LATER, breakdown=key)
     assert {value: steps[0].count for value, steps in result.breakdown.items()} == {
         "newsletter": 2,
         "ads": 1,
@@ -467,6 +490,12 @@ def test_breakdown_by_entry_property_then_trait_then_none(api, activation):
     }
     assert next(iter(result.breakdown)) == "newsletter"  # largest first
     assert result.breakdown["ads"][1].median_seconds_from_previous == 240
+    # A carried property is read from the stored rows; any other from the entry events.
+    query = FunnelQuery(flow=activation, since=T0.date(), until=T0.date(), now=LATER, breakdown=key)
+    with CaptureQueriesContext(connection) as queries:
+        run_funnel(query)
+    read_events = any(Event._meta.db_table in q["sql"] for q in queries.captured_queries)
+    assert read_events == (key not in BREAKDOWN_PROPERTIES)
 
 
 def test_still_converting_with_a_pinned_clock(api, activation):

@@ -56,7 +56,8 @@ def test_progress_follows_events_and_filters(api):
     )
     progress = FlowProgress.objects.get()
     assert progress.furthest_step == 2
-    assert progress.step_seconds == [300.0]
+    assert progress.step_offsets == [0, 300_000_000]
+    assert progress.gaps_seconds == [300.0]
     assert progress.completed_at is None
     assert progress.window_ends_at == T0 + timedelta(days=1)
 
@@ -67,7 +68,8 @@ def test_progress_follows_events_and_filters(api):
     progress.refresh_from_db()
     assert progress.furthest_step == 3
     assert progress.completed_at == T0 + timedelta(minutes=20)
-    assert progress.step_seconds == [300.0, 900.0]
+    assert progress.step_offsets == [0, 300_000_000, 1_200_000_000]
+    assert progress.gaps_seconds == [300.0, 900.0]
 
 
 @pytest.mark.usefixtures("flow")

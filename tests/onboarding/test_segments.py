@@ -329,7 +329,6 @@ def progress(flow, who, step, reached_ago, *, completed=False):
         entry_event_id=1,
         latest_entry_at=reached - timedelta(hours=step),
         furthest_step=step,
-        step_seconds=[],
         reached_at=reached,
         completed_at=reached if completed else None,
         window_ends_at=reached + timedelta(days=7),

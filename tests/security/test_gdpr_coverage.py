@@ -50,6 +50,7 @@ COVERED = {
     "onboarding.EventDedupe": "dedupe_keys",
     "onboarding.FailedEvent": "failed_events",
     "onboarding.FlowProgress": "flow_progress",
+    "onboarding.FlowReentry": "flow_reentries",
     "triggers.Enrollment": "enrollments",
     "triggers.Message": "messages",
     "triggers.ReviewItem": "review_items",
@@ -117,6 +118,9 @@ def test_every_model_with_person_data_is_reviewed():
 @pytest.fixture
 def person_everywhere(rich_person, tracking, bob, alice):
     """Dana with rows in every covered table, and Erin, whose rows must survive Dana's erasure."""
+    # An earlier sign-up of Dana's, arriving late: her first one becomes a re-entry (FlowReentry).
+    earlier = {"timestamp": "2026-01-05T09:00:00Z"}
+    assert track(tracking, "dana", "Signed Up", 3, **earlier).status_code == 200
     # Rejected events naming Dana: by userId (no event name), by anonymousId in a batch, by email.
     assert tracking.post("/v1/track", {"type": "track", "userId": "dana"}).status_code == 400
     batch = {
@@ -169,6 +173,7 @@ def test_the_export_has_rows_from_every_covered_table(person_everywhere):
         "dana-0",
         "dana-1",
         "dana-2",
+        "dana-3",
         "dana-7",
     }
     assert "erin" not in json.dumps(export, default=str)
@@ -192,7 +197,8 @@ def test_the_erasure_leaves_no_trace_in_any_table(person_everywhere, bob):
                 traces.append(f"{model._meta.label}: {text[:200]}")
     assert not traces, "\n".join(traces)
     assert erasure.deleted["onboarding.FailedEvent"] == 3
-    assert erasure.deleted["onboarding.EventDedupe"] == 4
+    assert erasure.deleted["onboarding.EventDedupe"] == 5
+    assert erasure.deleted["onboarding.FlowReentry"] == 1
     # Erin's rows are untouched.
     assert FailedEvent.objects.filter(payload__contains='"erin"').count() == erin_failed
     assert EventDedupe.objects.filter(message_id="erin-1").count() == erin_dedupe

@@ -93,13 +93,8 @@ def snapshot() -> dict:
 
 def step_times() -> dict[int, list[datetime]]:
     out = {}
-    for person_id, entered, gaps in FlowProgress.objects.values_list(
-        "person_id", "entered_at", "step_seconds"
-    ):
-        times = [entered]
-        for gap in gaps:
-            times.append(times[-1] + timedelta(seconds=float(gap)))
-        out[person_id] = times
+    for row in FlowProgress.objects.all():
+        out[row.person_id] = [row.entered_at + timedelta(microseconds=o) for o in row.step_offsets]
     return out
 
 

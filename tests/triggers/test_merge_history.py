@@ -369,6 +369,7 @@ MERGE_HANDLING = {
     # Deliberately not moved: it is derived from events, and the survivor's is recomputed from the
     # combined events (onboarding.flows.receivers); the merged person's rows go with it.
     "onboarding.FlowProgress": "recomputed",
+    "onboarding.FlowReentry": "recomputed",  # with the progress, by the same refresh
     # Moved by triggers.services.merges (the people_merged receiver); PROTECT, so a missed move
     # fails the merge instead of deleting history.
     "triggers.Enrollment": "moved",

@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from onboarding.models import FlowProgress
+from onboarding.models import OFFSET_FIELDS, FlowProgress, offsets_of
 from triggers.engine.evaluate import enroll_occurrences
 from triggers.engine.occurrences import Occurrence
 from triggers.models import Experiment, ExperimentStatus, Rule
@@ -67,15 +67,13 @@ def _occurrence(entry, steps: dict[int, list[datetime]]) -> Occurrence:
 
 
 def step_times(flow_slug: str) -> dict[int, list[datetime]]:
-    """Per person, when they first reached each step of the flow (entry + per-step gaps)."""
+    """Per person, when they first reached each step of the flow (entry + per-step offsets)."""
     out: dict[int, list[datetime]] = {}
-    for person_id, entered, gaps in FlowProgress.objects.filter(flow__slug=flow_slug).values_list(
-        "person_id", "entered_at", "step_seconds"
+    for row in FlowProgress.objects.filter(flow__slug=flow_slug).values(
+        "person_id", "entered_at", *OFFSET_FIELDS
     ):
-        times = [entered]
-        for gap in gaps or []:
-            times.append(times[-1] + timedelta(seconds=float(gap)))
-        out[person_id] = times
+        entered = row["entered_at"]
+        out[row["person_id"]] = [entered + timedelta(microseconds=o) for o in offsets_of(row)]
     return out
 
 

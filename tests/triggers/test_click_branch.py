@@ -198,3 +198,58 @@ def test_the_configuration_file_carries_the_field(db):
         p.startswith("rules[0].follow_ups[0].unless_clicked_within: not on the first follow-up")
         for p in problems
     ), problems
+
+
+def test_the_backtest_says_it_does_not_model_clicks(db, flow, templates):
+    from triggers.simulation.backtest import NO_CLICKS, run_backtest
+
+    definition = {"trigger": {"kind": "event", "event": "Trial Ending"}, "follow_ups": SEQUENCE}
+    definition["follow_ups"] = [{**SEQUENCE[0], "template": "reminder"}, SEQUENCE[1]]
+    result = run_backtest(definition=definition, since=T0, until=T0 + H, now=T0 + H)
+    assert NO_CLICKS in result.approximations
+    assert NO_CLICKS in result.as_dict()["approximations"]  # what the editor's panel prints
+    plain = {**definition, "follow_ups": definition["follow_ups"][:1]}
+    result = run_backtest(definition=plain, since=T0, until=T0 + H, now=T0 + H)
+    assert NO_CLICKS not in result.approximations
+
+
+@pytest.mark.usefixtures("link_template")
+def test_a_skip_carries_on_down_the_chain(api, client, timeline, smtp):
+    identify(api, "u1", email="ada@example.com", first_name="Ada")
+    third = {
+        "channel": "email",
+        "template": "reminder",
+        "delay": "2d",
+        "unless_clicked_within": "1d",
+    }
+    event_rule(follow_ups=[*SEQUENCE, third])
+    timeline.send(T0, "u1", "Trial Ending")
+    timeline.tick(T0 + M)
+    deliver_due(now=T0 + M)
+    [email] = smtp.messages
+    click(client, email, T0 + 2 * M)
+    deliver_due(now=T0 + H + M)
+    assert deliver_due(now=T0 + timedelta(days=3)).sent == 0
+    last = Message.objects.get(step=2)
+    assert (last.status, last.reason) == ("cancelled", "previous_clicked")
+    log = DecisionLog.objects.get(message=last, outcome="skipped")
+    assert log.detail["previous_skipped"] == second().pk
+    assert len(smtp.messages) == 1
+
+
+def test_a_click_on_the_previous_follow_ups_fallback_counts(api, timeline):
+    from triggers.services.outcomes import message_record_outcome
+
+    identify(api, "u1", first_name="Ada")  # no email address: the email falls back to in-app
+    event_rule(
+        follow_ups=[{**SEQUENCE[0], "template": "reminder"}, SEQUENCE[1]],
+        fallback={"channel": "in_app", "template": "nudge"},
+    )
+    timeline.send(T0, "u1", "Trial Ending")
+    timeline.tick(T0 + M)
+    assert deliver_due(now=T0 + M).sent == 1
+    fallback = Message.objects.get(step=0, channel="in_app")
+    assert fallback.status == "sent" and fallback.fallback_of is not None
+    message_record_outcome(message_id=fallback.pk, outcome="clicked", now=T0 + 10 * M)
+    assert deliver_due(now=T0 + H + M).sent == 0
+    assert Message.objects.get(step=1, fallback_of=None).reason == "previous_clicked"

@@ -3,7 +3,8 @@
 A pass claims up to ``ONRAMP_DELIVERY_CLAIM`` due messages in one transaction: row locks on the
 messages (``SKIP LOCKED`` on PostgreSQL, so workers never work on the same one) and on their people
 (in id order, so frequency caps hold when workers race), then, per message and in priority order,
-the checks: rule still active → consent → exit / goal → caps → quiet hours → render → ledger.
+the checks: rule still active → consent → exit / goal → click branch (``unless_clicked_within``)
+→ caps → quiet hours → render → ledger.
 Caps count the durable ledger, read under the people's locks, plus the messages this batch has
 already claimed, so two messages for one person in one batch cannot both pass a cap of 1. Every
 outcome is written to the decision log.

@@ -253,3 +253,29 @@ def test_a_click_on_the_previous_follow_ups_fallback_counts(api, timeline):
     message_record_outcome(message_id=fallback.pk, outcome="clicked", now=T0 + 10 * M)
     assert deliver_due(now=T0 + H + M).sent == 0
     assert Message.objects.get(step=1, fallback_of=None).reason == "previous_clicked"
+
+
+@pytest.mark.usefixtures("link_template")
+def test_one_query_per_batch_and_none_without_the_field(api, timeline, django_assert_num_queries):
+    from triggers.delivery.checks import ClickBranch, rule_spec
+
+    for n in range(5):
+        identify(api, f"u{n}", email=f"u{n}@example.com")
+    event_rule(follow_ups=SEQUENCE)
+    event_rule(
+        slug="plain", follow_ups=[SEQUENCE[0], {**SEQUENCE[1], "unless_clicked_within": None}]
+    )
+    for n in range(5):
+        timeline.send(T0, f"u{n}", "Trial Ending")
+    timeline.tick(T0 + M)
+    batch = list(
+        Message.objects.filter(step=1).select_related("rule_version", "enrollment", "rule")
+    )
+    specs = {m.pk: rule_spec(m) for m in batch}
+    plain = [m for m in batch if m.rule.slug == "plain"]
+    with django_assert_num_queries(0):
+        ClickBranch(plain, specs)
+    assert len(batch) == 10
+    with django_assert_num_queries(1):
+        branches = ClickBranch(batch, specs)
+    assert len(branches.windows) == 5

@@ -279,3 +279,43 @@ def test_one_query_per_batch_and_none_without_the_field(api, timeline, django_as
     with django_assert_num_queries(1):
         branches = ClickBranch(batch, specs)
     assert len(branches.windows) == 5
+
+
+@pytest.mark.usefixtures("link_template")
+def test_an_experiment_arms_own_sequence_can_react_to_a_click(api, client, timeline, smtp):
+    from triggers.services.experiments import experiment_save, experiment_set_status
+
+    for n in range(3):
+        identify(api, f"u{n}", email=f"u{n}@example.com")
+    event_rule(follow_ups=[{**SEQUENCE[0], "template": "reminder"}])  # the rule's own: no branch
+    arms = [
+        {"name": "branch", "weight": 999, "follow_ups": SEQUENCE},
+        {"name": "plain", "weight": 1},
+    ]
+    with time_machine.travel(T0 - M, tick=False):
+        experiment, _ = experiment_save(
+            slug="branch",
+            rule_slug="trial",
+            variants=arms,
+            metric={"flow": "activation", "completed_within": "1d"},
+        )
+        experiment_set_status(experiment=experiment, status="running")
+    for n in range(3):
+        timeline.send(T0, f"u{n}", "Trial Ending")
+    timeline.tick(T0 + M)
+    deliver_due(now=T0 + M)
+    # Someone is in the "branch" arm: all three land in "plain" with a chance of 1 in 10⁹.
+    email = next(
+        e
+        for e in smtp.messages
+        if Message.objects.filter(
+            person__email=e["To"], step=1, enrollment__variant__name="branch"
+        ).exists()
+    )
+    click(client, email, T0 + 2 * M)
+    clicked = Message.objects.get(step=1, person__email=email["To"])
+    deliver_due(now=T0 + H + M)
+    clicked.refresh_from_db()
+    assert (clicked.status, clicked.reason) == ("cancelled", "previous_clicked")
+    others = Message.objects.filter(step=1).exclude(pk=clicked.pk)
+    assert {m.status for m in others} <= {"deferred"}  # not clicked: waiting for the window

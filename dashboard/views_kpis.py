@@ -7,6 +7,7 @@ selector swaps only ``#kpi-results`` with htmx. The stalled list is live and ran
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -28,6 +29,7 @@ from dashboard.kpis import (
     run_kpis,
     stalled_people,
 )
+from dashboard.kpis.engagement import NONE, engagement_by, opens_tracked, total
 from dashboard.kpis.queries import RuleKpis
 from dashboard.partials import htmx_target
 
@@ -48,11 +50,18 @@ def _results_context(request: HttpRequest) -> dict[str, Any]:
     query = KpiQuery(days=RANGES[key], today=timezone.now().date())
     result = run_kpis(query)
     days = query.dates
+    start = datetime(query.first.year, query.first.month, query.first.day, tzinfo=UTC)
+    engagement = engagement_by(
+        "rule_id", since=start, until=start + timedelta(days=query.days)
+    )  # the range's UTC days, like the roll-ups; one aggregate for every rule
     has_flows = any(flow.days for flow in result.flows)
     return {
         "range": key,
         "ranges": [(name, f"{days_} d") for name, days_ in RANGES.items()],
         "result": result,
+        "engagement": total(engagement.values()),
+        "opens_tracked": opens_tracked(),
+        "rule_engagement": [(k, engagement.get(k.rule.pk, NONE)) for k in result.rules],
         "ttv_label": duration_label(result.median_ttv_seconds),
         "flow_rows": [(flow, duration_label(flow.median_ttv_seconds)) for flow in result.flows],
         "has_flows": has_flows,

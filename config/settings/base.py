@@ -208,6 +208,11 @@ ONRAMP_LATE_EVENT_SECONDS = env_int("ONRAMP_LATE_EVENT_SECONDS", 600)
 # --- Delivery (DESIGN §4.5) ----------------------------------------------------------------------
 # The public URL of this Onramp, for links in emails (open pixel, click tracking, unsubscribe).
 ONRAMP_BASE_URL = env_str("ONRAMP_BASE_URL", "http://127.0.0.1:8000")
+# An open pixel in every email's HTML part. Off by default: Apple Mail Privacy Protection (and other
+# image proxies) fetch every pixel whether or not the person read the email, so open rates are
+# inflated and say little; Onramp decides nothing on opens (responses and follow-up branches use
+# clicks). Turn it on to see open rates on the template, rule and KPI pages (docs/channels.md).
+ONRAMP_TRACK_OPENS = env_bool("ONRAMP_TRACK_OPENS", False)
 # Global frequency cap: at most MAX follow-ups per person in any rolling PERIOD, across channels.
 # Channels by name, each a dotted path to its class, imported on first use one by one: a channel
 # whose optional dependency is missing cannot break another (a new channel is one line here).

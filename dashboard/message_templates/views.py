@@ -9,6 +9,7 @@ no value and no ``default`` is reported instead of sending "Hi ,".
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -16,10 +17,12 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
+from dashboard.kpis.engagement import NONE, engagement_by, opens_tracked
 from dashboard.rules import selectors
 from dashboard.views_lifecycle import TEMPLATE, archived_filter, lifecycle_panel
 from triggers.models import Channel, MessageTemplate
@@ -28,6 +31,7 @@ from triggers.rendering import render as render_liquid
 from triggers.services.templates import SUBJECT_CHANNELS, template_save
 
 EDITOR = "dashboard/templates/editor.html"
+ENGAGEMENT_WINDOW = timedelta(days=30)  # the list's clicks and opens: messages sent in it
 # How strict rendering reports a variable with no value and no default.
 _UNDEFINED = re.compile(r"^'([^']+)' is undefined")
 
@@ -63,11 +67,22 @@ class TemplateForm(forms.Form):
 def templates_list(request: HttpRequest) -> HttpResponse:
     usage = selectors.template_usage()
     archived = archived_filter(request, MessageTemplate)
+    now = timezone.now()
+    engagement = engagement_by("template_id", since=now - ENGAGEMENT_WINDOW, until=now)
     rows = [
-        {"template": template, "rules": usage.get(template.slug, [])}
+        {
+            "template": template,
+            "rules": usage.get(template.slug, []),
+            "engagement": engagement.get(template.pk, NONE),
+        }
         for template in archived.apply(MessageTemplate.objects.order_by("channel", "slug"))
     ]
-    context = {"section": "rules", "rows": rows, "archived": archived}
+    context = {
+        "section": "rules",
+        "rows": rows,
+        "archived": archived,
+        "opens_tracked": opens_tracked(),
+    }
     return render(request, "dashboard/templates/list.html", context)
 
 

@@ -58,8 +58,14 @@ RESERVED_SLUGS = {
     "caps-estimate",
 }
 ROW_PREFIX = "follow_ups"
-ROW_FIELDS = ("channel", "template", "delay", "at")
-EMPTY_ROW = {"channel": "email", "template": "", "delay": "0m", "at": ""}
+ROW_FIELDS = ("channel", "template", "delay", "at", "unless_clicked_within")
+EMPTY_ROW = {
+    "channel": "email",
+    "template": "",
+    "delay": "0m",
+    "at": "",
+    "unless_clicked_within": "",
+}
 _ROW_PATH = re.compile(r"^follow_ups\[(\d+)\](?:\.(\w+))?$")
 
 
@@ -257,6 +263,15 @@ class FollowUpForm(forms.Form):
         required=False,
         widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
     )
+    unless_clicked_within = forms.CharField(
+        label="Skip if the previous one was clicked within",
+        help_text="Optional, after an email or in-app follow-up (e.g. 24h): skipped if that one "
+        "was clicked within this long of its send; otherwise sent no earlier than this long "
+        "after it.",
+        required=False,
+        max_length=16,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. 24h"}),
+    )
 
     def __init__(self, *args: Any, templates: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -339,6 +354,8 @@ def follow_up_items(rows: list[FollowUpForm]) -> list[dict[str, Any]]:
         }
         if values.get("at"):
             item["at"] = values["at"]
+        if (values.get("unless_clicked_within") or "").strip():
+            item["unless_clicked_within"] = values["unless_clicked_within"].strip()
         items.append(item)
     return items
 
@@ -351,6 +368,7 @@ def follow_up_rows(items: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
             "template": item.get("template", ""),
             "delay": item.get("delay", "0m"),
             "at": item.get("at", ""),
+            "unless_clicked_within": item.get("unless_clicked_within", ""),
         }
         for item in items
     ]

@@ -20,6 +20,7 @@ from django.utils import timezone
 from dashboard.formatting import elapsed
 from dashboard.formatting import minutes_words as _minutes
 from dashboard.formatting import seconds_words as _seconds_words
+from dashboard.kpis.engagement import NONE, Engagement, engagement_by
 from onboarding.configfile.durations import format_duration
 from onboarding.configfile.errors import ProblemsError
 from onboarding.models import FlowProgress, OnboardingFlow, Person, Segment
@@ -117,6 +118,7 @@ class RuleRow:
     rule: Rule
     summary: str
     counts: dict[str, int] = field(default_factory=dict)
+    engagement: Engagement = NONE  # clicks and opens of the messages sent in COUNT_WINDOW
 
     @property
     def state(self) -> Any:
@@ -158,6 +160,7 @@ def rule_rows(*, now: datetime) -> list[RuleRow]:
     for rule_id, outcome, n in rows:
         counts[rule_id][outcome] = n
     flows = flows_info() if rules else {}
+    engagement = engagement_by("rule_id", since=now - COUNT_WINDOW, until=now) if rules else {}
     out = []
     for rule in rules:
         definition = rule.current_version.definition if rule.current_version else {}
@@ -166,6 +169,7 @@ def rule_rows(*, now: datetime) -> list[RuleRow]:
                 rule=rule,
                 summary=trigger_summary(definition.get("trigger") or {}, flows),
                 counts=counts[rule.pk],
+                engagement=engagement.get(rule.pk, NONE),
             )
         )
     return out

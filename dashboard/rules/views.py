@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
+from dashboard.kpis.engagement import opens_tracked
 from dashboard.partials import htmx_target
 from dashboard.rules import selectors
 from dashboard.rules.caps import ESTIMATE_DAYS, caps_estimate, caps_in_force
@@ -62,7 +63,8 @@ SAVE_ACTIONS = {"save": None, "activate": RuleStatus.ACTIVE}
 @require_GET
 def rules_list(request: HttpRequest) -> HttpResponse:
     rows = selectors.rule_rows(now=timezone.now())
-    return render(request, "dashboard/rules/list.html", {"section": "rules", "rows": rows})
+    context = {"section": "rules", "rows": rows, "opens_tracked": opens_tracked()}
+    return render(request, "dashboard/rules/list.html", context)
 
 
 # --- editor -----------------------------------------------------------------------------------

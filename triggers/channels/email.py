@@ -1,7 +1,10 @@
 """Email through Django's mail backend (SMTP in production): text and HTML parts.
 
-The HTML part is built from the rendered text: paragraphs, links rewritten through the signed
-click redirect, an open pixel, and styles inlined on the elements (mail clients drop <style>).
+The HTML part is built from the rendered text: paragraphs, every link rewritten through the signed
+click redirect, an open pixel when ``ONRAMP_TRACK_OPENS`` is on (off by default: image proxies such
+as Apple Mail Privacy Protection fetch it unread), and styles inlined on the elements (mail clients
+drop <style>). The plain-text part keeps the links as written, so clicks in text-only mail clients
+are not counted.
 ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` give one-click unsubscribe (RFC 8058).
 """
 
@@ -162,7 +165,7 @@ class EmailChannel(Channel):
             to=person.email,
             unsubscribe=unsubscribe,
             link=partial(click_url, message.pk),
-            pixel=open_pixel_url(message.pk),
+            pixel=open_pixel_url(message.pk) if settings.ONRAMP_TRACK_OPENS else None,
             headers={
                 "List-Unsubscribe": f"<{unsubscribe}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",

@@ -16,17 +16,20 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
+from onboarding.configfile.durations import format_duration
 from onboarding.models import FlowProgress, Person
 from triggers.channels.base import Channel
 from triggers.engine.timing import quiet_until
-from triggers.models import Message
-from triggers.models.messages import MessageStatus
+from triggers.models import Message, Variant
+from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.models.rules import EnrollmentStatus
 from triggers.rendering import person_context, render
 from triggers.rules.exits import exit_flow, exit_reason
-from triggers.rules.spec import RuleSpec, parse_rule
+from triggers.rules.spec import RuleSpec, parse_follow_ups, parse_rule
 from triggers.workspace import policy
 
 CAPPED_STATUSES = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.UNKNOWN)
@@ -162,3 +165,110 @@ class ExitCheck:
             furthest_step=progress["furthest_step"],
             completed=progress["completed_at"] is not None,
         )
+
+
+# A previous follow-up in these states went out (or may have): its clicks decide.
+_WENT_OUT = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.UNKNOWN)
+SKIPPED_AFTER_CLICK = "previous_clicked"
+
+
+@dataclass(frozen=True)
+class Branch:
+    """What :class:`ClickBranch` decided for one message: ``skip`` it, ``defer`` it to ``until``,
+    or ``go`` ahead to the next checks; ``reason`` and ``detail`` go to the decision log."""
+
+    action: str  # "skip", "defer" or "go"
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    until: datetime | None = None
+
+
+class ClickBranch:
+    """``unless_clicked_within: N`` on follow-up k (k ≥ 2): skip it when follow-up k−1 was
+    clicked within N of its send; it never goes out before N has passed since that send.
+
+    The previous follow-up is every message of the same enrollment one step earlier (the
+    original and any fallback or support resend of it), read for the whole batch in one query.
+    Per message, in this order:
+
+    - the previous follow-up was itself skipped after a click → skip (the person responded);
+    - a message of it that went out was clicked within N of its send → skip;
+    - one went out less than N ago → defer to its send + N (``click_window``);
+    - it is still waiting to go out → defer to its due time + N (``previous_pending``);
+    - otherwise (sent and not clicked within N, or never sent: suppressed, cancelled, failed)
+      → go ahead to the next checks, logged as ``branch`` with ``previous_not_clicked`` or
+      ``previous_not_sent``.
+    """
+
+    def __init__(self, messages: Iterable[Message], specs: dict[int, RuleSpec | None]):
+        messages = list(messages)
+        self.windows: dict[int, int] = {}
+        variant_ids = {m.enrollment.variant_id for m in messages if m.enrollment.variant_id}
+        variants: dict[int, list] = {}
+        if variant_ids and any(m.step for m in messages):
+            variants = {
+                pk: sequence
+                for pk, sequence in Variant.objects.filter(pk__in=variant_ids).values_list(
+                    "pk", "follow_ups"
+                )
+                if sequence
+            }
+        for message in messages:
+            spec = specs.get(message.pk)
+            if spec is None or message.step == 0 or message.manual:
+                continue
+            sequence = spec.follow_ups
+            if message.enrollment.variant_id in variants:
+                sequence = parse_follow_ups(variants[message.enrollment.variant_id])[0]
+            if message.step < len(sequence) and sequence[message.step].unless_clicked_within:
+                self.windows[message.pk] = sequence[message.step].unless_clicked_within
+        self.previous: dict[tuple[int, int], list[dict]] = defaultdict(list)
+        if not self.windows:
+            return
+        conditional = [m for m in messages if m.pk in self.windows]
+        rows = Message.objects.filter(
+            enrollment_id__in={m.enrollment_id for m in conditional},
+            step__in={m.step - 1 for m in conditional},
+        ).values(
+            "pk", "enrollment_id", "step", "status", "reason", "due_at", "next_attempt_at",
+            "sent_at", "clicked_at",
+        )  # fmt: skip
+        for row in rows:
+            self.previous[row["enrollment_id"], row["step"]].append(row)
+
+    def verdict(self, message: Message, now: datetime) -> Branch | None:
+        """None when the message has no click condition."""
+        window = self.windows.get(message.pk)
+        if window is None:
+            return None
+        rows = self.previous.get((message.enrollment_id, message.step - 1), [])
+        within = {"window": format_duration(window)}
+        if any(
+            r["status"] == MessageStatus.CANCELLED and r["reason"] == SKIPPED_AFTER_CLICK
+            for r in rows
+        ):
+            skipped = next(r["pk"] for r in rows if r["reason"] == SKIPPED_AFTER_CLICK)
+            return Branch("skip", SKIPPED_AFTER_CLICK, {**within, "previous_skipped": skipped})
+        went_out = [r for r in rows if r["status"] in _WENT_OUT and r["sent_at"] is not None]
+        for row in went_out:
+            clicked = row["clicked_at"]
+            if clicked is not None and clicked - row["sent_at"] <= timedelta(seconds=window):
+                after = int((clicked - row["sent_at"]).total_seconds())
+                detail = {**within, "previous_message": row["pk"], "clicked_after": after}
+                return Branch("skip", SKIPPED_AFTER_CLICK, detail)
+        if went_out:
+            last = max(went_out, key=lambda r: r["sent_at"])
+            closes = last["sent_at"] + timedelta(seconds=window)
+            if now < closes:
+                return Branch(
+                    "defer", "click_window", {**within, "previous_message": last["pk"]}, closes
+                )
+            return Branch("go", "previous_not_clicked", {**within, "previous_message": last["pk"]})
+        pending = [r for r in rows if r["status"] in PENDING_STATUSES]
+        if pending:
+            due = max(max(r["due_at"], r["next_attempt_at"] or r["due_at"]) for r in pending)
+            until = max(due, now) + timedelta(seconds=window)
+            return Branch(
+                "defer", "previous_pending", {**within, "previous_message": pending[0]["pk"]}, until
+            )
+        return Branch("go", "previous_not_sent", within)

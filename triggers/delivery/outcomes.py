@@ -29,6 +29,7 @@ METRIC_OUTCOMES = {
     "shadow": "suppressed",
     "deferred": "deferred",
     "cancelled": "cancelled",
+    "skipped": "cancelled",
     "unknown": "unknown",
     "needs_review": "review",
     "review": "review",

@@ -3,7 +3,8 @@
 A pass claims up to ``ONRAMP_DELIVERY_CLAIM`` due messages in one transaction: row locks on the
 messages (``SKIP LOCKED`` on PostgreSQL, so workers never work on the same one) and on their people
 (in id order, so frequency caps hold when workers race), then, per message and in priority order,
-the checks: rule still active → consent → exit / goal → caps → quiet hours → render → ledger.
+the checks: rule still active → consent → exit / goal → click branch (``unless_clicked_within``)
+→ caps → quiet hours → render → ledger.
 Caps count the durable ledger, read under the people's locks, plus the messages this batch has
 already claimed, so two messages for one person in one batch cannot both pass a cap of 1. Every
 outcome is written to the decision log.
@@ -43,7 +44,15 @@ from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.rendering import TemplateProblem
 from triggers.rules.spec import RuleSpec
 
-from .checks import CapLedger, ExitCheck, consent_refuses, quiet_resume, render_into, rule_spec
+from .checks import (
+    CapLedger,
+    ClickBranch,
+    ExitCheck,
+    consent_refuses,
+    quiet_resume,
+    render_into,
+    rule_spec,
+)
 from .outcomes import (
     DeliveryReport,
     backoff,
@@ -96,8 +105,10 @@ def _passes_checks(
     caps: CapLedger,
     exits: ExitCheck,
     report: DeliveryReport,
+    branches: ClickBranch | None = None,
 ) -> bool:
-    """Consent → exit → caps → quiet hours → render, in that order (the rule is known active).
+    """Consent → exit → click branch → caps → quiet hours → render, in that order (the rule is
+    known active).
 
     False when the message was settled here (suppressed, cancelled, deferred, fallback, review);
     True when it is rendered and ready for the ledger."""
@@ -134,6 +145,8 @@ def _passes_checks(
             outcome="cancelled",
             log_reason=exit_reason,
         )
+        return False
+    if branches is not None and not _click_branch(message, branches, now, report):
         return False
     cap = caps.reason(message, spec, now)
     if cap:
@@ -185,6 +198,45 @@ def _passes_checks(
             fields=fields,
         )
         return False
+    return True
+
+
+def _click_branch(
+    message: Message, branches: ClickBranch, now: datetime, report: DeliveryReport
+) -> bool:
+    """``unless_clicked_within``: skip after a click, wait for the click window to close, or go
+    on (logged as ``branch``, so the decision log says which way the sequence went)."""
+    branch = branches.verdict(message, now)
+    if branch is None:
+        return True
+    if branch.action == "skip":
+        settle(
+            message,
+            status=MessageStatus.CANCELLED,
+            reason=branch.reason,
+            now=now,
+            report=report,
+            outcome="skipped",
+            log_reason=branch.reason,
+            **branch.detail,
+        )
+        return False
+    if branch.action == "defer":
+        message.due_at = branch.until
+        settle(
+            message,
+            status=MessageStatus.DEFERRED,
+            reason=branch.reason,
+            now=now,
+            report=report,
+            outcome="deferred",
+            log_reason=branch.reason,
+            fields=("due_at",),
+            until=branch.until.isoformat(),
+            **branch.detail,
+        )
+        return False
+    log_decision(message, now, "branch", branch.reason, **branch.detail)
     return True
 
 
@@ -247,6 +299,7 @@ def _claim(
             if specs[message.pk] and (pair := ExitCheck.needs(message, specs[message.pk]))
         }
     )
+    branches = ClickBranch(live, specs)
     lease_until = now + timedelta(seconds=settings.ONRAMP_DELIVERY_LEASE_SECONDS)
     written: list[Message] = []
     decisions: list[DecisionLog] = []
@@ -254,7 +307,7 @@ def _claim(
     for message in live:
         person, spec = people[message.person_id], specs[message.pk]
         channel = channels(message.channel)
-        if not _passes_checks(message, person, spec, channel, now, caps, exits, report):
+        if not _passes_checks(message, person, spec, channel, now, caps, exits, report, branches):
             continue
         message.attempts += 1
         message.sent_at, message.handed_at = now, None

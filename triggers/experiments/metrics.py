@@ -25,6 +25,7 @@ from django.db.models.functions import TruncDate
 from onboarding.configfile.durations import parse_duration
 from onboarding.models import Event, FlowProgress
 from triggers.models import Assignment, DecisionLog, Experiment, Message
+from triggers.rules.spec import CLICK_CHANNELS
 
 DEFAULT_REENGAGED_WITHIN = 24 * 3600
 
@@ -41,6 +42,9 @@ class ArmCounts:
     sent: int
     responded: int
     unsubscribed: int
+    # Sent on a channel whose clicks are tracked (email, in-app), and of those clicked.
+    clickable: int = 0
+    clicked: int = 0
 
 
 def _windows(experiment: Experiment) -> tuple[timedelta, timedelta]:
@@ -109,6 +113,8 @@ def arm_counts(
         .annotate(
             sent=Count("pk"),
             responded=Count("pk", filter=Q(clicked_at__isnull=False) | Q(seen_at__isnull=False)),
+            clickable=Count("pk", filter=Q(channel__in=CLICK_CHANNELS)),
+            clicked=Count("pk", filter=Q(channel__in=CLICK_CHANNELS) & Q(clicked_at__isnull=False)),
         )
     }
     out = []
@@ -127,6 +133,8 @@ def arm_counts(
                 sent=sent.get("sent", 0),
                 responded=sent.get("responded", 0),
                 unsubscribed=row.get("unsubscribed", 0),
+                clickable=sent.get("clickable", 0),
+                clicked=sent.get("clicked", 0),
             )
         )
     return out

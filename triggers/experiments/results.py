@@ -35,6 +35,11 @@ class Rate:
     def value(self) -> float | None:
         return self.count / self.of if self.of else None
 
+    @property
+    def interval(self) -> stats.Interval | None:
+        """The Wilson 95 % interval of the rate (None when the denominator is 0)."""
+        return stats.wilson_interval(self.count, self.of)
+
 
 @dataclass(frozen=True)
 class ArmOutcome:
@@ -47,6 +52,8 @@ class ArmOutcome:
     reengaged: Rate
     response: Rate  # responded / sent (the holdout sends nothing)
     unsubscribed: Rate
+    # clicked / sent on email and in-app (the holdout sends nothing: n/a)
+    clicks: Rate = Rate(0, 0)
 
     @property
     def more_needed(self) -> int:
@@ -202,6 +209,7 @@ def experiment_results(
             reengaged=Rate(a.reengaged, a.users),
             response=Rate(a.responded, a.sent),
             unsubscribed=Rate(a.unsubscribed, a.users),
+            clicks=Rate(a.clicked, a.clickable),
         )
         for a, plan in zip(counts, planned, strict=True)
     )

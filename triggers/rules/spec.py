@@ -28,6 +28,9 @@ TRIGGER_KINDS = (
     "event",
 )
 CHANNELS = ("email", "in_app", "sms", "webhook")
+# Channels whose clicks Onramp records: email through the signed click redirect (every link of the
+# HTML part), in-app through the widget's "clicked" report. SMS links and webhooks are not tracked.
+CLICK_CHANNELS = ("email", "in_app")
 EXIT_WHEN = ("progressed", "completed", "never")
 STATUSES = ("draft", "active", "paused", "archived")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -93,6 +96,9 @@ class FollowUp:
     template: str
     delay: int = 0
     at: time | None = None
+    # Seconds: skip this follow-up if the previous one was clicked within this long of its send
+    # (checked by triggers.delivery.checks.ClickBranch). Never on the first follow-up.
+    unless_clicked_within: int | None = None
 
     def to_definition(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -102,6 +108,8 @@ class FollowUp:
         }
         if self.at is not None:
             out["at"] = self.at.strftime("%H:%M")
+        if self.unless_clicked_within is not None:
+            out["unless_clicked_within"] = format_duration(self.unless_clicked_within)
         return out
 
 
@@ -320,7 +328,7 @@ def _parse_follow_ups(r: _Reader, data: Any, catalog: Catalog | None) -> tuple[F
         if not isinstance(item, dict):
             r.fail(where, "must be a mapping with channel, template and delay")
             continue
-        for key in sorted(set(item) - {"channel", "template", "delay", "at"}):
+        for key in sorted(set(item) - {"channel", "template", "delay", "at", UNLESS_CLICKED}):
             r.fail(join_path(where, key), "is not a field of a follow-up")
         channel = item.get("channel")
         if channel not in CHANNELS:
@@ -329,6 +337,7 @@ def _parse_follow_ups(r: _Reader, data: Any, catalog: Catalog | None) -> tuple[F
         template = r.text(item, "template", where, required=True)
         delay = r.duration(item, "delay", where, required=False, positive=False)
         at = r.clock(item["at"], join_path(where, "at")) if item.get("at") is not None else None
+        unless_clicked = _unless_clicked(r, item, where, index, data)
         if delay is not None and delay < previous_delay:
             r.fail(
                 join_path(where, "delay"),
@@ -345,8 +354,33 @@ def _parse_follow_ups(r: _Reader, data: Any, catalog: Catalog | None) -> tuple[F
                     f"template {template!r} is for {template_channel}, not {channel}",
                 )
         if channel and template:
-            follow_ups.append(FollowUp(channel, template, delay or 0, at))
+            follow_ups.append(FollowUp(channel, template, delay or 0, at, unless_clicked))
     return tuple(follow_ups)
+
+
+UNLESS_CLICKED = "unless_clicked_within"
+
+
+def _unless_clicked(r: _Reader, item: dict, where: str, index: int, data: list) -> int | None:
+    """``unless_clicked_within``: a positive duration, not on the first follow-up, and only after
+    a follow-up whose clicks are tracked (:data:`CLICK_CHANNELS`)."""
+    if item.get(UNLESS_CLICKED) in (None, ""):
+        return None
+    path = join_path(where, UNLESS_CLICKED)
+    if index == 0:
+        r.fail(path, "not on the first follow-up: there is no previous follow-up to click")
+        return None
+    seconds = r.duration(item, UNLESS_CLICKED, where, required=True, positive=True)
+    previous = data[index - 1]
+    channel = previous.get("channel") if isinstance(previous, dict) else None
+    if seconds is not None and channel in CHANNELS and channel not in CLICK_CHANNELS:
+        r.fail(
+            path,
+            f"the previous follow-up is {channel}, whose clicks are not tracked;"
+            " only email and in-app clicks are",
+        )
+        return None
+    return seconds
 
 
 def parse_rule(data: Any, catalog: Catalog | None = None) -> tuple[RuleSpec | None, list[Problem]]:

@@ -14,7 +14,8 @@ Approximations, stated in every result (``approximations``):
 - the global cap counts what live rules actually sent in the period plus this rule's simulated
   sends; live rules' own sends are taken as they happened (this rule would have changed them);
 - a running experiment's arms are not simulated: everyone gets the rule's follow-ups;
-- re-entry only sees the simulated enrollments (not enrollments a saved rule really made).
+- re-entry only sees the simulated enrollments (not enrollments a saved rule really made);
+- for a rule with ``unless_clicked_within``, clicks are not modelled (:data:`NO_CLICKS`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ APPROXIMATIONS = (
     "the global cap counts what live rules really sent in the period plus this rule's sends",
     "a running experiment's arms are not simulated: everyone gets the rule's follow-ups",
     "re-entry sees only the simulated enrollments, not ones a saved rule really made",
+)
+
+
+# Added to a result's approximations when a follow-up reacts to a click: the backtest has no
+# clicks to replay, so it neither skips such follow-ups nor waits for the click window.
+NO_CLICKS = (
+    "clicks are not modelled: a follow-up with 'skip if the previous one was clicked within' is"
+    " counted as if nobody clicked, at its own due time, so its sends are an upper bound"
 )
 
 
@@ -421,6 +430,8 @@ def run_backtest(
         now=now,
         ticks=grid.count,
     )
+    if any(f.unless_clicked_within for f in spec.follow_ups):
+        result.approximations = (*result.approximations, NO_CLICKS)
     flow = flow_spec(spec.trigger.flow) if spec.trigger.flow else None
     segment = Segment.objects.filter(slug=spec.segment).first() if spec.segment else None
     wanted = [f.template for f in spec.follow_ups]

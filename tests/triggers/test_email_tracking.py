@@ -1,0 +1,69 @@
+"""Click and open tracking in emails (DESIGN §3.3): every link of the HTML part goes through the
+signed click redirect; the open pixel is there only with ``ONRAMP_TRACK_OPENS`` (off by default)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from html import unescape
+from urllib.parse import urlsplit
+
+import pytest
+from django.urls import reverse
+
+from triggers.delivery.pipeline import deliver_due
+from triggers.models import Message
+from triggers.services.templates import template_save
+
+from .conftest import T0
+from .test_delivery import event_rule, identify
+
+pytestmark = pytest.mark.usefixtures("flow", "templates")
+M = timedelta(minutes=1)
+TARGETS = ["https://app.example.com/setup", "http://docs.example.com/start?x=1"]
+
+
+def send_one(api, timeline, smtp):
+    template_save(
+        slug="links",
+        channel="email",
+        subject="Two links",
+        body=f"Start at {TARGETS[0]}\n\nor read {TARGETS[1]} first.",
+    )
+    identify(api, "u1", email="ada@example.com", first_name="Ada")
+    event_rule(follow_ups=[{"channel": "email", "template": "links", "delay": "0s"}])
+    timeline.send(T0, "u1", "Trial Ending")
+    timeline.tick(T0 + M)
+    assert deliver_due(now=T0 + M).sent == 1
+    [email] = smtp.messages
+    return email.get_body(preferencelist=("html",)).get_content()
+
+
+def local(url: str) -> str:
+    parts = urlsplit(unescape(url))
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def test_every_link_goes_through_the_click_redirect_and_no_pixel_by_default(
+    api, client, timeline, smtp
+):
+    html = send_one(api, timeline, smtp)
+    hrefs = re.findall(r'<a href="([^"]+)"', html)
+    unsubscribe = reverse("links:unsubscribe", args=["x"]).rsplit("/", 1)[0]
+    links = [h for h in hrefs if unsubscribe not in h]
+    assert len(links) == 2 and all(local(h).startswith(reverse("links:click")) for h in links)
+    assert not any(target in href for href in links for target in TARGETS)  # signed, not raw
+    redirects = [client.get(local(h))["Location"] for h in links]
+    assert redirects == TARGETS
+    assert Message.objects.get().clicked_at is not None
+    assert "<img" not in html  # ONRAMP_TRACK_OPENS is off
+
+
+def test_with_open_tracking_on_the_pixel_records_the_open(api, client, timeline, smtp, settings):
+    settings.ONRAMP_TRACK_OPENS = True
+    html = send_one(api, timeline, smtp)
+    [pixel] = re.findall(r'<img src="([^"]+)"', html)
+    response = client.get(local(pixel))
+    assert response.status_code == 200 and response["Content-Type"] == "image/gif"
+    message = Message.objects.get()
+    assert message.opened_at is not None and message.clicked_at is None

@@ -14,19 +14,19 @@ and ``datetime`` for date-time fields (converted here to what the backend stores
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from django.db import connection, models
 
 
-def _datetime_text(value: datetime | None) -> str | None:
-    if value is None:
-        return None
+def _datetime_text() -> Callable[[datetime], str]:
+    """How a date-time travels in the JSON: ISO 8601 for PostgreSQL's cast, the text Django
+    stores for SQLite."""
     if connection.vendor == "postgresql":
-        return value.isoformat()
-    return connection.ops.adapt_datetimefield_value(value)
+        return datetime.isoformat
+    return connection.ops.adapt_datetimefield_value
 
 
 def insert_rows(
@@ -49,7 +49,11 @@ def insert_rows(
     fields = {f.attname: f for f in model._meta.concrete_fields}
     datetimes = [name for name in given if isinstance(fields[name], models.DateTimeField)]
     if datetimes:
-        rows = [row | {name: _datetime_text(row[name]) for name in datetimes} for row in rows]
+        text = _datetime_text()
+        rows = [
+            row | {name: None if row[name] is None else text(row[name]) for name in datetimes}
+            for row in rows
+        ]
     blank = model()
     constants: list[tuple[models.Field, Any]] = []
     for field in model._meta.concrete_fields:

@@ -216,6 +216,8 @@ def _enroll(
         return
 
     by_person = {o.person_id: o for o in accepted}
+    # Per arm, its follow-ups: the holdout gets nothing (its "would have sent" is logged), an arm
+    # without its own sequence gets the rule's.
     sequences: dict[int, tuple[tuple[FollowUp, ...], Variant | None]] = {}
     for variant in {v.pk: v for v in arms.values()}.values():
         if variant.holdout:
@@ -287,11 +289,8 @@ def enroll_occurrences(rule: Rule, occurrences: list[Occurrence], *, now: dateti
 
 
 def _arms(rule: Rule, people: set[int], now: datetime) -> dict[int, Variant]:
-    """Per eligible person, their arm of the rule's running experiment (none without one).
-
-    The holdout arm gets nothing (its "would have sent" is logged); an arm without its own
-    sequence gets the rule's.
-    """
+    """Per eligible person, their arm of the rule's running experiment (none without one),
+    persisted for those seen for the first time."""
     if not people:
         return {}
     experiment = Experiment.objects.filter(rule=rule, status=ExperimentStatus.RUNNING).first()

@@ -19,6 +19,7 @@ from triggers.services.experiments import experiment_save, experiment_set_status
 from .conftest import T0, make_rule
 
 M = timedelta(minutes=1)
+SELECT = re.compile(r'^SELECT .*? FROM "(\w+)"', re.IGNORECASE)
 INSERT = re.compile(r'^\s*INSERT (?:OR IGNORE )?INTO "(\w+)"', re.IGNORECASE)
 
 
@@ -206,3 +207,26 @@ def test_insert_rows_keeps_values_fills_defaults_and_skips_conflicts(templates):
     )
     assert message.created_at is not None and message.sent_at is None
     assert insert_rows(Message, []) == []
+
+
+def test_templates_and_experiments_are_read_once_per_tick_not_per_rule(busy_rule, timeline):
+    make_rule(
+        "trial-nudge",
+        {
+            "trigger": {"kind": "event", "event": "Trial Ending"},
+            "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0s"}],
+        },
+    )
+    _send_batch(timeline, T0, ["a0", "a1", "a2"])
+    with CaptureQueriesContext(connection) as queries:
+        report = timeline.tick(T0 + M)
+    assert [(r.rule, r.enrolled) for r in report.rules] == [("trial", 2), ("trial-nudge", 3)]
+    reads = Counter(
+        match.group(1)
+        for q in queries.captured_queries
+        if (match := SELECT.match(q["sql"]))
+        and match.group(1) in ("triggers_messagetemplate", "triggers_experiment")
+    )
+    # Templates: once, for the first rule (the second needs none it has not read). Experiments:
+    # which rules have one running, once per tick; then the one running for "trial".
+    assert reads == {"triggers_messagetemplate": 1, "triggers_experiment": 2}

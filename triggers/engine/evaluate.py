@@ -72,6 +72,21 @@ class TickReport:
         return sum(r.enrolled for r in self.rules)
 
 
+@dataclass
+class TickLookups:
+    """What every rule of a tick would read alike, read once per tick instead of once per rule:
+    which rules have a running experiment, and template ids by slug (filled as rules need them).
+    Without it (a rule evaluated on its own), each rule reads them itself."""
+
+    experiment_rules: set[int]
+    templates: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls) -> TickLookups:
+        running = Experiment.objects.filter(status=ExperimentStatus.RUNNING)
+        return cls(experiment_rules=set(running.values_list("rule_id", flat=True)))
+
+
 class _DryRun(Exception):
     """Raised to roll back a dry-run pass after its report is complete."""
 
@@ -106,7 +121,12 @@ def _reentry_blocked(rule: Rule, spec: RuleSpec, people: set[int], now: datetime
 
 
 def _enroll(
-    rule: Rule, spec: RuleSpec, occurrences: list[Occurrence], now: datetime, report: RuleReport
+    rule: Rule,
+    spec: RuleSpec,
+    occurrences: list[Occurrence],
+    now: datetime,
+    report: RuleReport,
+    lookups: TickLookups | None = None,
 ) -> None:
     """Decide and write a batch of occurrences, set-based: a fixed number of statements per rule
     and tick, whatever the number of people (DESIGN §5).
@@ -190,7 +210,7 @@ def _enroll(
 
     # The arm is decided, and persisted, at first eligibility: before the enrollment, so the
     # enrollment row carries it.
-    arms = _arms(rule, seen_people, now)
+    arms = _arms(rule, seen_people, now, lookups)
     # The rule's state row is locked, so no other tick of this rule enrolls at the same time; the
     # unique (rule, person, occurrence) constraint leaves out an occurrence enrolled before.
     fresh = insert_rows(
@@ -229,7 +249,9 @@ def _enroll(
     wanted = {f.template for seq, _ in sequences.values() for f in seq} | {
         f.template for f in spec.follow_ups
     }
-    templates = {t.slug: t.pk for t in MessageTemplate.objects.filter(slug__in=wanted)}
+    templates = lookups.templates if lookups is not None else {}
+    if missing := wanted - templates.keys():
+        templates.update(MessageTemplate.objects.filter(slug__in=missing).values_list("slug", "pk"))
     local = any(f.at is not None for seq, _ in sequences.values() for f in seq) or any(
         f.at is not None for f in spec.follow_ups
     )
@@ -288,10 +310,12 @@ def enroll_occurrences(rule: Rule, occurrences: list[Occurrence], *, now: dateti
     return report
 
 
-def _arms(rule: Rule, people: set[int], now: datetime) -> dict[int, Variant]:
+def _arms(
+    rule: Rule, people: set[int], now: datetime, lookups: TickLookups | None
+) -> dict[int, Variant]:
     """Per eligible person, their arm of the rule's running experiment (none without one),
     persisted for those seen for the first time."""
-    if not people:
+    if not people or (lookups is not None and rule.pk not in lookups.experiment_rules):
         return {}
     experiment = Experiment.objects.filter(rule=rule, status=ExperimentStatus.RUNNING).first()
     if experiment is None:
@@ -367,7 +391,9 @@ def _exits(rule: Rule, spec: RuleSpec, since: datetime, now: datetime, report: R
     report.exited += len(exits)
 
 
-def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
+def evaluate_rule(
+    rule: Rule, now: datetime, report: TickReport, lookups: TickLookups | None = None
+) -> None:
     started = time.perf_counter()
     state = _claim(rule)
     if state is None:
@@ -387,7 +413,7 @@ def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
         occurrences = list(detect(spec.trigger, since, now))
         rule_report.found = len(occurrences)
         if occurrences:
-            _enroll(rule, spec, occurrences, now, rule_report)
+            _enroll(rule, spec, occurrences, now, rule_report, lookups)
         _exits(rule, spec, since, now, rule_report)
         state.checked_until = now
     rule_report.seconds = time.perf_counter() - started
@@ -400,12 +426,13 @@ def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
 def evaluate_rules(*, now: datetime, dry_run: bool = False) -> TickReport:
     """Evaluate every active rule once, each in its own transaction."""
     report = TickReport(now=now, dry_run=dry_run)
+    lookups = TickLookups.read()
     rules = Rule.objects.filter(status=RuleStatus.ACTIVE, current_version__isnull=False)
     for rule in rules.select_related("current_version").order_by("-priority", "pk"):
         evaluated = len(report.rules)
         try:
             with transaction.atomic():
-                evaluate_rule(rule, now, report)
+                evaluate_rule(rule, now, report, lookups)
                 if dry_run:
                     raise _DryRun
         except _DryRun:

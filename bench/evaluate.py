@@ -15,9 +15,10 @@ some at a step, two with a segment), 2 ``step_abandoned``, 2 ``repeated_event``,
 2. creates the flow, a segment, templates and rules through the configuration importer;
 3. generates people, events and flow progress in Python (seeded) and loads them with ``COPY``,
    then ``VACUUM ANALYZE``;
-4. times ticks of ``evaluate_rules``, each 30 s after the previous one (so each sees fresh due
-   windows): a warm-up, then the median of 3; per kind of rule, the time and occurrences found;
-   EXPLAIN ANALYZE of the main detector query (inactive in flow);
+4. after a ``CHECKPOINT``, times ticks of ``evaluate_rules``, each 30 s after the previous one (so
+   each sees fresh due windows): a warm-up, then the median of 3; the CPU each tick used here and
+   in its PostgreSQL backend (when the server is local), the queries, per kind of rule the time
+   and occurrences found; EXPLAIN ANALYZE of the main detector query (inactive in flow);
 5. adds 1 M more people who are *not* due (completed long ago, or idle for weeks with their
    window closed) with their events and progress, ``ANALYZE``, and times 3 more ticks: the cost must
    follow the people due, not the people stored (ratio printed).
@@ -183,7 +184,6 @@ class Writer:
         self.person_id = first_person - 1
         self.event_id = self.progress_id = 0
         self.counts: dict[str, int] = defaultdict(int)
-        self.updated = ts_text(int(END.timestamp()))
 
     def close(self) -> None:
         for f in (self.people, self.events, self.progress):
@@ -225,7 +225,9 @@ class Writer:
             f"{self.progress_id}\t{self.flow_id}\t{self.person_id}\t{ts_text(entered)}\t"
             f"{entry_id}\t{ts_text(entered)}\t{len(step_times)}\t{columns}\t"
             f"{ts_text(reached)}\t{ts_text(reached) if completed else chr(92) + 'N'}\t"
-            f"{ts_text(entered + WINDOW)}\t{self.updated}\t\\N\t\\N\t\\N\n"
+            # Progress last changed when the furthest step was reached (not at the end of the
+            # data: that would make everyone's progress "changed" in every tick's interval).
+            f"{ts_text(entered + WINDOW)}\t{ts_text(reached)}\t\\N\t\\N\t\\N\n"
         )
         self.counts["completed" if completed else "in progress"] += 1
 
@@ -384,18 +386,57 @@ def setup_rules() -> tuple[int, int]:
     return source.pk, OnboardingFlow.objects.get(slug="activation").pk
 
 
+def _server_cpu_reader():
+    """The CPU seconds used so far by this connection's PostgreSQL backend, when the server runs
+    on this machine and its process is readable (else None): on a shared machine, a tick's wall
+    time is mostly waiting for a core, and the CPU it used is the steadier figure."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        stat = Path(f"/proc/{cursor.fetchone()[0]}/stat")
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float | None:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    return read
+
+
+def checkpoint() -> None:
+    """Write out the bulk load's dirty pages before the ticks, so that they time the tick and
+    not the checkpoint the load started (skipped where CHECKPOINT is not allowed)."""
+    from django.db import DatabaseError, connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("CHECKPOINT")
+    except DatabaseError as error:
+        print(f"  (no CHECKPOINT: {error})", flush=True)
+
+
 def run_ticks(first: datetime, count: int) -> list[dict]:
     from django.db import connection, reset_queries
 
     from triggers.engine.evaluate import evaluate_rules
 
+    checkpoint()
+    server_cpu = _server_cpu_reader()
     results = []
     for k in range(count):
         now = first + timedelta(seconds=TICK * k)
         reset_queries()
+        server0, client0 = server_cpu(), time.process_time()
         t0 = time.perf_counter()
         report = evaluate_rules(now=now)
         seconds = time.perf_counter() - t0
+        client = time.process_time() - client0
+        server1 = server_cpu()
+        server = server1 - server0 if server0 is not None and server1 is not None else None
         by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0])
         kinds = {slug: trigger["kind"] for slug, trigger, _ in RULES}
         for rule in report.rules:
@@ -407,15 +448,22 @@ def run_ticks(first: datetime, count: int) -> list[dict]:
             {
                 "now": now,
                 "seconds": seconds,
+                "client_cpu": client,
+                "server_cpu": server,
+                "load": os.getloadavg()[0],
                 "found": sum(r.found for r in report.rules),
                 "enrolled": report.enrolled,
                 "queries": len(connection.queries),
                 "by_kind": dict(by_kind),
             }
         )
+        cpu = f"CPU {client:.3f} s here" + (
+            f" + {server:.3f} s server" if server is not None else ""
+        )
         print(
-            f"  tick {now:%H:%M:%S}: {seconds:.3f} s, {results[-1]['found']} occurrences, "
-            f"{report.enrolled} enrolled, {len(connection.queries)} queries",
+            f"  tick {now:%H:%M:%S}: {seconds:.3f} s ({cpu}), {results[-1]['found']} "
+            f"occurrences, {report.enrolled} enrolled, {len(connection.queries)} queries, "
+            f"load {results[-1]['load']:.1f}",
             flush=True,
         )
     return results
@@ -442,8 +490,12 @@ def phase_summary(ticks: list[dict]) -> dict:
         for kind, (seconds, found, _) in tick["by_kind"].items():
             kinds[kind][0] += seconds / len(timed)
             kinds[kind][1] += found / len(timed)
+    servers = [t["server_cpu"] for t in timed if t["server_cpu"] is not None]
     return {
         "median": statistics.median(t["seconds"] for t in timed),
+        "client_cpu": statistics.median(t["client_cpu"] for t in timed),
+        "server_cpu": statistics.median(servers) if servers else None,
+        "load": statistics.median(t["load"] for t in timed),
         "found": statistics.median(t["found"] for t in timed),
         "enrolled": statistics.median(t["enrolled"] for t in timed),
         "queries": statistics.median(t["queries"] for t in timed),
@@ -509,6 +561,10 @@ def main() -> None:
     print("| | " + f"{people:,} people | {2 * people:,} people (+{people:,} not due) |")
     print("|---|---:|---:|")
     print(f"| tick, median of 3 (s) | {a['median']:.3f} | {b['median']:.3f} |")
+    print(f"| CPU per tick, this process (s) | {a['client_cpu']:.3f} | {b['client_cpu']:.3f} |")
+    if a["server_cpu"] is not None and b["server_cpu"] is not None:
+        print(f"| CPU per tick, server (s) | {a['server_cpu']:.3f} | {b['server_cpu']:.3f} |")
+    print(f"| load average (1 min) during the ticks | {a['load']:.1f} | {b['load']:.1f} |")
     print(f"| occurrences found per tick | {a['found']:.0f} | {b['found']:.0f} |")
     print(f"| enrolled per tick | {a['enrolled']:.0f} | {b['enrolled']:.0f} |")
     print(f"| queries per tick | {a['queries']:.0f} | {b['queries']:.0f} |")
@@ -518,7 +574,8 @@ def main() -> None:
         print(f"| {kind} (s; found) | {sa:.3f}; {fa:.0f} | {sb:.3f}; {fb:.0f} |")
     ratio = b["median"] / a["median"] if a["median"] else float("nan")
     print(f"\nratio (twice the people / baseline): {ratio:.2f} (must stay below 2)")
-    print(f"target < 2 s per tick: {'met' if max(a['median'], b['median']) < 2 else 'MISSED'}")
+    met = max(a["median"], b["median"]) < 0.5
+    print(f"target < 0.5 s per tick (DESIGN §5): {'met' if met else 'MISSED'}")
     print("\nEXPLAIN ANALYZE, inactive_in_flow (5 min), phase 1:\n" + plan)
     print("\nEXPLAIN ANALYZE, inactive_in_flow (5 min), phase 2:\n" + plan2)
     print("\nMachine:")

@@ -4,7 +4,8 @@ Per rule, in one transaction: claim the rule's :class:`RuleState` (``SKIP LOCKED
 so overlapping ticks and two beats never evaluate a rule twice at once), detect the occurrences
 that fell due since its watermark, filter them (segment, re-entry), insert enrollments (the unique
 (rule, person, occurrence) constraint is the final guard), schedule their messages, record every
-decision, move the watermark. Then exits: active enrollments whose people progressed or completed
+decision, move the watermark — set-based: one statement per check and per table for all the
+people due, not one per person (DESIGN §5). Then exits: active enrollments whose people progressed or completed
 have their pending follow-ups cancelled.
 """
 
@@ -16,6 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Max
@@ -42,6 +44,7 @@ from triggers.rules.exits import COMPLETED, PROGRESSED, exit_flow, exit_reason
 from triggers.rules.spec import FollowUp, RuleSpec, parse_follow_ups, parse_rule
 
 from .detectors import Occurrence, detect
+from .inserts import insert_rows
 from .timing import follow_up_due_at
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,21 @@ class TickReport:
         return sum(r.enrolled for r in self.rules)
 
 
+@dataclass
+class TickLookups:
+    """What every rule of a tick would read alike, read once per tick instead of once per rule:
+    which rules have a running experiment, and template ids by slug (filled as rules need them).
+    Without it (a rule evaluated on its own), each rule reads them itself."""
+
+    experiment_rules: set[int]
+    templates: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls) -> TickLookups:
+        running = Experiment.objects.filter(status=ExperimentStatus.RUNNING)
+        return cls(experiment_rules=set(running.values_list("rule_id", flat=True)))
+
+
 class _DryRun(Exception):
     """Raised to roll back a dry-run pass after its report is complete."""
 
@@ -80,13 +98,18 @@ def idempotency_key(rule_version_id: int, person_id: int, occurrence: str, step:
 
 
 def _claim(rule: Rule) -> RuleState | None:
-    RuleState.objects.get_or_create(rule=rule)
+    """The rule's state row, locked; None when another tick holds it. One statement when the
+    row exists (activating a rule creates it)."""
     states = RuleState.objects.filter(rule=rule)
     if connection.vendor == "postgresql":
-        states = states.select_for_update(skip_locked=True)
+        locked = states.select_for_update(skip_locked=True)
     else:
-        states = states.select_for_update()
-    return states.first()
+        locked = states.select_for_update()
+    state = locked.first()
+    if state is None and not states.exists():
+        RuleState.objects.get_or_create(rule=rule)
+        state = locked.first()
+    return state
 
 
 def _reentry_blocked(rule: Rule, spec: RuleSpec, people: set[int], now: datetime) -> set[int]:
@@ -99,23 +122,53 @@ def _reentry_blocked(rule: Rule, spec: RuleSpec, people: set[int], now: datetime
 
 
 def _enroll(
-    rule: Rule, spec: RuleSpec, occurrences: list[Occurrence], now: datetime, report: RuleReport
+    rule: Rule,
+    spec: RuleSpec,
+    occurrences: list[Occurrence],
+    now: datetime,
+    report: RuleReport,
+    lookups: TickLookups | None = None,
 ) -> None:
+    """Decide and write a batch of occurrences, set-based: a fixed number of statements per rule
+    and tick, whatever the number of people (DESIGN §5).
+
+    Reads: late data already logged (only when some occurrence is late), segment members, the
+    re-entry history, the running experiment (and its assignments); writes: one ``INSERT`` each
+    for enrollments, follow-ups and decisions (:func:`insert_rows`). Per person, Python only sorts
+    and looks up sets, hashes idempotency keys and experiment arms (the one implementation the
+    backtest shares) and computes local due times (time zones, which SQLite cannot).
+    """
     version = rule.current_version
-    decisions: list[DecisionLog] = []
+    decisions: list[dict[str, Any]] = []
+
+    def decide(
+        person_id: int,
+        outcome: str,
+        detail: dict,
+        *,
+        reason: str = "",
+        enrollment: int | None = None,
+    ) -> None:
+        decisions.append(
+            {
+                "at": now,
+                "person_id": person_id,
+                "rule_id": rule.pk,
+                "rule_version_id": version.pk,
+                "enrollment_id": enrollment,
+                "outcome": outcome,
+                "reason": reason,
+                "detail": detail,
+            }
+        )
 
     def skip(occurrence: Occurrence, reason: str) -> None:
         report.skipped[reason] += 1
-        decisions.append(
-            DecisionLog(
-                at=now,
-                person_id=occurrence.person_id,
-                rule=rule,
-                rule_version=version,
-                outcome="skipped",
-                reason=reason,
-                detail={"occurrence": occurrence.key, **occurrence.context},
-            )
+        decide(
+            occurrence.person_id,
+            "skipped",
+            {"occurrence": occurrence.key, **occurrence.context},
+            reason=reason,
         )
 
     # No occurrence in the past (DESIGN §4.1): one learnt of after its deadline is recorded once
@@ -134,7 +187,7 @@ def _enroll(
         occurrences = [o for o in occurrences if not o.late]
 
     people = {o.person_id for o in occurrences}
-    if spec.segment:
+    if spec.segment and people:
         segment = Segment.objects.filter(slug=spec.segment).first()
         members = (
             set(members_queryset(segment, now).filter(pk__in=people).values_list("pk", flat=True))
@@ -143,7 +196,7 @@ def _enroll(
         )
     else:
         members = people
-    blocked = _reentry_blocked(rule, spec, people, now)
+    blocked = _reentry_blocked(rule, spec, people, now) if people else set()
 
     accepted: list[Occurrence] = []
     seen_people: set[int] = set()
@@ -156,93 +209,94 @@ def _enroll(
             accepted.append(occurrence)
             seen_people.add(occurrence.person_id)
 
-    # The rule's state row is locked, so this read cannot race another tick of the same rule;
-    # the unique (rule, person, occurrence) constraint is the last line of defence.
-    already = set(
-        Enrollment.objects.filter(
-            rule=rule,
-            person_id__in={o.person_id for o in accepted},
-            occurrence_key__in={o.key for o in accepted},
-        ).values_list("person_id", "occurrence_key")
-    )
-    fresh = Enrollment.objects.bulk_create(
+    # The arm is decided, and persisted, at first eligibility: before the enrollment, so the
+    # enrollment row carries it.
+    arms = _arms(rule, seen_people, now, lookups)
+    # The rule's state row is locked, so no other tick of this rule enrolls at the same time; the
+    # unique (rule, person, occurrence) constraint leaves out an occurrence enrolled before.
+    fresh = insert_rows(
+        Enrollment,
         [
-            Enrollment(
-                rule=rule,
-                rule_version=version,
-                person_id=o.person_id,
-                occurrence_key=o.key,
-                enrolled_at=o.at,
-                context=o.context,
-            )
+            {
+                "rule_id": rule.pk,
+                "rule_version_id": version.pk,
+                "person_id": o.person_id,
+                "occurrence_key": o.key,
+                "enrolled_at": o.at,
+                "context": o.context,
+                "variant_id": arms[o.person_id].pk if arms else None,
+            }
             for o in accepted
-            if (o.person_id, o.key) not in already
-        ]
+        ],
+        returning=("id", "person_id", "occurrence_key"),
+        skip_conflicts=True,
     )
     report.enrolled += len(fresh)
+    if not fresh:
+        insert_rows(DecisionLog, decisions)
+        return
 
-    sequences = _sequences(rule, spec, fresh, now)
+    by_person = {o.person_id: o for o in accepted}
+    # Per arm, its follow-ups: the holdout gets nothing (its "would have sent" is logged), an arm
+    # without its own sequence gets the rule's.
+    sequences: dict[int, tuple[tuple[FollowUp, ...], Variant | None]] = {}
+    for variant in {v.pk: v for v in arms.values()}.values():
+        if variant.holdout:
+            sequences[variant.pk] = ((), variant)
+        elif variant.follow_ups:
+            sequences[variant.pk] = (parse_follow_ups(variant.follow_ups)[0], variant)
+        else:
+            sequences[variant.pk] = (spec.follow_ups, variant)
     wanted = {f.template for seq, _ in sequences.values() for f in seq} | {
         f.template for f in spec.follow_ups
     }
-    templates = {t.slug: t.pk for t in MessageTemplate.objects.filter(slug__in=wanted)}
-    zones = dict(
-        Person.objects.filter(pk__in={e.person_id for e in fresh}).values_list("pk", "timezone")
+    templates = lookups.templates if lookups is not None else {}
+    if missing := wanted - templates.keys():
+        templates.update(MessageTemplate.objects.filter(slug__in=missing).values_list("slug", "pk"))
+    local = any(f.at is not None for seq, _ in sequences.values() for f in seq) or any(
+        f.at is not None for f in spec.follow_ups
     )
-    messages: list[Message] = []
-    for enrollment in fresh:
-        follow_ups, variant = sequences.get(enrollment.pk, (spec.follow_ups, None))
-        detail = {"occurrence": enrollment.occurrence_key, **enrollment.context}
+    zones = (
+        dict(Person.objects.filter(pk__in={row[1] for row in fresh}).values_list("pk", "timezone"))
+        if local
+        else {}
+    )
+    messages: list[dict[str, Any]] = []
+    for enrollment_id, person_id, key in sorted(fresh):
+        occurrence = by_person[person_id]
+        follow_ups, variant = sequences[arms[person_id].pk] if arms else (spec.follow_ups, None)
+        detail = {"occurrence": key, **occurrence.context}
         if variant is not None:
             detail["variant"] = variant.name
-        decisions.append(
-            DecisionLog(
-                at=now,
-                person_id=enrollment.person_id,
-                rule=rule,
-                rule_version=version,
-                enrollment=enrollment,
-                outcome="enrolled",
-                detail=detail,
-            )
-        )
+        decide(person_id, "enrolled", detail, enrollment=enrollment_id)
         if variant is not None and variant.holdout:
-            decisions.append(
-                DecisionLog(
-                    at=now,
-                    person_id=enrollment.person_id,
-                    rule=rule,
-                    rule_version=version,
-                    enrollment=enrollment,
-                    outcome="holdout",
-                    reason="experiment",
-                    detail={
-                        "variant": variant.name,
-                        "would_have_sent": [f.to_definition() for f in spec.follow_ups],
-                    },
-                )
+            decide(
+                person_id,
+                "holdout",
+                {
+                    "variant": variant.name,
+                    "would_have_sent": [f.to_definition() for f in spec.follow_ups],
+                },
+                reason="experiment",
+                enrollment=enrollment_id,
             )
         for step, follow_up in enumerate(follow_ups):
             messages.append(
-                Message(
-                    idempotency_key=idempotency_key(
-                        version.pk, enrollment.person_id, enrollment.occurrence_key, step
-                    ),
-                    enrollment=enrollment,
-                    rule=rule,
-                    rule_version=version,
-                    person_id=enrollment.person_id,
-                    step=step,
-                    channel=follow_up.channel,
-                    template_id=templates[follow_up.template],
-                    due_at=follow_up_due_at(
-                        enrollment.enrolled_at, follow_up, zones.get(enrollment.person_id)
-                    ),
-                )
+                {
+                    "idempotency_key": idempotency_key(version.pk, person_id, key, step),
+                    "enrollment_id": enrollment_id,
+                    "rule_id": rule.pk,
+                    "rule_version_id": version.pk,
+                    "person_id": person_id,
+                    "step": step,
+                    "channel": follow_up.channel,
+                    "template_id": templates[follow_up.template],
+                    "due_at": follow_up_due_at(occurrence.at, follow_up, zones.get(person_id)),
+                }
             )
-    Message.objects.bulk_create(messages, ignore_conflicts=True, batch_size=1000)
+    insert_rows(Message, messages, skip_conflicts=True)
     report.scheduled += len(messages)
-    DecisionLog.objects.bulk_create(decisions, batch_size=1000)
+    insert_rows(DecisionLog, decisions)
 
 
 def enroll_occurrences(rule: Rule, occurrences: list[Occurrence], *, now: datetime) -> RuleReport:
@@ -257,31 +311,17 @@ def enroll_occurrences(rule: Rule, occurrences: list[Occurrence], *, now: dateti
     return report
 
 
-def _sequences(
-    rule: Rule, spec: RuleSpec, fresh: list[Enrollment], now: datetime
-) -> dict[int, tuple[tuple[FollowUp, ...], Variant | None]]:
-    """Per enrollment, the follow-ups to schedule: a running experiment's arm decides.
-
-    The holdout arm gets nothing (its "would have sent" is logged); an arm without its own
-    sequence gets the rule's.
-    """
-    experiment = Experiment.objects.filter(rule=rule, status=ExperimentStatus.RUNNING).first()
-    if experiment is None or not fresh:
+def _arms(
+    rule: Rule, people: set[int], now: datetime, lookups: TickLookups | None
+) -> dict[int, Variant]:
+    """Per eligible person, their arm of the rule's running experiment (none without one),
+    persisted for those seen for the first time."""
+    if not people or (lookups is not None and rule.pk not in lookups.experiment_rules):
         return {}
-    arms = assign(experiment, {e.person_id for e in fresh}, now)
-    out: dict[int, tuple[tuple[FollowUp, ...], Variant | None]] = {}
-    for enrollment in fresh:
-        variant = arms[enrollment.person_id]
-        enrollment.variant = variant
-        if variant.holdout:
-            sequence: tuple[FollowUp, ...] = ()
-        elif variant.follow_ups:
-            sequence, _ = parse_follow_ups(variant.follow_ups)
-        else:
-            sequence = spec.follow_ups
-        out[enrollment.pk] = (sequence, variant)
-    Enrollment.objects.bulk_update(fresh, ["variant"], batch_size=1000)
-    return out
+    experiment = Experiment.objects.filter(rule=rule, status=ExperimentStatus.RUNNING).first()
+    if experiment is None:
+        return {}
+    return assign(experiment, people, now)
 
 
 def _exits(rule: Rule, spec: RuleSpec, since: datetime, now: datetime, report: RuleReport) -> None:
@@ -350,7 +390,9 @@ def _exits(rule: Rule, spec: RuleSpec, since: datetime, now: datetime, report: R
     report.exited += len(exits)
 
 
-def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
+def evaluate_rule(
+    rule: Rule, now: datetime, report: TickReport, lookups: TickLookups | None = None
+) -> None:
     started = time.perf_counter()
     state = _claim(rule)
     if state is None:
@@ -370,7 +412,7 @@ def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
         occurrences = list(detect(spec.trigger, since, now))
         rule_report.found = len(occurrences)
         if occurrences:
-            _enroll(rule, spec, occurrences, now, rule_report)
+            _enroll(rule, spec, occurrences, now, rule_report, lookups)
         _exits(rule, spec, since, now, rule_report)
         state.checked_until = now
     rule_report.seconds = time.perf_counter() - started
@@ -383,12 +425,13 @@ def evaluate_rule(rule: Rule, now: datetime, report: TickReport) -> None:
 def evaluate_rules(*, now: datetime, dry_run: bool = False) -> TickReport:
     """Evaluate every active rule once, each in its own transaction."""
     report = TickReport(now=now, dry_run=dry_run)
+    lookups = TickLookups.read()
     rules = Rule.objects.filter(status=RuleStatus.ACTIVE, current_version__isnull=False)
     for rule in rules.select_related("current_version").order_by("-priority", "pk"):
         evaluated = len(report.rules)
         try:
             with transaction.atomic():
-                evaluate_rule(rule, now, report)
+                evaluate_rule(rule, now, report, lookups)
                 if dry_run:
                     raise _DryRun
         except _DryRun:

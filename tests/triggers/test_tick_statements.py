@@ -1,0 +1,232 @@
+"""Enrollment is set-based (DESIGN §5): a tick takes the same statements whether 3 or 30 people
+fall due, one INSERT per table for all of them; and the one-statement insert keeps every value."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from onboarding.models import Person, Segment
+from triggers.engine.inserts import insert_rows
+from triggers.models import DecisionLog, Enrollment, Message, MessageTemplate
+from triggers.services.experiments import experiment_save, experiment_set_status
+
+from .conftest import T0, make_rule
+
+M = timedelta(minutes=1)
+SELECT = re.compile(r'^SELECT .*? FROM "(\w+)"', re.IGNORECASE)
+INSERT = re.compile(r'^\s*INSERT (?:OR IGNORE )?INTO "(\w+)"', re.IGNORECASE)
+
+
+@pytest.fixture
+def busy_rule(flow, templates):
+    """A rule that uses every step of enrollment: a segment, re-entry once a day, an experiment
+    with a holdout, a follow-up at a local time (time zones) and one after a delay."""
+    Segment.objects.create(
+        slug="pro",
+        name="Pro",
+        definition={"match": "all", "conditions": [{"trait": "plan", "op": "eq", "value": "pro"}]},
+    )
+    make_rule(
+        "trial",
+        {
+            "trigger": {"kind": "event", "event": "Trial Ending"},
+            "segment": "pro",
+            "reentry": {"once_per": "1d"},
+            "follow_ups": [
+                {"channel": "in_app", "template": "nudge", "delay": "0s"},
+                {"channel": "email", "template": "reminder", "delay": "1d", "at": "10:00"},
+            ],
+        },
+    )
+    experiment, _ = experiment_save(
+        slug="trial-test",
+        rule_slug="trial",
+        variants=[
+            {"name": "reminders", "weight": 70},
+            {
+                "name": "in-app-only",
+                "weight": 20,
+                "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0s"}],
+            },
+            {"name": "holdout", "weight": 10, "holdout": True},
+        ],
+        metric={"flow": "activation", "completed_within": "1d"},
+    )
+    experiment_set_status(experiment=experiment, status="running")
+
+
+def _send_batch(timeline, at: datetime, users: list[str]) -> None:
+    """Each user sends Trial Ending at ``at``; one of them an hour late (late data). Every
+    second user is on the pro plan (the segment)."""
+    for user in users:
+        timeline.send(at, user, "Trial Ending")
+    timeline.send(at, f"late-{users[0]}", "Trial Ending", happened_at=at - 60 * M)
+    for n, user in enumerate(users):
+        if n % 2 == 0:
+            Person.objects.filter(external_id=user).update(
+                traits={"plan": "pro"}, timezone="America/New_York"
+            )
+
+
+def _tick(timeline, at: datetime):
+    with CaptureQueriesContext(connection) as queries:
+        report = timeline.tick(at)
+    inserts = Counter(
+        match.group(1) for q in queries.captured_queries if (match := INSERT.match(q["sql"]))
+    )
+    return report, len(queries.captured_queries), inserts
+
+
+def test_a_tick_takes_the_same_statements_for_3_or_30_people_due(busy_rule, timeline):
+    _send_batch(timeline, T0, ["a0", "a1", "a2"])
+    small, small_count, small_inserts = _tick(timeline, T0 + M)
+    # The second batch: 30 new people and the three from before, whom re-entry holds back.
+    _send_batch(timeline, T0 + 2 * M, [f"b{n}" for n in range(30)] + ["a0", "a1", "a2"])
+    large, large_count, large_inserts = _tick(timeline, T0 + 3 * M)
+
+    (s,), (b,) = small.rules, large.rules
+    assert (s.found, s.enrolled, dict(s.skipped)) == (
+        4,
+        2,
+        {"late_data": 1, "segment": 1},
+    )
+    assert (b.found, b.enrolled, dict(b.skipped)) == (
+        34,
+        15,
+        {"late_data": 1, "segment": 16, "reentry": 2},
+    )
+    assert large_count == small_count
+    # One INSERT per table for everyone due; the experiment's assignments (persisted at first
+    # eligibility) are the one write outside the three.
+    for inserts in (small_inserts, large_inserts):
+        assert inserts == {
+            "triggers_enrollment": 1,
+            "triggers_message": 1,
+            "triggers_decisionlog": 1,
+            "triggers_assignment": 1,
+        }
+
+
+def test_every_enrolled_person_gets_their_arm_messages_and_decisions(busy_rule, timeline):
+    _send_batch(timeline, T0, [f"u{n}" for n in range(20)])
+    timeline.tick(T0 + M)
+    enrollments = list(Enrollment.objects.select_related("variant", "person"))
+    assert len(enrollments) == 10
+    for enrollment in enrollments:
+        arm = enrollment.variant.name
+        steps = list(
+            Message.objects.filter(enrollment=enrollment)
+            .order_by("step")
+            .values_list("channel", "due_at")
+        )
+        if arm == "holdout":
+            assert steps == []
+        elif arm == "in-app-only":
+            assert steps == [("in_app", T0)]
+        else:
+            # 10:00 the next day in New York is 15:00 UTC (EST).
+            assert steps == [("in_app", T0), ("email", datetime(2026, 11, 3, 15, tzinfo=UTC))]
+        outcomes = sorted(
+            DecisionLog.objects.filter(enrollment=enrollment).values_list("outcome", flat=True)
+        )
+        assert outcomes == (["enrolled", "holdout"] if arm == "holdout" else ["enrolled"])
+        assert enrollment.person.assignments.get().variant == enrollment.variant
+
+
+@pytest.mark.django_db
+def test_insert_rows_keeps_values_fills_defaults_and_skips_conflicts(templates):
+    rule = make_rule(
+        "idle",
+        {
+            "trigger": {"kind": "event", "event": "X"},
+            "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0s"}],
+        },
+    )
+    person = Person.objects.create(external_id="p", first_seen=T0, last_seen=T0)
+    when = datetime(2026, 11, 2, 9, 0, 1, 123456, tzinfo=UTC)
+    context = {"quote": 'say "hi"', "unicode": "Grüße ✓", "nested": {"list": [1, 2.5, None]}}
+    rows = [
+        {
+            "rule_id": rule.pk,
+            "rule_version_id": rule.current_version_id,
+            "person_id": person.pk,
+            "occurrence_key": key,
+            "enrolled_at": when,
+            "context": context,
+        }
+        for key in ("a", "b")
+    ]
+    inserted = insert_rows(Enrollment, rows, returning=("person_id", "occurrence_key"))
+    assert sorted(inserted) == [(person.pk, "a"), (person.pk, "b")]
+    again = insert_rows(
+        Enrollment,
+        [rows[1], {**rows[0], "occurrence_key": "c"}],
+        returning=("occurrence_key",),
+        skip_conflicts=True,
+    )
+    assert again == [("c",)]
+    stored = Enrollment.objects.order_by("pk")
+    assert [e.occurrence_key for e in stored] == ["a", "b", "c"]  # in the order given
+    first = stored[0]
+    assert (first.enrolled_at, first.context, first.status, first.exit_reason) == (
+        when,
+        context,
+        "active",
+        "",
+    )
+
+    template = MessageTemplate.objects.get(slug="nudge")
+    insert_rows(
+        Message,
+        [
+            {
+                "idempotency_key": "k1",
+                "enrollment_id": first.pk,
+                "rule_id": rule.pk,
+                "rule_version_id": rule.current_version_id,
+                "person_id": person.pk,
+                "step": 0,
+                "channel": "in_app",
+                "template_id": template.pk,
+                "due_at": when,
+            }
+        ],
+    )
+    message = Message.objects.get()
+    assert (message.status, message.attempts, message.manual, message.due_at) == (
+        "scheduled",
+        0,
+        False,
+        when,
+    )
+    assert message.created_at is not None and message.sent_at is None
+    assert insert_rows(Message, []) == []
+
+
+def test_templates_and_experiments_are_read_once_per_tick_not_per_rule(busy_rule, timeline):
+    make_rule(
+        "trial-nudge",
+        {
+            "trigger": {"kind": "event", "event": "Trial Ending"},
+            "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0s"}],
+        },
+    )
+    _send_batch(timeline, T0, ["a0", "a1", "a2"])
+    with CaptureQueriesContext(connection) as queries:
+        report = timeline.tick(T0 + M)
+    assert [(r.rule, r.enrolled) for r in report.rules] == [("trial", 2), ("trial-nudge", 3)]
+    reads = Counter(
+        match.group(1)
+        for q in queries.captured_queries
+        if (match := SELECT.match(q["sql"]))
+        and match.group(1) in ("triggers_messagetemplate", "triggers_experiment")
+    )
+    # Templates: once, for the first rule (the second needs none it has not read). Experiments:
+    # which rules have one running, once per tick; then the one running for "trial".
+    assert reads == {"triggers_messagetemplate": 1, "triggers_experiment": 2}

@@ -15,7 +15,8 @@ holding a carriage return would be written bare and split the row in most reader
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+import io
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -45,3 +46,22 @@ class SafeCsvWriter:
 def csv_writer(file: Any) -> SafeCsvWriter:
     """The only way Onramp writes CSV: like ``csv.writer(file)``, formulas neutralised."""
     return SafeCsvWriter(file)
+
+
+def csv_lines(header: Iterable[Any], rows: Iterable[Iterable[Iterable[Any]]]) -> Iterator[str]:
+    """CSV text for a ``StreamingHttpResponse``, formulas neutralised: the header, then the text of
+    each item of ``rows`` (an item is the rows one source record gives: a person, an entry)."""
+    buffer = io.StringIO()
+    writer = csv_writer(buffer)
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(header)
+    yield flush()
+    for group in rows:
+        writer.writerows(group)
+        yield flush()

@@ -6,13 +6,12 @@ Plain functions over the stored dict: nothing here runs the backtest again.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from onboarding.csvsafe import csv_writer
+from onboarding.csvsafe import csv_lines
 
 PAGE_SIZE = 50
 # The pipeline's outcomes in its order (DESIGN §4.5), each with the words the page uses.
@@ -143,27 +142,16 @@ def people_page(report: dict[str, Any], page: int, *, page_size: int | None = No
 def people_csv_lines(report: dict[str, Any]) -> Iterator[str]:
     """One line per follow-up of each stored entry (header first), through the CSV-safe writer:
     an external id is whatever a client app sent."""
-    buffer = io.StringIO()
-    writer = csv_writer(buffer)
 
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
-    for entry in report.get("entries") or []:
+    def rows(entry: dict[str, Any]) -> Iterator[list[Any]]:
         row = _row(entry)
         person = [row.person_id, row.external_id, row.occurrence, row.entered_at.isoformat()]
         progressed = row.progressed
         for item in row.follow_ups or [None]:
             if item is None:
-                writer.writerow([*person, "", "", "", "", progressed])
+                yield [*person, "", "", "", "", progressed]
             else:
                 decided = item.at.isoformat() if item.at else ""
-                writer.writerow(
-                    [*person, item.step, item.channel, item.outcome, decided, progressed]
-                )
-        yield flush()
+                yield [*person, item.step, item.channel, item.outcome, decided, progressed]
+
+    return csv_lines(CSV_COLUMNS, (rows(entry) for entry in report.get("entries") or []))

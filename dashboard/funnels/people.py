@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from onboarding.csvsafe import csv_writer
+from onboarding.csvsafe import csv_lines
 from onboarding.models import Person
 
 from . import pg
@@ -205,29 +204,21 @@ def people_csv_lines(
     breakdown_value: str | None = None,
 ) -> Iterator[str]:
     """CSV text line by line (header first), for a ``StreamingHttpResponse`` or a file."""
-    buffer = io.StringIO()
-    writer = csv_writer(buffer)
-
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
-    for person in iter_funnel_people(
-        query, step=step, outcome=outcome, breakdown_value=breakdown_value
-    ):
-        writer.writerow(
+    people = iter_funnel_people(query, step=step, outcome=outcome, breakdown_value=breakdown_value)
+    return csv_lines(
+        CSV_COLUMNS,
+        (
             [
-                person.id,
-                person.external_id or "",
-                person.email,
-                person.entered_at.isoformat(),
-                person.furthest_step,
-                person.reached_at.isoformat(),
-                "true" if person.still_converting else "false",
+                [
+                    person.id,
+                    person.external_id or "",
+                    person.email,
+                    person.entered_at.isoformat(),
+                    person.furthest_step,
+                    person.reached_at.isoformat(),
+                    "true" if person.still_converting else "false",
+                ]
             ]
-        )
-        yield flush()
+            for person in people
+        ),
+    )

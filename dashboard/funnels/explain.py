@@ -40,13 +40,13 @@ from onboarding.services.segments import segment_problems, segment_save
 from triggers.stats import holm
 
 from .association import fisher_exact, odds_ratio
-from .people import iter_funnel_people
+from .people import settled_sample
 from .query import FunnelQuery, FunnelQueryError, StepDef
 from .runner import required_steps
 
 FeatureKind = Literal["event", "entry", "trait"]
 ALPHA = 0.05
-MAX_PEOPLE = 20_000
+MAX_PEOPLE = 10_000
 MAX_FEATURES = 150
 MAX_VALUES = 50
 MAX_VALUE_LENGTH = 100
@@ -151,16 +151,11 @@ def explain_step(
     steps = required_steps(query)
     if not 2 <= step <= len(steps):
         raise FunnelQueryError("invalid_step", f"step must be between 2 and {len(steps)}")
-    settled_before = query.clock - query.window
+    settled, sample = settled_sample(query, step=step - 1, limit=max_people)
     judged = [
-        _Judged(person.id, person.entered_at, person.furthest_step == step - 1)
-        for person in iter_funnel_people(query, step=step - 1, outcome="reached")
-        if person.entered_at <= settled_before
+        _Judged(person_id, entered_at, furthest == step - 1)
+        for person_id, entered_at, furthest in sample
     ]
-    settled = len(judged)
-    if settled > max_people:  # a deterministic sample: the same people on every view
-        judged = sorted(judged, key=lambda p: ((p.person_id * 2654435761) % 2**32, p.person_id))
-        judged = judged[:max_people]
     done: dict[int, list[tuple[str, datetime]]] = {}
     reached_target: dict[int, datetime] = {}
     for start in range(0, len(judged), CHUNK):

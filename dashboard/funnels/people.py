@@ -222,3 +222,43 @@ def people_csv_lines(
             for person in people
         ),
     )
+
+
+# Knuth's multiplicative hash of the person id, modulo 2³²: the same order in SQL and Python.
+_SAMPLE_ORDER_SQL = "(o.person_id * 2654435761) %% 4294967296, o.person_id"
+
+
+def _sample_key(person_id: int) -> tuple[int, int]:
+    return (person_id * 2654435761) % 4294967296, person_id
+
+
+def settled_sample(
+    query: FunnelQuery, *, step: int, limit: int
+) -> tuple[int, list[tuple[int, datetime, int]]]:
+    """The settled entrants (entry + window ≤ now) who reached ``step``: how many there are, and a
+    fixed sample of at most ``limit`` of them as (person id, entered at, furthest step), the same
+    people on every call. On PostgreSQL one count and one ordered ``LIMIT`` in SQL: a large flow's
+    entrants are never all fetched."""
+    steps = required_steps(query)
+    low, high = _condition(step, "reached", len(steps))
+    settled_before = query.clock - query.window
+    if uses_sql(query):
+        relation = sql_relation(query, steps)
+        where = "o.furthest_step BETWEEN %s AND %s AND o.entered_at <= %s"
+        params = [*relation.params, low, high, settled_before]
+        ((total,),) = pg.fetch(
+            relation.sql + f"SELECT count(*) FROM outcomes o WHERE {where}", params
+        )
+        rows = pg.fetch(
+            relation.sql + "SELECT o.person_id, o.entered_at, o.furthest_step FROM outcomes o"
+            f" WHERE {where} ORDER BY {_SAMPLE_ORDER_SQL} LIMIT %s",
+            [*params, limit],
+        )
+        return total, [tuple(row) for row in rows]
+    chosen = [
+        (o.person_id, o.entered_at, o.furthest_step)
+        for o in collect_outcomes(query, steps, raw=query.mode == "events")
+        if low <= o.furthest_step <= high and o.entered_at <= settled_before
+    ]
+    chosen.sort(key=lambda row: _sample_key(row[0]))
+    return len(chosen), chosen[:limit]

@@ -21,15 +21,16 @@ from urllib.parse import urlsplit
 import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
-from django.utils import timezone
 
-from onboarding.models import FlowProgress, OnboardingFlow, Person, Step
+from onboarding.models import OnboardingFlow, Person, Step
 from onboarding.services.flows import StepInput, flow_save
 from tests.browser.conftest import login
 from tests.browser.helpers import screenshot, session_get, wait
+from tests.dashboard.test_views_experiments import ARMS
+from tests.dashboard.test_views_experiments import _assign as assign
 from tests.triggers.conftest import T0, Timeline, make_rule
 from triggers.delivery.pipeline import deliver_due
-from triggers.models import Assignment, DecisionLog, Experiment, Message
+from triggers.models import DecisionLog, Experiment, Message
 from triggers.services.experiments import experiment_save, experiment_set_status
 from triggers.services.templates import template_save
 
@@ -159,44 +160,12 @@ def experiment(db) -> Experiment:
     experiment, _ = experiment_save(
         slug="reminder-test",
         rule_slug="profile-stalled",
-        variants=[
-            {
-                "name": "reminder",
-                "weight": 50,
-                "follow_ups": [{"channel": "email", "template": "reminder", "delay": "0s"}],
-            },
-            {"name": "holdout", "weight": 50, "holdout": True},
-        ],
+        variants=ARMS,
         metric={"flow": "activation", "completed_within": "1d"},
     )
     experiment_set_status(experiment=experiment, status="running")
     # 60 people per arm with closed windows and no planned sample size: no verdict.
-    at = timezone.now() - timedelta(days=3)
-    variants = {v.name: v for v in experiment.variants.all()}
-    for name, converters in (("reminder", 20), ("holdout", 15)):
-        people = Person.objects.bulk_create(
-            Person(external_id=f"{name}-{n}", first_seen=at, last_seen=at) for n in range(60)
-        )
-        Assignment.objects.bulk_create(
-            Assignment(
-                experiment=experiment, person=p, variant=variants[name], phase=1, assigned_at=at
-            )
-            for p in people
-        )
-        FlowProgress.objects.bulk_create(
-            FlowProgress(
-                flow=flow,
-                person=p,
-                entered_at=at,
-                entry_event_id=0,
-                latest_entry_at=at,
-                furthest_step=3,
-                reached_at=at + timedelta(hours=1),
-                completed_at=at + timedelta(hours=1),
-                window_ends_at=at + timedelta(days=7),
-            )
-            for p in people[:converters]
-        )
+    assign(experiment, {"reminder": (60, 20), "holdout": (60, 15)})
     return experiment
 
 
@@ -263,14 +232,7 @@ def test_holdout_wins_pauses_the_rule_and_a_stopped_one_restarts_as_a_phase(
     other, _ = experiment_save(
         slug="second-test",
         rule_slug="profile-stalled",
-        variants=[
-            {
-                "name": "reminder",
-                "weight": 50,
-                "follow_ups": [{"channel": "email", "template": "reminder", "delay": "0s"}],
-            },
-            {"name": "holdout", "weight": 50, "holdout": True},
-        ],
+        variants=ARMS,
         metric={"flow": "activation", "completed_within": "1d"},
     )
     experiment_set_status(experiment=other, status="running")

@@ -13,7 +13,8 @@ from django.test.utils import CaptureQueriesContext
 
 from onboarding.models import Person, Segment
 from triggers.engine.inserts import insert_rows
-from triggers.models import DecisionLog, Enrollment, Message, MessageTemplate
+from triggers.experiments.hashing import pick, position
+from triggers.models import DecisionLog, Enrollment, Experiment, Message, MessageTemplate
 from triggers.services.experiments import experiment_save, experiment_set_status
 
 from .conftest import T0, make_rule
@@ -83,9 +84,29 @@ def _tick(timeline, at: datetime):
     return report, len(queries.captured_queries), inserts
 
 
+def _seed_putting_in_arm(experiment: Experiment, people: list[Person], arm: str) -> None:
+    """A seed that puts ``people`` in ``arm``. With the random seed of ``experiment_save``, the
+    small batch's two enrolled people both fell in the 10 % holdout about one run in a hundred
+    (the fresh-clone check caught it): that tick wrote no follow-ups, one INSERT fewer."""
+    variants = list(experiment.variants.order_by("position"))
+    for n in range(10_000):
+        seed = f"pinned-{n}"
+        if all(pick(variants, position(seed, p.pk)).name == arm for p in people):
+            Experiment.objects.filter(pk=experiment.pk).update(seed=seed)
+            return
+    raise AssertionError("no seed found")
+
+
 def test_a_tick_takes_the_same_statements_for_3_or_30_people_due(busy_rule, timeline):
     _send_batch(timeline, T0, ["a0", "a1", "a2"])
+    # The two on the pro plan (the segment) get the arm with every kind of follow-up.
+    _seed_putting_in_arm(
+        Experiment.objects.get(slug="trial-test"),
+        list(Person.objects.filter(external_id__in=["a0", "a2"])),
+        "reminders",
+    )
     small, small_count, small_inserts = _tick(timeline, T0 + M)
+    assert {e.variant.name for e in Enrollment.objects.select_related("variant")} == {"reminders"}
     # The second batch: 30 new people and the three from before, whom re-entry holds back.
     _send_batch(timeline, T0 + 2 * M, [f"b{n}" for n in range(30)] + ["a0", "a1", "a2"])
     large, large_count, large_inserts = _tick(timeline, T0 + 3 * M)

@@ -22,10 +22,11 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from onboarding.models import OnboardingFlow, Person, Step
+from onboarding.models import Person
 from onboarding.services.flows import StepInput, flow_save
 from tests.browser.conftest import login
 from tests.browser.helpers import screenshot, session_get, wait
+from tests.browser.test_experiment import rule  # noqa: F401  (a fixture)
 from tests.dashboard.test_views_experiments import ARMS
 from tests.dashboard.test_views_experiments import _assign as assign
 from tests.triggers.conftest import T0, Timeline, make_rule
@@ -141,22 +142,8 @@ def test_friction_is_judged_on_settled_entrants_and_open_ones_are_marked(
 
 
 @pytest.fixture
-def experiment(db) -> Experiment:
-    flow = OnboardingFlow.objects.create(slug="activation", name="Activation")
-    for position, (name, event) in enumerate(
-        [("Signed up", "Signed Up"), ("Verified", "Email Verified"), ("Profile", "Profile Done")],
-        start=1,
-    ):
-        Step.objects.create(flow=flow, position=position, name=name, event_name=event)
-    template_save(slug="nudge", channel="in_app", subject="", body="Need a hand?")
-    template_save(slug="reminder", channel="email", subject="Finish", body="Hi")
-    make_rule(
-        "profile-stalled",
-        {
-            "trigger": {"kind": "inactive_in_flow", "flow": "activation", "step": 3, "minutes": 5},
-            "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0m"}],
-        },
-    )
+def experiment(rule) -> Experiment:  # noqa: F811  (the imported fixture)
+    """The experiment journey's rule (tests/browser/test_experiment.py), tested against a holdout."""
     experiment, _ = experiment_save(
         slug="reminder-test",
         rule_slug="profile-stalled",

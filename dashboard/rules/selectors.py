@@ -17,7 +17,7 @@ import yaml
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from dashboard.formatting import elapsed
+from dashboard.formatting import duration_label, elapsed
 from dashboard.formatting import minutes_words as _minutes
 from dashboard.formatting import seconds_words as _seconds_words
 from dashboard.kpis.engagement import NONE, Engagement, engagement_by
@@ -27,6 +27,7 @@ from onboarding.models import FlowProgress, OnboardingFlow, Person, Segment
 from onboarding.segments import members_queryset
 from triggers.models import DecisionLog, Rule, RuleVersion
 from triggers.rules.spec import Trigger
+from triggers.services.latency import measured_latency
 
 COUNT_WINDOW = timedelta(days=7)
 COUNTED_OUTCOMES = ("enrolled", "sent", "suppressed")
@@ -424,6 +425,30 @@ def detection_latency(trigger: Trigger) -> Latency:
         moment = "the matching event arriving"
     text = f"Detected within {tick} of {moment}: the evaluation runs every {tick}."
     return Latency(text=text, enabled=enabled, every_seconds=every, delivery_seconds=delivery)
+
+
+def measured_latency_text(rule: Rule, *, now: datetime) -> str:
+    """The rule's own latency over the last 7 days (:mod:`triggers.services.latency`), in words."""
+    measured = measured_latency(rule, now=now)
+    detection, delivery = measured.detection, measured.delivery
+    if not detection.n and not delivery.n:
+        return "Measured: nothing enrolled or sent in the last 7 days yet."
+    parts = []
+    if detection.n:
+        parts.append(
+            f"detected {duration_label(detection.p50)} after the moment at the median, "
+            f"{duration_label(detection.p95)} at p95 ({_count(detection.n, 'enrollment')})"
+        )
+    if delivery.n:
+        parts.append(
+            f"sent {duration_label(delivery.p50)} after due at the median, "
+            f"{duration_label(delivery.p95)} at p95 ({_count(delivery.n, 'follow-up')}, first attempts)"
+        )
+    return "Measured over the last 7 days: " + "; ".join(parts) + "."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def template_usage() -> dict[str, list[Rule]]:

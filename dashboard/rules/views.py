@@ -164,6 +164,9 @@ def _preview(
             spec.trigger, segment_slug=definition.get("segment"), now=now, flows=lookups.flows
         ),
         latency=selectors.detection_latency(spec.trigger),
+        measured=selectors.measured_latency_text(rule, now=now)
+        if rule is not None and rule.pk
+        else None,
         first_delay=definition["follow_ups"][0]["delay"] if definition["follow_ups"] else "",
     )
     if activating and offers_backfill(spec.trigger.kind):

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.decorators import dashboard_write_required, view_dashboard_required
-from dashboard.funnels import FunnelQueryError, run_funnel
+from dashboard.funnels import FunnelQueryError, step_median_seconds
 from dashboard.funnels.explain import Feature, act_on_step, explain_step, segment_from_feature
 from onboarding.models import OnboardingFlow, Step
 
@@ -42,7 +42,7 @@ def funnel_explain(request: HttpRequest, slug: str) -> HttpResponse:
     query = _query(flow, form.cleaned_data)
     try:
         explanation = explain_step(query, step)
-        gap = run_funnel(query).steps[step - 1].median_seconds_from_previous
+        gap = step_median_seconds(query, step)
     except FunnelQueryError as error:
         context["error"] = f"step: {error}"
         return render(request, "dashboard/funnels/_explain.html", context, status=400)

@@ -13,7 +13,7 @@ from .people import (
     people_csv_lines,
 )
 from .query import FunnelQuery, FunnelQueryError, FunnelResult, StepResult
-from .runner import Gathered, gather, run_funnel
+from .runner import Gathered, gather, run_funnel, step_median_seconds
 from .trends import StepHistogram, TrendPoint, funnel_trends, time_to_convert
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "iter_funnel_people",
     "people_csv_lines",
     "run_funnel",
+    "step_median_seconds",
     "time_to_convert",
 ]

@@ -13,9 +13,10 @@ integer offsets from entry in microseconds, a typed column per step (``offset(k)
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -179,6 +180,9 @@ class StepAggregate:
     medians: list[float | None]
     still_converting: int
     settled: list[int]  # per step, entrants whose window has closed (entry + window ≤ now)
+    # Per step k ≥ 2 (index k - 2), the largest step-(k-1)→k gap in µs (0 when nobody reached
+    # step k): the range of the time-to-convert histograms, which the page draws next.
+    maxima: list[int]
 
 
 # percentile_disc at these fractions, from one sort: row ceil(n / 2) and, for an even n, row
@@ -200,8 +204,9 @@ def median_of_middle(n: int, middle: Sequence[int] | None) -> float | None:
 def step_aggregates(
     relation: Relation, n_steps: int, open_after: datetime, *, by_breakdown: bool
 ) -> dict[str | None, StepAggregate]:
-    """One pass: counts per step, median gaps per step, still converting, and the counts per step
-    among settled entrants (the friction step's basis); per breakdown value too.
+    """One pass: counts per step, median gaps per step, still converting, the counts per step
+    among settled entrants (the friction step's basis) and the largest gap per step; per
+    breakdown value too.
 
     The key None is the whole funnel; with ``by_breakdown`` every breakdown value has its own key.
     The medians sort integer columns (``percentile_disc`` over bigint, the two middle rows from
@@ -215,6 +220,7 @@ def step_aggregates(
         f"count(*) FILTER (WHERE entered_at <= %s AND furthest_step >= {k})"
         for k in range(1, n_steps + 1)
     ]
+    columns += [f"COALESCE(max({gap(k)}), 0)" for k in range(2, n_steps + 1)]
     if by_breakdown:
         select = f"SELECT GROUPING(bd) = 1, bd, {', '.join(columns)} FROM outcomes"
         sql = relation.sql + select + " GROUP BY GROUPING SETS ((), (bd))"
@@ -230,7 +236,67 @@ def step_aggregates(
             *(median_of_middle(counts[k - 1], middles[k - 2]) for k in range(2, n_steps + 1)),
         ]
         still = int(numbers[2 * n_steps - 1])
-        settled = [int(c) for c in numbers[2 * n_steps :]]
-        aggregate = StepAggregate(counts, medians, still, settled)
+        settled = [int(c) for c in numbers[2 * n_steps : 3 * n_steps]]
+        maxima = [int(m) for m in numbers[3 * n_steps :]]
+        aggregate = StepAggregate(counts, medians, still, settled, maxima)
         result[None if is_total else value] = aggregate
+    return result
+
+
+def step_median(relation: Relation, step: int) -> float | None:
+    """The median step-(k-1)→k gap in seconds among the entrants who reached step k = ``step``."""
+    ((n, middle),) = fetch(
+        relation.sql + f"SELECT count(*) FILTER (WHERE furthest_step >= {step}),"
+        f" {_MIDDLE.format(gap=gap(step))} FROM outcomes",
+        relation.params,
+    )
+    return median_of_middle(n, middle)
+
+
+@dataclass(frozen=True)
+class DaysAndBins:
+    """Entrants and completions (reached the last step) per UTC entry day, and per step k ≥ 2
+    (index k - 2) how many gaps fall in each time-to-convert bin."""
+
+    entrants: Counter[date]
+    completions: Counter[date]
+    bins: list[Counter[int]]
+
+
+def days_and_bins(
+    relation: Relation, n_steps: int, widths: Sequence[int], n_bins: Sequence[int]
+) -> DaysAndBins:
+    """The trend's per-day counts and the time-to-convert histograms, in one pass.
+
+    Bin i of step k holds the whole-second gaps in [i × width, (i + 1) × width), the last bin
+    everything above. Each is a grouping set of one hashed aggregate (the entry day; each step's
+    bin), instead of a pass for the days and a row per entrant and step for the bins."""
+    keys = ["(entered_at AT TIME ZONE 'UTC')::date AS day"]
+    keys += [
+        f"CASE WHEN furthest_step >= {k} THEN LEAST(floor({gap(k)}::float8 / 1e6 / %s)::int, %s)"
+        f" END AS b{k}"
+        for k in range(2, n_steps + 1)
+    ]
+    names = ["day", *(f"b{k}" for k in range(2, n_steps + 1))]
+    # Which grouping set a row belongs to: 0 the day, k the bins of step k.
+    which = " ".join(
+        f"WHEN GROUPING({name}) = 0 THEN {k}"
+        for k, name in zip([0, *range(2, n_steps + 1)], names, strict=True)
+    )
+    sql = relation.sql + (
+        f"SELECT CASE {which} END, day, COALESCE({', '.join(['NULL::int', *names[1:]])}),"
+        f" count(*), count(*) FILTER (WHERE furthest_step >= {n_steps})"
+        f" FROM (SELECT furthest_step, {', '.join(keys)} FROM outcomes) o"
+        f" GROUP BY GROUPING SETS ({', '.join(f'({name})' for name in names)})"
+    )
+    params = [*relation.params]
+    for width, bins in zip(widths, n_bins, strict=True):
+        params += [width, bins - 1]
+    result = DaysAndBins(Counter(), Counter(), [Counter() for _ in range(n_steps - 1)])
+    for k, day, bucket, count, completed in fetch(sql, params):
+        if k == 0:
+            result.entrants[day] = count
+            result.completions[day] = completed
+        elif bucket is not None:  # None: the entrants who did not reach step k
+            result.bins[k - 2][bucket] = count
     return result

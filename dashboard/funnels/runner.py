@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from django.db import connection
 
 from . import pg
 from .aggregate import (
     friction_step,
+    median,
     settled_counts,
     step_results,
     steps_from_outcomes,
@@ -49,6 +51,10 @@ class Gathered:
     relation: pg.Relation | None = None
     plain: pg.Relation | None = None
     outcomes: list[Outcome] | None = None
+    # On PostgreSQL, what one report computed that the next one reads instead of another pass:
+    # the funnel's whole-funnel aggregate (the histograms' sizes and ranges), the per-day counts
+    # and bins (the trend and the histograms, one pass).
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def gather(query: FunnelQuery) -> Gathered:
@@ -76,6 +82,7 @@ def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelRe
             gathered.relation, len(steps), now - query.window, by_breakdown=bool(query.breakdown)
         )
         total = aggregates.pop(None)
+        gathered.memo["funnel"] = total
         overall = step_results(steps, total.counts, total.medians)
         still = total.still_converting
         settled = total.settled
@@ -109,3 +116,17 @@ def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelRe
 def _ordered(groups: dict[str, list[StepResult]]) -> dict[str, list[StepResult]]:
     """Largest groups first, then by value; stable for the same data."""
     return dict(sorted(groups.items(), key=lambda item: (-item[1][0].count, item[0])))
+
+
+def step_median_seconds(query: FunnelQuery, step: int) -> float | None:
+    """The funnel's ``median_seconds_from_previous`` of step ``step`` (≥ 2) alone, exactly as
+    :func:`run_funnel` reports it: one sort of that step's gaps instead of the whole report
+    (every step's medians, and the breakdown's groups when the query has one)."""
+    steps = required_steps(query)
+    if not 2 <= step <= len(steps):
+        raise FunnelQueryError("invalid_step", f"step must be between 2 and {len(steps)}")
+    if uses_sql(query):
+        relation = pg.outcomes_cte(query, allowed_people(query), steps[0].event, breakdown=False)
+        return pg.step_median(relation, step)
+    outcomes = collect_outcomes(replace(query, breakdown=None), steps, raw=query.mode == "events")
+    return median([o.gaps[step - 2] for o in outcomes if o.furthest_step >= step])

@@ -37,6 +37,9 @@ def _entry_days(gathered: Gathered) -> tuple[Counter[date], Counter[date]]:
     n = len(gathered.steps)
     relation = gathered.plain
     if relation is not None:
+        if "funnel" in gathered.memo:  # the page: the days come with the histograms' bins
+            days = _days_and_bins(gathered, None)[0]
+            return days.entrants, days.completions
         rows = pg.fetch(
             relation.sql + "SELECT (entered_at AT TIME ZONE 'UTC')::date, count(*),"
             f" count(*) FILTER (WHERE furthest_step >= {n}) FROM outcomes GROUP BY 1",
@@ -124,36 +127,14 @@ def time_to_convert(
     if n < 2:
         return []
     gathered = gathered or gather(query)
-    relation = gathered.plain
-    if relation is not None:
-        stats_columns = ", ".join(
-            f"count(*) FILTER (WHERE furthest_step >= {k}), max({pg.gap(k)})"
-            for k in range(2, n + 1)
-        )
-        (stats,) = pg.fetch(relation.sql + f"SELECT {stats_columns} FROM outcomes", relation.params)
-        sizes = [int(stats[2 * i]) for i in range(n - 1)]
-        maxima = [(stats[2 * i + 1] or 0) / 1e6 for i in range(n - 1)]
+    if gathered.plain is not None:
+        days_and_bins, sizes, widths, n_bins = _days_and_bins(gathered, bins)
+        per_step = days_and_bins.bins
     else:
         outcomes = gathered.outcomes or []
         gaps = [[o.gaps[k - 2] for o in outcomes if o.furthest_step >= k] for k in range(2, n + 1)]
         sizes = [len(g) for g in gaps]
-        maxima = [max(g, default=0.0) for g in gaps]
-    n_bins = [bins or auto_bin_count(size) for size in sizes]
-    widths = [max(1, math.ceil(m / b)) for m, b in zip(maxima, n_bins, strict=True)]
-    if relation is not None:
-        rows = pg.fetch(
-            relation.sql
-            + "SELECT g.k - 1, LEAST(floor((CASE g.k"
-            + "".join(f" WHEN {k} THEN {pg.gap(k)}" for k in range(2, n + 1))
-            + " END)::float8 / 1e6 / (%s::int[])[g.k - 1])::int, (%s::int[])[g.k - 1] - 1),"
-            " count(*) FROM outcomes, generate_series(2, furthest_step) AS g(k)"
-            " GROUP BY 1, 2",
-            [*relation.params, widths, n_bins],
-        )
-        per_step: list[Counter[int]] = [Counter() for _ in range(n - 1)]
-        for ordinal, bucket, count in rows:
-            per_step[ordinal - 1][bucket] = count
-    else:
+        widths, n_bins = _layout([max(g, default=0.0) for g in gaps], sizes, bins)
         per_step = [
             Counter(min(int(gap // w), b - 1) for gap in g)
             for g, w, b in zip(gaps, widths, n_bins, strict=True)
@@ -162,3 +143,37 @@ def time_to_convert(
         StepHistogram(step.index, step.name, sizes[i], _bins(per_step[i], widths[i], n_bins[i]))
         for i, step in enumerate(steps[1:])
     ]
+
+
+def _layout(maxima: list[float], sizes: list[int], bins: int | None) -> tuple[list[int], list[int]]:
+    """Each step's bin width (whole seconds) and bin count: ``bins``, else from the data."""
+    n_bins = [bins or auto_bin_count(size) for size in sizes]
+    widths = [max(1, math.ceil(m / b)) for m, b in zip(maxima, n_bins, strict=True)]
+    return widths, n_bins
+
+
+def _days_and_bins(
+    gathered: Gathered, bins: int | None
+) -> tuple[pg.DaysAndBins, list[int], list[int], list[int]]:
+    """PostgreSQL: the per-day counts and the histograms' bins, one pass shared by the trend and
+    the time-to-convert report; the histograms' sizes and ranges come from the funnel's own pass
+    when it ran on this gathering, else from one query of counts and maxima."""
+    key = ("days_and_bins", bins)
+    if key not in gathered.memo:
+        relation = gathered.plain
+        assert relation is not None
+        n = len(gathered.steps)
+        funnel = gathered.memo.get("funnel")
+        if funnel is not None:
+            sizes, maxima_us = funnel.counts[1:], funnel.maxima
+        else:
+            columns = ", ".join(
+                f"count(*) FILTER (WHERE furthest_step >= {k}), COALESCE(max({pg.gap(k)}), 0)"
+                for k in range(2, n + 1)
+            )
+            (stats,) = pg.fetch(relation.sql + f"SELECT {columns} FROM outcomes", relation.params)
+            sizes = [int(stats[2 * i]) for i in range(n - 1)]
+            maxima_us = [int(stats[2 * i + 1]) for i in range(n - 1)]
+        widths, n_bins = _layout([m / 1e6 for m in maxima_us], sizes, bins)
+        gathered.memo[key] = (pg.days_and_bins(relation, n, widths, n_bins), sizes, widths, n_bins)
+    return gathered.memo[key]

@@ -89,7 +89,7 @@ def _scalar_equals(column: str, key: str, value: Any) -> Q:
     if isinstance(value, int | float) and not isinstance(value, bool):
         # Numbers compare as floats (1 equals 1.0), which JSON containment would not do exactly.
         return _true(Exact(JSONNumber(column, key), float(value)))
-    return _true(JSONEquals(column, key, value))
+    return Q(JSONEquals(column, key, value))  # two-valued, and indexable as it stands
 
 
 def json_comparison(column: str, key: str, comparison: Comparison, now: datetime) -> Q:

@@ -13,8 +13,18 @@ import re
 from datetime import UTC, datetime
 
 from django.db import NotSupportedError
-from django.db.models import BooleanField, DateTimeField, Expression, F, FloatField, Func, TextField
+from django.db.models import (
+    BooleanField,
+    DateTimeField,
+    Expression,
+    F,
+    FloatField,
+    Func,
+    TextField,
+    Value,
+)
 from django.db.models.fields.json import compile_json_path
+from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact
 
 # ISO 8601 dates and datetimes that PostgreSQL's timestamptz input accepts without raising
@@ -114,13 +124,17 @@ class JSONBoolean(_JSONKey):
 
 
 class JSONEquals(Func):
-    """True when the key holds exactly this JSON string or boolean (NULL when the column is NULL).
+    """True when the key holds exactly this JSON string or boolean; false otherwise, also when the
+    column is NULL (two-valued: never SQL NULL, so callers need no ``COALESCE``).
 
     The same truth as ``Exact(JSONString(…), value)`` / ``Exact(JSONBoolean(…), value)``. On
     PostgreSQL it is one containment test, ``{col} @> '{"key": value}'``: for a scalar, containment
     is equality of type and value, and anything but an object holding the key is false. That reads
     the JSON once per row instead of three times (type check, then extraction), which is most of
-    the cost of a segment over every person.
+    the cost of a segment over every person. The test stays bare (``COALESCE(…)`` around it is an
+    expression no index serves), so the GIN ``jsonb_path_ops`` index on the people's traits
+    (``person_traits_path``) finds the members instead of a scan of every person; a nullable
+    column gets ``AND col IS NOT NULL``, which keeps it two-valued and indexable.
     """
 
     output_field = BooleanField()
@@ -135,10 +149,16 @@ class JSONEquals(Func):
     def as_sql(self, compiler, connection, **extra_context):
         column = self.source_expressions[0]
         if connection.vendor == "postgresql":
-            column_sql, params = compiler.compile(column)
-            return f"({column_sql} @> %s::jsonb)", [*params, json.dumps({self.key: self.value})]
+            column_sql, column_params = compiler.compile(column)
+            test = f"{column_sql} @> %s::jsonb"
+            params = [*column_params, json.dumps({self.key: self.value})]
+            if getattr(getattr(column, "target", None), "null", True):
+                return f"({test} AND {column_sql} IS NOT NULL)", [*params, *column_params]
+            return f"({test})", params
         typed = JSONBoolean if isinstance(self.value, bool) else JSONString
-        return compiler.compile(Exact(typed(column, self.key), self.value))
+        return compiler.compile(
+            Coalesce(Exact(typed(column, self.key), self.value), Value(False)), **extra_context
+        )
 
 
 class JSONTimestamp(_JSONKey):

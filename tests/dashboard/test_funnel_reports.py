@@ -10,6 +10,8 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from dashboard.funnels import (
     FunnelQuery,
@@ -21,6 +23,7 @@ from dashboard.funnels import (
     people_csv_lines,
     run_funnel,
     runner,
+    step_median_seconds,
     time_to_convert,
 )
 from onboarding.models import OnboardingFlow, Segment
@@ -142,6 +145,40 @@ def test_a_page_gathers_its_entrants_once_for_three_reports(
     # The entrants' restriction is built once (PostgreSQL: the segment's re-entrants looked up
     # once), or the outcomes collected once (elsewhere), not three times.
     assert len(calls) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("breakdown", [None, "source"])
+@pytest.mark.usefixtures("timeline")
+def test_on_postgresql_the_page_reads_its_entrants_in_two_passes(flow, breakdown):
+    # The funnel's pass (counts, medians, still converting, the friction basis, and the largest
+    # gap per step: the histograms' ranges), then one hashed pass for the trend's days and the
+    # histograms' bins together; before, the trend and the histogram ranges were passes of their
+    # own, and the bins a row per entrant and step.
+    q = query(flow, "progress", breakdown=breakdown)
+    gathered = gather(q)
+    with CaptureQueriesContext(connection) as queries:
+        result = run_funnel(q, gathered)
+        trends = funnel_trends(q, "week", gathered)
+        histograms = time_to_convert(q, gathered=gathered)
+    assert len([query for query in queries if "WITH outcomes" in query["sql"]]) == 2
+    assert (result.entrants, result.still_converting, result.settled) == (5, 0, [5, 3, 2])
+    assert [(p.entrants, p.completions) for p in trends] == [(4, 2), (1, 0)]
+    assert [h.count for h in histograms] == [3, 2]
+    assert sum(b.count for b in histograms[0].bins) == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("breakdown", [None, "source"])
+@pytest.mark.usefixtures("timeline")
+def test_one_steps_median_alone_is_the_funnels(flow, mode, breakdown):
+    # What the "Why people stop" panel reads, without running the whole funnel again.
+    q = query(flow, mode, breakdown=breakdown)
+    medians = [step.median_seconds_from_previous for step in run_funnel(q).steps]
+    assert medians == [None, 10 * 60, 60 * 60]
+    assert [step_median_seconds(q, k) for k in (2, 3)] == medians[1:]
+    with pytest.raises(FunnelQueryError):
+        step_median_seconds(q, 1)
 
 
 @pytest.mark.parametrize("mode", MODES)

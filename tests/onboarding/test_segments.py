@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import JSONField, Value
+from django.db.models.functions import Cast
 from django.test.utils import CaptureQueriesContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from onboarding.segments import (
     segment_count_and_sample,
     to_definition,
 )
+from onboarding.segments.jsonsql import JSONEquals
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -376,6 +379,29 @@ def test_a_whole_segment_is_one_query(flow_people, source):
     with CaptureQueriesContext(connection) as queries:
         list(Person.objects.filter(q))
     assert len(queries) == 1
+
+
+@pytest.mark.postgres
+def test_trait_equality_is_read_from_the_traits_index(people):
+    # Containment stays bare (no COALESCE around it), so the GIN index on the traits
+    # (person_traits_path, migration 0011) finds the members instead of a scan of everyone.
+    members = members_queryset(where({"trait": "plan", "op": "eq", "value": "pro"}), NOW)
+    sql, params = members.query.sql_with_params()
+    assert "COALESCE" not in sql.upper()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "person_traits_path" in plan
+    assert list(members) == [people["ann"]]
+
+
+def test_json_equality_is_false_on_a_null_column(people):
+    # Two-valued without a COALESCE: NOT (equality on a NULL column) is true, never unknown.
+    null_json = Cast(Value(None), JSONField())
+    others = Person.objects.exclude(JSONEquals(null_json, "plan", "pro"))
+    assert set(others.values_list("external_id", flat=True)) == EVERYONE
+    assert not Person.objects.filter(JSONEquals(null_json, "plan", "pro")).exists()
 
 
 def test_count_and_sample(people):

@@ -201,6 +201,7 @@ def _time_parts() -> dict[str, list[float]]:
 
     wrap(pipeline, "_claim", "claim (lock, check, ledger; commit outside)")
     wrap(pipeline, "_hand", "hand-over commit")
+    wrap(EmailChannel, "prepare", "prepare (build the email and its bytes)")
     wrap(concurrent.futures.Future, "result", "wait for start (helper thread)")
     wrap(EmailChannel, "finish", "finish (the final '.' and its reply)")
     wrap(pipeline, "_record_sent", "record at the end of a batch")

@@ -179,13 +179,17 @@ def test_a_crash_after_the_claim_before_any_provider_call_sends_the_batch_after_
     assert all(row.detail["handed"] is False for row in requeued)
 
 
+@pytest.mark.parametrize("durable", [False, True], ids=["async-mark", "durable-mark"])
 @pytest.mark.parametrize("left", [True, False], ids=["accepted-by-smtp", "not-yet-accepted"])
 def test_a_crash_inside_a_provider_call_leaves_that_one_message_unknown(
-    api, timeline, smtp, settings, monkeypatch, left
+    api, timeline, smtp, settings, monkeypatch, left, durable
 ):
     """kill -9 inside the fourth provider call of a batch of five: the three before it were
     recorded as sent (each in the commit before the next call), the fourth may or may not have
-    left (unknown, one review item), the fifth was never handed and goes out after the lease."""
+    left (unknown, one review item), the fifth was never handed and goes out after the lease.
+    The same whether the marks wait for their WAL flush or not: a worker's crash cannot undo a
+    committed mark."""
+    settings.ONRAMP_DELIVERY_DURABLE_MARK = durable
     settings.ONRAMP_DELIVERY_CLAIM = 5
     settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
     _emails_due(api, timeline, 12)
@@ -325,3 +329,47 @@ def test_a_refused_hand_over_drops_the_email_whose_data_was_sent(api, timeline, 
     assert [statuses[pk] for pk in marks] == ["sent", "scheduled", "sent"]
     keys = dict(Message.objects.values_list("pk", "idempotency_key"))
     assert received_keys(smtp) == Counter({keys[marks[0]]: 1, keys[marks[2]]: 1})
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)  # real commits: no outer transaction keeps a SET LOCAL
+@pytest.mark.parametrize("durable", [False, True], ids=["async-mark", "durable-mark"])
+def test_the_marks_wait_for_their_flush_only_when_durable(
+    api, timeline, smtp, settings, monkeypatch, durable
+):
+    """ONRAMP_DELIVERY_DURABLE_MARK off (the default): each hand-over mark is committed without
+    waiting for its WAL flush; on: synchronously. Either way the claim's commit (before any
+    provider call) is synchronous, and the session is back to its default after the batch."""
+    settings.ONRAMP_DELIVERY_DURABLE_MARK = durable
+    _emails_due(api, timeline, 3)
+    hand, claim = pipeline._hand, pipeline._claim
+    modes = []
+
+    def hand_seen(claim, done, now, report):
+        modes.append(("mark", _synchronous_commit()))
+        return hand(claim, done, now, report)
+
+    def claim_seen(pks, now, report, channels):
+        modes.append(("claim", _synchronous_commit()))
+        return claim(pks, now, report, channels)
+
+    monkeypatch.setattr(pipeline, "_hand", hand_seen)
+    monkeypatch.setattr(pipeline, "_claim", claim_seen)
+    assert deliver_due(now=T0 + M).sent == 3
+    mark = "on" if durable else "off"
+    assert modes == [("claim", "on")] + [("mark", mark)] * 3
+    assert _synchronous_commit() == "on"
+    assert len(received_keys(smtp)) == 3
+
+
+def test_the_default_mark_is_asynchronous(settings):
+    """The documented default (docs/configuration.md, docs/reliability.md)."""
+    from config.settings import base
+
+    assert base.ONRAMP_DELIVERY_DURABLE_MARK is False

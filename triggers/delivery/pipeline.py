@@ -10,11 +10,13 @@ already claimed, so two messages for one person in one batch cannot both pass a 
 outcome is written to the decision log.
 
 The ledger ("sending", attempt N, lease) of the whole batch is committed *before* any external
-provider is called. Then, message by message, one synchronous commit right before each provider
+provider is called. Then, message by message, one commit right before each provider
 call records the previous message's success and marks this one as handed (``handed_at``, fenced on
 "sending", attempt N and a live lease; one statement on PostgreSQL); only then is the provider
-called. So a crash leaves at
-most one message per worker process handed but not recorded, and the rest of its batch unhanded.
+called. (That commit is asynchronous on PostgreSQL unless ``ONRAMP_DELIVERY_DURABLE_MARK``: a
+worker's crash cannot undo it, a crash of the database server can; see ``_mark_commits``.) So a
+worker's crash leaves at most one message per worker process handed but not recorded, and the
+rest of its batch unhanded.
 When their leases expire, the sweeper marks a handed email or SMS ``unknown`` (manual review: their
 providers' calls are not idempotent) and claims an unhanded one again, like any due message (no
 review); webhooks are retried with the same ``webhook-id`` either way. In-app messages are "sent"
@@ -25,20 +27,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from config import metrics
 from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
-from triggers.channels.base import Channel, ChannelSet, Outgoing, SendResult
+from triggers.channels.base import Channel, ChannelSet, SendResult
 from triggers.models import DecisionLog, Message, ReviewItem, RuleStatus
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.rendering import TemplateProblem
@@ -425,9 +428,10 @@ def _hand(
 
     False when ``claim`` is no longer ours (the sweeper took it) or its lease has run out: it
     must not be sent. The mark is what tells the sweeper, after a crash, whether a message may
-    have reached its provider (→ unknown) or certainly did not (→ claimed again); it must be on
-    disk before the call, so this commit is synchronous. On PostgreSQL it is one statement in
-    autocommit: one round trip and one WAL flush per message."""
+    have reached its provider (→ unknown) or certainly did not (→ claimed again); it must be
+    committed before the call. On PostgreSQL it is one statement in autocommit: one round trip
+    per message, plus a WAL flush when ``ONRAMP_DELIVERY_DURABLE_MARK`` is on (:func:`_mark_commits`
+    has the trade-off)."""
     if connection.vendor == "postgresql":
         recorded, handed = _hand_in_one_statement(claim, done, now)
     else:
@@ -562,22 +566,39 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
     (with the previous one's success recorded) in a commit before its provider call.
 
     Only that chain is serial: the mark of message N+1 (which records N) after N's answer, and
-    N+1's provider call after its mark. While N+1's mark commits (a round trip and a WAL flush),
-    a helper thread runs the channel's ``prepare`` and ``start`` (for email: building it, then
-    MAIL, RCPT, DATA and the data without its final ``.``); ``finish`` (the ``.``) runs only
-    once the mark is on disk, and after a refused mark ``abandon`` drops the started
-    transaction. So what a crash can leave is unchanged: marked, then possibly delivered, one
-    message at a time (docs/reliability.md). (Building N+1 while N waits for its answer was
-    slower: the helper then holds the GIL when the answer arrives, and this thread waits for it.)
+    N+1's provider call after its mark. While N+1's mark commits (a round trip, and a WAL flush
+    with ``ONRAMP_DELIVERY_DURABLE_MARK``; see :func:`_mark_commits`), a helper thread runs the
+    channel's ``start`` (for email: MAIL, RCPT, DATA and the data without its final ``.``) on
+    what this thread has just built (``prepare``); ``finish`` (the ``.``) runs only once the mark
+    is committed, and after a refused mark ``abandon`` drops the started transaction. So what a
+    crash can leave is unchanged: marked, then possibly delivered, one message at a time
+    (docs/reliability.md). The helper's part is almost all socket waits: building the email
+    there too made this thread wait for the GIL (up to the interpreter's 5 ms switch interval)
+    when the mark's answer came in, and so did building N+1 while N waited for its answer.
 
     When half of the batch's lease is gone before a message's turn (a slow provider), what was
     sent so far is recorded and the rest's leases are renewed, so that no sweeper takes a message
     this worker has sent or is about to send."""
     lease = timedelta(seconds=settings.ONRAMP_DELIVERY_LEASE_SECONDS)
-    done: tuple[Claim, SendResult] | None = None  # sent, not yet recorded
     waiting = list(claims)
     helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onramp-send")
 
+    with _mark_commits():
+        try:
+            _send_each(waiting, lease, clock, helper, report)
+        finally:
+            helper.shutdown(wait=True)
+
+
+def _send_each(
+    waiting: list[Claim],
+    lease: timedelta,
+    clock: Callable[[], datetime],
+    helper: ThreadPoolExecutor,
+    report: DeliveryReport,
+) -> None:
+    """``_send``'s loop: the marks, the helper's ``start``, each ``finish``."""
+    done: tuple[Claim, SendResult] | None = None  # sent, not yet recorded
     try:
         while waiting:
             if clock() >= waiting[0].message.lease_until - lease / 2:
@@ -587,11 +608,14 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
                 waiting = _renew_leases(waiting, clock() + lease)
                 continue
             claim = waiting.pop(0)
-            started = helper.submit(_start, claim)
+            # Built in this thread, before the helper starts: the helper's part is then almost
+            # all waiting on the socket, so it never holds the GIL when the mark's answer comes.
+            outgoing = claim.channel.prepare(claim.message, claim.person)
+            started = helper.submit(claim.channel.start, outgoing)
             handed = _hand(claim, done, clock(), report)
             done = None
             try:
-                outgoing = started.result()
+                started.result()
             except TransportError as error:
                 if handed:  # nothing reached the provider: an ordinary failed attempt
                     _record_failure(claim, error, clock(), report)
@@ -606,16 +630,38 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
             else:
                 done = (claim, result)
     finally:
-        helper.shutdown(wait=True)
         # Also after an unexpected error: what reached its provider is recorded as sent.
         _record_sent([done] if done else [], report)
 
 
-def _start(claim: Claim) -> Outgoing:
-    """In the helper thread: everything before the provider may have the message."""
-    outgoing = claim.channel.prepare(claim.message, claim.person)
-    claim.channel.start(outgoing)
-    return outgoing
+@contextmanager
+def _mark_commits() -> Iterator[None]:
+    """The commit mode of a batch's hand-over marks (and of its other writes while it sends).
+
+    ``ONRAMP_DELIVERY_DURABLE_MARK`` off (the default), on PostgreSQL: ``synchronous_commit`` is
+    off for the session while the batch is sent, so a mark's commit returns once PostgreSQL has
+    it, without waiting for its WAL flush (a round trip, not a round trip and a flush). A
+    committed mark is the server's: a kill of this worker cannot undo it, so the crash bound
+    holds as before. What it gives up: a crash of the PostgreSQL server itself (not a clean
+    restart) within about 3 × ``wal_writer_delay`` of a mark can lose that mark, and a lost mark
+    lets the sweeper send that email again (docs/reliability.md). The claim's commit, before any
+    provider call, stays synchronous. On: every mark waits for its flush. SQLite runs with
+    ``synchronous=NORMAL`` in WAL mode either way (commits survive a process crash, not an
+    operating system's)."""
+    if settings.ONRAMP_DELIVERY_DURABLE_MARK or connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO DEFAULT")
+        except DatabaseError:
+            # A broken connection: closing it makes the next query reconnect, with the defaults.
+            connection.close()
 
 
 def _deliver_batch(

@@ -118,10 +118,10 @@ def test_the_database_work_of_a_batch_does_not_grow_with_its_size(api, timeline,
     many = _queries_to_deliver(api, timeline, 20, 100, T0 + 10 * M)
     # Per message, the old pipeline made about ten queries. A batch's claim and result are the
     # same few queries for 2 or 20 messages; on top of them, each message costs its hand-over
-    # (the mark before its provider call): one statement on PostgreSQL; a small transaction of
-    # four statements and two savepoint commands on SQLite (no round trips there).
+    # (the mark before its provider call, with the previous one's acceptance): one statement on
+    # PostgreSQL; two updates and two savepoint commands on SQLite (no round trips there).
     per_message = (many - few) / (20 - 2)
-    assert per_message == (1 if connection.vendor == "postgresql" else 6), (few, many)
+    assert per_message == (1 if connection.vendor == "postgresql" else 4), (few, many)
 
 
 def _emails_due(api, timeline, people: int) -> None:
@@ -135,6 +135,15 @@ def _emails_due(api, timeline, people: int) -> None:
 
 class WorkerKilled(BaseException):
     """Stands in for kill -9: nothing after it runs (no result is recorded)."""
+
+
+def _message_ids(smtp) -> dict[int, str]:
+    """Message pk → the Message-ID (without its brackets) of the email the server received."""
+    keys = dict(Message.objects.values_list("idempotency_key", "pk"))
+    return {
+        keys[email["X-Onramp-Message"].strip()]: email["Message-ID"].strip().strip("<>")
+        for email in smtp.messages
+    }
 
 
 def _after_the_crash(smtp, *, sent: int, unknown: int) -> None:
@@ -151,6 +160,9 @@ def _after_the_crash(smtp, *, sent: int, unknown: int) -> None:
     assert max(keys.values()) == 1  # nothing sent twice
     sent_keys = set(Message.objects.filter(status="sent").values_list("idempotency_key", flat=True))
     assert sent_keys <= set(keys)  # every "sent" email was received
+    sent = Message.objects.filter(status="sent").values_list("pk", flat=True)
+    logged = DecisionLog.objects.filter(outcome="sent").values_list("message_id", flat=True)
+    assert sorted(logged) == sorted(sent)  # one "sent" decision row for each sent message
 
 
 def test_a_crash_after_the_claim_before_any_provider_call_sends_the_batch_after_its_lease(
@@ -184,11 +196,11 @@ def test_a_crash_after_the_claim_before_any_provider_call_sends_the_batch_after_
 def test_a_crash_inside_a_provider_call_leaves_that_one_message_unknown(
     api, timeline, smtp, settings, monkeypatch, left, durable
 ):
-    """kill -9 inside the fourth provider call of a batch of five: the three before it were
-    recorded as sent (each in the commit before the next call), the fourth may or may not have
-    left (unknown, one review item), the fifth was never handed and goes out after the lease.
-    The same whether the marks wait for their WAL flush or not: a worker's crash cannot undo a
-    committed mark."""
+    """kill -9 inside the fourth provider call of a batch of five: the acceptance of the three
+    before it was recorded (each in the hand-over commit before the next call), so the sweeper
+    makes them "sent", each with its decision row; the fourth may or may not have left (unknown,
+    one review item); the fifth was never handed and goes out after the lease. The same whether
+    the marks wait for their WAL flush or not: a worker's crash cannot undo a committed mark."""
     settings.ONRAMP_DELIVERY_DURABLE_MARK = durable
     settings.ONRAMP_DELIVERY_CLAIM = 5
     settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
@@ -210,14 +222,20 @@ def test_a_crash_inside_a_provider_call_leaves_that_one_message_unknown(
     with pytest.raises(WorkerKilled):
         deliver_due(now=T0 + M)
     monkeypatch.undo()
-    rows = dict(Message.objects.filter(pk__in=calls[:5]).values_list("pk", "status"))
-    assert [rows[pk] for pk in calls] == ["sent", "sent", "sent", "sending"]
-    assert Message.objects.filter(status="sending").count() == 2  # the fourth and the fifth
-    assert Message.objects.get(pk=calls[3]).handed_at is not None
+    rows = {
+        row.pk: (row.status, row.handed_at is not None, row.provider_id)
+        for row in Message.objects.filter(pk__in=calls)
+    }
+    ids = {pk: f"<{key}>" for pk, key in _message_ids(smtp).items()}
+    accepted = [("sending", True, ids[pk]) for pk in calls[:3]]
+    assert [rows[pk] for pk in calls] == [*accepted, ("sending", True, "")]
+    assert Message.objects.filter(status="sending").count() == 5  # and the fifth, unhanded
 
     _after_the_crash(smtp, sent=11, unknown=1)
     assert Message.objects.get(status="unknown").pk == calls[3]
     assert len(received_keys(smtp)) == 12 if left else 11
+    by_sweeper = DecisionLog.objects.filter(outcome="sent", detail__recorded_by="sweeper")
+    assert sorted(by_sweeper.values_list("message_id", flat=True)) == sorted(calls[:3])
 
 
 def test_the_sweeper_and_the_hand_over_cannot_both_win(api, timeline, smtp, settings):

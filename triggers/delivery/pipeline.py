@@ -58,6 +58,7 @@ from .checks import (
 )
 from .outcomes import (
     DeliveryReport,
+    accepted_mark,
     backoff,
     decision,
     fall_back,
@@ -322,6 +323,7 @@ def _claim(
             report.add("sent", message)
         else:
             message.status, message.lease_until = MessageStatus.SENDING, lease_until
+            message.provider_id = ""  # set once the provider has accepted it (see _hand)
             claims.append(Claim(message, person, spec, channel))
         caps.add(message, now)  # the next message for this person in the batch counts it
         written.append(message)
@@ -382,14 +384,15 @@ def _renew_leases(claims: list[Claim], until: datetime) -> list[Claim]:
 
 
 def _record_sent(sent: list[tuple[Claim, SendResult]], report: DeliveryReport) -> None:
-    """One fenced update for the batch's successes: rows no longer ours are left alone."""
+    """One fenced update for the batch's successes (accepted by their providers): they become
+    "sent", with their decision rows; rows no longer ours are left alone."""
     if not sent:
         return
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Recording the success need not wait for the disk: if this commit is lost in a crash,
-            # the rows stay "sending" (handed), their leases expire and they go to review as
-            # unknown. They are never sent twice. (The writes before the call are synchronous.)
+            # the rows stay "sending" (handed, with their acceptance marks, except the batch's
+            # last), and the sweeper makes them "sent" (the last one unknown). Never sent twice.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
         done = _write_sent(sent)
@@ -422,68 +425,57 @@ def _hand(
     now: datetime,
     report: DeliveryReport,
 ) -> bool:
-    """Right before ``claim``'s provider call: one synchronous commit that records the previous
-    message's success (``done``, fenced, with its decision row) and marks ``claim`` as handed to
-    its provider (fenced on "sending", its attempt and a live lease).
+    """Right before ``claim``'s provider call: one commit that records that the previous message
+    (``done``) was accepted by its provider, as its ``provider_id`` (fenced on "sending" and its
+    attempt), and marks ``claim`` as handed to its provider (fenced on "sending", its attempt and
+    a live lease). Both are updates of columns no index holds; the accepted messages become
+    "sent", with their decision rows, in one write at the end of the batch (:func:`_record_sent`),
+    or by the sweeper if this worker dies before that (outcomes.sweep_expired_leases).
 
     False when ``claim`` is no longer ours (the sweeper took it) or its lease has run out: it
     must not be sent. The mark is what tells the sweeper, after a crash, whether a message may
-    have reached its provider (→ unknown) or certainly did not (→ claimed again); it must be
-    committed before the call. On PostgreSQL it is one statement in autocommit: one round trip
-    per message, plus a WAL flush when ``ONRAMP_DELIVERY_DURABLE_MARK`` is on (:func:`_mark_commits`
-    has the trade-off)."""
+    have reached its provider (handed, no answer recorded → unknown), did (answer recorded →
+    sent) or certainly did not (→ claimed again); it must be committed before the call. On
+    PostgreSQL it is one statement in autocommit: one round trip per message, plus a WAL flush
+    when ``ONRAMP_DELIVERY_DURABLE_MARK`` is on (:func:`_mark_commits` has the trade-off)."""
     if connection.vendor == "postgresql":
-        recorded, handed = _hand_in_one_statement(claim, done, now)
+        handed = _hand_in_one_statement(claim, done, now)
     else:
         with transaction.atomic():
-            recorded = len(_write_sent([done])) if done else 0
+            if done:
+                previous, result = done
+                Message.objects.filter(
+                    pk=previous.message.pk, status=MessageStatus.SENDING, attempts=previous.attempt
+                ).update(provider_id=accepted_mark(result))
             handed = Message.objects.filter(
                 pk=claim.message.pk,
                 status=MessageStatus.SENDING,
                 attempts=claim.attempt,
                 lease_until__gt=now,
             ).update(handed_at=now)
-    if recorded and done:
-        report.add("sent", done[0].message)
     if handed:
         claim.message.handed_at = now
     return bool(handed)
 
 
-# Table names come from the models (see _hand_in_one_statement), never from input.
+# The table name comes from the model (see _hand_in_one_statement), never from input.
 _HAND_SQL = """
-WITH sent AS (
-    UPDATE {messages} SET status = 'sent', reason = '', provider_id = %(provider_id)s,
-        lease_until = NULL
-    WHERE id = %(done)s AND status = 'sending' AND attempts = %(done_attempt)s
-    RETURNING id, person_id, rule_id, rule_version_id, enrollment_id, sent_at, channel, step
-), logged AS (
-    INSERT INTO {decisions}
-        (at, person_id, rule_id, rule_version_id, enrollment_id, message_id, outcome, reason,
-         detail)
-    SELECT sent_at, person_id, rule_id, rule_version_id, enrollment_id, id, 'sent', '',
-        jsonb_build_object('channel', channel, 'step', step)
-    FROM sent
-    RETURNING message_id
-), handed AS (
-    UPDATE {messages} SET handed_at = %(now)s
-    WHERE id = %(claim)s AND status = 'sending' AND attempts = %(attempt)s
-        AND lease_until > %(now)s
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM logged), (SELECT count(*) FROM handed)
+UPDATE {messages} SET
+    handed_at = CASE WHEN id = %(claim)s THEN %(now)s ELSE handed_at END,
+    provider_id = CASE WHEN id = %(claim)s THEN provider_id ELSE %(accepted)s END
+WHERE (id = %(claim)s AND status = 'sending' AND attempts = %(attempt)s
+        AND lease_until > %(now)s)
+    OR (id = %(done)s AND status = 'sending' AND attempts = %(done_attempt)s)
+RETURNING id
 """
 
 
 def _hand_in_one_statement(
     claim: Claim, done: tuple[Claim, SendResult] | None, now: datetime
-) -> tuple[int, int]:
-    """PostgreSQL: ``_hand``'s writes as one statement (data-modifying CTEs on two different
-    rows), so the per-message cost is one round trip, not a transaction's five."""
-    quote = connection.ops.quote_name
-    sql = _HAND_SQL.format(
-        messages=quote(Message._meta.db_table), decisions=quote(DecisionLog._meta.db_table)
-    )
+) -> bool:
+    """PostgreSQL: ``_hand``'s writes as one statement on the two rows; whether ``claim`` is
+    handed."""
+    sql = _HAND_SQL.format(messages=connection.ops.quote_name(Message._meta.db_table))
     previous, result = done if done else (None, None)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -491,14 +483,13 @@ def _hand_in_one_statement(
             {
                 "done": previous.message.pk if previous else None,
                 "done_attempt": previous.attempt if previous else None,
-                "provider_id": result.provider_id[:255] if result else "",
+                "accepted": accepted_mark(result) if result else "",
                 "claim": claim.message.pk,
                 "attempt": claim.attempt,
                 "now": now,
             },
         )
-        recorded, handed = cursor.fetchone()
-    return recorded, handed
+        return any(pk == claim.message.pk for (pk,) in cursor.fetchall())
 
 
 def _record_failure(
@@ -598,13 +589,14 @@ def _send_each(
     report: DeliveryReport,
 ) -> None:
     """``_send``'s loop: the marks, the helper's ``start``, each ``finish``."""
-    done: tuple[Claim, SendResult] | None = None  # sent, not yet recorded
+    accepted: list[tuple[Claim, SendResult]] = []  # their acceptance is marked, not yet "sent"
+    done: tuple[Claim, SendResult] | None = None  # accepted, not yet marked as such
     try:
         while waiting:
             if clock() >= waiting[0].message.lease_until - lease / 2:
                 # Record what is out (its lease is not renewed), then renew the rest.
-                _record_sent([done] if done else [], report)
-                done = None
+                _record_sent(accepted + ([done] if done else []), report)
+                accepted, done = [], None
                 waiting = _renew_leases(waiting, clock() + lease)
                 continue
             claim = waiting.pop(0)
@@ -613,6 +605,8 @@ def _send_each(
             outgoing = claim.channel.prepare(claim.message, claim.person)
             started = helper.submit(claim.channel.start, outgoing)
             handed = _hand(claim, done, clock(), report)
+            if done:  # its acceptance is marked (or the sweeper took it: the record is fenced)
+                accepted.append(done)
             done = None
             try:
                 started.result()
@@ -631,7 +625,7 @@ def _send_each(
                 done = (claim, result)
     finally:
         # Also after an unexpected error: what reached its provider is recorded as sent.
-        _record_sent([done] if done else [], report)
+        _record_sent(accepted + ([done] if done else []), report)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from triggers import workspace
+from triggers.channels.base import SendResult
 from triggers.channels.email import EmailChannel
 from triggers.delivery import pipeline
 from triggers.delivery.pipeline import deliver_due
@@ -262,6 +263,40 @@ def test_the_sweeper_and_the_hand_over_cannot_both_win(api, timeline, smtp, sett
     assert received_keys(smtp) == Counter()
 
 
+def test_the_sweeper_makes_a_handed_message_whose_acceptance_was_recorded_sent(
+    api, timeline, smtp, settings
+):
+    """A worker that dies after the next hand-over recorded a message's acceptance, before the
+    end of its batch: that message is "sent" (with its decision row), not unknown. A provider
+    that accepted without an id is recorded as ``accepted``, never as an empty id (which would
+    read as "no answer"), and the sent row keeps the empty id it was given."""
+    settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
+    _emails_due(api, timeline, 3)
+    report = pipeline.DeliveryReport()
+    with transaction.atomic():
+        first, second, third = pipeline._claim(
+            list(Message.objects.order_by("pk").values_list("pk", flat=True)), T0 + M, report
+        )
+    assert pipeline._hand(first, None, T0 + M, report)
+    assert pipeline._hand(second, (first, SendResult("")), T0 + M, report)
+    assert pipeline._hand(third, (second, SendResult("<id@x>")), T0 + M, report)
+    assert Message.objects.get(pk=first.message.pk).provider_id == "accepted"
+    pipeline.sweep_expired_leases(T0 + M + timedelta(seconds=61), report)  # the worker is gone
+    rows = {m.pk: (m.status, m.provider_id) for m in Message.objects.all()}
+    assert rows == {
+        first.message.pk: ("sent", ""),
+        second.message.pk: ("sent", "<id@x>"),
+        third.message.pk: ("unknown", ""),
+    }
+    sent = DecisionLog.objects.filter(outcome="sent")
+    assert sorted(sent.values_list("message_id", flat=True)) == [
+        first.message.pk,
+        second.message.pk,
+    ]
+    assert all(row.detail["recorded_by"] == "sweeper" for row in sent)
+    assert list(ReviewItem.objects.values_list("message_id", flat=True)) == [third.message.pk]
+
+
 def test_a_slow_batch_renews_its_leases_instead_of_losing_them(
     api, timeline, smtp, settings, monkeypatch
 ):
@@ -391,3 +426,23 @@ def test_the_default_mark_is_asynchronous(settings):
     from config.settings import base
 
     assert base.ONRAMP_DELIVERY_DURABLE_MARK is False
+
+
+def test_a_pass_sends_its_emails_over_one_smtp_connection(
+    api, timeline, smtp, settings, monkeypatch
+):
+    """Two batches (claims of 3) of emails, one pass: one SMTP connection for all of them."""
+    import smtplib
+
+    settings.ONRAMP_DELIVERY_CLAIM = 3
+    _emails_due(api, timeline, 5)
+    connect, connections = smtplib.SMTP.connect, []
+
+    def counted(self, *args, **kwargs):
+        connections.append(args)
+        return connect(self, *args, **kwargs)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", counted)
+    assert deliver_due(now=T0 + M).sent == 5
+    assert len(connections) == 1
+    assert len(received_keys(smtp)) == 5

@@ -446,3 +446,27 @@ def test_a_pass_sends_its_emails_over_one_smtp_connection(
     assert deliver_due(now=T0 + M).sent == 5
     assert len(connections) == 1
     assert len(received_keys(smtp)) == 5
+
+
+def test_an_email_that_cannot_be_built_is_a_failed_attempt_and_the_batch_goes_on(
+    api, timeline, smtp, monkeypatch
+):
+    """``prepare`` runs before the hand-over: a TransportError there sends nothing and marks
+    nothing; that email is retried with backoff and the others go out."""
+    from triggers.channels import TransportError
+
+    _emails_due(api, timeline, 3)
+    prepare, built = EmailChannel.prepare, []
+
+    def fails_for_the_second(self, message, person):
+        built.append(message.pk)
+        if len(built) == 2:
+            raise TransportError("cannot build it")
+        return prepare(self, message, person)
+
+    monkeypatch.setattr(EmailChannel, "prepare", fails_for_the_second)
+    report = deliver_due(now=T0 + M)
+    assert (report.sent, report.outcomes["retry"]) == (2, 1)
+    second = Message.objects.get(pk=built[1])
+    assert (second.status, second.handed_at, second.attempts) == ("scheduled", None, 1)
+    assert len(received_keys(smtp)) == 2

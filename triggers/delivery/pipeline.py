@@ -602,7 +602,11 @@ def _send_each(
             claim = waiting.pop(0)
             # Built in this thread, before the helper starts: the helper's part is then almost
             # all waiting on the socket, so it never holds the GIL when the mark's answer comes.
-            outgoing = claim.channel.prepare(claim.message, claim.person)
+            try:
+                outgoing = claim.channel.prepare(claim.message, claim.person)
+            except TransportError as error:  # nothing went out: a failed attempt (fenced)
+                _record_failure(claim, error, clock(), report)
+                continue
             started = helper.submit(claim.channel.start, outgoing)
             handed = _hand(claim, done, clock(), report)
             if done:  # its acceptance is marked (or the sweeper took it: the record is fenced)

@@ -6,11 +6,12 @@ that Onramp itself put in that message (no open redirect), and unsubscribe links
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core import signing
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 
 SALT_OPEN = "onramp.open"
 SALT_CLICK = "onramp.click"
@@ -19,6 +20,23 @@ SALT_UNSUBSCRIBE = "onramp.unsubscribe"
 
 def _absolute(path: str) -> str:
     return settings.ONRAMP_BASE_URL.rstrip("/") + path
+
+
+_PLACEHOLDER = "T0KEN"  # stands for a token while a route is reversed once
+
+
+@lru_cache(maxsize=32)
+def _route(name: str, urlconf: str | None, prefix: str) -> tuple[str, str]:
+    """The path of a link route around its token, reversed once per URL configuration (a
+    delivery pass builds three links per email). Signed tokens are URL-safe base64 and ``:``,
+    which ``reverse`` would leave as they are."""
+    before, _, after = reverse(name, args=[_PLACEHOLDER], urlconf=urlconf).partition(_PLACEHOLDER)
+    return before, after
+
+
+def _path(name: str, token: str) -> str:
+    before, after = _route(name, get_urlconf() or settings.ROOT_URLCONF, get_script_prefix())
+    return before + token + after
 
 
 def sign_message(message_id: int, salt: str) -> str:
@@ -34,12 +52,21 @@ def message_from_token(token: str, salt: str) -> int | None:
 
 
 def open_pixel_url(message_id: int) -> str:
-    return _absolute(reverse("links:open", args=[sign_message(message_id, SALT_OPEN)]))
+    return _absolute(_path("links:open", sign_message(message_id, SALT_OPEN)))
+
+
+@lru_cache(maxsize=8)
+def _click_path(urlconf: str | None, prefix: str) -> str:
+    return reverse("links:click", urlconf=urlconf)
 
 
 def click_url(message_id: int, target: str) -> str:
     token = signing.dumps({"m": message_id, "u": target}, salt=SALT_CLICK, compress=True)
-    return _absolute(reverse("links:click") + "?" + urlencode({"t": token}))
+    return _absolute(
+        _click_path(get_urlconf() or settings.ROOT_URLCONF, get_script_prefix())
+        + "?"
+        + urlencode({"t": token})
+    )
 
 
 def click_target(token: str) -> tuple[int, str] | None:
@@ -56,6 +83,4 @@ def click_target(token: str) -> tuple[int, str] | None:
 
 
 def unsubscribe_url(message_id: int) -> str:
-    return _absolute(
-        reverse("links:unsubscribe", args=[sign_message(message_id, SALT_UNSUBSCRIBE)])
-    )
+    return _absolute(_path("links:unsubscribe", sign_message(message_id, SALT_UNSUBSCRIBE)))

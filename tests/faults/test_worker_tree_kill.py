@@ -5,7 +5,8 @@ goes out by itself after its lease, with no review; nothing is sent twice.
 
 "Inside a provider call" is read from the database right after each kill, before the next worker
 starts (nothing else can change those rows in between): the rows still "sending" with their
-hand-over mark (``handed_at``, committed right before the call). The SMTP server takes 20 ms to
+hand-over mark (``handed_at``, committed right before the call) and no recorded acceptance (an
+empty ``provider_id``: the next message's hand-over records it). The SMTP server takes 20 ms to
 accept each message, so kills do land inside calls."""
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def _gone(pid: int) -> bool:
 
 
 def _inside_a_provider_call() -> set[int]:
+    """Handed, with no answer recorded: a handed row whose acceptance the next hand-over recorded
+    (its ``provider_id``) had left its provider call; the end of its batch, or the sweeper,
+    writes it "sent"."""
     return set(
-        Message.objects.filter(status="sending")
+        Message.objects.filter(status="sending", provider_id="")
         .exclude(handed_at=None)
         .values_list("pk", flat=True)
     )

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from triggers import workspace
+from triggers.channels.base import SendResult
 from triggers.channels.email import EmailChannel
 from triggers.delivery import pipeline
 from triggers.delivery.pipeline import deliver_due
@@ -118,10 +119,10 @@ def test_the_database_work_of_a_batch_does_not_grow_with_its_size(api, timeline,
     many = _queries_to_deliver(api, timeline, 20, 100, T0 + 10 * M)
     # Per message, the old pipeline made about ten queries. A batch's claim and result are the
     # same few queries for 2 or 20 messages; on top of them, each message costs its hand-over
-    # (the mark before its provider call): one statement on PostgreSQL; a small transaction of
-    # four statements and two savepoint commands on SQLite (no round trips there).
+    # (the mark before its provider call, with the previous one's acceptance): one statement on
+    # PostgreSQL; two updates and two savepoint commands on SQLite (no round trips there).
     per_message = (many - few) / (20 - 2)
-    assert per_message == (1 if connection.vendor == "postgresql" else 6), (few, many)
+    assert per_message == (1 if connection.vendor == "postgresql" else 4), (few, many)
 
 
 def _emails_due(api, timeline, people: int) -> None:
@@ -135,6 +136,15 @@ def _emails_due(api, timeline, people: int) -> None:
 
 class WorkerKilled(BaseException):
     """Stands in for kill -9: nothing after it runs (no result is recorded)."""
+
+
+def _message_ids(smtp) -> dict[int, str]:
+    """Message pk → the Message-ID (without its brackets) of the email the server received."""
+    keys = dict(Message.objects.values_list("idempotency_key", "pk"))
+    return {
+        keys[email["X-Onramp-Message"].strip()]: email["Message-ID"].strip().strip("<>")
+        for email in smtp.messages
+    }
 
 
 def _after_the_crash(smtp, *, sent: int, unknown: int) -> None:
@@ -151,6 +161,9 @@ def _after_the_crash(smtp, *, sent: int, unknown: int) -> None:
     assert max(keys.values()) == 1  # nothing sent twice
     sent_keys = set(Message.objects.filter(status="sent").values_list("idempotency_key", flat=True))
     assert sent_keys <= set(keys)  # every "sent" email was received
+    sent = Message.objects.filter(status="sent").values_list("pk", flat=True)
+    logged = DecisionLog.objects.filter(outcome="sent").values_list("message_id", flat=True)
+    assert sorted(logged) == sorted(sent)  # one "sent" decision row for each sent message
 
 
 def test_a_crash_after_the_claim_before_any_provider_call_sends_the_batch_after_its_lease(
@@ -179,13 +192,17 @@ def test_a_crash_after_the_claim_before_any_provider_call_sends_the_batch_after_
     assert all(row.detail["handed"] is False for row in requeued)
 
 
+@pytest.mark.parametrize("durable", [False, True], ids=["async-mark", "durable-mark"])
 @pytest.mark.parametrize("left", [True, False], ids=["accepted-by-smtp", "not-yet-accepted"])
 def test_a_crash_inside_a_provider_call_leaves_that_one_message_unknown(
-    api, timeline, smtp, settings, monkeypatch, left
+    api, timeline, smtp, settings, monkeypatch, left, durable
 ):
-    """kill -9 inside the fourth provider call of a batch of five: the three before it were
-    recorded as sent (each in the commit before the next call), the fourth may or may not have
-    left (unknown, one review item), the fifth was never handed and goes out after the lease."""
+    """kill -9 inside the fourth provider call of a batch of five: the acceptance of the three
+    before it was recorded (each in the hand-over commit before the next call), so the sweeper
+    makes them "sent", each with its decision row; the fourth may or may not have left (unknown,
+    one review item); the fifth was never handed and goes out after the lease. The same whether
+    the marks wait for their WAL flush or not: a worker's crash cannot undo a committed mark."""
+    settings.ONRAMP_DELIVERY_DURABLE_MARK = durable
     settings.ONRAMP_DELIVERY_CLAIM = 5
     settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
     _emails_due(api, timeline, 12)
@@ -206,14 +223,20 @@ def test_a_crash_inside_a_provider_call_leaves_that_one_message_unknown(
     with pytest.raises(WorkerKilled):
         deliver_due(now=T0 + M)
     monkeypatch.undo()
-    rows = dict(Message.objects.filter(pk__in=calls[:5]).values_list("pk", "status"))
-    assert [rows[pk] for pk in calls] == ["sent", "sent", "sent", "sending"]
-    assert Message.objects.filter(status="sending").count() == 2  # the fourth and the fifth
-    assert Message.objects.get(pk=calls[3]).handed_at is not None
+    rows = {
+        row.pk: (row.status, row.handed_at is not None, row.provider_id)
+        for row in Message.objects.filter(pk__in=calls)
+    }
+    ids = {pk: f"<{key}>" for pk, key in _message_ids(smtp).items()}
+    accepted = [("sending", True, ids[pk]) for pk in calls[:3]]
+    assert [rows[pk] for pk in calls] == [*accepted, ("sending", True, "")]
+    assert Message.objects.filter(status="sending").count() == 5  # and the fifth, unhanded
 
     _after_the_crash(smtp, sent=11, unknown=1)
     assert Message.objects.get(status="unknown").pk == calls[3]
     assert len(received_keys(smtp)) == 12 if left else 11
+    by_sweeper = DecisionLog.objects.filter(outcome="sent", detail__recorded_by="sweeper")
+    assert sorted(by_sweeper.values_list("message_id", flat=True)) == sorted(calls[:3])
 
 
 def test_the_sweeper_and_the_hand_over_cannot_both_win(api, timeline, smtp, settings):
@@ -238,6 +261,40 @@ def test_the_sweeper_and_the_hand_over_cannot_both_win(api, timeline, smtp, sett
     assert not pipeline._hand(second, None, T0 + M, report)  # the sweeper took it back
     assert Message.objects.get(pk=second.message.pk).handed_at is None
     assert received_keys(smtp) == Counter()
+
+
+def test_the_sweeper_makes_a_handed_message_whose_acceptance_was_recorded_sent(
+    api, timeline, smtp, settings
+):
+    """A worker that dies after the next hand-over recorded a message's acceptance, before the
+    end of its batch: that message is "sent" (with its decision row), not unknown. A provider
+    that accepted without an id is recorded as ``accepted``, never as an empty id (which would
+    read as "no answer"), and the sent row keeps the empty id it was given."""
+    settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
+    _emails_due(api, timeline, 3)
+    report = pipeline.DeliveryReport()
+    with transaction.atomic():
+        first, second, third = pipeline._claim(
+            list(Message.objects.order_by("pk").values_list("pk", flat=True)), T0 + M, report
+        )
+    assert pipeline._hand(first, None, T0 + M, report)
+    assert pipeline._hand(second, (first, SendResult("")), T0 + M, report)
+    assert pipeline._hand(third, (second, SendResult("<id@x>")), T0 + M, report)
+    assert Message.objects.get(pk=first.message.pk).provider_id == "accepted"
+    pipeline.sweep_expired_leases(T0 + M + timedelta(seconds=61), report)  # the worker is gone
+    rows = {m.pk: (m.status, m.provider_id) for m in Message.objects.all()}
+    assert rows == {
+        first.message.pk: ("sent", ""),
+        second.message.pk: ("sent", "<id@x>"),
+        third.message.pk: ("unknown", ""),
+    }
+    sent = DecisionLog.objects.filter(outcome="sent")
+    assert sorted(sent.values_list("message_id", flat=True)) == [
+        first.message.pk,
+        second.message.pk,
+    ]
+    assert all(row.detail["recorded_by"] == "sweeper" for row in sent)
+    assert list(ReviewItem.objects.values_list("message_id", flat=True)) == [third.message.pk]
 
 
 def test_a_slow_batch_renews_its_leases_instead_of_losing_them(
@@ -325,3 +382,91 @@ def test_a_refused_hand_over_drops_the_email_whose_data_was_sent(api, timeline, 
     assert [statuses[pk] for pk in marks] == ["sent", "scheduled", "sent"]
     keys = dict(Message.objects.values_list("pk", "idempotency_key"))
     assert received_keys(smtp) == Counter({keys[marks[0]]: 1, keys[marks[2]]: 1})
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)  # real commits: no outer transaction keeps a SET LOCAL
+@pytest.mark.parametrize("durable", [False, True], ids=["async-mark", "durable-mark"])
+def test_the_marks_wait_for_their_flush_only_when_durable(
+    api, timeline, smtp, settings, monkeypatch, durable
+):
+    """ONRAMP_DELIVERY_DURABLE_MARK off (the default): each hand-over mark is committed without
+    waiting for its WAL flush; on: synchronously. Either way the claim's commit (before any
+    provider call) is synchronous, and the session is back to its default after the batch."""
+    settings.ONRAMP_DELIVERY_DURABLE_MARK = durable
+    _emails_due(api, timeline, 3)
+    hand, claim = pipeline._hand, pipeline._claim
+    modes = []
+
+    def hand_seen(claim, done, now, report):
+        modes.append(("mark", _synchronous_commit()))
+        return hand(claim, done, now, report)
+
+    def claim_seen(pks, now, report, channels):
+        modes.append(("claim", _synchronous_commit()))
+        return claim(pks, now, report, channels)
+
+    monkeypatch.setattr(pipeline, "_hand", hand_seen)
+    monkeypatch.setattr(pipeline, "_claim", claim_seen)
+    assert deliver_due(now=T0 + M).sent == 3
+    mark = "on" if durable else "off"
+    assert modes == [("claim", "on")] + [("mark", mark)] * 3
+    assert _synchronous_commit() == "on"
+    assert len(received_keys(smtp)) == 3
+
+
+def test_the_default_mark_is_asynchronous(settings):
+    """The documented default (docs/configuration.md, docs/reliability.md)."""
+    from config.settings import base
+
+    assert base.ONRAMP_DELIVERY_DURABLE_MARK is False
+
+
+def test_a_pass_sends_its_emails_over_one_smtp_connection(
+    api, timeline, smtp, settings, monkeypatch
+):
+    """Two batches (claims of 3) of emails, one pass: one SMTP connection for all of them."""
+    import smtplib
+
+    settings.ONRAMP_DELIVERY_CLAIM = 3
+    _emails_due(api, timeline, 5)
+    connect, connections = smtplib.SMTP.connect, []
+
+    def counted(self, *args, **kwargs):
+        connections.append(args)
+        return connect(self, *args, **kwargs)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", counted)
+    assert deliver_due(now=T0 + M).sent == 5
+    assert len(connections) == 1
+    assert len(received_keys(smtp)) == 5
+
+
+def test_an_email_that_cannot_be_built_is_a_failed_attempt_and_the_batch_goes_on(
+    api, timeline, smtp, monkeypatch
+):
+    """``prepare`` runs before the hand-over: a TransportError there sends nothing and marks
+    nothing; that email is retried with backoff and the others go out."""
+    from triggers.channels import TransportError
+
+    _emails_due(api, timeline, 3)
+    prepare, built = EmailChannel.prepare, []
+
+    def fails_for_the_second(self, message, person):
+        built.append(message.pk)
+        if len(built) == 2:
+            raise TransportError("cannot build it")
+        return prepare(self, message, person)
+
+    monkeypatch.setattr(EmailChannel, "prepare", fails_for_the_second)
+    report = deliver_due(now=T0 + M)
+    assert (report.sent, report.outcomes["retry"]) == (2, 1)
+    second = Message.objects.get(pk=built[1])
+    assert (second.status, second.handed_at, second.attempts) == ("scheduled", None, 1)
+    assert len(received_keys(smtp)) == 2

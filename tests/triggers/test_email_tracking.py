@@ -67,3 +67,27 @@ def test_with_open_tracking_on_the_pixel_records_the_open(api, client, timeline,
     assert response.status_code == 200 and response["Content-Type"] == "image/gif"
     message = Message.objects.get()
     assert message.opened_at is not None and message.clicked_at is None
+
+
+@pytest.mark.parametrize("prefix", ["/", "/onramp/"])
+def test_link_paths_are_those_reverse_gives(prefix):
+    """The link routes are reversed once per URL configuration and script prefix (a pass builds
+    three links per email); the paths are exactly what ``reverse`` gives for each token."""
+    import time_machine
+    from django.urls import set_script_prefix
+
+    from triggers import links
+
+    with time_machine.travel(T0, tick=False):  # the tokens hold a timestamp
+        try:
+            set_script_prefix(prefix)
+            unsubscribe = links.sign_message(7, links.SALT_UNSUBSCRIBE)
+            assert links.unsubscribe_url(7).endswith(
+                reverse("links:unsubscribe", args=[unsubscribe])
+            )
+            pixel = links.sign_message(7, links.SALT_OPEN)
+            assert links.open_pixel_url(7).endswith(reverse("links:open", args=[pixel]))
+            assert urlsplit(links.click_url(7, TARGETS[0])).path == reverse("links:click")
+            assert reverse("links:click").startswith(prefix)
+        finally:
+            set_script_prefix("/")

@@ -17,8 +17,8 @@ import socket
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.utils import make_msgid, parseaddr
-from functools import partial
+from email.utils import formatdate, getaddresses, make_msgid, parseaddr
+from functools import lru_cache, partial
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -28,6 +28,7 @@ from django.core.mail.message import sanitize_address
 from triggers.links import click_url, open_pixel_url, unsubscribe_url
 
 from .base import Channel, Outgoing, SendResult, TransportError
+from .email_bytes import email_bytes, plain_address
 
 _URL = re.compile(r"https?://[^\s<>\"')]+")
 _P_STYLE = "margin:0 0 16px;font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:16px;line-height:1.5;color:#1f2937"
@@ -86,7 +87,7 @@ def compose(
     too, so a test send looks like the real one."""
     email = EmailMultiAlternatives(
         subject=subject,
-        body=text + f"\n\n--\nUnsubscribe: {unsubscribe}\n",
+        body=_with_footer(text, unsubscribe),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[to],
         headers=headers,
@@ -98,9 +99,30 @@ def compose(
     return email
 
 
+def _with_footer(text: str, unsubscribe: str) -> str:
+    """The plain-text part: the rendered text and the unsubscribe link."""
+    return text + f"\n\n--\nUnsubscribe: {unsubscribe}\n"
+
+
+@lru_cache(maxsize=8)
+def _from_header(from_email: str, encoding: str) -> str:
+    """``From`` as Django writes it (each address sanitised), for the directly written bytes."""
+    return ", ".join(sanitize_address(address, encoding) for address in getaddresses((from_email,)))
+
+
+@lru_cache(maxsize=8)
+def _envelope_sender(from_email: str, encoding: str) -> str:
+    return sanitize_address(from_email, encoding)
+
+
 def _sender_domain() -> str:
     """The domain of ``DEFAULT_FROM_EMAIL`` (no DNS lookup of this host's name, as Django does)."""
-    _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
+    return _domain_of(settings.DEFAULT_FROM_EMAIL)
+
+
+@lru_cache(maxsize=8)
+def _domain_of(from_email: str) -> str:
+    _, address = parseaddr(from_email)
     return address.rpartition("@")[2] or "localhost"
 
 
@@ -116,7 +138,7 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 @dataclass
 class _Mail:
-    email: EmailMultiAlternatives
+    email: EmailMultiAlternatives | None  # None when its bytes were written directly
     message_id: str
     sender: str = ""
     recipients: list[str] = field(default_factory=list)
@@ -159,19 +181,39 @@ class EmailChannel(Channel):
         # Our own Message-ID, so the ledger's provider id names the email a bounce or a reply
         # refers to (Django would otherwise make one while sending, and not tell us).
         message_id = make_msgid(domain=_sender_domain())
+        headers = {
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "X-Onramp-Message": message.idempotency_key,
+            "Message-ID": message_id,
+        }
+        link = partial(click_url, message.pk)
+        pixel = open_pixel_url(message.pk) if settings.ONRAMP_TRACK_OPENS else None
+        if isinstance(self.connection, SmtpBackend) and plain_address(person.email):
+            # The pass's SMTP connection: the bytes written directly (email_bytes.py), unless
+            # the email is outside the shape that module writes.
+            encoding = settings.DEFAULT_CHARSET
+            data = email_bytes(
+                sender=_from_header(settings.DEFAULT_FROM_EMAIL, encoding),
+                to=person.email,
+                subject=message.subject,
+                date=formatdate(localtime=settings.EMAIL_USE_LOCALTIME),
+                headers=headers,
+                text=_with_footer(message.body, unsubscribe),
+                html=html_body(message.body, link=link, unsubscribe=unsubscribe, pixel=pixel),
+            )
+            if data is not None:
+                sender = _envelope_sender(settings.DEFAULT_FROM_EMAIL, encoding)
+                mail = _Mail(None, message_id, sender, [person.email], data)
+                return Outgoing(message, person, mail)
         email = compose(
             subject=message.subject,
             text=message.body,
             to=person.email,
             unsubscribe=unsubscribe,
-            link=partial(click_url, message.pk),
-            pixel=open_pixel_url(message.pk) if settings.ONRAMP_TRACK_OPENS else None,
-            headers={
-                "List-Unsubscribe": f"<{unsubscribe}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                "X-Onramp-Message": message.idempotency_key,
-                "Message-ID": message_id,
-            },
+            link=link,
+            pixel=pixel,
+            headers=headers,
             connection=self.connection or get_connection(),
         )
         mail = _Mail(email, message_id)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 
 from triggers.channels import channel_for
+from triggers.channels.base import SendResult
 from triggers.models import DecisionLog, Message, MessageTemplate, ReviewItem
 from triggers.models.messages import MessageStatus
 from triggers.rules.spec import RuleSpec
@@ -51,6 +52,16 @@ class DeliveryReport:
     @property
     def sent(self) -> int:
         return self.outcomes["sent"]
+
+
+ACCEPTED = "accepted"  # the acceptance mark of a success whose provider gave no id
+
+
+def accepted_mark(result: SendResult) -> str:
+    """What the hand-over writes into ``provider_id`` for a message its provider accepted (see
+    ``pipeline._hand``): never empty, since an empty ``provider_id`` on a handed row means that
+    no answer was recorded."""
+    return result.provider_id[:255] or ACCEPTED
 
 
 def decision(message: Message, now: datetime, outcome: str, reason: str = "", **detail):
@@ -158,8 +169,11 @@ def _log_lease_expired(message: Message, what: str) -> None:
 def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
     """Messages stuck in "sending" past their lease: their worker died or stalled.
 
-    An email or SMS marked as handed (``handed_at``: its provider call had begun) may have reached
-    the person: ``unknown``, with a review item, never retried blindly. Anything else was never
+    A message marked as handed whose provider's acceptance was recorded too (a ``provider_id``,
+    written by the next message's hand-over) is ``sent``: its worker died before the end of its
+    batch wrote that. An email or SMS marked as handed with no recorded answer (its provider call
+    had begun) may have reached the person: ``unknown``, with a review item, never retried
+    blindly. Anything else was never
     handed to a provider (or may be sent again: webhooks, same ``webhook-id``), so it is due again
     at once and the next claim sends it, with no review."""
     stuck = Message.objects.filter(status=MessageStatus.SENDING, lease_until__lt=now)
@@ -172,7 +186,18 @@ def sweep_expired_leases(now: datetime, report: DeliveryReport) -> None:
             )
             if current is None or current.lease_until is None or current.lease_until >= now:
                 continue
-            if current.handed_at is not None and channel_for(current.channel).at_most_once:
+            if current.handed_at is not None and current.provider_id:
+                # Its provider accepted it (the next hand-over recorded that), and the worker
+                # stopped before the end of its batch wrote "sent": it is sent.
+                current.status, current.reason = MessageStatus.SENT, ""
+                current.lease_until = None
+                if current.provider_id == ACCEPTED:
+                    current.provider_id = ""
+                current.save(update_fields=["status", "reason", "lease_until", "provider_id"])
+                log_decision(current, current.sent_at or now, "sent", recorded_by="sweeper")
+                _log_lease_expired(current, "its provider had accepted it: sent")
+                report.add("sent", current)
+            elif current.handed_at is not None and channel_for(current.channel).at_most_once:
                 current.status, current.reason = MessageStatus.UNKNOWN, "unknown_outcome"
                 current.lease_until = None
                 current.save(update_fields=["status", "reason", "lease_until"])

@@ -10,11 +10,13 @@ already claimed, so two messages for one person in one batch cannot both pass a 
 outcome is written to the decision log.
 
 The ledger ("sending", attempt N, lease) of the whole batch is committed *before* any external
-provider is called. Then, message by message, one synchronous commit right before each provider
+provider is called. Then, message by message, one commit right before each provider
 call records the previous message's success and marks this one as handed (``handed_at``, fenced on
 "sending", attempt N and a live lease; one statement on PostgreSQL); only then is the provider
-called. So a crash leaves at
-most one message per worker process handed but not recorded, and the rest of its batch unhanded.
+called. (That commit is asynchronous on PostgreSQL unless ``ONRAMP_DELIVERY_DURABLE_MARK``: a
+worker's crash cannot undo it, a crash of the database server can; see ``_mark_commits``.) So a
+worker's crash leaves at most one message per worker process handed but not recorded, and the
+rest of its batch unhanded.
 When their leases expire, the sweeper marks a handed email or SMS ``unknown`` (manual review: their
 providers' calls are not idempotent) and claims an unhanded one again, like any due message (no
 review); webhooks are retried with the same ``webhook-id`` either way. In-app messages are "sent"
@@ -25,20 +27,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from config import metrics
 from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
-from triggers.channels.base import Channel, ChannelSet, Outgoing, SendResult
+from triggers.channels.base import Channel, ChannelSet, SendResult
 from triggers.models import DecisionLog, Message, ReviewItem, RuleStatus
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.rendering import TemplateProblem
@@ -55,6 +58,7 @@ from .checks import (
 )
 from .outcomes import (
     DeliveryReport,
+    accepted_mark,
     backoff,
     decision,
     fall_back,
@@ -319,6 +323,7 @@ def _claim(
             report.add("sent", message)
         else:
             message.status, message.lease_until = MessageStatus.SENDING, lease_until
+            message.provider_id = ""  # set once the provider has accepted it (see _hand)
             claims.append(Claim(message, person, spec, channel))
         caps.add(message, now)  # the next message for this person in the batch counts it
         written.append(message)
@@ -379,14 +384,15 @@ def _renew_leases(claims: list[Claim], until: datetime) -> list[Claim]:
 
 
 def _record_sent(sent: list[tuple[Claim, SendResult]], report: DeliveryReport) -> None:
-    """One fenced update for the batch's successes: rows no longer ours are left alone."""
+    """One fenced update for the batch's successes (accepted by their providers): they become
+    "sent", with their decision rows; rows no longer ours are left alone."""
     if not sent:
         return
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Recording the success need not wait for the disk: if this commit is lost in a crash,
-            # the rows stay "sending" (handed), their leases expire and they go to review as
-            # unknown. They are never sent twice. (The writes before the call are synchronous.)
+            # the rows stay "sending" (handed, with their acceptance marks, except the batch's
+            # last), and the sweeper makes them "sent" (the last one unknown). Never sent twice.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
         done = _write_sent(sent)
@@ -419,67 +425,57 @@ def _hand(
     now: datetime,
     report: DeliveryReport,
 ) -> bool:
-    """Right before ``claim``'s provider call: one synchronous commit that records the previous
-    message's success (``done``, fenced, with its decision row) and marks ``claim`` as handed to
-    its provider (fenced on "sending", its attempt and a live lease).
+    """Right before ``claim``'s provider call: one commit that records that the previous message
+    (``done``) was accepted by its provider, as its ``provider_id`` (fenced on "sending" and its
+    attempt), and marks ``claim`` as handed to its provider (fenced on "sending", its attempt and
+    a live lease). Both are updates of columns no index holds; the accepted messages become
+    "sent", with their decision rows, in one write at the end of the batch (:func:`_record_sent`),
+    or by the sweeper if this worker dies before that (outcomes.sweep_expired_leases).
 
     False when ``claim`` is no longer ours (the sweeper took it) or its lease has run out: it
     must not be sent. The mark is what tells the sweeper, after a crash, whether a message may
-    have reached its provider (→ unknown) or certainly did not (→ claimed again); it must be on
-    disk before the call, so this commit is synchronous. On PostgreSQL it is one statement in
-    autocommit: one round trip and one WAL flush per message."""
+    have reached its provider (handed, no answer recorded → unknown), did (answer recorded →
+    sent) or certainly did not (→ claimed again); it must be committed before the call. On
+    PostgreSQL it is one statement in autocommit: one round trip per message, plus a WAL flush
+    when ``ONRAMP_DELIVERY_DURABLE_MARK`` is on (:func:`_mark_commits` has the trade-off)."""
     if connection.vendor == "postgresql":
-        recorded, handed = _hand_in_one_statement(claim, done, now)
+        handed = _hand_in_one_statement(claim, done, now)
     else:
         with transaction.atomic():
-            recorded = len(_write_sent([done])) if done else 0
+            if done:
+                previous, result = done
+                Message.objects.filter(
+                    pk=previous.message.pk, status=MessageStatus.SENDING, attempts=previous.attempt
+                ).update(provider_id=accepted_mark(result))
             handed = Message.objects.filter(
                 pk=claim.message.pk,
                 status=MessageStatus.SENDING,
                 attempts=claim.attempt,
                 lease_until__gt=now,
             ).update(handed_at=now)
-    if recorded and done:
-        report.add("sent", done[0].message)
     if handed:
         claim.message.handed_at = now
     return bool(handed)
 
 
-# Table names come from the models (see _hand_in_one_statement), never from input.
+# The table name comes from the model (see _hand_in_one_statement), never from input.
 _HAND_SQL = """
-WITH sent AS (
-    UPDATE {messages} SET status = 'sent', reason = '', provider_id = %(provider_id)s,
-        lease_until = NULL
-    WHERE id = %(done)s AND status = 'sending' AND attempts = %(done_attempt)s
-    RETURNING id, person_id, rule_id, rule_version_id, enrollment_id, sent_at, channel, step
-), logged AS (
-    INSERT INTO {decisions}
-        (at, person_id, rule_id, rule_version_id, enrollment_id, message_id, outcome, reason,
-         detail)
-    SELECT sent_at, person_id, rule_id, rule_version_id, enrollment_id, id, 'sent', '',
-        jsonb_build_object('channel', channel, 'step', step)
-    FROM sent
-    RETURNING message_id
-), handed AS (
-    UPDATE {messages} SET handed_at = %(now)s
-    WHERE id = %(claim)s AND status = 'sending' AND attempts = %(attempt)s
-        AND lease_until > %(now)s
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM logged), (SELECT count(*) FROM handed)
+UPDATE {messages} SET
+    handed_at = CASE WHEN id = %(claim)s THEN %(now)s ELSE handed_at END,
+    provider_id = CASE WHEN id = %(claim)s THEN provider_id ELSE %(accepted)s END
+WHERE (id = %(claim)s AND status = 'sending' AND attempts = %(attempt)s
+        AND lease_until > %(now)s)
+    OR (id = %(done)s AND status = 'sending' AND attempts = %(done_attempt)s)
+RETURNING id
 """
 
 
 def _hand_in_one_statement(
     claim: Claim, done: tuple[Claim, SendResult] | None, now: datetime
-) -> tuple[int, int]:
-    """PostgreSQL: ``_hand``'s writes as one statement (data-modifying CTEs on two different
-    rows), so the per-message cost is one round trip, not a transaction's five."""
-    quote = connection.ops.quote_name
-    sql = _HAND_SQL.format(
-        messages=quote(Message._meta.db_table), decisions=quote(DecisionLog._meta.db_table)
-    )
+) -> bool:
+    """PostgreSQL: ``_hand``'s writes as one statement on the two rows; whether ``claim`` is
+    handed."""
+    sql = _HAND_SQL.format(messages=connection.ops.quote_name(Message._meta.db_table))
     previous, result = done if done else (None, None)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -487,14 +483,13 @@ def _hand_in_one_statement(
             {
                 "done": previous.message.pk if previous else None,
                 "done_attempt": previous.attempt if previous else None,
-                "provider_id": result.provider_id[:255] if result else "",
+                "accepted": accepted_mark(result) if result else "",
                 "claim": claim.message.pk,
                 "attempt": claim.attempt,
                 "now": now,
             },
         )
-        recorded, handed = cursor.fetchone()
-    return recorded, handed
+        return any(pk == claim.message.pk for (pk,) in cursor.fetchall())
 
 
 def _record_failure(
@@ -562,36 +557,63 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
     (with the previous one's success recorded) in a commit before its provider call.
 
     Only that chain is serial: the mark of message N+1 (which records N) after N's answer, and
-    N+1's provider call after its mark. While N+1's mark commits (a round trip and a WAL flush),
-    a helper thread runs the channel's ``prepare`` and ``start`` (for email: building it, then
-    MAIL, RCPT, DATA and the data without its final ``.``); ``finish`` (the ``.``) runs only
-    once the mark is on disk, and after a refused mark ``abandon`` drops the started
-    transaction. So what a crash can leave is unchanged: marked, then possibly delivered, one
-    message at a time (docs/reliability.md). (Building N+1 while N waits for its answer was
-    slower: the helper then holds the GIL when the answer arrives, and this thread waits for it.)
+    N+1's provider call after its mark. While N+1's mark commits (a round trip, and a WAL flush
+    with ``ONRAMP_DELIVERY_DURABLE_MARK``; see :func:`_mark_commits`), a helper thread runs the
+    channel's ``start`` (for email: MAIL, RCPT, DATA and the data without its final ``.``) on
+    what this thread has just built (``prepare``); ``finish`` (the ``.``) runs only once the mark
+    is committed, and after a refused mark ``abandon`` drops the started transaction. So what a
+    crash can leave is unchanged: marked, then possibly delivered, one message at a time
+    (docs/reliability.md). The helper's part is almost all socket waits: building the email
+    there too made this thread wait for the GIL (up to the interpreter's 5 ms switch interval)
+    when the mark's answer came in, and so did building N+1 while N waited for its answer.
 
     When half of the batch's lease is gone before a message's turn (a slow provider), what was
     sent so far is recorded and the rest's leases are renewed, so that no sweeper takes a message
     this worker has sent or is about to send."""
     lease = timedelta(seconds=settings.ONRAMP_DELIVERY_LEASE_SECONDS)
-    done: tuple[Claim, SendResult] | None = None  # sent, not yet recorded
     waiting = list(claims)
     helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onramp-send")
 
+    with _mark_commits():
+        try:
+            _send_each(waiting, lease, clock, helper, report)
+        finally:
+            helper.shutdown(wait=True)
+
+
+def _send_each(
+    waiting: list[Claim],
+    lease: timedelta,
+    clock: Callable[[], datetime],
+    helper: ThreadPoolExecutor,
+    report: DeliveryReport,
+) -> None:
+    """``_send``'s loop: the marks, the helper's ``start``, each ``finish``."""
+    accepted: list[tuple[Claim, SendResult]] = []  # their acceptance is marked, not yet "sent"
+    done: tuple[Claim, SendResult] | None = None  # accepted, not yet marked as such
     try:
         while waiting:
             if clock() >= waiting[0].message.lease_until - lease / 2:
                 # Record what is out (its lease is not renewed), then renew the rest.
-                _record_sent([done] if done else [], report)
-                done = None
+                _record_sent(accepted + ([done] if done else []), report)
+                accepted, done = [], None
                 waiting = _renew_leases(waiting, clock() + lease)
                 continue
             claim = waiting.pop(0)
-            started = helper.submit(_start, claim)
+            # Built in this thread, before the helper starts: the helper's part is then almost
+            # all waiting on the socket, so it never holds the GIL when the mark's answer comes.
+            try:
+                outgoing = claim.channel.prepare(claim.message, claim.person)
+            except TransportError as error:  # nothing went out: a failed attempt (fenced)
+                _record_failure(claim, error, clock(), report)
+                continue
+            started = helper.submit(claim.channel.start, outgoing)
             handed = _hand(claim, done, clock(), report)
+            if done:  # its acceptance is marked (or the sweeper took it: the record is fenced)
+                accepted.append(done)
             done = None
             try:
-                outgoing = started.result()
+                started.result()
             except TransportError as error:
                 if handed:  # nothing reached the provider: an ordinary failed attempt
                     _record_failure(claim, error, clock(), report)
@@ -606,16 +628,38 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
             else:
                 done = (claim, result)
     finally:
-        helper.shutdown(wait=True)
         # Also after an unexpected error: what reached its provider is recorded as sent.
-        _record_sent([done] if done else [], report)
+        _record_sent(accepted + ([done] if done else []), report)
 
 
-def _start(claim: Claim) -> Outgoing:
-    """In the helper thread: everything before the provider may have the message."""
-    outgoing = claim.channel.prepare(claim.message, claim.person)
-    claim.channel.start(outgoing)
-    return outgoing
+@contextmanager
+def _mark_commits() -> Iterator[None]:
+    """The commit mode of a batch's hand-over marks (and of its other writes while it sends).
+
+    ``ONRAMP_DELIVERY_DURABLE_MARK`` off (the default), on PostgreSQL: ``synchronous_commit`` is
+    off for the session while the batch is sent, so a mark's commit returns once PostgreSQL has
+    it, without waiting for its WAL flush (a round trip, not a round trip and a flush). A
+    committed mark is the server's: a kill of this worker cannot undo it, so the crash bound
+    holds as before. What it gives up: a crash of the PostgreSQL server itself (not a clean
+    restart) within about 3 × ``wal_writer_delay`` of a mark can lose that mark, and a lost mark
+    lets the sweeper send that email again (docs/reliability.md). The claim's commit, before any
+    provider call, stays synchronous. On: every mark waits for its flush. SQLite runs with
+    ``synchronous=NORMAL`` in WAL mode either way (commits survive a process crash, not an
+    operating system's)."""
+    if settings.ONRAMP_DELIVERY_DURABLE_MARK or connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO DEFAULT")
+        except DatabaseError:
+            # A broken connection: closing it makes the next query reconnect, with the defaults.
+            connection.close()
 
 
 def _deliver_batch(

@@ -259,7 +259,8 @@ def test_processes_and_one_query_decide_as_the_batches(timeline, monkeypatch):
         lambda context, progress: forked.append(True) or in_processes(context, progress),
     )
     monkeypatch.setattr(backtest, "IN_PROCESSES_FROM", 1)
-    split = run_backtest(definition=definition, **period)
+    # A closure for progress, as the task passes: the processes inherit it, it is not pickled.
+    split = run_backtest(definition=definition, progress=lambda percent: None, **period)
     assert forked == [True]
     monkeypatch.setattr(backtest, "PROCESSES", 1)
     one_query = run_backtest(definition=definition, **period)

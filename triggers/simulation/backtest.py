@@ -542,7 +542,8 @@ def _run_idle(context: _Context, progress: Any, part: tuple[int, int] | None = N
 # decision (re-entry, caps, progress) is about one person.
 PROCESSES = 2
 IN_PROCESSES_FROM = 100_000
-_FORKED: _Context | None = None
+# What the forked processes inherit (never pickled: a progress callback may be a closure).
+_FORKED: tuple[_Context, Any] | None = None
 
 
 def _in_processes(context: _Context) -> bool:
@@ -557,13 +558,12 @@ def _run_idle_in_processes(context: _Context, progress: Any) -> None:
     """:func:`_run_idle` in forked processes, one share of the people each; their results are
     added up here (the entries are sorted by the caller)."""
     global _FORKED
-    _FORKED = context
+    _FORKED = (context, progress)
     connections.close_all()  # each process opens its own
     try:
         pool = multiprocessing.get_context("fork").Pool(PROCESSES)
         try:
-            parts = [(i, PROCESSES, progress if i == 0 else None) for i in range(PROCESSES)]
-            shares = pool.map(_run_share, parts)
+            shares = pool.map(_run_share, [(i, PROCESSES) for i in range(PROCESSES)])
             pool.close()
         except BaseException:
             pool.terminate()
@@ -577,11 +577,11 @@ def _run_idle_in_processes(context: _Context, progress: Any) -> None:
         context.entered_people.update(people)
 
 
-def _run_share(part: tuple[int, int, Any]) -> tuple[BacktestResult, set[int]]:
-    """In a forked process: the backtest of one share of the people, on a fresh result."""
-    number, of, progress = part
-    base = _FORKED
-    assert base is not None
+def _run_share(part: tuple[int, int]) -> tuple[BacktestResult, set[int]]:
+    """In a forked process: the backtest of one share of the people, on a fresh result (the
+    first share reports progress)."""
+    assert _FORKED is not None
+    base, progress = _FORKED
     own = replace(
         base,
         result=replace(
@@ -597,7 +597,7 @@ def _run_share(part: tuple[int, int, Any]) -> tuple[BacktestResult, set[int]]:
         entered_people=set(),
     )
     try:
-        _run_idle(own, progress, (number, of))
+        _run_idle(own, progress if part[0] == 0 else None, part)
     finally:
         connections.close_all()
     return own.result, own.entered_people

@@ -20,6 +20,15 @@ tick numbers), decided as the live engine does:
    else the walk over the step events received by the tick (:class:`.history.StepHistory`);
 3. enrollment (:func:`enroll_spells`): re-entry on integers; only enrolled spells become
    ``Occurrence`` objects, the others are counted.
+
+Two executors of steps 1–2. SQLite (and the tests' reference) go a batch of people at a time
+(:func:`found_spells`: the spells, then the stored rows, in separate queries). On PostgreSQL one
+query finds everyone's spells (:func:`found_spells_set`), gathered per person into two arrays with
+the person's stored row and last step-event arrival, streamed from a server-side cursor; the
+spells seen after that arrival are judged per person by two bisections (the rule's step and
+completion are per person, the window's end cuts a prefix of the spells, ordered by ``e``); only
+the people with a step event arriving after one of their spells are walked. ``part`` splits the
+people by id modulo n, for :mod:`.backtest`'s processes.
 """
 
 # SQL here is built from this module's constants and the ORM's own SQL.
@@ -32,7 +41,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import connection
@@ -48,37 +57,22 @@ from triggers.rules.spec import RuleSpec
 
 from .detection import chunks, flow_people
 from .history import (
+    EPOCH_SQL,
     Progress,
     Replay,
     StepHistory,
     TickGrid,
     flow_spec,
     for_people,
+    micros,
+    moment,
     step_histories,
 )
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = 1_000_000
-EPOCH_SQL = {
-    # PostgreSQL 14+: EXTRACT returns an exact numeric (before: a double, still exact to the µs
-    # once rounded at this magnitude).
-    "postgresql": "(EXTRACT(EPOCH FROM {0}) * 1000000)::bigint",
-    # SQLite stores "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC: whole seconds, then the digits.
-    "sqlite": (
-        "(CAST(strftime('%%s', substr({0}, 1, 19)) AS INTEGER) * 1000000 + CAST(substr({0}, 21, 6) AS INTEGER))"
-    ),
-}
 
 # (tick number k, activity time e in µs, furthest step at the tick)
 Spell = tuple[int, int, int]
-
-
-def micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def moment(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
 
 
 def _epoch(column: str) -> RawSQL:

@@ -220,11 +220,56 @@ def test_sql_spells_and_stored_progress_decide_as_the_reference_and_the_walk(
             return rows
 
         with monkeypatch.context() as patch:
+            patch.setattr(idle, "SET_BASED", False)  # PostgreSQL: the batch path, as SQLite
             patch.setattr(idle, "spells_sql", spells_python)
             patch.setattr(idle, "_stored", walk_everyone)
             reference = run_backtest(definition=definition, **period)
         transaction.set_rollback(True)
     assert _summary(fast) == _summary(reference)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_processes_and_one_query_decide_as_the_batches(timeline, monkeypatch):
+    """PostgreSQL: everyone's spells in one query (the stored-progress judgement in SQL), and
+    that in two processes (each for half of the people, by id), decide as the batch path."""
+    from triggers.simulation import backtest
+
+    users = [f"p{n}" for n in range(8)]
+    for n, user in enumerate(users):
+        timeline.send(T0 + n * M, user, "Signed Up")
+        timeline.send(T0 + (n + 9) * M, user, "Page Viewed")  # a spell before it
+        if n % 3 == 0:  # a step event after a spell: walked, not judged by the stored row
+            timeline.send(T0 + 22 * M, user, "Email Verified")
+        if n % 4 == 1:  # completed before a later spell: no spell from the stored row
+            timeline.send(T0 + 30 * M, user, "Email Verified")
+            timeline.send(T0 + 31 * M, user, "Profile Completed")
+        timeline.send(T0 + 40 * M, user, "Page Viewed")
+    definition = {
+        "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 5},
+        "follow_ups": IN_APP,
+        "reentry": {"once_per": "20m"},
+    }
+    period = {"since": T0, "until": T0 + 60 * M, "now": T0 + 70 * M}
+    forked: list[bool] = []
+    in_processes = backtest._run_idle_in_processes
+    monkeypatch.setattr(
+        backtest,
+        "_run_idle_in_processes",
+        lambda context, progress: forked.append(True) or in_processes(context, progress),
+    )
+    monkeypatch.setattr(backtest, "IN_PROCESSES_FROM", 1)
+    # A closure for progress, as the task passes: the processes inherit it, it is not pickled.
+    split = run_backtest(definition=definition, progress=lambda percent: None, **period)
+    assert forked == [True]
+    monkeypatch.setattr(backtest, "PROCESSES", 1)
+    one_query = run_backtest(definition=definition, **period)
+    monkeypatch.setattr(idle, "SET_BASED", False)
+    batches = run_backtest(definition=definition, **period)
+    assert forked == [True]
+    assert _summary(split) == _summary(batches) == _summary(one_query)
+    assert split.entered and split.skipped["reentry"]
+    assert {e.person_id for e in split.entries} == set(_ids(*users).values())
 
 
 def test_sparse_batches_of_people_select_exactly_those_people(timeline):

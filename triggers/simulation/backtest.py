@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import groupby
 from types import SimpleNamespace
 from typing import Any
 
+from django.db import connection, connections
 from django.utils import timezone
 
-from onboarding.models import Person, Segment
+from onboarding.models import FlowProgress, Person, Segment
 from onboarding.segments import members_queryset
 from triggers.channels import channel_for
 from triggers.delivery.checks import CAPPED_STATUSES
@@ -282,8 +284,7 @@ class _Renderer:
             try:
                 parsed, names = self._parsed(key, source)
                 if names is not None:
-                    values = [(n in context, context.get(n)) for n in names]
-                    remembered = (key, json.dumps(values, sort_keys=True, default=repr))
+                    remembered = (key, _values_key(context, names))
                     if remembered in self.outcomes:
                         if self.outcomes[remembered] is None:
                             continue
@@ -301,6 +302,20 @@ class _Renderer:
         return None
 
 
+def _values_key(context: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """The values of ``names`` in ``context`` as a dictionary key: a tuple of plain values (by
+    type too: 1, 1.0 and True render differently), else their JSON text."""
+    values = tuple((n in context, type(v := context.get(n)), v) for n in names)
+    if all(isinstance(v, _PLAIN) for _, _, v in values):
+        return values
+    return json.dumps(
+        [(present, value) for present, _, value in values], sort_keys=True, default=repr
+    )
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
 @dataclass
 class _Send:
     due_at: datetime
@@ -308,6 +323,40 @@ class _Send:
     follow_up: FollowUp
     enrolled: _Enrolled
     entry: Entry
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """What the delivery estimate reads of the rule and the workspace, read once per run."""
+
+    cap_max: int
+    period: timedelta
+    quiet: Any
+    exits: bool
+    last: datetime
+
+    @classmethod
+    def of(cls, spec: RuleSpec, grid: TickGrid) -> _Policy:
+        workspace = policy()
+        return cls(
+            workspace.global_cap_max,
+            timedelta(seconds=workspace.global_cap_period_seconds),
+            spec.quiet_hours or workspace.quiet,
+            exit_flow(spec) is not None,
+            grid.last,
+        )
+
+
+def _day(moment: datetime) -> str:
+    """The UTC day of ``moment`` (ISO), remembered per date."""
+    day = moment.date()
+    text = _DAYS.get(day)
+    if text is None:
+        text = _DAYS[day] = day.isoformat()
+    return text
+
+
+_DAYS: dict[Any, str] = {}
 
 
 def _deliver_person(
@@ -319,11 +368,10 @@ def _deliver_person(
     grid: TickGrid,
     renderer: _Renderer,
     result: BacktestResult,
+    rules: _Policy | None = None,
 ) -> None:
-    workspace = policy()
-    period = timedelta(seconds=workspace.global_cap_period_seconds)
-    quiet = spec.quiet_hours or workspace.quiet
-    exits = exit_flow(spec) is not None
+    rules = rules or _Policy.of(spec, grid)
+    period, quiet, exits, last = rules.period, rules.quiet, rules.exits, rules.last
     own: list[datetime] = []
     consent = person.consent or {}
     for send in sorted(sends, key=lambda s: (s.due_at, s.step)):
@@ -331,7 +379,7 @@ def _deliver_person(
         moment = grid.at_or_after(send.due_at)
         deferred = False
         while True:
-            if moment > grid.last:
+            if moment > last:
                 outcome = "after_period"
                 break
             if consent.get("all") is False or consent.get(channel.name) is False:
@@ -354,7 +402,7 @@ def _deliver_person(
             recent = sum(1 for t in live_sent if t > moment - period) + sum(
                 1 for t in own if t > moment - period
             )
-            if recent >= workspace.global_cap_max:
+            if recent >= rules.cap_max:
                 outcome = "capped:global"
                 break
             if spec.cap_max is not None and spec.cap_per is not None:
@@ -376,10 +424,10 @@ def _deliver_person(
                 break
             outcome = "sent"
             own.append(moment)
-            result.sent_per_day[moment.date().isoformat()][channel.name] += 1
+            result.sent_per_day[_day(moment)][channel.name] += 1
             break
         result.outcomes[outcome] += 1
-        result.outcomes_per_day[moment.date().isoformat()][channel.name, outcome] += 1
+        result.outcomes_per_day[_day(moment)][channel.name, outcome] += 1
         send.entry.follow_ups.append((send.step, channel.name, outcome, moment))
         result.deferred += deferred
 
@@ -461,25 +509,110 @@ def _no_cycle_collection() -> Iterator[None]:
 
 
 def _run(context: _Context, progress: Any) -> None:
-    spec, replay, result = context.spec, context.replay, context.result
-    if spec.trigger.kind == "inactive_in_flow":
-        spell = IdleSpec.of(spec.trigger)
-        clock = idle.Clock.of(replay.grid, spell.threshold)
-
-        def enroll(person_id: int, spells: list[idle.Spell], member: bool) -> list[_Enrolled]:
-            return [
-                _Enrolled(occurrence, tick)
-                for occurrence, tick in idle.enroll_spells(
-                    spec, spell, person_id, spells, member, clock, result.skipped
-                )
-            ]
-
-        for spells in idle.detect_spells(spell, replay):
-            _decide(context, spells, enroll)
-            if progress:
-                progress(5 + int(90 * replay.done))
-    else:
+    if context.spec.trigger.kind != "inactive_in_flow":
         _detect_and_decide(context, progress)
+    elif _in_processes(context):
+        _run_idle_in_processes(context, progress)
+    else:
+        _run_idle(context, progress)
+
+
+def _run_idle(context: _Context, progress: Any, part: tuple[int, int] | None = None) -> None:
+    spec, replay, result = context.spec, context.replay, context.result
+    spell = IdleSpec.of(spec.trigger)
+    clock = idle.Clock.of(replay.grid, spell.threshold)
+
+    def enroll(person_id: int, spells: list[idle.Spell], member: bool) -> list[_Enrolled]:
+        return [
+            _Enrolled(occurrence, tick)
+            for occurrence, tick in idle.enroll_spells(
+                spec, spell, person_id, spells, member, clock, result.skipped
+            )
+        ]
+
+    for spells in idle.detect_spells(spell, replay, part):
+        _decide(context, spells, enroll)
+        if progress:
+            progress(5 + int(90 * replay.done))
+
+
+# Idle spells of a flow with at least this many people are replayed by PROCESSES processes, each
+# for the people whose id is its number modulo PROCESSES (PostgreSQL, outside a transaction: the
+# processes read through their own connections). People are independent in a backtest: every
+# decision (re-entry, caps, progress) is about one person.
+PROCESSES = 2
+IN_PROCESSES_FROM = 100_000
+# What the forked processes inherit (never pickled: a progress callback may be a closure).
+_FORKED: tuple[_Context, Any] | None = None
+
+
+def _in_processes(context: _Context) -> bool:
+    if PROCESSES < 2 or not idle.set_based() or connection.in_atomic_block:
+        return False
+    if context.flow is None:
+        return False
+    return FlowProgress.objects.filter(flow_id=context.flow.id).count() >= IN_PROCESSES_FROM
+
+
+def _run_idle_in_processes(context: _Context, progress: Any) -> None:
+    """:func:`_run_idle` in forked processes, one share of the people each; their results are
+    added up here (the entries are sorted by the caller)."""
+    global _FORKED
+    _FORKED = (context, progress)
+    connections.close_all()  # each process opens its own
+    try:
+        pool = multiprocessing.get_context("fork").Pool(PROCESSES)
+        try:
+            shares = pool.map(_run_share, [(i, PROCESSES) for i in range(PROCESSES)])
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
+    finally:
+        _FORKED = None
+    for result, people in shares:
+        _add(context.result, result)
+        context.entered_people.update(people)
+
+
+def _run_share(part: tuple[int, int]) -> tuple[BacktestResult, set[int]]:
+    """In a forked process: the backtest of one share of the people, on a fresh result (the
+    first share reports progress)."""
+    assert _FORKED is not None
+    base, progress = _FORKED
+    own = replace(
+        base,
+        result=replace(
+            base.result,
+            entries=[],
+            skipped=Counter(),
+            outcomes=Counter(),
+            scheduled_per_day=defaultdict(Counter),
+            sent_per_day=defaultdict(Counter),
+            outcomes_per_day=defaultdict(Counter),
+            render_problems=Counter(),
+        ),
+        entered_people=set(),
+    )
+    try:
+        _run_idle(own, progress if part[0] == 0 else None, part)
+    finally:
+        connections.close_all()
+    return own.result, own.entered_people
+
+
+def _add(total: BacktestResult, share: BacktestResult) -> None:
+    total.entries.extend(share.entries)
+    for name in ("skipped", "outcomes", "render_problems"):
+        getattr(total, name).update(getattr(share, name))
+    for name in ("scheduled_per_day", "sent_per_day", "outcomes_per_day"):
+        days = getattr(total, name)
+        for day, counts in getattr(share, name).items():
+            days[day].update(counts)
+    for name in ("deferred", "progressed_anyway", "attribution_open", "progressed_anyway_settled"):
+        setattr(total, name, getattr(total, name) + getattr(share, name))
 
 
 def _detect_and_decide(context: _Context, progress: Any) -> None:
@@ -522,6 +655,7 @@ def _decide(
     """Enroll (``enroll(person, found, member)``), schedule and estimate delivery for these
     people's occurrences."""
     spec, result = c.spec, c.result
+    rules = _Policy.of(spec, c.replay.grid)
     people = sorted(found)
     for start in range(0, len(people), PEOPLE_PER_BATCH):
         batch = people[start : start + PEOPLE_PER_BATCH]
@@ -545,7 +679,7 @@ def _decide(
                     result.entries.append(entry)
                     for step, follow_up in enumerate(spec.follow_ups):
                         due = follow_up_due_at(occurrence.at, follow_up, person.timezone)
-                        result.scheduled_per_day[due.date().isoformat()][follow_up.channel] += 1
+                        result.scheduled_per_day[_day(due)][follow_up.channel] += 1
                         sends.append(_Send(due, step, follow_up, item, entry))
                     entry.progressed = _attribute(occurrence, history, c.now, result)
                 _deliver_person(
@@ -557,6 +691,7 @@ def _decide(
                     c.replay.grid,
                     c.renderer,
                     result,
+                    rules,
                 )
         c.replay.forget(batch)
 
@@ -570,13 +705,32 @@ def _members(segment: Segment | None, spec: RuleSpec, people: list[int], now: da
 
 
 def _people(person_ids: Iterable[int]) -> dict[int, Any]:
+    """The person fields the delivery estimate reads, as plain rows (no model conversions:
+    JSON is decoded once, by the driver or here)."""
     wanted = set(person_ids)
     fields = ("pk", "external_id", "email", "phone", "timezone", "traits", "consent")
+    query = for_people(Person.objects.all(), "pk", sorted(wanted)).values_list(*fields)
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
     return {
-        row[0]: SimpleNamespace(**dict(zip(fields, row, strict=True)))
-        for row in for_people(Person.objects.all(), "pk", sorted(person_ids)).values_list(*fields)
+        row[0]: SimpleNamespace(
+            pk=row[0],
+            external_id=row[1],
+            email=row[2],
+            phone=row[3],
+            timezone=row[4],
+            traits=_json(row[5]),
+            consent=_json(row[6]),
+        )
+        for row in rows
         if row[0] in wanted
     }
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _live_sends(

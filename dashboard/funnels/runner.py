@@ -50,6 +50,8 @@ class Gathered:
     steps: list[StepDef]
     relation: pg.Relation | None = None
     plain: pg.Relation | None = None
+    # A sample of ``relation``'s progress rows: the medians' pivots (``pg.step_aggregates``).
+    sample: pg.Relation | None = None
     outcomes: list[Outcome] | None = None
     # On PostgreSQL, what one report computed that the next one reads instead of another pass:
     # the funnel's whole-funnel aggregate (the histograms' sizes and ranges), the per-day counts
@@ -68,7 +70,8 @@ def gather(query: FunnelQuery) -> Gathered:
     plain = relation
     if query.breakdown:
         plain = pg.outcomes_cte(query, allowed, steps[0].event, breakdown=False)
-    return Gathered(steps, relation=relation, plain=plain)
+    sample = pg.outcomes_cte(query, allowed, steps[0].event, sample_percent=pg.SAMPLE_PERCENT)
+    return Gathered(steps, relation=relation, plain=plain, sample=sample)
 
 
 def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelResult:
@@ -79,7 +82,11 @@ def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelRe
     now = query.clock
     if gathered.relation is not None:
         aggregates = pg.step_aggregates(
-            gathered.relation, len(steps), now - query.window, by_breakdown=bool(query.breakdown)
+            gathered.relation,
+            len(steps),
+            now - query.window,
+            by_breakdown=bool(query.breakdown),
+            sample=gathered.sample,
         )
         total = aggregates.pop(None)
         gathered.memo["funnel"] = total

@@ -161,7 +161,9 @@ def test_on_postgresql_the_page_reads_its_entrants_in_two_passes(flow, breakdown
         result = run_funnel(q, gathered)
         trends = funnel_trends(q, "week", gathered)
         histograms = time_to_convert(q, gathered=gathered)
-    assert len([query for query in queries if "WITH outcomes" in query["sql"]]) == 2
+    passes = [q["sql"] for q in queries if "WITH outcomes" in q["sql"]]
+    # (and, without a breakdown, the medians' pivots from a sample of the rows: test_funnel_medians)
+    assert len([sql for sql in passes if "TABLESAMPLE" not in sql]) == 2
     assert (result.entrants, result.still_converting, result.settled) == (5, 0, [5, 3, 2])
     assert [(p.entrants, p.completions) for p in trends] == [(4, 2), (1, 0)]
     assert [h.count for h in histograms] == [3, 2]

@@ -1,0 +1,165 @@
+"""The funnel's medians from one parallel pass (``dashboard/funnels/pg.py``, issue 16): pivots from
+a sample, the gaps below and inside the band counted and collected, the middle ranks read from the
+band; a band that misses the middle falls back to the exact sort. Every path must give exactly the
+medians of the single-process sort (and of the reference: test_funnel_semantics,
+test_funnel_properties)."""
+
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from dashboard.funnels import FunnelQuery, gather, pg, run_funnel
+
+from .test_funnel_semantics import DAY, T0, identify, make_flow, send, track
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+PEOPLE = 240
+
+
+@pytest.fixture
+def flow(api):
+    """240 people over 3 days; random gaps (many equal ones) to steps 2 and 3; a third on plan
+    pro, the rest free, one source each of three."""
+    flow = make_flow("medians", 2 * DAY, ("Signed Up", {}), ("Verified", {}), ("Paid", {}))
+    rng = random.Random(16)
+    messages = []
+    for i in range(PEOPLE):
+        user = f"u{i}"
+        entered = T0 + timedelta(minutes=rng.randrange(3 * 24 * 60))
+        source = ("ads", "seo", "referral")[i % 3]
+        messages.append(identify(user, T0 - DAY, plan="pro" if i % 3 == 0 else "free"))
+        messages.append(track(user, "Signed Up", entered, source=source))
+        if rng.random() < 0.8:
+            verified = entered + timedelta(minutes=rng.choice([1, 5, 5, 10, 30, 90, 240]))
+            messages.append(track(user, "Verified", verified))
+            if rng.random() < 0.6:
+                messages.append(track(user, "Paid", verified + timedelta(hours=rng.randrange(30))))
+    for start in range(0, len(messages), 200):
+        send(api, *messages[start : start + 200])
+    return flow
+
+
+def query(flow, **extra) -> FunnelQuery:
+    return FunnelQuery(
+        flow=flow, since=T0.date(), until=(T0 + 3 * DAY).date(), now=T0 + 9 * DAY, **extra
+    )
+
+
+def exact(q: FunnelQuery):
+    """The single-process sort's aggregates for the query."""
+    gathered = gather(q)
+    return pg.step_aggregates(
+        gathered.relation, 3, q.clock - q.window, by_breakdown=bool(q.breakdown)
+    )
+
+
+def banded(q: FunnelQuery):
+    gathered = gather(q)
+    return pg.step_aggregates(
+        gathered.relation,
+        3,
+        q.clock - q.window,
+        by_breakdown=bool(q.breakdown),
+        sample=gathered.sample,
+    )
+
+
+@pytest.fixture
+def whole_sample(monkeypatch):
+    """Every page sampled and a band from a single sampled gap: the band path on a small table."""
+    monkeypatch.setattr(pg, "SAMPLE_PERCENT", 100.0)
+    monkeypatch.setattr(pg, "_MIN_SAMPLED", 1)
+
+
+def test_the_band_gives_the_exact_medians(flow, whole_sample):
+    q = query(flow)
+    assert banded(q) == exact(q)
+    total = banded(q)[None]
+    assert total.counts[0] == PEOPLE and total.medians[1] is not None
+
+
+def test_a_breakdown_is_sorted(flow, whole_sample):
+    q = query(flow, breakdown="source")
+    with CaptureQueriesContext(connection) as queries:
+        result = banded(q)
+    assert not any("onramp_collect" in s["sql"] for s in queries.captured_queries)
+    assert set(result) == {None, "ads", "seo", "referral"}
+
+
+def test_the_band_is_read_in_one_parallel_pass_without_a_sort(flow, whole_sample):
+    gathered = gather(query(flow))
+    with CaptureQueriesContext(connection) as queries:
+        pg.step_aggregates(gathered.relation, 3, T0, by_breakdown=False, sample=gathered.sample)
+    statements = [q["sql"] for q in queries.captured_queries if "outcomes" in q["sql"]]
+    assert len(statements) == 2  # the sample's pivots, the pass
+    assert "TABLESAMPLE SYSTEM" in statements[0]
+    assert "percentile_disc" not in statements[1] and "onramp_collect" in statements[1]
+
+
+def test_only_part_of_the_gaps_is_collected(flow, whole_sample):
+    """About 115 sampled Verified → Paid gaps: a band of ±20 % around the median (between the
+    sample's 30th and 70th percentiles), not every gap."""
+    gathered = gather(query(flow))
+    pivots = pg._pivots(gathered.sample, 3)
+    sql = gathered.relation.sql + (
+        "SELECT count(*) FILTER (WHERE offset_3 - offset_2 BETWEEN %s AND %s), count(offset_3)"
+        " FROM outcomes"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*gathered.relation.params, *pivots[1]])
+        inside, reached = cursor.fetchone()
+    assert 0 < inside < 0.75 * reached
+
+
+def test_a_missed_band_falls_back_to_the_sort(flow, whole_sample, monkeypatch):
+    """Pivots far above every gap: nothing below, nothing inside; the exact pass decides."""
+    far = (10**15, 10**15 + 1)
+    monkeypatch.setattr(pg, "_pivots", lambda sample, n: [far, None])
+    q = query(flow)
+    with CaptureQueriesContext(connection) as queries:
+        result = banded(q)
+    assert any("percentile_disc" in q["sql"] for q in queries.captured_queries)
+    assert result == exact(q)
+
+
+def test_a_sample_without_rows_goes_straight_to_the_sort(flow, monkeypatch):
+    monkeypatch.setattr(pg, "SAMPLE_PERCENT", 0.0001)
+    q = query(flow)
+    with CaptureQueriesContext(connection) as queries:
+        result = banded(q)
+    assert not any("onramp_collect" in s["sql"] for s in queries.captured_queries)
+    assert result == exact(q)
+
+
+def test_a_segment_funnel_uses_the_band_too(flow, whole_sample):
+    from onboarding.models import Segment
+
+    pro = Segment.objects.create(
+        slug="pro",
+        name="Pro",
+        definition={"match": "all", "conditions": [{"trait": "plan", "op": "eq", "value": "pro"}]},
+    )
+    q = query(flow, segment=pro)
+    gathered = gather(q)
+    with CaptureQueriesContext(connection) as queries:
+        result = banded(q)
+    sorts = [s["sql"] for s in queries.captured_queries if "percentile_disc" in s["sql"]]
+    assert len(sorts) == 1 and "TABLESAMPLE" in sorts[0]  # the pivots, from the sample
+    assert result == exact(q) and 0 < result[None].counts[0] < PEOPLE
+    assert gathered.sample is not None
+
+
+def test_run_funnel_uses_the_band(flow, whole_sample):
+    with CaptureQueriesContext(connection) as queries:
+        result = run_funnel(query(flow))
+    assert any("onramp_collect" in s["sql"] for s in queries.captured_queries)
+    expected = exact(query(flow))
+    assert [s.median_seconds_from_previous for s in result.steps] == expected[None].medians

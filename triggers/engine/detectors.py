@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import BooleanField, ExpressionWrapper, F, Q
 
 from onboarding.flows.chain import StepSpec, where_matches
 from onboarding.models import Event, FlowProgress, OnboardingFlow
@@ -95,21 +95,26 @@ def idle_spells(
         person__last_event_received_at__lte=until,
         person__last_event_received_at__gte=F("person__last_event_at") + thresholds[0],
     )
-    rows = progress.filter(due | learnt).values_list(
-        "person_id",
-        "person__last_event_at",
-        "person__last_event_received_at",
-        "person__last_seen",
-        "furthest_step",
-        "window_ends_at",
+    seen_since = ExpressionWrapper(Q(person__last_seen__gt=since), output_field=BooleanField())
+    rows = (
+        progress.filter(due | learnt)
+        .annotate(seen_since=seen_since)
+        .values_list(
+            "person_id",
+            "person__last_event_at",
+            "person__last_event_received_at",
+            "seen_since",
+            "furthest_step",
+            "window_ends_at",
+        )
     )
     found: list[list[Occurrence]] = [[] for _ in specs]
     # Fetched at once: the rows are the people due in one interval, not a table scan (and a
     # server-side cursor would cost round trips, and materialise outside a transaction).
-    for person_id, activity_at, received_at, last_seen, furthest, window_ends_at in rows:
+    for person_id, activity_at, received_at, seen_since, furthest, window_ends_at in rows:
         for spec, occurrences in zip(specs, found, strict=True):
             if not spec.at(furthest) or not spec.found(
-                since, until, activity_at=activity_at, received_at=received_at, last_seen=last_seen
+                since, until, activity_at=activity_at, received_at=received_at, seen=seen_since
             ):
                 continue
             deadline = spec.deadline(activity_at)

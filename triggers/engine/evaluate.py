@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Max
 
 from config import metrics
 from onboarding.models import Person, Segment
@@ -42,6 +41,7 @@ from triggers.models import (
     Variant,
 )
 from triggers.rules.spec import FollowUp, RuleSpec, parse_follow_ups, parse_rule
+from triggers.simulation.history import for_people
 
 from .detectors import Occurrence, detect
 from .exiting import cancel_exits
@@ -100,12 +100,14 @@ def _claim(rule: Rule) -> RuleState | None:
 
 
 def _reentry_blocked(rule: Rule, spec: RuleSpec, people: set[int], now: datetime) -> set[int]:
-    existing = Enrollment.objects.filter(rule=rule, person_id__in=people)
-    if spec.reentry_once:
-        return set(existing.values_list("person_id", flat=True))
-    latest = existing.values("person_id").annotate(last=Max("enrolled_at"))
-    every = timedelta(seconds=spec.reentry_every or 0)
-    return {row["person_id"] for row in latest if row["last"] > now - every}
+    """The people whom re-entry holds back: enrolled in the rule before (once), or within the
+    last N days (once per N days). Only their ids are read (the ids asked for travel as one
+    array on PostgreSQL)."""
+    existing = for_people(Enrollment.objects.filter(rule=rule), "person_id", sorted(people))
+    if not spec.reentry_once:
+        every = timedelta(seconds=spec.reentry_every or 0)
+        existing = existing.filter(enrolled_at__gt=now - every)
+    return set(existing.values_list("person_id", flat=True).distinct()) & people
 
 
 def _enroll(

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db.models import Exists, OuterRef
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q
 
 from onboarding.models import FlowProgress
 from triggers.models import DecisionLog, Enrollment, Message, Rule
@@ -30,11 +30,14 @@ def exit_candidates(
     changed since ``since`` (furthest step, completed), by the index on the progress rows'
     ``updated_at``; and per rule, its active enrollments of those people that still have a
     pending follow-up (enrollment id, person id, step enrolled at)."""
+    completed = ExpressionWrapper(Q(completed_at__isnull=False), output_field=BooleanField())
     moved = {
-        person_id: (furthest_step, completed_at is not None)
-        for person_id, furthest_step, completed_at in FlowProgress.objects.filter(
+        person_id: (furthest_step, done)
+        for person_id, furthest_step, done in FlowProgress.objects.filter(
             flow__slug=flow, updated_at__gt=since
-        ).values_list("person_id", "furthest_step", "completed_at")
+        )
+        .annotate(done=completed)
+        .values_list("person_id", "furthest_step", "done")
     }
     candidates: dict[int, list[tuple]] = defaultdict(list)
     if moved:

@@ -89,16 +89,17 @@ class IdleSpec:
         *,
         activity_at: datetime,
         received_at: datetime | None,
-        last_seen: datetime,
+        seen: bool,
     ) -> bool:
         """Found by a tick over (since, until]: the spell's deadline fell in it, or the spell was
-        learnt of in it (its activity received there, at or after the deadline)."""
+        learnt of in it (its activity received there, at or after the deadline; ``seen``: the
+        person was last seen after ``since``)."""
         deadline = self.deadline(activity_at)
         if since < deadline <= until:
             return True
         return (
             received_at is not None
-            and last_seen > since
+            and seen
             and since < received_at <= until
             and received_at >= deadline
         )

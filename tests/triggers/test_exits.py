@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from triggers.delivery.pipeline import deliver_due
-from triggers.models import Enrollment, Message
+from triggers.models import DecisionLog, Enrollment, Message
 from triggers.rules.exits import exit_reason
 from triggers.rules.spec import parse_rule
 
@@ -43,17 +43,21 @@ def _exit(message: Message) -> str | None:
     return None
 
 
+@pytest.mark.parametrize("sibling", [False, True], ids=["alone", "with-a-sibling-rule"])
 @pytest.mark.parametrize("case", CASES)
-def test_the_tick_and_the_pipeline_end_the_same_enrollments(timeline, case):
+def test_the_tick_and_the_pipeline_end_the_same_enrollments(timeline, case, sibling):
+    """With a sibling rule of the same flow, the tick reads the exit check's candidates (and
+    the idle spells) for both rules at once, before claiming them: the same exits."""
     exit_when, before, after, expected = CASES[case]
-    make_rule(
-        "idle",
-        {
-            "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 5},
-            "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "1h"}],
-            "exit_when": exit_when,
-        },
-    )
+    for slug, minutes in [("idle", 5)] + ([("idle-later", 600)] if sibling else []):
+        make_rule(
+            slug,
+            {
+                "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": minutes},
+                "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "1h"}],
+                "exit_when": exit_when,
+            },
+        )
     for user in ("by-tick", "at-send"):
         for name in before:
             timeline.send(T0, user, name)
@@ -76,6 +80,8 @@ def test_the_tick_and_the_pipeline_end_the_same_enrollments(timeline, case):
     assert (enrollment.status, enrollment.exit_reason) == (
         ("exited", expected) if expected else ("active", "")
     )
+    exited = DecisionLog.objects.filter(outcome="exited").values_list("enrollment_id", "reason")
+    assert list(exited) == ([(enrollment.pk, expected)] if expected else [])
 
 
 @pytest.mark.parametrize("case", CASES)

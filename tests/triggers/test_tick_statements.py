@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from django.db import connection
@@ -21,7 +22,9 @@ from .conftest import T0, make_rule
 
 M = timedelta(minutes=1)
 SELECT = re.compile(r'^SELECT .*? FROM "(\w+)"', re.IGNORECASE)
-INSERT = re.compile(r'^\s*INSERT (?:OR IGNORE )?INTO "(\w+)"', re.IGNORECASE)
+# Anywhere in a statement: on PostgreSQL, follow-ups and decisions are inserted in the
+# enrollments' statement (data-modifying CTEs).
+INSERT = re.compile(r'INSERT (?:OR IGNORE )?INTO "(\w+)"', re.IGNORECASE)
 
 
 @pytest.fixture
@@ -78,9 +81,10 @@ def _send_batch(timeline, at: datetime, users: list[str]) -> None:
 def _tick(timeline, at: datetime):
     with CaptureQueriesContext(connection) as queries:
         report = timeline.tick(at)
-    inserts = Counter(
-        match.group(1) for q in queries.captured_queries if (match := INSERT.match(q["sql"]))
-    )
+    inserts = Counter(table for q in queries.captured_queries for table in INSERT.findall(q["sql"]))
+    if connection.vendor == "postgresql":
+        chained = [set(INSERT.findall(q["sql"])) for q in queries.captured_queries]
+        assert {"triggers_enrollment", "triggers_message", "triggers_decisionlog"} in chained
     return report, len(queries.captured_queries), inserts
 
 
@@ -251,3 +255,105 @@ def test_templates_and_experiments_are_read_once_per_tick_not_per_rule(busy_rule
     # Templates: once, for the first rule (the second needs none it has not read). Experiments:
     # which rules have one running, once per tick; then the one running for "trial".
     assert reads == {"triggers_messagetemplate": 1, "triggers_experiment": 2}
+
+
+IDLE_RULES = {
+    "idle-2m": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 2},
+    "idle-3m": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 3},
+    "idle-s2-3m": {"kind": "inactive_in_flow", "flow": "activation", "step": 2, "minutes": 3},
+    "idle-s3-5m": {"kind": "inactive_in_flow", "flow": "activation", "step": 3, "minutes": 5},
+}
+
+
+@pytest.fixture
+def idle_rules(flow, templates):
+    return [
+        make_rule(
+            slug,
+            {
+                "trigger": trigger,
+                "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0s"}],
+                "reentry": {"once_per": "1m"},
+            },
+        )
+        for slug, trigger in IDLE_RULES.items()
+    ]
+
+
+def _idle_timeline(timeline) -> None:
+    """People idle at step 1 and 2, one who completes a step in between, one learnt of late
+    (an event that happened 10 minutes before it arrived)."""
+    timeline.send(T0, "s1", "Signed Up")
+    timeline.send(T0, "s2", "Signed Up")
+    timeline.send(T0 + M, "s2", "Email Verified")
+    timeline.send(T0 + M, "moves", "Signed Up")
+    timeline.send(T0 + 3 * M, "moves", "Email Verified")
+    timeline.send(T0 + 4 * M, "late", "Signed Up", happened_at=T0 - 6 * M)
+    timeline.send(T0 + 2 * M, "again", "Signed Up")
+    timeline.send(T0 + 5 * M, "again", "Page Viewed")
+
+
+def test_idle_rules_of_a_flow_are_detected_together_as_each_would_alone(idle_rules, timeline):
+    from triggers.engine.detectors import detect, idle_spells
+    from triggers.engine.spells import IdleSpec
+    from triggers.rules.spec import parse_rule
+
+    _idle_timeline(timeline)
+    triggers = [parse_rule(rule.current_version.definition)[0].trigger for rule in idle_rules]
+    specs = [IdleSpec.of(trigger) for trigger in triggers]
+    moments = [T0 + k * 30 * timedelta(seconds=1) for k in range(0, 24)]
+    found_any = 0
+    for since, until in pairwise(moments):
+        together = idle_spells("activation", specs, since, until)
+        for trigger, occurrences in zip(triggers, together, strict=True):
+            alone = sorted(detect(trigger, since, until), key=lambda o: o.person_id)
+            assert sorted(occurrences, key=lambda o: o.person_id) == alone
+            found_any += len(alone)
+    assert found_any > 5
+
+
+def test_a_tick_reads_the_idle_rules_of_a_flow_in_one_query_each(idle_rules, timeline):
+    _idle_timeline(timeline)
+    reports = []
+    for k in range(1, 20):
+        with CaptureQueriesContext(connection) as queries:
+            reports.append(timeline.tick(T0 + k * 30 * timedelta(seconds=1)))
+        progress_reads = [
+            q
+            for q in queries.captured_queries
+            if (match := SELECT.match(q["sql"])) and match.group(1) == "onboarding_flowprogress"
+        ]
+        # One for the four rules' idle spells, one for their exit check (people who moved).
+        assert len(progress_reads) == 2
+    enrolled = Counter(
+        Enrollment.objects.values_list("rule__slug", "person__external_id", "occurrence_key")
+    )
+    assert set(enrolled.values()) == {1}
+    by_rule = Counter(rule for rule, _, _ in enrolled)
+    assert by_rule == {"idle-2m": 4, "idle-3m": 4, "idle-s2-3m": 2, "idle-s3-5m": 2}
+    late = DecisionLog.objects.filter(reason="late_data").values_list("rule__slug", flat=True)
+    assert sorted(late) == ["idle-2m", "idle-3m", "idle-s2-3m"]
+
+
+def test_a_rule_whose_watermark_moved_after_the_shared_detection_detects_alone(
+    idle_rules, timeline
+):
+    """Shared detection is read before the rules are claimed; a rule another tick moved in
+    between detects again from its own watermark (and finds nothing twice)."""
+    from triggers.engine.evaluate import TickReport, evaluate_rule
+    from triggers.engine.lookups import TickLookups
+    from triggers.models import Rule, RuleState
+
+    _idle_timeline(timeline)
+    now = T0 + 10 * M
+    rules = list(Rule.objects.select_related("current_version").order_by("pk"))
+    lookups = TickLookups.read()
+    lookups.prepare(rules, now)
+    assert all(lookups.detected[rule.pk][1] for rule in rules if rule.slug != "idle-s3-5m")
+    RuleState.objects.filter(rule=rules[0]).update(checked_until=now - timedelta(seconds=30))
+    report = TickReport(now=now, dry_run=False)
+    for rule in rules:
+        evaluate_rule(rule, now, report, lookups)
+    found = {r.rule: r.found for r in report.rules}
+    assert found["idle-2m"] == 0  # its spells fell due before the moved watermark
+    assert found["idle-3m"] > 0

@@ -5,8 +5,11 @@ so overlapping ticks and two beats never evaluate a rule twice at once), detect 
 that fell due since its watermark, filter them (segment, re-entry), insert enrollments (the unique
 (rule, person, occurrence) constraint is the final guard), schedule their messages, record every
 decision, move the watermark — set-based: one statement per check and per table for all the
-people due, not one per person (DESIGN §5). Then exits: active enrollments whose people progressed or completed
-have their pending follow-ups cancelled.
+people due, not one per person (DESIGN §5; on PostgreSQL one statement for the three tables).
+Then exits (:mod:`.exiting`): active enrollments whose people progressed or completed have their
+pending follow-ups cancelled. What the rules of a tick read alike is read once per tick, before
+the rules are claimed (:class:`.lookups.TickLookups`): running experiments, templates, and for
+all the rules of a flow at once, the idle spells and the exit check's candidates.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Max
 
 from config import metrics
-from onboarding.models import FlowProgress, Person, Segment
+from onboarding.models import Person, Segment
 from onboarding.segments import members_queryset
 from triggers.experiments.assign import assign
 from triggers.models import (
@@ -38,13 +40,13 @@ from triggers.models import (
     RuleStatus,
     Variant,
 )
-from triggers.models.messages import PENDING_STATUSES, MessageStatus
-from triggers.models.rules import EnrollmentStatus
-from triggers.rules.exits import COMPLETED, PROGRESSED, exit_flow, exit_reason
 from triggers.rules.spec import FollowUp, RuleSpec, parse_follow_ups, parse_rule
+from triggers.simulation.history import for_people
 
 from .detectors import Occurrence, detect
-from .inserts import insert_rows
+from .exiting import cancel_exits
+from .inserts import LINK, Then, insert_rows
+from .lookups import TickLookups
 from .timing import follow_up_due_at
 
 logger = logging.getLogger(__name__)
@@ -73,21 +75,6 @@ class TickReport:
         return sum(r.enrolled for r in self.rules)
 
 
-@dataclass
-class TickLookups:
-    """What every rule of a tick would read alike, read once per tick instead of once per rule:
-    which rules have a running experiment, and template ids by slug (filled as rules need them).
-    Without it (a rule evaluated on its own), each rule reads them itself."""
-
-    experiment_rules: set[int]
-    templates: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls) -> TickLookups:
-        running = Experiment.objects.filter(status=ExperimentStatus.RUNNING)
-        return cls(experiment_rules=set(running.values_list("rule_id", flat=True)))
-
-
 class _DryRun(Exception):
     """Raised to roll back a dry-run pass after its report is complete."""
 
@@ -113,12 +100,14 @@ def _claim(rule: Rule) -> RuleState | None:
 
 
 def _reentry_blocked(rule: Rule, spec: RuleSpec, people: set[int], now: datetime) -> set[int]:
-    existing = Enrollment.objects.filter(rule=rule, person_id__in=people)
-    if spec.reentry_once:
-        return set(existing.values_list("person_id", flat=True))
-    latest = existing.values("person_id").annotate(last=Max("enrolled_at"))
-    every = timedelta(seconds=spec.reentry_every or 0)
-    return {row["person_id"] for row in latest if row["last"] > now - every}
+    """The people whom re-entry holds back: enrolled in the rule before (once), or within the
+    last N days (once per N days). Only their ids are read (the ids asked for travel as one
+    array on PostgreSQL)."""
+    existing = for_people(Enrollment.objects.filter(rule=rule), "person_id", sorted(people))
+    if not spec.reentry_once:
+        every = timedelta(seconds=spec.reentry_every or 0)
+        existing = existing.filter(enrolled_at__gt=now - every)
+    return set(existing.values_list("person_id", flat=True).distinct()) & people
 
 
 def _enroll(
@@ -128,7 +117,7 @@ def _enroll(
     now: datetime,
     report: RuleReport,
     lookups: TickLookups | None = None,
-) -> None:
+) -> list[tuple[int, int, int | None, bool]]:
     """Decide and write a batch of occurrences, set-based: a fixed number of statements per rule
     and tick, whatever the number of people (DESIGN §5).
 
@@ -137,28 +126,27 @@ def _enroll(
     for enrollments, follow-ups and decisions (:func:`insert_rows`). Per person, Python only sorts
     and looks up sets, hashes idempotency keys and experiment arms (the one implementation the
     backtest shares) and computes local due times (time zones, which SQLite cannot).
+
+    Returns the enrollments made: id, person, the step enrolled at, whether a follow-up was
+    scheduled (the exit check's candidates).
     """
     version = rule.current_version
     decisions: list[dict[str, Any]] = []
 
     def decide(
-        person_id: int,
-        outcome: str,
-        detail: dict,
-        *,
-        reason: str = "",
-        enrollment: int | None = None,
+        person_id: int, outcome: str, detail: dict, *, reason: str = "", linked: bool = False
     ) -> None:
+        """A decision; ``linked`` to the person's enrollment made here (:class:`.inserts.Then`)."""
         decisions.append(
             {
                 "at": now,
                 "person_id": person_id,
                 "rule_id": rule.pk,
                 "rule_version_id": version.pk,
-                "enrollment_id": enrollment,
                 "outcome": outcome,
                 "reason": reason,
                 "detail": detail,
+                LINK: linked,
             }
         )
 
@@ -212,6 +200,68 @@ def _enroll(
     # The arm is decided, and persisted, at first eligibility: before the enrollment, so the
     # enrollment row carries it.
     arms = _arms(rule, seen_people, now, lookups)
+    # Per arm, its follow-ups: the holdout gets nothing (its "would have sent" is logged), an arm
+    # without its own sequence gets the rule's.
+    sequences: dict[int, tuple[tuple[FollowUp, ...], Variant | None]] = {}
+    for variant in {v.pk: v for v in arms.values()}.values():
+        if variant.holdout:
+            sequences[variant.pk] = ((), variant)
+        elif variant.follow_ups:
+            sequences[variant.pk] = (parse_follow_ups(variant.follow_ups)[0], variant)
+        else:
+            sequences[variant.pk] = (spec.follow_ups, variant)
+    wanted = {f.template for seq, _ in sequences.values() for f in seq} | {
+        f.template for f in spec.follow_ups
+    }
+    templates = lookups.templates if lookups is not None else {}
+    if accepted and (missing := wanted - templates.keys()):
+        templates.update(MessageTemplate.objects.filter(slug__in=missing).values_list("slug", "pk"))
+    local = any(f.at is not None for seq, _ in sequences.values() for f in seq) or any(
+        f.at is not None for f in spec.follow_ups
+    )
+    zones = (
+        dict(Person.objects.filter(pk__in=seen_people).values_list("pk", "timezone"))
+        if local and accepted
+        else {}
+    )
+    # Follow-ups and decisions are written with the enrollments, each linked to the enrollment
+    # of its person (one per person here); those of an occurrence enrolled before (a conflict)
+    # are left out with it.
+    messages: list[dict[str, Any]] = []
+    follow_ups_of: dict[int, tuple[FollowUp, ...]] = {}
+    for occurrence in accepted:
+        person_id, key = occurrence.person_id, occurrence.key
+        follow_ups, variant = sequences[arms[person_id].pk] if arms else (spec.follow_ups, None)
+        follow_ups_of[person_id] = follow_ups
+        detail = {"occurrence": key, **occurrence.context}
+        if variant is not None:
+            detail["variant"] = variant.name
+        decide(person_id, "enrolled", detail, linked=True)
+        if variant is not None and variant.holdout:
+            decide(
+                person_id,
+                "holdout",
+                {
+                    "variant": variant.name,
+                    "would_have_sent": [f.to_definition() for f in spec.follow_ups],
+                },
+                reason="experiment",
+                linked=True,
+            )
+        for step, follow_up in enumerate(follow_ups):
+            messages.append(
+                {
+                    "idempotency_key": idempotency_key(version.pk, person_id, key, step),
+                    "rule_id": rule.pk,
+                    "rule_version_id": version.pk,
+                    "person_id": person_id,
+                    "step": step,
+                    "channel": follow_up.channel,
+                    "template_id": templates[follow_up.template],
+                    "due_at": follow_up_due_at(occurrence.at, follow_up, zones.get(person_id)),
+                    LINK: True,
+                }
+            )
     # The rule's state row is locked, so no other tick of this rule enrolls at the same time; the
     # unique (rule, person, occurrence) constraint leaves out an occurrence enrolled before.
     fresh = insert_rows(
@@ -230,73 +280,24 @@ def _enroll(
         ],
         returning=("id", "person_id", "occurrence_key"),
         skip_conflicts=True,
+        then=[
+            Then(Message, messages, "enrollment_id", "person_id", skip_conflicts=True),
+            Then(DecisionLog, decisions, "enrollment_id", "person_id"),
+        ],
     )
     report.enrolled += len(fresh)
-    if not fresh:
-        insert_rows(DecisionLog, decisions)
-        return
-
     by_person = {o.person_id: o for o in accepted}
-    # Per arm, its follow-ups: the holdout gets nothing (its "would have sent" is logged), an arm
-    # without its own sequence gets the rule's.
-    sequences: dict[int, tuple[tuple[FollowUp, ...], Variant | None]] = {}
-    for variant in {v.pk: v for v in arms.values()}.values():
-        if variant.holdout:
-            sequences[variant.pk] = ((), variant)
-        elif variant.follow_ups:
-            sequences[variant.pk] = (parse_follow_ups(variant.follow_ups)[0], variant)
-        else:
-            sequences[variant.pk] = (spec.follow_ups, variant)
-    wanted = {f.template for seq, _ in sequences.values() for f in seq} | {
-        f.template for f in spec.follow_ups
-    }
-    templates = lookups.templates if lookups is not None else {}
-    if missing := wanted - templates.keys():
-        templates.update(MessageTemplate.objects.filter(slug__in=missing).values_list("slug", "pk"))
-    local = any(f.at is not None for seq, _ in sequences.values() for f in seq) or any(
-        f.at is not None for f in spec.follow_ups
-    )
-    zones = (
-        dict(Person.objects.filter(pk__in={row[1] for row in fresh}).values_list("pk", "timezone"))
-        if local
-        else {}
-    )
-    messages: list[dict[str, Any]] = []
-    for enrollment_id, person_id, key in sorted(fresh):
-        occurrence = by_person[person_id]
-        follow_ups, variant = sequences[arms[person_id].pk] if arms else (spec.follow_ups, None)
-        detail = {"occurrence": key, **occurrence.context}
-        if variant is not None:
-            detail["variant"] = variant.name
-        decide(person_id, "enrolled", detail, enrollment=enrollment_id)
-        if variant is not None and variant.holdout:
-            decide(
-                person_id,
-                "holdout",
-                {
-                    "variant": variant.name,
-                    "would_have_sent": [f.to_definition() for f in spec.follow_ups],
-                },
-                reason="experiment",
-                enrollment=enrollment_id,
-            )
-        for step, follow_up in enumerate(follow_ups):
-            messages.append(
-                {
-                    "idempotency_key": idempotency_key(version.pk, person_id, key, step),
-                    "enrollment_id": enrollment_id,
-                    "rule_id": rule.pk,
-                    "rule_version_id": version.pk,
-                    "person_id": person_id,
-                    "step": step,
-                    "channel": follow_up.channel,
-                    "template_id": templates[follow_up.template],
-                    "due_at": follow_up_due_at(occurrence.at, follow_up, zones.get(person_id)),
-                }
-            )
-    insert_rows(Message, messages, skip_conflicts=True)
-    report.scheduled += len(messages)
-    insert_rows(DecisionLog, decisions)
+    enrolled = [
+        (
+            enrollment_id,
+            person_id,
+            by_person[person_id].context.get("furthest_step"),
+            bool(follow_ups_of[person_id]),
+        )
+        for enrollment_id, person_id, _ in sorted(fresh)
+    ]
+    report.scheduled += sum(len(follow_ups_of[person_id]) for _, person_id, _ in fresh)
+    return enrolled
 
 
 def enroll_occurrences(rule: Rule, occurrences: list[Occurrence], *, now: datetime) -> RuleReport:
@@ -324,72 +325,6 @@ def _arms(
     return assign(experiment, people, now)
 
 
-def _exits(rule: Rule, spec: RuleSpec, since: datetime, now: datetime, report: RuleReport) -> None:
-    """Cancel pending follow-ups of people who met the rule's exit condition (``rules.exits``).
-
-    Only people whose flow progress changed since the last tick can have exited, so the work
-    follows the progress rows updated in between (an index range), not every pending enrollment.
-    The delivery pipeline checks again at send time, so nothing is sent to someone who exited.
-    """
-    flow = exit_flow(spec)
-    if flow is None:
-        return
-    moved = FlowProgress.objects.filter(flow__slug=flow, updated_at__gt=since)
-    active = Enrollment.objects.filter(
-        rule=rule,
-        status=EnrollmentStatus.ACTIVE,
-        messages__status__in=PENDING_STATUSES,
-        person_id__in=moved.values("person_id"),
-    ).distinct()
-    rows = list(active.values_list("pk", "person_id", "context"))
-    if not rows:
-        return
-    progress = {
-        person_id: (furthest_step, completed_at is not None)
-        for person_id, furthest_step, completed_at in FlowProgress.objects.filter(
-            flow__slug=flow, person_id__in={r[1] for r in rows}
-        ).values_list("person_id", "furthest_step", "completed_at")
-    }
-    exits: dict[int, tuple[int, str]] = {}
-    for pk, person_id, context in rows:
-        furthest_step, completed = progress.get(person_id, (0, False))
-        reason = exit_reason(
-            spec,
-            enrolled_at_step=(context or {}).get("furthest_step"),
-            furthest_step=furthest_step,
-            completed=completed,
-        )
-        if reason is not None:
-            exits[pk] = (person_id, reason)
-    if not exits:
-        return
-    for reason in (COMPLETED, PROGRESSED):
-        ids = [pk for pk, (_, r) in exits.items() if r == reason]
-        if not ids:
-            continue
-        Message.objects.filter(enrollment_id__in=ids, status__in=PENDING_STATUSES).update(
-            status=MessageStatus.CANCELLED, reason=f"exit:{reason}"
-        )
-        Enrollment.objects.filter(pk__in=ids).update(
-            status=EnrollmentStatus.EXITED, exited_at=now, exit_reason=reason
-        )
-    DecisionLog.objects.bulk_create(
-        [
-            DecisionLog(
-                at=now,
-                person_id=person_id,
-                rule=rule,
-                rule_version=rule.current_version,
-                enrollment_id=pk,
-                outcome="exited",
-                reason=reason,
-            )
-            for pk, (person_id, reason) in exits.items()
-        ]
-    )
-    report.exited += len(exits)
-
-
 def evaluate_rule(
     rule: Rule, now: datetime, report: TickReport, lookups: TickLookups | None = None
 ) -> None:
@@ -401,7 +336,9 @@ def evaluate_rule(
     if state.checked_until is None:
         # A rule looks forward from its first evaluation; history is the backtest's job.
         state.checked_until = now
-    spec, problems = parse_rule(rule.current_version.definition)
+    spec, problems = (
+        lookups.spec(rule) if lookups is not None else parse_rule(rule.current_version.definition)
+    )
     rule_report = RuleReport(rule=rule.slug)
     if spec is None:
         logger.error(
@@ -409,16 +346,18 @@ def evaluate_rule(
         )
     elif now > state.checked_until:
         since = state.checked_until
-        occurrences = list(detect(spec.trigger, since, now))
+        occurrences = lookups.occurrences(rule, since) if lookups is not None else None
+        if occurrences is None:
+            occurrences = list(detect(spec.trigger, since, now))
         rule_report.found = len(occurrences)
-        if occurrences:
-            _enroll(rule, spec, occurrences, now, rule_report, lookups)
-        _exits(rule, spec, since, now, rule_report)
+        fresh = _enroll(rule, spec, occurrences, now, rule_report, lookups) if occurrences else []
+        read = lookups.exit_candidates(rule, since) if lookups is not None else None
+        rule_report.exited += cancel_exits(rule, spec, since, now, read=read, fresh=fresh)
         state.checked_until = now
     rule_report.seconds = time.perf_counter() - started
     state.last_tick_at = now
     state.last_tick_seconds = rule_report.seconds
-    state.save()
+    state.save(update_fields=["checked_until", "last_tick_at", "last_tick_seconds"])
     report.rules.append(rule_report)
 
 
@@ -426,8 +365,10 @@ def evaluate_rules(*, now: datetime, dry_run: bool = False) -> TickReport:
     """Evaluate every active rule once, each in its own transaction."""
     report = TickReport(now=now, dry_run=dry_run)
     lookups = TickLookups.read()
-    rules = Rule.objects.filter(status=RuleStatus.ACTIVE, current_version__isnull=False)
-    for rule in rules.select_related("current_version").order_by("-priority", "pk"):
+    active = Rule.objects.filter(status=RuleStatus.ACTIVE, current_version__isnull=False)
+    rules = list(active.select_related("current_version").order_by("-priority", "pk"))
+    lookups.prepare(rules, now)
+    for rule in rules:
         evaluated = len(report.rules)
         try:
             with transaction.atomic():

@@ -68,12 +68,41 @@ class IdleSpec:
         arrived is unknown."""
         return received_at is None or received_at >= deadline
 
-    def waiting(self, progress: Rows) -> Rows:
-        """The ``FlowProgress`` rows of people still in onboarding, at the rule's step if any."""
+    @staticmethod
+    def waiting(progress: Rows, specs: list[IdleSpec]) -> Rows:
+        """The ``FlowProgress`` rows of people still in onboarding, at one of the rules' steps
+        if each names one (:meth:`at` then picks a rule's own)."""
         progress = progress.filter(completed_at__isnull=True)
-        if self.at_step is not None:
-            progress = progress.filter(furthest_step=self.at_step)
+        steps = {spec.at_step for spec in specs}
+        if None not in steps:
+            progress = progress.filter(furthest_step__in=steps)
         return progress
+
+    def at(self, furthest_step: int) -> bool:
+        """At the rule's step, if it names one."""
+        return self.at_step is None or furthest_step == self.at_step
+
+    def found(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        activity_at: datetime,
+        received_at: datetime | None,
+        seen: bool,
+    ) -> bool:
+        """Found by a tick over (since, until]: the spell's deadline fell in it, or the spell was
+        learnt of in it (its activity received there, at or after the deadline; ``seen``: the
+        person was last seen after ``since``)."""
+        deadline = self.deadline(activity_at)
+        if since < deadline <= until:
+            return True
+        return (
+            received_at is not None
+            and seen
+            and since < received_at <= until
+            and received_at >= deadline
+        )
 
     @staticmethod
     def window_open(window_ends_at: datetime, deadline: datetime) -> bool:

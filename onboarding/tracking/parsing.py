@@ -7,12 +7,12 @@ a Segment library sends is accepted, including fields Onramp does not use.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import jsontext
 from .errors import EventRejected
 
 EVENT_TYPES = ("track", "identify", "page", "screen", "alias", "group")
@@ -34,6 +34,10 @@ class TrackedEvent:
     previous_id: str = ""
     group_id: str = ""
     index: int | None = None
+    # The JSON text of ``payload_for_storage`` and of ``context``, when parsing encoded them
+    # already (to measure the event): storage reuses it instead of encoding them again.
+    stored_json: str | None = None
+    context_json: str | None = None
 
     @property
     def payload_for_storage(self) -> dict[str, Any]:
@@ -164,15 +168,29 @@ def corrected_timestamp(
         ) from None
 
 
-# Built once: json.dumps with options builds a new JSONEncoder on every call.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode = jsontext.strict
 
 
-def _storable_size(payload: dict[str, Any], path: str) -> int:
-    """Size in bytes of the event as stored; refuses text that PostgreSQL's jsonb cannot hold."""
+# The members of an event that are stored as JSON documents: encoded apart, so that storage can
+# reuse their text; the event's size is then the sum of its parts' sizes.
+_DOCUMENTS = ("properties", "traits", "context")
+
+
+def _encoded_documents(payload: dict[str, Any], path: str) -> tuple[int, dict[str, str]]:
+    """The size in bytes of the event as stored (its compact JSON encoding, UTF-8), and the JSON
+    text of its ``properties``, ``traits`` and ``context``; refuses text that PostgreSQL's jsonb
+    cannot hold.
+
+    The encoding of an object is its members' encodings joined, so the size is computed from
+    the documents' texts and the encoding of the other members, without encoding any value
+    twice.
+    """
     try:
-        text = _encode(payload)
-        size = len(text.encode("utf-8"))
+        documents = {key: _encode(payload[key]) for key in _DOCUMENTS if key in payload}
+        others = len(payload) - len(documents)
+        rest = _encode({k: v for k, v in payload.items() if k not in documents}) if others else "{}"
+        texts = [rest, *documents.values()]
+        size = sum(len(text.encode("utf-8")) for text in texts)
     except UnicodeEncodeError:
         raise EventRejected(
             "invalid_string",
@@ -183,11 +201,21 @@ def _storable_size(payload: dict[str, Any], path: str) -> int:
         raise EventRejected(
             "invalid_value", _where(path), f"{_label(path)} is nested too deeply"
         ) from None
-    if "\\u0000" in text:
+    if any("\\u0000" in text for text in texts):
         raise EventRejected(
             "invalid_string", _where(path), f"{_label(path)} contains a NUL character (\\u0000)"
         )
-    return size
+    # Each document is a member "key":text, one comma apart from the member before it (none
+    # before the first member when no other member comes first).
+    size += sum(len(key) + 3 for key in documents) + len(documents)
+    if documents and not others:
+        size -= 1
+    return size, documents
+
+
+def _reused(value: Any, key: str, payload: dict[str, Any], documents: dict[str, str]) -> str | None:
+    """The text encoded for ``payload[key]`` when ``value`` is that very object."""
+    return documents.get(key) if value is payload.get(key) else None
 
 
 def parse_event(
@@ -204,7 +232,7 @@ def parse_event(
     if not isinstance(payload, dict):
         raise EventRejected("invalid_type", _where(path), f"{_label(path)} must be a JSON object")
 
-    size = _storable_size(payload, path)
+    size, documents = _encoded_documents(payload, path)
     if size > max_event_bytes:
         raise EventRejected(
             "event_too_large",
@@ -294,6 +322,14 @@ def parse_event(
             " after clock-skew correction",
         )
 
+    stored, stored_key = (
+        (traits, "traits")
+        if event_type in ("identify", "group")
+        else (
+            properties,
+            "properties",
+        )
+    )
     return TrackedEvent(
         type=event_type,
         name=name,
@@ -306,4 +342,6 @@ def parse_event(
         traits=traits,
         previous_id=previous_id,
         group_id=group_id,
+        stored_json=_reused(stored, stored_key, payload, documents),
+        context_json=_reused(context, "context", payload, documents),
     )

@@ -10,15 +10,15 @@ in Python. Other databases (SQLite, the embedded default) keep the ORM path in `
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
 from onboarding.bulk import binary_cursor
 
+from . import jsontext
 from .traits import TraitState
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = jsontext.lenient
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,10 +34,6 @@ class TrackedEvent:
     previous_id: str = ""
     group_id: str = ""
     index: int | None = None
-    # The JSON text of ``payload_for_storage`` and of ``context``, when parsing encoded them
-    # already (to measure the event): storage reuses it instead of encoding them again.
-    stored_json: str | None = None
-    context_json: str | None = None
 
     @property
     def payload_for_storage(self) -> dict[str, Any]:
@@ -171,26 +167,11 @@ def corrected_timestamp(
 _encode = jsontext.strict
 
 
-# The members of an event that are stored as JSON documents: encoded apart, so that storage can
-# reuse their text; the event's size is then the sum of its parts' sizes.
-_DOCUMENTS = ("properties", "traits", "context")
-
-
-def _encoded_documents(payload: dict[str, Any], path: str) -> tuple[int, dict[str, str]]:
-    """The size in bytes of the event as stored (its compact JSON encoding, UTF-8), and the JSON
-    text of its ``properties``, ``traits`` and ``context``; refuses text that PostgreSQL's jsonb
-    cannot hold.
-
-    The encoding of an object is its members' encodings joined, so the size is computed from
-    the documents' texts and the encoding of the other members, without encoding any value
-    twice.
-    """
+def _storable_size(payload: dict[str, Any], path: str) -> int:
+    """Size in bytes of the event as stored; refuses text that PostgreSQL's jsonb cannot hold."""
     try:
-        documents = {key: _encode(payload[key]) for key in _DOCUMENTS if key in payload}
-        others = len(payload) - len(documents)
-        rest = _encode({k: v for k, v in payload.items() if k not in documents}) if others else "{}"
-        texts = [rest, *documents.values()]
-        size = sum(len(text.encode("utf-8")) for text in texts)
+        text = _encode(payload)
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise EventRejected(
             "invalid_string",
@@ -201,21 +182,11 @@ def _encoded_documents(payload: dict[str, Any], path: str) -> tuple[int, dict[st
         raise EventRejected(
             "invalid_value", _where(path), f"{_label(path)} is nested too deeply"
         ) from None
-    if any("\\u0000" in text for text in texts):
+    if "\\u0000" in text:
         raise EventRejected(
             "invalid_string", _where(path), f"{_label(path)} contains a NUL character (\\u0000)"
         )
-    # Each document is a member "key":text, one comma apart from the member before it (none
-    # before the first member when no other member comes first).
-    size += sum(len(key) + 3 for key in documents) + len(documents)
-    if documents and not others:
-        size -= 1
-    return size, documents
-
-
-def _reused(value: Any, key: str, payload: dict[str, Any], documents: dict[str, str]) -> str | None:
-    """The text encoded for ``payload[key]`` when ``value`` is that very object."""
-    return documents.get(key) if value is payload.get(key) else None
+    return size
 
 
 def parse_event(
@@ -232,7 +203,7 @@ def parse_event(
     if not isinstance(payload, dict):
         raise EventRejected("invalid_type", _where(path), f"{_label(path)} must be a JSON object")
 
-    size, documents = _encoded_documents(payload, path)
+    size = _storable_size(payload, path)
     if size > max_event_bytes:
         raise EventRejected(
             "event_too_large",
@@ -322,14 +293,6 @@ def parse_event(
             " after clock-skew correction",
         )
 
-    stored, stored_key = (
-        (traits, "traits")
-        if event_type in ("identify", "group")
-        else (
-            properties,
-            "properties",
-        )
-    )
     return TrackedEvent(
         type=event_type,
         name=name,
@@ -342,6 +305,4 @@ def parse_event(
         traits=traits,
         previous_id=previous_id,
         group_id=group_id,
-        stored_json=_reused(stored, stored_key, payload, documents),
-        context_json=_reused(context, "context", payload, documents),
     )

@@ -121,8 +121,8 @@ def stage_events(
                 e.message_id,
                 e.user_id,
                 e.anonymous_id,
-                e.stored_json or _dumps(e.payload_for_storage),
-                e.context_json or _dumps(e.context),
+                _dumps(e.payload_for_storage),
+                _dumps(e.context),
                 imported,
             )
         )

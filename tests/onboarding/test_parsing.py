@@ -7,15 +7,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onboarding.tracking.envelope import (
-    MAX_JSON_DEPTH,
-    _nesting_depth,
-    decode_body,
-    read_envelope,
-)
+from onboarding.tracking.envelope import MAX_JSON_DEPTH, decode_body, read_envelope
 from onboarding.tracking.errors import EnvelopeError, EventRejected
 from onboarding.tracking.parsing import corrected_timestamp, parse_event, parse_timestamp
 
@@ -316,84 +311,6 @@ def test_read_envelope_only_ever_raises_envelope_errors(document, event_type):
         assert event.timestamp.tzinfo is not None
         assert event.timestamp - NOW <= timedelta(hours=24)
         assert event.user_id or event.anonymous_id
-
-
-def _whole_encoding_verdict(payload: dict) -> tuple[str, int | str]:
-    """What measuring the event as one JSON document says: its UTF-8 size, or the problem."""
-    try:
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "problem", "invalid_string"
-    except (ValueError, RecursionError):
-        return "problem", "invalid_value"
-    if "\\u0000" in text:
-        return "problem", "invalid_string"
-    return "size", size
-
-
-def _verdict_of_parsing(payload: dict, limit: int) -> str | None:
-    try:
-        parse_event(
-            payload,
-            "",
-            event_type=None,
-            received_at=NOW,
-            max_event_bytes=limit,
-            max_future=timedelta(hours=24),
-        )
-    except EventRejected as rejected:
-        return rejected.problem.code if rejected.problem.path == "body" else None
-    return None
-
-
-@settings(max_examples=400, deadline=None)
-@given(payload=event_like, documents_only=st.booleans())
-def test_the_event_size_is_measured_as_one_document(payload, documents_only):
-    """Parsing encodes properties, traits and context apart (storage reuses their text); the
-    size limit and the refusals are exactly those of encoding the event as one document: an
-    event of N bytes passes a limit of N and fails one of N - 1."""
-    # Deeper bodies are refused whole before parsing (decode_body); near Python's recursion
-    # limit, whether an encoder gives up depends on how deep in the stack it was called.
-    assume(_nesting_depth(payload) <= MAX_JSON_DEPTH)
-    if documents_only:  # the size is checked first, so even an event without ids is measured
-        payload = {k: v for k, v in payload.items() if k in ("properties", "traits", "context")}
-    verdict, value = _whole_encoding_verdict(payload)
-    if verdict == "problem":
-        assert _verdict_of_parsing(payload, 32 * 1024) == value
-        return
-    assert _verdict_of_parsing(payload, value) is None
-    assert _verdict_of_parsing(payload, value - 1) == "event_too_large"
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    properties=json_values,
-    traits=json_values,
-    context=json_values,
-    event_type=st.sampled_from(["track", "identify", "page", "group"]),
-)
-def test_stored_documents_are_the_events_json(properties, traits, context, event_type):
-    payload = {
-        "type": event_type,
-        "userId": "u",
-        "event": "E",
-        "name": "N",
-        "groupId": "g",
-        "properties": properties,
-        "traits": traits,
-        "context": context,
-    }
-    try:
-        event = parse(payload, event_type=event_type)
-    except EventRejected:
-        return
-    for text, value in [
-        (event.stored_json, event.payload_for_storage),
-        (event.context_json, event.context),
-    ]:
-        if text is not None:
-            assert json.loads(text) == value
 
 
 @settings(max_examples=300, deadline=None)

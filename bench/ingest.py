@@ -22,6 +22,11 @@ PostgreSQL only. In one run, on one machine:
    events are stored;
 5. measures single ``POST /v1/track`` latency (one client, sequential calls, p50/p99);
 6. prints a table with the ratio b/a (target ≥ 0.30) and drops the database (``--keep-db`` keeps it).
+
+Alongside the wall-clock rates it reports the CPU time each side used, read from ``/proc``: the
+COPY's PostgreSQL backend in (a); the gunicorn workers and their PostgreSQL backends in (b). On a
+shared machine the wall clock follows the other users' load; CPU per event is the steadier
+figure for comparing two trees.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import base64
 import http.client
 import json
 import multiprocessing as mp
+import os
 import signal
 import subprocess
 import sys
@@ -166,10 +172,96 @@ def generate(
     return bodies, copy_chunks, tracks
 
 
+# --- CPU accounting --------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (gunicorn's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def backends(conn) -> list[int]:
+    """The other PostgreSQL backends connected to the bench database (the workers')."""
+    return [
+        pid
+        for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+    ]
+
+
+class CpuMeter:
+    """CPU seconds used by the gunicorn workers and their PostgreSQL backends between
+    :meth:`start` and :meth:`stop`, sampled every 0.2 s by a thread: Django closes a connection
+    after 60 s and its backend exits, so a backend's last reading is kept (at most 0.2 s of its
+    CPU is missed). A backend opened in between started from zero."""
+
+    def __init__(self, url: str, master_pid: int) -> None:
+        import threading
+
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.master_pid = master_pid
+        self.first: tuple[dict[int, float], dict[int, float]] = ({}, {})
+        self.last: tuple[dict[int, float], dict[int, float]] = ({}, {})
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _read(self) -> tuple[dict[int, float], dict[int, float]]:
+        workers = {pid: cpu_seconds(pid) for pid in children(self.master_pid)}
+        return workers, {pid: cpu_seconds(pid) for pid in backends(self.conn)}
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.2):
+            for last, now in zip(self.last, self._read(), strict=True):
+                last.update({pid: seconds for pid, seconds in now.items() if seconds})
+
+    def start(self) -> None:
+        self.first = self._read()
+        self.last = (dict(self.first[0]), dict(self.first[1]))
+        self.thread.start()
+
+    def stop(self) -> tuple[float, float]:
+        self.done.set()
+        self.thread.join()
+        for last, now in zip(self.last, self._read(), strict=True):
+            last.update({pid: seconds for pid, seconds in now.items() if seconds})
+        self.conn.close()
+        return tuple(  # type: ignore[return-value]
+            sum(seconds - first.get(pid, 0.0) for pid, seconds in last.items())
+            for first, last in zip(self.first, self.last, strict=True)
+        )
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 # --- (a) COPY --------------------------------------------------------------------------------
 
 
-def run_copy(url: str, chunks: list[bytes]) -> float:
+def run_copy(url: str, chunks: list[bytes]) -> tuple[float, float]:
+    """Seconds of the COPY up to its commit, and the CPU seconds its backend used."""
     import psycopg
 
     columns = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
@@ -187,6 +279,9 @@ def run_copy(url: str, chunks: list[bytes]) -> float:
             conn.execute(f"CREATE UNIQUE INDEX ON {COPY_TABLE} (source_id, message_id)")
         conn.commit()
         conn.execute("CHECKPOINT")
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        conn.commit()
+        cpu_before = cpu_seconds(backend)
         started = time.perf_counter()
         copy_sql = f"COPY {COPY_TABLE} ({columns}) FROM STDIN"
         with conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
@@ -194,13 +289,14 @@ def run_copy(url: str, chunks: list[bytes]) -> float:
                 copy.write(chunk)
         conn.commit()
         elapsed = time.perf_counter() - started
+        copy_cpu = cpu_seconds(backend) - cpu_before
         count = conn.execute(f"SELECT count(*) FROM {COPY_TABLE}").fetchone()[0]  # noqa: S608
         if count != sum(chunk.count(b"\n") for chunk in chunks):
             raise SystemExit(f"COPY stored {count} rows, expected more")
         conn.execute(f"DROP TABLE {COPY_TABLE}")
         conn.commit()
         conn.execute("CHECKPOINT")
-    return elapsed
+    return elapsed, copy_cpu
 
 
 # --- (b) HTTP --------------------------------------------------------------------------------
@@ -342,7 +438,8 @@ def main() -> None:
         flush=True,
     )
 
-    copy_seconds = run_copy(url, chunks)
+    load_before_copy = load_average()
+    copy_seconds, copy_cpu = run_copy(url, chunks)
     del chunks
     print(f"(a) COPY: {copy_seconds:.2f} s", flush=True)
 
@@ -350,7 +447,12 @@ def main() -> None:
     server = start_gunicorn(server_env(url), port, args.workers, args.threads)
     try:
         spy = start_profiler(server.pid, args.profile) if args.profile else None
+        load_before_http = load_average()
+        meter = CpuMeter(url, server.pid)
+        meter.start()
         http_seconds, retries = run_http(port, key, bodies, args.clients)
+        worker_cpu, backend_cpu = meter.stop()
+        load_after_http = load_average()
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
             spy.wait(timeout=60)
@@ -392,6 +494,16 @@ def main() -> None:
     verdict = "meets" if http_rate / copy_rate >= 0.30 else "BELOW"
     print(f"\nratio b/a: {http_rate / copy_rate:.2f} ({verdict} the 0.30 target)")
     print(f"stored: {stored} events (= N), {people} people, {progress} flow progress rows")
+    per_event = (worker_cpu + backend_cpu) / args.events * 1e6
+    print(
+        f"CPU: (a) COPY backend {copy_cpu:.2f} s ({copy_cpu / args.events * 1e6:.1f} µs per row); "
+        f"(b) gunicorn workers {worker_cpu:.2f} s + PostgreSQL backends {backend_cpu:.2f} s "
+        f"({per_event:.1f} µs per event)"
+    )
+    print(
+        f"load average: before (a) {load_before_copy}; before (b) {load_before_http}; "
+        f"after (b) {load_after_http}"
+    )
     print(
         f"single /v1/track, 1 client, {len(latencies)} sequential calls: "
         f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "

@@ -15,11 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import connection
 
 from onboarding.models import (
     BREAKDOWN_PROPERTIES,
-    OFFSET_FIELDS,
     Event,
     FlowProgress,
     FlowReentry,
@@ -29,19 +28,7 @@ from onboarding.models import (
 )
 
 from .chain import Chain, StepEvent, StepSpec, walk
-
-_UPDATE_FIELDS = [
-    "entered_at",
-    "entry_event_id",
-    "latest_entry_at",
-    "furthest_step",
-    *OFFSET_FIELDS,
-    "reached_at",
-    *(f"entry_{name}" for name in BREAKDOWN_PROPERTIES),
-    "completed_at",
-    "window_ends_at",
-    "updated_at",
-]
+from .writes import write_progress
 
 
 @dataclass(frozen=True)
@@ -229,23 +216,7 @@ def _refresh(
                 reentries += again
             if person_id not in known:
                 replaced[flow.id].append(person_id)
-    # No savepoint of its own (two more round trips per batch): a failure here fails the caller's
-    # transaction, which ingestion retries or rolls back as a whole.
-    with transaction.atomic(savepoint=False):
-        if upserts:
-            FlowProgress.objects.bulk_create(
-                upserts,
-                update_conflicts=True,
-                unique_fields=["flow", "person"],
-                update_fields=_UPDATE_FIELDS,
-                batch_size=2000,
-            )
-        for flow_id, person_ids in stale.items():
-            FlowProgress.objects.filter(flow_id=flow_id, person_id__in=person_ids).delete()
-        for flow_id, person_ids in replaced.items():
-            FlowReentry.objects.filter(flow_id=flow_id, person_id__in=person_ids).delete()
-        if reentries:
-            FlowReentry.objects.bulk_create(reentries, batch_size=2000)
+    write_progress(upserts=upserts, stale=stale, replaced=replaced, reentries=reentries)
     return len(upserts)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from django.conf import settings
@@ -18,9 +17,7 @@ ERASED = "erased"
 def erasure_hash(kind: str, value: str) -> str:
     """HMAC-SHA256 of ``kind:value``: tombstones keep this, never the id itself."""
     key = (settings.ONRAMP_ERASURE_KEY or settings.SECRET_KEY).encode()
-    return hmac.new(
-        key, f"{kind}:{value}".encode("utf-8", "surrogatepass"), hashlib.sha256
-    ).hexdigest()
+    return hmac.digest(key, f"{kind}:{value}".encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 def _ids(event: TrackedEvent) -> list[tuple[str, str, str]]:
@@ -37,28 +34,35 @@ def _ids(event: TrackedEvent) -> list[tuple[str, str, str]]:
 
 
 def refuse_erased(events: list[TrackedEvent]) -> tuple[list[TrackedEvent], list[Rejection]]:
-    """Split ``events`` into those to store and rejections (code ``erased``, no payload kept)."""
-    digests: dict[tuple[str, str], str] = {}  # a batch names each id many times: hash it once
+    """Split ``events`` into those to store and rejections (code ``erased``, no payload kept).
 
-    def digest(kind: str, value: str) -> str:
-        key = (kind, value)
-        if key not in digests:
-            digests[key] = erasure_hash(kind, value)
-        return digests[key]
-
-    hashed = [[(f, digest(k, v)) for f, k, v in _ids(event)] for event in events]
-    wanted = {digest for pairs in hashed for _, digest in pairs}
-    if not wanted:
+    A batch names each id many times: the distinct ids are hashed once and looked up in one
+    query; the events are walked again only when one of them is erased (rare).
+    """
+    named: set[tuple[str, str]] = set()
+    for event in events:
+        if event.user_id:
+            named.add((IdentityKind.USER, event.user_id))
+        if event.anonymous_id:
+            named.add((IdentityKind.ANONYMOUS, event.anonymous_id))
+        if event.previous_id:
+            named.add((IdentityKind.USER, event.previous_id))
+            named.add((IdentityKind.ANONYMOUS, event.previous_id))
+    if not named:
         return events, []
-    erased = set(
-        ErasedIdentity.objects.filter(id_hash__in=wanted).values_list("id_hash", flat=True)
+    digests = {key: erasure_hash(*key) for key in named}
+    found = set(
+        ErasedIdentity.objects.filter(id_hash__in=set(digests.values())).values_list(
+            "id_hash", flat=True
+        )
     )
-    if not erased:
+    if not found:
         return events, []
+    erased = {key for key, digest in digests.items() if digest in found}
     kept: list[TrackedEvent] = []
     refused: list[Rejection] = []
-    for event, pairs in zip(events, hashed, strict=True):
-        field = next((f for f, digest in pairs if digest in erased), None)
+    for event in events:
+        field = next((f for f, kind, value in _ids(event) if (kind, value) in erased), None)
         if field is None:
             kept.append(event)
             continue

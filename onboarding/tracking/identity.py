@@ -22,11 +22,13 @@ from datetime import datetime
 
 from django.db import connection
 from django.db.models import Q
+from django.utils import timezone
 
 from onboarding.models import Event, Identity, IdentityKind, Person
 from onboarding.signals import people_merged
 
 from .parsing import TrackedEvent
+from .people import NewPerson, insert_people_and_identities, set_external_ids
 from .traits import TRAIT_COLUMNS, TraitState, apply, collect, mirrored
 
 USER = IdentityKind.USER.value
@@ -194,6 +196,45 @@ def _merge_people(survivor: int, merged: list[int]) -> None:
     )
 
 
+def _write_portably(
+    new_people: list[NewPerson],
+    merges: dict[int, list[int]],
+    external_ids: dict[int, str | None],
+    identities: list[tuple[str, str, int]],
+) -> dict[int, int]:
+    """The plan's writes through the ORM (SQLite); returns each placeholder's id."""
+    created = Person.objects.bulk_create(
+        [
+            Person(
+                external_id=p.external_id,
+                first_seen=p.first_seen,
+                last_seen=p.last_seen,
+                last_event_at=p.last_event_at,
+                last_event_received_at=p.last_event_received_at,
+                traits=p.state.traits,
+                trait_timestamps=p.state.trait_timestamps,
+                email=p.state.email,
+                phone=p.state.phone,
+                timezone=p.state.timezone,
+            )
+            for p in new_people
+        ]
+    )
+    real = {p.placeholder: person.pk for p, person in zip(new_people, created, strict=True)}
+    for survivor, merged in sorted(merges.items()):
+        _merge_people(real.get(survivor, survivor), sorted(merged))
+    for person, external_id in external_ids.items():
+        Person.objects.filter(pk=person, external_id__isnull=True).update(external_id=external_id)
+    if identities:
+        Identity.objects.bulk_create(
+            [
+                Identity(kind=kind, value=value, person_id=real.get(person, person))
+                for kind, value, person in identities
+            ]
+        )
+    return real
+
+
 def resolve_people(
     events: list[TrackedEvent], *, received_at: datetime, live: bool = True
 ) -> Resolved:
@@ -242,57 +283,41 @@ def resolve_people(
     placeholders = sorted(
         {plan.find(p) for p in plan.external if p < 0 and plan.find(p) < 0}, reverse=True
     )
-    real: dict[int, int] = {}
-    if placeholders:
-        said = collect(events, assigned)
-        states = {
-            p: apply(TraitState(), said[p]) if p in said else TraitState() for p in placeholders
-        }
-        created = Person.objects.bulk_create(
-            [
-                Person(
-                    external_id=plan.external[p],
-                    first_seen=first_seen.get(p, received_at),
-                    last_seen=received_at,
-                    last_event_at=last_event.get(p) if live else None,
-                    last_event_received_at=received_at if live and p in last_event else None,
-                    traits=states[p].traits,
-                    trait_timestamps=states[p].trait_timestamps,
-                    email=states[p].email,
-                    phone=states[p].phone,
-                    timezone=states[p].timezone,
-                )
-                for p in placeholders
-            ]
+    said = collect(events, assigned) if placeholders else {}
+    new_people = [
+        NewPerson(
+            placeholder=p,
+            external_id=plan.external[p],
+            first_seen=first_seen.get(p, received_at),
+            last_seen=received_at,
+            last_event_at=last_event.get(p) if live else None,
+            last_event_received_at=received_at if live and p in last_event else None,
+            state=apply(TraitState(), said[p]) if p in said else TraitState(),
         )
-        real = {p: person.pk for p, person in zip(placeholders, created, strict=True)}
-
-    def final(person: int) -> int:
-        root = plan.find(person)
-        return real.get(root, root)
-
-    # Merges of existing people (a placeholder merged into an existing person needs no move).
-    groups: dict[int, list[int]] = defaultdict(list)
+        for p in placeholders
+    ]
+    # Merges of existing people (a placeholder merged into an existing person needs no move),
+    # by survivor; and existing anonymous people who were identified in this batch.
+    merges: dict[int, list[int]] = defaultdict(list)
     for merged in plan.parent:
         if merged > 0:
-            groups[final(merged)].append(merged)
-    for survivor, merged in sorted(groups.items()):
-        _merge_people(survivor, sorted(merged))
-
-    # Existing anonymous people who were identified in this batch.
-    for person, external_id in plan.external.items():
-        if person > 0 and person not in plan.parent and known_external.get(person) != external_id:
-            Person.objects.filter(pk=person, external_id__isnull=True).update(
-                external_id=external_id
-            )
-
-    if plan.new_keys:
-        Identity.objects.bulk_create(
-            [
-                Identity(kind=kind, value=value, person_id=final(plan.owner[(kind, value)]))
-                for kind, value in sorted(plan.new_keys)
-            ]
-        )
+            merges[plan.find(merged)].append(merged)
+    external_ids = {
+        person: external_id
+        for person, external_id in plan.external.items()
+        if person > 0 and person not in plan.parent and known_external.get(person) != external_id
+    }
+    # Every new id belongs to the root of its owner: an existing person or a placeholder.
+    identities = [
+        (kind, value, plan.find(plan.owner[(kind, value)])) for kind, value in sorted(plan.new_keys)
+    ]
+    if connection.vendor == "postgresql":
+        real = insert_people_and_identities(new_people, identities, created_at=timezone.now())
+        for survivor, merged in sorted(merges.items()):
+            _merge_people(real.get(survivor, survivor), sorted(merged))
+        set_external_ids(external_ids)
+    else:
+        real = _write_portably(new_people, merges, external_ids, identities)
     return Resolved(
         person_ids=[real.get(person, person) for person in assigned],
         created=frozenset(real.values()),

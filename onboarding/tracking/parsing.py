@@ -7,12 +7,12 @@ a Segment library sends is accepted, including fields Onramp does not use.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import jsontext
 from .errors import EventRejected
 
 EVENT_TYPES = ("track", "identify", "page", "screen", "alias", "group")
@@ -164,8 +164,7 @@ def corrected_timestamp(
         ) from None
 
 
-# Built once: json.dumps with options builds a new JSONEncoder on every call.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode = jsontext.strict
 
 
 def _storable_size(payload: dict[str, Any], path: str) -> int:

@@ -14,7 +14,6 @@ batch.
 
 from __future__ import annotations
 
-import json
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +22,7 @@ from django.db import connection, transaction
 
 from onboarding.models import Event, Person
 
+from . import jsontext
 from .parsing import TrackedEvent
 from .traits import TraitState
 
@@ -43,13 +43,15 @@ _COLUMNS = (
 _PG_STAGE = "onramp_stage_event"
 _PG_DEDUPE = "onboarding_event_dedupe"
 # The staged rows have no person yet: ``n`` is the row's place in the batch, joined with the
-# person ids once they are resolved.
+# person ids once they are resolved. Rows are copied in binary (no text to parse for numbers and
+# times); the JSON documents are staged as text and become jsonb in the insert.
 _PG_STAGE_DDL = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (n integer, source_id bigint, type text,"
     " name text, timestamp timestamptz, received_at timestamptz, message_id text, user_id text,"
-    " anonymous_id text, properties jsonb, context jsonb, imported boolean) ON COMMIT DELETE ROWS"
+    " anonymous_id text, properties text, context text, imported boolean) ON COMMIT DELETE ROWS"
 )
 _STAGE_COLUMNS = ("n", *(c for c in _COLUMNS if c != "person_id"))
+_STAGE_TYPES = ["int4", "int8", *["text"] * 2, *["timestamptz"] * 2, *["text"] * 5, "bool"]
 # Up to this many events, one rendered statement beats COPY's extra round trips.
 _PG_SMALL_BATCH = 20
 _PG_ROW = (
@@ -80,8 +82,7 @@ class InsertedEvent:
     message_id: str
 
 
-# One encoder for every call: json.dumps with options builds a new JSONEncoder each time.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_dumps = jsontext.lenient
 
 
 @dataclass
@@ -130,11 +131,22 @@ def stage_events(
         columns = ", ".join(connection.ops.quote_name(c) for c in _STAGE_COLUMNS)
         with connection.cursor() as cursor:
             _ensure_stage(cursor)
-            with cursor.cursor.copy(f"COPY {_PG_STAGE} ({columns}) FROM STDIN") as copy:
+            copy_sql = f"COPY {_PG_STAGE} ({columns}) FROM STDIN (FORMAT BINARY)"
+            with cursor.cursor.copy(copy_sql) as copy:
+                copy.set_types(_STAGE_TYPES)
                 for row in staged.rows:
                     copy.write_row(row)
         staged.copied = True
     return staged
+
+
+def _selected(column: str) -> str:
+    """The insert's expression for an events column, from the staged row ``s`` and ``p``."""
+    if column == "person_id":
+        return "p.person_id"
+    if column in ("properties", "context"):
+        return f"s.{column}::jsonb"
+    return f"s.{connection.ops.quote_name(column)}"
 
 
 def insert_events(staged: StagedEvents, person_ids: list[int]) -> list[InsertedEvent]:
@@ -158,10 +170,7 @@ def insert_events(staged: StagedEvents, person_ids: list[int]) -> list[InsertedE
                 # A few rows: rendered into the statement, one round trip (COPY takes three).
                 source = "(VALUES " + ", ".join([_PG_ROW] * len(staged.rows)) + ")"
                 params = [value for row in staged.rows for value in row]
-            selected = ", ".join(
-                "p.person_id" if c == "person_id" else f"s.{connection.ops.quote_name(c)}"
-                for c in _COLUMNS
-            )
+            selected = ", ".join(_selected(c) for c in _COLUMNS)
             # The keys are claimed in the dedupe table first (sorted, so concurrent batches lock
             # keys in the same order); only the events whose key was new are stored.
             cursor.execute(
@@ -169,7 +178,7 @@ def insert_events(staged: StagedEvents, person_ids: list[int]) -> list[InsertedE
                 "p AS (SELECT person_id, (n - 1)::integer AS n "
                 "FROM unnest(%s::bigint[]) WITH ORDINALITY AS p(person_id, n)), "
                 f"fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "
-                "SELECT source_id, message_id, received_at FROM s ORDER BY message_id "
+                'SELECT source_id, message_id, received_at FROM s ORDER BY message_id COLLATE "C" '
                 "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id) "
                 f"INSERT INTO {table} ({columns}) SELECT {selected} FROM s JOIN p USING (n) "
                 "JOIN fresh USING (message_id) RETURNING id, message_id",

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from onboarding.flows.progress import rebuild_flow_progress
-from onboarding.models import FlowProgress, OnboardingFlow, Step
+from onboarding.flows.progress import flow_specs, rebuild_flow_progress, refresh_progress
+from onboarding.models import FlowProgress, FlowReentry, OnboardingFlow, Person, Step
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -189,3 +189,63 @@ def test_a_message_id_reused_by_a_new_person_gives_them_no_step(api):
     )
     progress = dict(FlowProgress.objects.values_list("person__external_id", "furthest_step"))
     assert progress == {"known": 2}  # "fresh" never entered: its sign-up was not stored
+
+
+def test_a_long_flow_keeps_every_step_offset(api, db):
+    """Steps past the typed columns (``offset_2`` … ``offset_8``) go in ``offsets_after``, from
+    the first batch (insert) and from a later one (update)."""
+    flow = OnboardingFlow.objects.create(slug="long", name="Long", window_seconds=86400)
+    for position in range(1, 11):
+        Step.objects.create(
+            flow=flow, position=position, name=f"S{position}", event_name=f"E{position}"
+        )
+    _send(api, *[_track("u12", f"E{k}", T0 + timedelta(seconds=k), k) for k in range(1, 10)])
+    progress = FlowProgress.objects.get()
+    assert progress.furthest_step == 9
+    assert progress.step_offsets == [(k - 1) * 1_000_000 for k in range(1, 10)]
+    assert progress.offsets_after == [8_000_000]
+
+    _send(api, _track("u12", "E10", T0 + timedelta(seconds=10), 10))
+    progress.refresh_from_db()
+    assert (progress.furthest_step, progress.completed_at) == (10, T0 + timedelta(seconds=10))
+    assert progress.offsets_after == [8_000_000, 9_000_000]
+
+
+@pytest.mark.usefixtures("flow")
+def test_reentry_rows_are_replaced_by_each_batch(api):
+    day = timedelta(days=1)
+    _send(api, _track("u13", "Signed Up", T0, 1), _track("u13", "Signed Up", T0 + 2 * day, 2))
+    reentry = FlowReentry.objects.get()
+    assert (reentry.entered_at, reentry.furthest_step) == (T0 + 2 * day, 1)
+    assert reentry.first_entered_at == T0
+
+    _send(
+        api,
+        _track("u13", "Email Verified", T0 + 2 * day + timedelta(minutes=1), 3),
+        _track("u13", "Signed Up", T0 + 4 * day, 4),
+    )
+    rows = FlowReentry.objects.order_by("entered_at")
+    assert [(r.entered_at, r.furthest_step) for r in rows] == [
+        (T0 + 2 * day, 2),
+        (T0 + 4 * day, 1),
+    ]
+    assert rows[0].step_offsets == [0, 60_000_000]
+    progress = FlowProgress.objects.get()
+    assert (progress.entered_at, progress.latest_entry_at) == (T0, T0 + 4 * day)
+
+
+def test_people_who_no_longer_enter_lose_their_progress(api, flow):
+    _send(
+        api,
+        _track("u14", "Signed Up", T0, 1),
+        _track("u14", "Signed Up", T0 + timedelta(days=2), 2),
+    )
+    _send(api, _track("u15", "Signed Up", T0, 3))
+    Step.objects.filter(flow=flow, position=1).update(event_name="Account Created")
+    people = list(
+        Person.objects.filter(external_id__in=["u14", "u15"]).values_list("pk", flat=True)
+    )
+
+    assert refresh_progress(flow_specs(), people) == 0
+    assert not FlowProgress.objects.exists()
+    assert not FlowReentry.objects.exists()

@@ -19,8 +19,8 @@ one); it counts what it accepts, and the benchmark checks that every message arr
 ``--profile`` also runs ``deliver_due`` under cProfile and prints the top functions;
 ``--timings`` prints the wall-clock time of the pipeline's parts instead (no profiler overhead):
 the claims, the hand-over commits, building each email, the waits for the helper thread's
-``start``, the ``finish``. The hand-over marks are asynchronous commits unless the environment
-sets ``ONRAMP_DELIVERY_DURABLE_MARK=true`` (docs/reliability.md); the table says which.
+``start``, the ``finish``. The hand-over marks wait for their WAL flush unless the environment
+sets ``ONRAMP_DELIVERY_DURABLE_MARK=false`` (docs/reliability.md); the table says which.
 """
 
 from __future__ import annotations

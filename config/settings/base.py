@@ -238,7 +238,7 @@ ONRAMP_DELIVERY_CLAIM = env_int("ONRAMP_DELIVERY_CLAIM", 25)
 # crash cannot undo; only a crash of the PostgreSQL server itself (or a failover to a standby that
 # had not received it) within ~3 × wal_writer_delay of a mark can lose it, and then that email may
 # go out a second time. On: one WAL flush per email (docs/reliability.md, "The hand-over mark").
-ONRAMP_DELIVERY_DURABLE_MARK = env_bool("ONRAMP_DELIVERY_DURABLE_MARK", False)
+ONRAMP_DELIVERY_DURABLE_MARK = env_bool("ONRAMP_DELIVERY_DURABLE_MARK", True)
 # SMS through a Twilio-compatible HTTP API.
 ONRAMP_SMS_BASE_URL = env_str("ONRAMP_SMS_BASE_URL", "https://api.twilio.com")
 ONRAMP_SMS_ACCOUNT_SID = env_str("ONRAMP_SMS_ACCOUNT_SID", "")

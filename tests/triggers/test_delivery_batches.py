@@ -396,8 +396,8 @@ def _synchronous_commit() -> str:
 def test_the_marks_wait_for_their_flush_only_when_durable(
     api, timeline, smtp, settings, monkeypatch, durable
 ):
-    """ONRAMP_DELIVERY_DURABLE_MARK off (the default): each hand-over mark is committed without
-    waiting for its WAL flush; on: synchronously. Either way the claim's commit (before any
+    """ONRAMP_DELIVERY_DURABLE_MARK off: each hand-over mark is committed without waiting for its
+    WAL flush; on (the default): synchronously. Either way the claim's commit (before any
     provider call) is synchronous, and the session is back to its default after the batch."""
     settings.ONRAMP_DELIVERY_DURABLE_MARK = durable
     _emails_due(api, timeline, 3)
@@ -421,11 +421,11 @@ def test_the_marks_wait_for_their_flush_only_when_durable(
     assert len(received_keys(smtp)) == 3
 
 
-def test_the_default_mark_is_asynchronous(settings):
+def test_the_default_mark_is_durable(settings):
     """The documented default (docs/configuration.md, docs/reliability.md)."""
     from config.settings import base
 
-    assert base.ONRAMP_DELIVERY_DURABLE_MARK is False
+    assert base.ONRAMP_DELIVERY_DURABLE_MARK is True
 
 
 def test_a_pass_sends_its_emails_over_one_smtp_connection(

@@ -636,14 +636,14 @@ def _send_each(
 def _mark_commits() -> Iterator[None]:
     """The commit mode of a batch's hand-over marks (and of its other writes while it sends).
 
-    ``ONRAMP_DELIVERY_DURABLE_MARK`` off (the default), on PostgreSQL: ``synchronous_commit`` is
+    ``ONRAMP_DELIVERY_DURABLE_MARK`` off, on PostgreSQL: ``synchronous_commit`` is
     off for the session while the batch is sent, so a mark's commit returns once PostgreSQL has
     it, without waiting for its WAL flush (a round trip, not a round trip and a flush). A
     committed mark is the server's: a kill of this worker cannot undo it, so the crash bound
     holds as before. What it gives up: a crash of the PostgreSQL server itself (not a clean
     restart) within about 3 × ``wal_writer_delay`` of a mark can lose that mark, and a lost mark
     lets the sweeper send that email again (docs/reliability.md). The claim's commit, before any
-    provider call, stays synchronous. On: every mark waits for its flush. SQLite runs with
+    provider call, stays synchronous. On (the default): every mark waits for its flush. SQLite runs with
     ``synchronous=NORMAL`` in WAL mode either way (commits survive a process crash, not an
     operating system's)."""
     if settings.ONRAMP_DELIVERY_DURABLE_MARK or connection.vendor != "postgresql":

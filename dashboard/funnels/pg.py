@@ -94,11 +94,13 @@ def outcomes_cte(
     *,
     breakdown: bool = True,
     sample_percent: float | None = None,
+    reentrants: list[int] | None = None,
 ) -> Relation:
     """The outcomes relation; with ``breakdown`` False it has no ``bd`` column even when the query
     asks for a breakdown (reports that do not group by it skip it). With ``sample_percent`` the
     progress rows are a ``TABLESAMPLE SYSTEM`` of that percentage of the table's pages (the
-    medians' pivots, :func:`step_aggregates`)."""
+    medians' pivots, :func:`step_aggregates`). ``reentrants`` is :func:`reentrant_members` of the
+    query, when the caller builds several relations for it and looked them up once."""
     stored = query.breakdown in BREAKDOWN_PROPERTIES and breakdown
     carried = f", {{t}}.entry_{query.breakdown} AS bp" if stored else ""
     columns = (
@@ -117,7 +119,9 @@ def outcomes_cte(
         member_filter = f" AND fp.person_id IN ({sub_sql})"
         params += list(sub_params)
         reentry_filter = " AND r.person_id = ANY(%s::bigint[])"
-        reentry_params.append(reentrant_members(query, allowed))
+        if reentrants is None:
+            reentrants = reentrant_members(query, allowed)
+        reentry_params.append(reentrants)
     sampled = f" TABLESAMPLE SYSTEM ({float(sample_percent)})" if sample_percent else ""
     body = (
         f"SELECT {columns.format(t='fp')} FROM {PROGRESS} fp{sampled}"

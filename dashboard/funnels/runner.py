@@ -66,12 +66,20 @@ def gather(query: FunnelQuery) -> Gathered:
     if not uses_sql(query):
         return Gathered(steps, outcomes=collect_outcomes(query, steps, raw=query.mode == "events"))
     allowed = allowed_people(query)
-    relation = pg.outcomes_cte(query, allowed, steps[0].event)
-    plain = relation
-    if query.breakdown:
-        plain = pg.outcomes_cte(query, allowed, steps[0].event, breakdown=False)
-    sample = pg.outcomes_cte(query, allowed, steps[0].event, sample_percent=pg.SAMPLE_PERCENT)
-    return Gathered(steps, relation=relation, plain=plain, sample=sample)
+    # The segment's re-entrants, looked up once for every relation built here.
+    reentrants = pg.reentrant_members(query, allowed) if allowed is not None else None
+    relation = pg.outcomes_cte(query, allowed, steps[0].event, reentrants=reentrants)
+    if not query.breakdown:
+        sample = pg.outcomes_cte(
+            query,
+            allowed,
+            steps[0].event,
+            sample_percent=pg.SAMPLE_PERCENT,
+            reentrants=reentrants,
+        )
+        return Gathered(steps, relation=relation, plain=relation, sample=sample)
+    plain = pg.outcomes_cte(query, allowed, steps[0].event, breakdown=False, reentrants=reentrants)
+    return Gathered(steps, relation=relation, plain=plain)
 
 
 def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelResult:

@@ -163,3 +163,19 @@ def test_run_funnel_uses_the_band(flow, whole_sample):
     assert any("onramp_collect" in s["sql"] for s in queries.captured_queries)
     expected = exact(query(flow))
     assert [s.median_seconds_from_previous for s in result.steps] == expected[None].medians
+
+
+@pytest.mark.parametrize("breakdown", [None, "source"])
+def test_gather_looks_up_the_segments_reentrants_once(flow, breakdown):
+    """The relations gather builds (the funnel's, without the breakdown, the sample) share one
+    lookup of the segment's re-entrants instead of one each."""
+    from onboarding.models import Segment
+
+    pro = Segment.objects.create(
+        slug="pro",
+        name="Pro",
+        definition={"match": "all", "conditions": [{"trait": "plan", "op": "eq", "value": "pro"}]},
+    )
+    with CaptureQueriesContext(connection) as queries:
+        gather(query(flow, segment=pro, breakdown=breakdown))
+    assert len([q for q in queries.captured_queries if "onboarding_flowreentry" in q["sql"]]) == 1

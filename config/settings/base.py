@@ -234,11 +234,16 @@ ONRAMP_DELIVERY_BATCH = env_int("ONRAMP_DELIVERY_BATCH", 500)
 # the batch was never handed to a provider and is sent after the lease (docs/reliability.md).
 ONRAMP_DELIVERY_CLAIM = env_int("ONRAMP_DELIVERY_CLAIM", 25)
 # Whether each hand-over mark (the commit right before an email's or SMS's provider call) waits
-# for its WAL flush. Off (the default): the mark is committed asynchronously, which a worker's
-# crash cannot undo; only a crash of the PostgreSQL server itself (or a failover to a standby that
-# had not received it) within ~3 × wal_writer_delay of a mark can lose it, and then that email may
-# go out a second time. On: one WAL flush per email (docs/reliability.md, "The hand-over mark").
+# for its WAL flush. On (the default): one WAL flush per email, and no crash, of a worker or of
+# the database server, sends an email twice. Off: the mark is committed asynchronously, which a
+# worker's crash cannot undo; only a crash of the PostgreSQL server itself (or a failover to a
+# standby that had not received it) within ~3 × wal_writer_delay of a mark can lose it, and then
+# that email may go out a second time (docs/reliability.md, "The hand-over mark").
 ONRAMP_DELIVERY_DURABLE_MARK = env_bool("ONRAMP_DELIVERY_DURABLE_MARK", True)
+# Backtests of idle rules (PostgreSQL) over flows with at least ONRAMP_BACKTEST_PROCESSES_FROM
+# people replay the people in ONRAMP_BACKTEST_PROCESSES forked processes, a share each (1: no fork).
+ONRAMP_BACKTEST_PROCESSES = env_int("ONRAMP_BACKTEST_PROCESSES", 2)
+ONRAMP_BACKTEST_PROCESSES_FROM = env_int("ONRAMP_BACKTEST_PROCESSES_FROM", 100_000)
 # SMS through a Twilio-compatible HTTP API.
 ONRAMP_SMS_BASE_URL = env_str("ONRAMP_SMS_BASE_URL", "https://api.twilio.com")
 ONRAMP_SMS_ACCOUNT_SID = env_str("ONRAMP_SMS_ACCOUNT_SID", "")

@@ -230,7 +230,7 @@ def test_sql_spells_and_stored_progress_decide_as_the_reference_and_the_walk(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_processes_and_one_query_decide_as_the_batches(timeline, monkeypatch):
+def test_processes_and_one_query_decide_as_the_batches(timeline, monkeypatch, settings):
     """PostgreSQL: everyone's spells in one query (the stored-progress judgement in SQL), and
     that in two processes (each for half of the people, by id), decide as the batch path."""
     from triggers.simulation import backtest
@@ -258,11 +258,11 @@ def test_processes_and_one_query_decide_as_the_batches(timeline, monkeypatch):
         "_run_idle_in_processes",
         lambda context, progress: forked.append(True) or in_processes(context, progress),
     )
-    monkeypatch.setattr(backtest, "IN_PROCESSES_FROM", 1)
+    settings.ONRAMP_BACKTEST_PROCESSES_FROM = 1
     # A closure for progress, as the task passes: the processes inherit it, it is not pickled.
     split = run_backtest(definition=definition, progress=lambda percent: None, **period)
     assert forked == [True]
-    monkeypatch.setattr(backtest, "PROCESSES", 1)
+    settings.ONRAMP_BACKTEST_PROCESSES = 1
     one_query = run_backtest(definition=definition, **period)
     monkeypatch.setattr(idle, "SET_BASED", False)
     batches = run_backtest(definition=definition, **period)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
-import multiprocessing
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +33,8 @@ from itertools import groupby
 from types import SimpleNamespace
 from typing import Any
 
+import billiard
+from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
@@ -52,6 +54,8 @@ from triggers.workspace import policy
 from . import idle
 from .detection import detect_history
 from .history import Replay, StepHistory, TickGrid, flow_spec, for_people
+
+logger = logging.getLogger(__name__)
 
 ATTRIBUTION = timedelta(days=7)
 PEOPLE_PER_BATCH = 20000
@@ -536,22 +540,26 @@ def _run_idle(context: _Context, progress: Any, part: tuple[int, int] | None = N
             progress(5 + int(90 * replay.done))
 
 
-# Idle spells of a flow with at least this many people are replayed by PROCESSES processes, each
-# for the people whose id is its number modulo PROCESSES (PostgreSQL, outside a transaction: the
-# processes read through their own connections). People are independent in a backtest: every
-# decision (re-entry, caps, progress) is about one person.
-PROCESSES = 2
-IN_PROCESSES_FROM = 100_000
+# Idle spells of a flow with at least ``ONRAMP_BACKTEST_PROCESSES_FROM`` people are replayed by
+# ``ONRAMP_BACKTEST_PROCESSES`` processes, each for the people whose id is its number modulo their
+# count (PostgreSQL, outside a transaction: the processes read through their own connections).
+# People are independent in a backtest: every decision (re-entry, caps, progress) is about one
+# person.
 # What the forked processes inherit (never pickled: a progress callback may be a closure).
 _FORKED: tuple[_Context, Any] | None = None
 
 
+def _processes() -> int:
+    return max(1, settings.ONRAMP_BACKTEST_PROCESSES)
+
+
 def _in_processes(context: _Context) -> bool:
-    if PROCESSES < 2 or not idle.set_based() or connection.in_atomic_block:
+    if _processes() < 2 or not idle.set_based() or connection.in_atomic_block:
         return False
     if context.flow is None:
         return False
-    return FlowProgress.objects.filter(flow_id=context.flow.id).count() >= IN_PROCESSES_FROM
+    people = FlowProgress.objects.filter(flow_id=context.flow.id).count()
+    return people >= settings.ONRAMP_BACKTEST_PROCESSES_FROM
 
 
 def _run_idle_in_processes(context: _Context, progress: Any) -> None:
@@ -559,11 +567,14 @@ def _run_idle_in_processes(context: _Context, progress: Any) -> None:
     added up here (the entries are sorted by the caller)."""
     global _FORKED
     _FORKED = (context, progress)
+    processes = _processes()
     connections.close_all()  # each process opens its own
     try:
-        pool = multiprocessing.get_context("fork").Pool(PROCESSES)
+        # billiard (Celery's multiprocessing): a Celery prefork worker's child is a daemonic
+        # process, which the standard library refuses to give children.
+        pool = billiard.get_context("fork").Pool(processes)
         try:
-            shares = pool.map(_run_share, [(i, PROCESSES) for i in range(PROCESSES)])
+            shares = pool.map(_run_share, [(i, processes) for i in range(processes)])
             pool.close()
         except BaseException:
             pool.terminate()
@@ -575,6 +586,9 @@ def _run_idle_in_processes(context: _Context, progress: Any) -> None:
     for result, people in shares:
         _add(context.result, result)
         context.entered_people.update(people)
+    logger.info(
+        "backtest: idle spells of flow %s replayed in %d processes", context.flow.id, processes
+    )
 
 
 def _run_share(part: tuple[int, int]) -> tuple[BacktestResult, set[int]]:

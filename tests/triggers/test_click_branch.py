@@ -104,6 +104,30 @@ def test_not_clicked_the_second_follow_up_waits_for_the_window_then_goes(
 
 
 @pytest.mark.usefixtures("link_template")
+def test_a_branch_deferred_by_quiet_hours_is_logged_once(api, client, timeline, smtp):
+    """The click window closes at 10:01 UTC, inside the rule's quiet hours (10:00-11:00): the
+    branch is decided, the follow-up waits for 11:00, and is decided again then. The log says
+    which way the sequence went once, not once per pass that reached the branch."""
+    identify(api, "u1", email="ada@example.com", first_name="Ada")
+    sequence = [SEQUENCE[0], {**SEQUENCE[1], "unless_clicked_within": "25h"}]
+    event_rule(follow_ups=sequence, quiet_hours={"start": "10:00", "end": "11:00"})
+    timeline.send(T0, "u1", "Trial Ending")
+    timeline.tick(T0 + M)
+    assert deliver_due(now=T0 + M).sent == 1  # 09:01
+    closes = T0 + M + timedelta(hours=25)  # 10:01 the next day: quiet
+    assert deliver_due(now=T0 + H + M).outcomes["deferred"] == 1  # waits for the click window
+    assert second().due_at == closes
+    report = deliver_due(now=closes)
+    assert report.sent == 0 and report.outcomes["deferred"] == 1
+    assert (second().status, second().reason) == ("deferred", "quiet_hours")
+
+    assert deliver_due(now=closes + H).sent == 1
+    assert second().status == "sent"
+    branches = DecisionLog.objects.filter(message=second(), outcome="branch")
+    assert [b.reason for b in branches] == ["previous_not_clicked"]
+
+
+@pytest.mark.usefixtures("link_template")
 def test_a_click_after_the_window_does_not_skip(api, client, timeline, smtp):
     email = start(api, timeline, smtp)
     click(client, email, T0 + 25 * H)  # the window closed at T0+24h01m

@@ -48,6 +48,7 @@ from triggers.rendering import TemplateProblem
 from triggers.rules.spec import RuleSpec
 
 from .checks import (
+    Branch,
     CapLedger,
     ClickBranch,
     ExitCheck,
@@ -150,10 +151,14 @@ def _passes_checks(
             log_reason=exit_reason,
         )
         return False
-    if branches is not None and not _click_branch(message, branches, now, report):
-        return False
+    went_on = None  # the click branch's verdict when the sequence goes on: logged once below
+    if branches is not None:
+        went_on = branches.verdict(message, now)
+        if went_on is not None and not _click_branch(message, went_on, now, report):
+            return False
     cap = caps.reason(message, spec, now)
     if cap:
+        _log_went_on(message, now, went_on)
         settle(
             message,
             status=MessageStatus.SUPPRESSED,
@@ -181,7 +186,8 @@ def _passes_checks(
             fields=fields,
             until=until,
         )
-        return False
+        return False  # decided again when they end (a click meanwhile skips it): logged then
+    _log_went_on(message, now, went_on)
     try:
         render_into(message, person, channel)
     except TemplateProblem as problem:
@@ -205,14 +211,10 @@ def _passes_checks(
     return True
 
 
-def _click_branch(
-    message: Message, branches: ClickBranch, now: datetime, report: DeliveryReport
-) -> bool:
-    """``unless_clicked_within``: skip after a click, wait for the click window to close, or go
-    on (logged as ``branch``, so the decision log says which way the sequence went)."""
-    branch = branches.verdict(message, now)
-    if branch is None:
-        return True
+def _click_branch(message: Message, branch: Branch, now: datetime, report: DeliveryReport) -> bool:
+    """``unless_clicked_within``: skip after a click, or wait for the click window to close;
+    True when the sequence goes on (the caller logs that as ``branch`` once the message is not
+    deferred, so the decision log says which way the sequence went, once)."""
     if branch.action == "skip":
         settle(
             message,
@@ -240,8 +242,12 @@ def _click_branch(
             **branch.detail,
         )
         return False
-    log_decision(message, now, "branch", branch.reason, **branch.detail)
     return True
+
+
+def _log_went_on(message: Message, now: datetime, branch: Branch | None) -> None:
+    if branch is not None:
+        log_decision(message, now, "branch", branch.reason, **branch.detail)
 
 
 SENT_FIELDS = ["status", "reason", "provider_id", "lease_until"]

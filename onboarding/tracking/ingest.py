@@ -227,7 +227,9 @@ def ingest_events(
             logger.warning(
                 "ingest retry %s after sqlstate %s",
                 attempt,
-                getattr(error.__cause__, "sqlstate", None),
+                "people_gone"
+                if isinstance(error, store.PeopleGone)
+                else getattr(error.__cause__, "sqlstate", None),
                 extra={"endpoint": endpoint, "attempt": attempt},
             )
             time.sleep(0.01 * attempt)

@@ -121,7 +121,9 @@ class _Pause:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_person_merged_away_after_resolution_gets_the_events_on_retry(write_key, monkeypatch):
+def test_a_person_merged_away_after_resolution_gets_the_events_on_retry(
+    write_key, monkeypatch, caplog
+):
     """The merge commits between the batch's resolution and its insert: the insert finds the
     person gone, and the retried batch stores the event on the survivor."""
     client = Client(HTTP_AUTHORIZATION=basic_auth(write_key))
@@ -143,6 +145,7 @@ def test_a_person_merged_away_after_resolution_gets_the_events_on_retry(write_ke
     assert Event.objects.get(message_id="m-dev").person_id == y.pk
     assert Event.objects.count() == 4  # both identifies, the alias, the device's event
     assert orphans() == 0
+    assert "ingest retry 1 after sqlstate people_gone" in caplog.text
 
 
 @pytest.mark.postgres

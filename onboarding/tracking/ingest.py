@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_FAILED_PAYLOAD = 32 * 1024
 # Serialization failure, deadlock; and the conflicts a concurrent merge can cause: a person this
-# batch resolved was merged away (foreign key) or an id was claimed first (unique). Retrying
-# resolves the batch again against the committed state.
+# batch resolved was merged away (foreign key on SQLite, ``store.PeopleGone`` on PostgreSQL) or an
+# id was claimed first (unique). Retrying resolves the batch again against the committed state.
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "23503", "23505"}
 _ATTEMPTS = 3
 
@@ -167,7 +167,7 @@ def _write(
             flows = flow_specs()
             resolved = resolve_people(events, received_at=received_at, live=live)
             person_ids = resolved.person_ids
-            inserted = store.insert_events(staged, person_ids)
+            inserted = store.insert_events(staged, person_ids, resolved.created)
             _refresh_flow_progress(events, resolved, inserted, flows)
             _update_people(events, person_ids, resolved.created, received_at, live)
             result.inserted = len(inserted)
@@ -193,6 +193,8 @@ def _write(
 
 
 def _is_transient(error: DatabaseError) -> bool:
+    if isinstance(error, store.PeopleGone):
+        return True
     cause = error.__cause__
     return getattr(cause, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
@@ -225,7 +227,9 @@ def ingest_events(
             logger.warning(
                 "ingest retry %s after sqlstate %s",
                 attempt,
-                getattr(error.__cause__, "sqlstate", None),
+                "people_gone"
+                if isinstance(error, store.PeopleGone)
+                else getattr(error.__cause__, "sqlstate", None),
                 extra={"endpoint": endpoint, "attempt": attempt},
             )
             time.sleep(0.01 * attempt)

@@ -1,25 +1,27 @@
 """Bulk writes of the ingestion pipeline, a few statements per batch.
 
-PostgreSQL gets the batch by ``COPY`` (psycopg's C row writer) into a temporary staging table
-(a handful of events, as single calls send, go in the statement itself: fewer round trips),
-then one statement: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the (source, messageId) keys
-into ``onboarding_event_dedupe``, and an insert of only the events whose key was new into the
-events table, which is partitioned by month (``services/partitions.py``) and so cannot carry the
-unique constraint itself. The rows are never rendered into SQL text, so the cost per event is
-the index maintenance. Other databases (SQLite in the embedded default) get a multi-row
-``VALUES`` insert with ``ON CONFLICT`` on the events table's unique (source, message_id)
-constraint. Either way a retried call is a no-op, within one transaction with the rest of the
-batch.
+PostgreSQL gets the batch in one statement whose rows are bound server-side in binary, as
+arrays (``unnest``; psycopg dumps them in C, nothing is rendered into SQL text):
+``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the (source, messageId) keys into
+``onboarding_event_dedupe``, and an insert of only the events whose key was new into the events
+table, which is partitioned by month (``services/partitions.py``) and so cannot carry the unique
+constraint itself. The same statement locks the batch's existing people and its source
+``FOR KEY SHARE``, once per batch, and reports any of them that is gone: this replaces the events
+table's two foreign keys, which checked both once per event at commit (DESIGN §6; the delete side
+is guarded by triggers, migration ``0012_event_references_checked_per_batch``). Other databases
+(SQLite in the embedded default) get a multi-row ``VALUES`` insert with ``ON CONFLICT`` on the
+events table's unique (source, message_id) constraint, and keep the foreign keys. Either way a
+retried call is a no-op, within one transaction with the rest of the batch.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection
 
+from onboarding.bulk import binary_cursor
 from onboarding.models import Event, Person
 
 from . import jsontext
@@ -40,40 +42,48 @@ _COLUMNS = (
     "context",
     "imported",
 )
-_PG_STAGE = "onramp_stage_event"
-_PG_DEDUPE = "onboarding_event_dedupe"
-# The staged rows have no person yet: ``n`` is the row's place in the batch, joined with the
-# person ids once they are resolved. Rows are copied in binary (no text to parse for numbers and
-# times); the JSON documents are staged as text and become jsonb in the insert.
-_PG_STAGE_DDL = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} (n integer, source_id bigint, type text,"
-    " name text, timestamp timestamptz, received_at timestamptz, message_id text, user_id text,"
-    " anonymous_id text, properties text, context text, imported boolean) ON COMMIT DELETE ROWS"
-)
-_STAGE_COLUMNS = ("n", *(c for c in _COLUMNS if c != "person_id"))
-_STAGE_TYPES = ["int4", "int8", *["text"] * 2, *["timestamptz"] * 2, *["text"] * 5, "bool"]
-# Up to this many events, one rendered statement beats COPY's extra round trips.
-_PG_SMALL_BATCH = 20
-_PG_ROW = (
-    "(%s::integer, %s::bigint, %s::text, %s::text, %s::timestamptz, %s::timestamptz, %s::text, "
-    "%s::text, %s::text, %s::jsonb, %s::jsonb, %s::boolean)"
-)
 _SQLITE_CHUNK = 1000
 _TRAIT_FIELDS = ["traits", "trait_timestamps", "email", "phone", "timezone"]
 
+# The keys are claimed in the dedupe table first (sorted, so concurrent batches lock keys in the
+# same order); only the events whose key was new are stored. ``present`` and ``source`` lock the
+# rows the events point at, as a foreign key's check would, but once per batch: until the commit
+# no merge, erasure or delete can remove them (each locks or deletes the row, so it waits), and a
+# row removed before the lock is missing from the count. Then the statement returns one extra
+# row with a null messageId, and the batch is retried against the committed state.
+_PG_INSERT = """
+WITH s AS (
+    SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::timestamptz[], %b::text[],
+                         %b::text[], %b::text[], %b::text[], %b::text[])
+      AS s(person_id, type, name, "timestamp", message_id, user_id, anonymous_id, properties,
+           context)
+),
+fresh AS (
+    INSERT INTO onboarding_event_dedupe (source_id, message_id, received_at)
+    SELECT %b::bigint, message_id, %b::timestamptz FROM s ORDER BY message_id COLLATE "C"
+    ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id
+),
+stored AS (
+    INSERT INTO onboarding_event (source_id, person_id, type, name, "timestamp", received_at,
+        message_id, user_id, anonymous_id, properties, context, imported)
+    SELECT %b::bigint, s.person_id, s.type, s.name, s."timestamp", %b::timestamptz,
+        s.message_id, s.user_id, s.anonymous_id, s.properties::jsonb, s.context::jsonb,
+        %b::boolean
+    FROM s JOIN fresh USING (message_id)
+    RETURNING id, message_id
+),
+present AS (SELECT id FROM onboarding_person WHERE id = ANY(%b::bigint[]) FOR KEY SHARE),
+source AS (SELECT id FROM onboarding_source WHERE id = %b::bigint FOR KEY SHARE)
+SELECT id, message_id FROM stored
+UNION ALL
+SELECT NULL, NULL
+WHERE (SELECT count(*) FROM present) <> %b::bigint OR NOT EXISTS (SELECT FROM source)
+"""
 
-# The database connections (psycopg's, which Django replaces when it reconnects) whose session
-# has the staging table: created once per session, not once per batch.
-_staged_sessions: weakref.WeakSet = weakref.WeakSet()
 
-
-def _ensure_stage(cursor) -> None:
-    session = connection.connection
-    if session in _staged_sessions:
-        return
-    cursor.execute(_PG_STAGE_DDL)
-    # A rollback would undo the CREATE: remember the table only once it is committed.
-    transaction.on_commit(lambda: _staged_sessions.add(session))
+class PeopleGone(IntegrityError):
+    """A person (or the source) the batch resolved was merged away, erased or deleted before its
+    events were stored: the transaction is rolled back and the batch resolved again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,22 +99,24 @@ _dumps = jsontext.lenient
 class StagedEvents:
     """A batch's event rows, ready to insert once their people are known.
 
-    ``rows`` follow ``_STAGE_COLUMNS`` (``n`` first, no person); ``positions[n]`` is the index in
-    the batch of the event in row ``n``. A messageId repeated inside the batch is staged once:
-    the first occurrence wins.
+    ``rows`` follow ``_COLUMNS`` without the person; ``positions[n]`` is the index in the batch
+    of the event in row ``n``. A messageId repeated inside the batch is staged once: the first
+    occurrence wins.
     """
 
+    source_id: int
+    received_at: datetime
+    imported: bool
     rows: list[tuple] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
-    copied: bool = False  # the rows are in the staging table (PostgreSQL, larger batches)
 
 
 def stage_events(
     *, source_id: int, events: list[TrackedEvent], received_at: datetime, imported: bool = False
 ) -> StagedEvents:
-    """Build the rows (JSON encoded once) and, on PostgreSQL, ``COPY`` a larger batch into the
-    staging table: work that needs no lock, done before the people are resolved and locked."""
-    staged = StagedEvents()
+    """Build the rows, JSON encoded once: work that needs no lock, done before the people are
+    resolved and locked."""
+    staged = StagedEvents(source_id=source_id, received_at=received_at, imported=imported)
     seen: set[str] = set()
     for position, e in enumerate(events):
         if e.message_id in seen:
@@ -112,95 +124,76 @@ def stage_events(
         seen.add(e.message_id)
         staged.rows.append(
             (
-                len(staged.rows),
-                source_id,
                 e.type,
                 e.name,
                 e.timestamp,
-                received_at,
                 e.message_id,
                 e.user_id,
                 e.anonymous_id,
                 _dumps(e.payload_for_storage),
                 _dumps(e.context),
-                imported,
             )
         )
         staged.positions.append(position)
-    if connection.vendor == "postgresql" and len(staged.rows) > _PG_SMALL_BATCH:
-        columns = ", ".join(connection.ops.quote_name(c) for c in _STAGE_COLUMNS)
-        with connection.cursor() as cursor:
-            _ensure_stage(cursor)
-            copy_sql = f"COPY {_PG_STAGE} ({columns}) FROM STDIN (FORMAT BINARY)"
-            with cursor.cursor.copy(copy_sql) as copy:
-                copy.set_types(_STAGE_TYPES)
-                for row in staged.rows:
-                    copy.write_row(row)
-        staged.copied = True
     return staged
 
 
-def _selected(column: str) -> str:
-    """The insert's expression for an events column, from the staged row ``s`` and ``p``."""
-    if column == "person_id":
-        return "p.person_id"
-    if column in ("properties", "context"):
-        return f"s.{column}::jsonb"
-    return f"s.{connection.ops.quote_name(column)}"
-
-
-def insert_events(staged: StagedEvents, person_ids: list[int]) -> list[InsertedEvent]:
+def insert_events(
+    staged: StagedEvents, person_ids: list[int], created: frozenset[int] = frozenset()
+) -> list[InsertedEvent]:
     """Insert the staged events with their people (``person_ids`` by position in the batch),
-    skipping any whose (source, messageId) is already stored."""
+    skipping any whose (source, messageId) is already stored. ``created`` are the people this
+    batch inserted (nobody else sees them before the commit, so they need no lock).
+
+    Raises :class:`PeopleGone` (PostgreSQL) when one of the other people or the source no
+    longer exists.
+    """
     if not staged.rows:
         return []
-    table = connection.ops.quote_name(Event._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
     people = [person_ids[position] for position in staged.positions]
+    if connection.vendor == "postgresql":
+        existing = sorted(set(people) - created)
+        columns = [list(column) for column in zip(*staged.rows, strict=True)]
+        with binary_cursor() as cursor:
+            cursor.execute(
+                _PG_INSERT,
+                [
+                    people,
+                    *columns,
+                    staged.source_id,
+                    staged.received_at,
+                    staged.source_id,
+                    staged.received_at,
+                    staged.imported,
+                    existing,
+                    staged.source_id,
+                    len(existing),
+                ],
+            )
+            rows = cursor.fetchall()
+        if rows and rows[-1][1] is None:
+            raise PeopleGone("a person or the source of this batch was removed concurrently")
+        return [InsertedEvent(*row) for row in rows]
+    table = connection.ops.quote_name(Event._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
+    adapt = connection.ops.adapt_datetimefield_value
+    received_at = adapt(staged.received_at)
+    rows = [
+        (staged.source_id, person, r[0], r[1], adapt(r[2]), received_at, *r[3:], staged.imported)
+        for r, person in zip(staged.rows, people, strict=True)
+    ]
+    placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     inserted: list[InsertedEvent] = []
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            stage_columns = ", ".join(connection.ops.quote_name(c) for c in _STAGE_COLUMNS)
-            if staged.copied:
-                # Emptied by the statement that reads it, so a second batch in the same
-                # transaction starts from nothing.
-                source = f"(DELETE FROM {_PG_STAGE} RETURNING {stage_columns})"  # noqa: S608
-                params: list = []
-            else:
-                # A few rows: rendered into the statement, one round trip (COPY takes three).
-                source = "(VALUES " + ", ".join([_PG_ROW] * len(staged.rows)) + ")"
-                params = [value for row in staged.rows for value in row]
-            selected = ", ".join(_selected(c) for c in _COLUMNS)
-            # The keys are claimed in the dedupe table first (sorted, so concurrent batches lock
-            # keys in the same order); only the events whose key was new are stored.
+        for start in range(0, len(rows), _SQLITE_CHUNK):
+            chunk = rows[start : start + _SQLITE_CHUNK]
             cursor.execute(
-                f"WITH s ({stage_columns}) AS {source}, "  # noqa: S608
-                "p AS (SELECT person_id, (n - 1)::integer AS n "
-                "FROM unnest(%s::bigint[]) WITH ORDINALITY AS p(person_id, n)), "
-                f"fresh AS (INSERT INTO {_PG_DEDUPE} (source_id, message_id, received_at) "
-                'SELECT source_id, message_id, received_at FROM s ORDER BY message_id COLLATE "C" '
-                "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id) "
-                f"INSERT INTO {table} ({columns}) SELECT {selected} FROM s JOIN p USING (n) "
-                "JOIN fresh USING (message_id) RETURNING id, message_id",
-                [*params, people],
+                f"INSERT INTO {table} ({names}) VALUES "  # noqa: S608
+                + ", ".join([placeholder] * len(chunk))
+                + " ON CONFLICT (source_id, message_id) DO NOTHING RETURNING id, message_id",
+                [value for row in chunk for value in row],
             )
             inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
-        else:
-            adapt = connection.ops.adapt_datetimefield_value
-            rows = [
-                (r[1], person, *r[2:4], adapt(r[4]), adapt(r[5]), *r[6:])
-                for r, person in zip(staged.rows, people, strict=True)
-            ]
-            placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
-            for start in range(0, len(rows), _SQLITE_CHUNK):
-                chunk = rows[start : start + _SQLITE_CHUNK]
-                cursor.execute(
-                    f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
-                    + ", ".join([placeholder] * len(chunk))
-                    + " ON CONFLICT (source_id, message_id) DO NOTHING RETURNING id, message_id",
-                    [value for row in chunk for value in row],
-                )
-                inserted.extend(InsertedEvent(*row) for row in cursor.fetchall())
     return inserted
 
 

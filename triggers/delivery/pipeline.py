@@ -26,7 +26,6 @@ by committing the row itself, in the claim.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -814,7 +813,7 @@ def _can_overlap() -> bool:
 # While the writer thread runs Python (a claim's checks and rendering), this thread, woken by a
 # mark's or an SMTP answer, waits for the GIL until the writer gives it up: after the interpreter's
 # switch interval (5 ms by default) at worst. A shorter interval during the pass bounds that wait.
-_SWITCH_INTERVAL = float(os.environ.get("ONRAMP_SWITCH", "0.0005"))
+_SWITCH_INTERVAL = 0.0005
 
 
 def _deliver_overlapped(

@@ -19,7 +19,9 @@ one); it counts what it accepts, and the benchmark checks that every message arr
 ``--profile`` also runs ``deliver_due`` under cProfile and prints the top functions;
 ``--timings`` prints the wall-clock time of the pipeline's parts instead (no profiler overhead):
 the claims, the hand-over commits, building each email, the waits for the helper thread's
-``start``, the ``finish``. The hand-over marks wait for their WAL flush unless the environment
+``start`` (and for the writer thread's claim), the ``finish``. On PostgreSQL the claims and the
+batch-end records run in the pass's writer thread while it sends (``ONRAMP_DELIVERY_OVERLAP``,
+on by default; set it to ``false`` in the environment for the serial pass). The hand-over marks wait for their WAL flush unless the environment
 sets ``ONRAMP_DELIVERY_DURABLE_MARK=false`` (docs/reliability.md); the table says which.
 """
 
@@ -201,12 +203,12 @@ def _time_parts() -> dict[str, list[float]]:
 
         setattr(owner, name, timed)
 
-    wrap(pipeline, "_claim", "claim (lock, check, ledger; commit outside)")
+    wrap(pipeline, "_claim", "claim (lock, check, ledger; writer thread*)")
     wrap(pipeline, "_hand", "hand-over commit")
     wrap(EmailChannel, "prepare", "prepare (build the email and its bytes)")
-    wrap(concurrent.futures.Future, "result", "wait for start (helper thread)")
+    wrap(concurrent.futures.Future, "result", "wait for start, or for a claim*")
     wrap(EmailChannel, "finish", "finish (the final '.' and its reply)")
-    wrap(pipeline, "_record_sent", "record at the end of a batch")
+    wrap(pipeline, "_record_sent", "record at the end of a batch (writer*)")
     return parts
 
 
@@ -278,6 +280,11 @@ def child(args: argparse.Namespace) -> None:
                 f"{label:<46} {spent:7.2f} s {calls:6} calls {spent / max(calls, 1) * 1e3:6.2f} ms",
                 file=sys.stderr,
             )
+        print(
+            "* with ONRAMP_DELIVERY_OVERLAP (PostgreSQL), claims and batch-end records run in the "
+            "writer thread, alongside the sends: their time is not the pass's",
+            file=sys.stderr,
+        )
 
     flush_ms = _flush_ms()
     emails = _prerendered(args.messages)

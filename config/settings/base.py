@@ -234,12 +234,15 @@ ONRAMP_DELIVERY_BATCH = env_int("ONRAMP_DELIVERY_BATCH", 500)
 # the batch was never handed to a provider and is sent after the lease (docs/reliability.md).
 ONRAMP_DELIVERY_CLAIM = env_int("ONRAMP_DELIVERY_CLAIM", 25)
 # Whether each hand-over mark (the commit right before an email's or SMS's provider call) waits
-# for its WAL flush. On (the default): one WAL flush per email, and no crash, of a worker or of
-# the database server, sends an email twice. Off: the mark is committed asynchronously, which a
-# worker's crash cannot undo; only a crash of the PostgreSQL server itself (or a failover to a
-# standby that had not received it) within ~3 × wal_writer_delay of a mark can lose it, and then
-# that email may go out a second time (docs/reliability.md, "The hand-over mark").
+# for its WAL flush. On (the default): one WAL flush per email, and no crash repeats a send. Off:
+# the mark is committed asynchronously, which a worker's crash cannot undo; only a crash of the
+# PostgreSQL server itself (or a failover to a standby that had not received it) within
+# ~3 × wal_writer_delay of a mark can lose it, and then that email may go out a second time
+# (docs/reliability.md, "The mark's durability").
 ONRAMP_DELIVERY_DURABLE_MARK = env_bool("ONRAMP_DELIVERY_DURABLE_MARK", True)
+# On PostgreSQL, claim the next batch and record the last one's successes on a second connection
+# while this one hands the current batch to providers (docs/reliability.md).
+ONRAMP_DELIVERY_OVERLAP = env_bool("ONRAMP_DELIVERY_OVERLAP", True)
 # Backtests of idle rules (PostgreSQL) over flows with at least ONRAMP_BACKTEST_PROCESSES_FROM
 # people replay the people in ONRAMP_BACKTEST_PROCESSES forked processes, a share each (1: no fork).
 ONRAMP_BACKTEST_PROCESSES = env_int("ONRAMP_BACKTEST_PROCESSES", 2)

@@ -470,3 +470,144 @@ def test_an_email_that_cannot_be_built_is_a_failed_attempt_and_the_batch_goes_on
     second = Message.objects.get(pk=built[1])
     assert (second.status, second.handed_at, second.attempts) == ("scheduled", None, 1)
     assert len(received_keys(smtp)) == 2
+
+
+# --- The overlapped pass (PostgreSQL): claims and records on a second connection --------------
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)  # the writer thread's connection sees committed rows
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "serial"])
+@pytest.mark.parametrize("durable", [False, True], ids=["async-mark", "durable-mark"])
+def test_a_crash_in_the_second_batch_leaves_one_message_unknown(
+    api, timeline, smtp, settings, monkeypatch, overlap, durable
+):
+    """kill -9 inside the second email of the second batch (claims of 3): with the claims and
+    the batch-end records on the writer thread, batch 3 is already claimed (never handed: due
+    again after the lease) and batch 1's record may not have been written; the first batch's last
+    success was recorded by the second batch's first mark. So after the lease: batches 1 and the
+    first email of batch 2 are "sent" (by the sweeper, from their acceptance marks), the email
+    inside its call is the one unknown, and everything else goes out once."""
+    settings.ONRAMP_DELIVERY_OVERLAP = overlap
+    settings.ONRAMP_DELIVERY_DURABLE_MARK = durable
+    settings.ONRAMP_DELIVERY_CLAIM = 3
+    settings.ONRAMP_DELIVERY_LEASE_SECONDS = 60
+    _emails_due(api, timeline, 10)
+
+    finish, record, calls = EmailChannel.finish, pipeline._record_sent, []
+
+    def dies_in_the_fifth(self, outgoing):
+        calls.append(outgoing.message.pk)
+        if len(calls) == 5:
+            raise WorkerKilled  # its data went out, not its final "."
+        return finish(self, outgoing)
+
+    def record_until_killed(sent, report):
+        # kill -9: nothing is recorded after it; overlapped, the writer's records of the
+        # batches before it may not have run either (the harder case: none of them did).
+        if not overlap and len(calls) < 5:
+            record(sent, report)
+
+    claimed_by = set()
+    claim = pipeline._claim
+
+    def claim_seen(pks, now, report, channels):
+        import threading
+
+        claimed_by.add(threading.current_thread().name.split("_")[0])
+        return claim(pks, now, report, channels)
+
+    monkeypatch.setattr(EmailChannel, "finish", dies_in_the_fifth)
+    monkeypatch.setattr(pipeline, "_claim", claim_seen)
+    monkeypatch.setattr(pipeline, "_record_sent", record_until_killed)
+    with pytest.raises(WorkerKilled):
+        deliver_due(now=T0 + M)
+    monkeypatch.undo()
+    assert claimed_by == ({"onramp-claim"} if overlap else {"MainThread"})
+    ids = {pk: f"<{key}>" for pk, key in _message_ids(smtp).items()}
+    rows = {
+        row.pk: (row.status, row.handed_at is not None, row.provider_id)
+        for row in Message.objects.filter(pk__in=calls)
+    }
+    recorded = [] if overlap else [("sent", True, ids[pk]) for pk in calls[:3]]
+    accepted = [("sending", True, ids[pk]) for pk in calls[len(recorded) : 4]]
+    assert [rows[pk] for pk in calls] == [*recorded, *accepted, ("sending", True, "")]
+    # Batch 2's third email, and batch 3 when it was claimed ahead: claimed, never handed.
+    unhanded = Message.objects.filter(status="sending", handed_at=None).count()
+    assert unhanded == (4 if overlap else 1)
+
+    _after_the_crash(smtp, sent=9, unknown=1)
+    assert Message.objects.get(status="unknown").pk == calls[4]
+    assert len(received_keys(smtp)) == 9
+    by_sweeper = DecisionLog.objects.filter(outcome="sent", detail__recorded_by="sweeper")
+    assert sorted(by_sweeper.values_list("message_id", flat=True)) == sorted(
+        calls[len(recorded) : 4]
+    )
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_the_overlapped_pass_claims_the_next_batch_while_it_sends(
+    api, timeline, smtp, settings, monkeypatch
+):
+    """Claims of 3, 8 emails: batch 2 is claimed (on the writer thread) while batch 1 is handed
+    to SMTP (its marks slowed down here): that claim waits for a mark written after it began,
+    which the pass's thread writes meanwhile (in one thread the claim would wait for nothing
+    and time out). Every email goes out once, each with one "sent" decision row, written by the
+    writer's records (and the pass's last one by the pass's thread)."""
+    import time
+
+    settings.ONRAMP_DELIVERY_CLAIM = 3
+    _emails_due(api, timeline, 8)
+    marks, seen = [], []
+    hand, claim = pipeline._hand, pipeline._claim
+
+    def hand_seen(claim, done, now, report):
+        if len(marks) < 3:
+            time.sleep(0.05)  # batch 1: room for batch 2's claim to begin before its marks
+        marks.append(claim.message.pk)
+        return hand(claim, done, now, report)
+
+    def claim_seen(pks, now, report, channels):
+        if len(seen) == 1:  # batch 2: is a mark written while this claim runs?
+            before, deadline = len(marks), time.monotonic() + 3
+            while len(marks) == before and time.monotonic() < deadline:
+                time.sleep(0.001)
+            seen.append(len(marks) > before)
+        elif not seen:
+            seen.append(not marks)  # batch 1: before any mark
+        return claim(pks, now, report, channels)
+
+    monkeypatch.setattr(pipeline, "_hand", hand_seen)
+    monkeypatch.setattr(pipeline, "_claim", claim_seen)
+    report = deliver_due(now=T0 + M)
+    assert report.outcomes == {"sent": 8}
+    assert seen == [True, True]
+    assert max(received_keys(smtp).values()) == 1 and len(received_keys(smtp)) == 8
+    sent = DecisionLog.objects.filter(outcome="sent").values_list("message_id", flat=True)
+    assert sorted(sent) == sorted(Message.objects.values_list("pk", flat=True))
+    assert set(Message.objects.values_list("status", "lease_until")) == {("sent", None)}
+
+
+def test_the_pass_is_serial_inside_a_transaction(settings):
+    """The writer thread's connection could not see a caller's uncommitted rows: inside a
+    transaction (and on SQLite, and with ONRAMP_DELIVERY_OVERLAP off) the pass claims, sends and
+    records in one thread, as before."""
+    settings.ONRAMP_DELIVERY_OVERLAP = True
+    with transaction.atomic():
+        assert not pipeline._can_overlap()
+    settings.ONRAMP_DELIVERY_OVERLAP = False
+    assert not pipeline._can_overlap()
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_an_overlapped_pass_out_of_time_sends_its_first_batch_and_claims_no_more(
+    api, timeline, smtp, settings
+):
+    """The time budget is checked before each claim after the first: a claimed batch is always
+    sent, and a pass with no time left claims nothing ahead."""
+    settings.ONRAMP_DELIVERY_CLAIM = 3
+    _emails_due(api, timeline, 5)
+    assert deliver_due(now=T0 + M, time_budget=0).sent == 3
+    assert Counter(Message.objects.values_list("status", flat=True)) == {"sent": 3, "scheduled": 2}

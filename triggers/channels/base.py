@@ -9,6 +9,7 @@ idempotent) are never retried when the outcome is unknown after a crash; the oth
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -111,13 +112,18 @@ class ChannelSet:
 
     def __init__(self) -> None:
         self._opened: dict[str, Channel] = {}
+        # The pipeline's claims may run in a second thread (pipeline._deliver_overlapped).
+        self._lock = threading.Lock()
 
     def __call__(self, name: str) -> Channel:
         channel = self._opened.get(name)
         if channel is None:
-            channel = channel_for(name)
-            channel.open()
-            self._opened[name] = channel
+            with self._lock:
+                channel = self._opened.get(name)
+                if channel is None:
+                    channel = channel_for(name)
+                    channel.open()
+                    self._opened[name] = channel
         return channel
 
     def close(self) -> None:

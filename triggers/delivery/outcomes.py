@@ -49,6 +49,11 @@ class DeliveryReport:
         self.outcomes[outcome] += 1
         self.by_channel[message.channel, METRIC_OUTCOMES.get(outcome, outcome)] += 1
 
+    def merge(self, other: DeliveryReport) -> None:
+        """Add the counts of another part of the same pass (a claim in the writer thread)."""
+        self.outcomes.update(other.outcomes)
+        self.by_channel.update(other.by_channel)
+
     @property
     def sent(self) -> int:
         return self.outcomes["sent"]

@@ -26,9 +26,10 @@ by committing the row itself, in the claim.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -558,7 +559,14 @@ def _record_failure(
             fall_back(current, claim.spec, now, reason, str(error), report)
 
 
-def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryReport) -> None:
+def _send(
+    claims: list[Claim],
+    clock: Callable[[], datetime],
+    report: DeliveryReport,
+    *,
+    carried: tuple[Claim, SendResult] | None = None,
+    record: Callable[[list[tuple[Claim, SendResult]]], None] | None = None,
+) -> tuple[Claim, SendResult] | None:
     """Hand a committed batch to its providers, one message at a time, each marked as handed
     (with the previous one's success recorded) in a commit before its provider call.
 
@@ -575,14 +583,21 @@ def _send(claims: list[Claim], clock: Callable[[], datetime], report: DeliveryRe
 
     When half of the batch's lease is gone before a message's turn (a slow provider), what was
     sent so far is recorded and the rest's leases are renewed, so that no sweeper takes a message
-    this worker has sent or is about to send."""
+    this worker has sent or is about to send.
+
+    Without ``record``, the batch's successes become "sent" here, at its end. With it (the
+    overlapped pass, :func:`_deliver_overlapped`), ``carried`` is the previous batch's last
+    success, whose acceptance this batch's first mark records; at the end the successes whose
+    acceptance is marked go to ``record`` (written elsewhere, on another connection), and the
+    last one, not yet marked, is returned for the next batch's first mark. Either way a process
+    has at most one message handed with no answer recorded."""
     lease = timedelta(seconds=settings.ONRAMP_DELIVERY_LEASE_SECONDS)
     waiting = list(claims)
     helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onramp-send")
 
     with _mark_commits():
         try:
-            _send_each(waiting, lease, clock, helper, report)
+            return _send_each(waiting, lease, clock, helper, report, carried, record)
         finally:
             helper.shutdown(wait=True)
 
@@ -593,10 +608,12 @@ def _send_each(
     clock: Callable[[], datetime],
     helper: ThreadPoolExecutor,
     report: DeliveryReport,
-) -> None:
+    carried: tuple[Claim, SendResult] | None = None,
+    record: Callable[[list[tuple[Claim, SendResult]]], None] | None = None,
+) -> tuple[Claim, SendResult] | None:
     """``_send``'s loop: the marks, the helper's ``start``, each ``finish``."""
     accepted: list[tuple[Claim, SendResult]] = []  # their acceptance is marked, not yet "sent"
-    done: tuple[Claim, SendResult] | None = None  # accepted, not yet marked as such
+    done: tuple[Claim, SendResult] | None = carried  # accepted, not yet marked as such
     try:
         while waiting:
             if clock() >= waiting[0].message.lease_until - lease / 2:
@@ -633,9 +650,16 @@ def _send_each(
                 _record_failure(claim, error, clock(), report)
             else:
                 done = (claim, result)
-    finally:
-        # Also after an unexpected error: what reached its provider is recorded as sent.
+    except BaseException:
+        # What reached its provider is recorded as sent, here and now.
         _record_sent(accepted + ([done] if done else []), report)
+        raise
+    if record is None:
+        _record_sent(accepted + ([done] if done else []), report)
+        return None
+    if accepted:
+        record(accepted)
+    return done
 
 
 @contextmanager
@@ -748,21 +772,128 @@ def _deliver_due(
     sweep_expired_leases(clock(), report)
     size = max(1, settings.ONRAMP_DELIVERY_CLAIM)
     channels = ChannelSet()  # one instance per channel for the pass (one SMTP connection)
+    batches = _due_batches(clock, size, limit)
     try:
-        seen: set[int] = set()
-        while time.monotonic() - started < time_budget:
-            ids = [
-                pk
-                for pk in due_message_ids(clock(), limit or settings.ONRAMP_DELIVERY_BATCH)
-                if pk not in seen
-            ]
-            if not ids:
+        if _can_overlap():
+            _deliver_overlapped(batches, clock, report, channels, started, time_budget)
+            return
+        for batch in batches:
+            _deliver_batch(batch, clock, report, channels)
+            if time.monotonic() - started >= time_budget:
                 break
-            for start in range(0, len(ids), size):
-                batch = ids[start : start + size]
-                seen.update(batch)
-                _deliver_batch(batch, clock, report, channels)
-                if time.monotonic() - started >= time_budget:
-                    break
     finally:
         channels.close()
+
+
+def _due_batches(
+    clock: Callable[[], datetime], size: int, limit: int | None
+) -> Iterator[list[int]]:
+    """The pass's batches of due message ids, ``size`` at a time, each id once; the due
+    messages are read again when a read's batches are used up."""
+    seen: set[int] = set()
+    while True:
+        ids = [
+            pk
+            for pk in due_message_ids(clock(), limit or settings.ONRAMP_DELIVERY_BATCH)
+            if pk not in seen
+        ]
+        if not ids:
+            return
+        for start in range(0, len(ids), size):
+            batch = ids[start : start + size]
+            seen.update(batch)
+            yield batch
+
+
+def _can_overlap() -> bool:
+    """Whether the pass claims and records on a second connection while it sends
+    (``ONRAMP_DELIVERY_OVERLAP``): PostgreSQL only (SQLite has one writer at a time), and never
+    inside a transaction of the caller's (the second connection could not see its rows)."""
+    return (
+        settings.ONRAMP_DELIVERY_OVERLAP
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+    )
+
+
+# While the writer thread runs Python (a claim's checks and rendering), this thread, woken by a
+# mark's or an SMTP answer, waits for the GIL until the writer gives it up: after the interpreter's
+# switch interval (5 ms by default) at worst. A shorter interval during the pass bounds that wait.
+_SWITCH_INTERVAL = 0.0005
+
+
+def _deliver_overlapped(
+    batches: Iterator[list[int]],
+    clock: Callable[[], datetime],
+    report: DeliveryReport,
+    channels: ChannelSet,
+    started: float,
+    time_budget: float,
+) -> None:
+    """The pass with its claims and its records of "sent" written by a second thread, on its
+    own connection, while this thread sends: batch K+1 is claimed (checks, render, ledger, a
+    synchronous commit) while batch K is handed to its providers, and batch K's successes become
+    "sent" (an asynchronous commit) while K+1 is. This thread writes only the hand-over marks,
+    in the same order as before, so the crash bound is unchanged: batch K's last success is
+    recorded by K+1's first mark (``carried``), before K+1's first provider call, and the record
+    at the end of a batch covers only successes whose acceptance is already marked (the sweeper
+    makes those "sent" if that record is lost). A batch claimed ahead and never handed (a crash,
+    an error) is due again after its lease, with no review, like the rest of a crashed batch.
+    The time budget is checked before each claim after the first, so a claimed batch is always
+    sent."""
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onramp-claim")
+    records: list[Future] = []
+    carried: tuple[Claim, SendResult] | None = None
+
+    def claim_next(first: bool = False) -> Future | None:
+        if not first and time.monotonic() - started >= time_budget:
+            return None
+        batch = next(batches, None)
+        return writer.submit(_claim_apart, batch, clock, channels) if batch else None
+
+    def record(sent: list[tuple[Claim, SendResult]]) -> None:
+        records.append(writer.submit(_record_apart, sent))
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(_SWITCH_INTERVAL)
+    try:
+        upcoming = claim_next(first=True)
+        while upcoming is not None:
+            claims, part = upcoming.result()
+            report.merge(part)
+            upcoming = claim_next()
+            if claims:
+                carried = _send(claims, clock, report, carried=carried, record=record)
+    finally:
+        try:
+            if carried:
+                _record_sent([carried], report)
+            for future in records:
+                report.merge(future.result())
+        finally:
+            writer.submit(_close_own_connection)
+            writer.shutdown(wait=True)
+            sys.setswitchinterval(switch)
+
+
+def _close_own_connection() -> None:
+    """The calling thread's own connection (``connection.close`` taken in another thread would
+    be that thread's)."""
+    connection.close()
+
+
+def _claim_apart(
+    pks: list[int], clock: Callable[[], datetime], channels: ChannelSet
+) -> tuple[list[Claim], DeliveryReport]:
+    """:func:`_deliver_batch`'s claim, in the writer thread (its own connection and report)."""
+    part = DeliveryReport()
+    with transaction.atomic():
+        claims = _claim(pks, clock(), part, channels)
+    return claims, part
+
+
+def _record_apart(sent: list[tuple[Claim, SendResult]]) -> DeliveryReport:
+    """:func:`_record_sent` in the writer thread."""
+    part = DeliveryReport()
+    _record_sent(sent, part)
+    return part

@@ -40,6 +40,8 @@ class MessageStatus(models.TextChoices):
 
 
 PENDING_STATUSES = (MessageStatus.SCHEDULED, MessageStatus.DEFERRED)
+# Not final: due, or being sent (the operations page's backlog counts both).
+LIVE_STATUSES = (*PENDING_STATUSES, MessageStatus.SENDING)
 
 
 class Message(models.Model):
@@ -51,7 +53,10 @@ class Message(models.Model):
     rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="+")
     # PROTECT: merges move these rows (services/merges.py), erasure deletes them first
     # (receivers.py); any other deletion of a person fails instead of dropping history.
-    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="messages")
+    # No index of its own: ``message_person_sent`` (person, sent_at) serves every lookup by person.
+    person = models.ForeignKey(
+        Person, on_delete=models.PROTECT, related_name="messages", db_index=False
+    )
     step = models.PositiveSmallIntegerField(help_text="0-based position in the follow-up sequence.")
     channel = models.CharField(max_length=8, choices=Channel.choices)
     template = models.ForeignKey(MessageTemplate, on_delete=models.PROTECT, related_name="+")
@@ -78,7 +83,12 @@ class Message(models.Model):
     manual = models.BooleanField(default=False)
     # A message created by falling back from another channel, or by a support resend.
     fallback_of = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="fallbacks"
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="fallbacks",
+        db_index=False,  # message_fallback_of: only the few rows that have one
     )
     # Outcomes reported by the recipient side (pixel, redirect, widget).
     opened_at = models.DateTimeField(null=True, blank=True)
@@ -87,11 +97,31 @@ class Message(models.Model):
     dismissed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # Every row version a delivery writes (the claim, the hand-over marks, "sent") goes into
+        # each index that holds it, so the status indexes are partial: a final row (sent,
+        # suppressed, …: almost all of them) is in none of them (docs/benchmarks.md, "Delivery").
         indexes = [
-            models.Index(fields=["status", "due_at"], name="message_due"),
+            models.Index(
+                fields=["status", "due_at"],
+                name="message_due",
+                condition=models.Q(status__in=LIVE_STATUSES),
+            ),
             models.Index(fields=["person", "sent_at"], name="message_person_sent"),
-            models.Index(fields=["status", "next_attempt_at"], name="message_retry"),
-            models.Index(fields=["status", "lease_until"], name="message_lease"),
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                name="message_retry",
+                condition=models.Q(status__in=PENDING_STATUSES, next_attempt_at__isnull=False),
+            ),
+            models.Index(
+                fields=["status", "lease_until"],
+                name="message_lease",
+                condition=models.Q(status=MessageStatus.SENDING),
+            ),
+            models.Index(
+                fields=["fallback_of"],
+                name="message_fallback_of",
+                condition=models.Q(fallback_of__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -22,8 +22,12 @@ FINISHED = (BacktestStatus.DONE, BacktestStatus.FAILED)
 
 
 def test_a_worker_replays_a_backtest_in_forked_processes_as_one_process_does(
-    flow, templates, timeline, processes: Processes, settings
-) -> None:  # noqa: F811 - the fixture imported above
+    flow,
+    templates,
+    timeline,
+    processes: Processes,  # noqa: F811 - the fixture imported above
+    settings,
+) -> None:
     for n in range(8):
         user = f"p{n}"
         timeline.send(T0 + n * M, user, "Signed Up")

@@ -248,8 +248,10 @@ def funnel_pass(
     *,
     by_breakdown: bool,
     sample: Relation | None = None,
+    by_day: bool = True,
 ) -> FunnelPass:
-    """:func:`step_aggregates`, and the entrants and completions per entry day.
+    """:func:`step_aggregates`, and (``by_day``, the grouped pass only) the entrants and
+    completions per entry day.
 
     With a ``sample`` of the same relation (:func:`outcomes_cte` with ``sample_percent``; with the
     breakdown column when ``by_breakdown``), one *parallel* grouped pass (:func:`_grouped`) gives
@@ -259,7 +261,9 @@ def funnel_pass(
     if sample is None:
         return FunnelPass(_sorted(relation, n_steps, open_after, by_breakdown=by_breakdown))
     bands = _pivots(sample, n_steps, by_breakdown=by_breakdown)
-    result, missed = _grouped(relation, n_steps, open_after, bands, by_breakdown=by_breakdown)
+    result, missed = _grouped(
+        relation, n_steps, open_after, bands, by_breakdown=by_breakdown, by_day=by_day
+    )
     if missed:
         exact = _sorted(relation, n_steps, open_after, by_breakdown=by_breakdown)
         for key, k in missed:
@@ -324,7 +328,23 @@ def _aggregate(numbers: Sequence[Any], n_steps: int) -> StepAggregate:
 SAMPLE_PERCENT = 1.0
 _SAMPLE_SESSION = ("SET LOCAL enable_hashjoin = off", "SET LOCAL enable_mergejoin = off")
 _MIN_SAMPLED = 30  # fewer sampled gaps for a step: no band, every gap is collected
-_LEVELS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.45, 0.48, 0.52, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+# The sample's quantiles the bands are cut at: every 0.5 % around the median (a band no wider
+# than it must be: every gap in it is collected, shipped and sorted), coarser in the tails.
+_LEVELS = (
+    0.02,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    *(round(0.3 + 0.005 * i, 3) for i in range(81)),  # 0.300, 0.305, …, 0.700
+    0.75,
+    0.8,
+    0.85,
+    0.9,
+    0.95,
+    0.98,
+)
 _EVERYTHING = (-(2**62), 2**62)  # a band holding every gap
 
 Band = tuple[int, int] | None
@@ -384,6 +404,7 @@ def _grouped(
     bands: dict[Any, list[Band]],
     *,
     by_breakdown: bool,
+    by_day: bool = True,
 ) -> tuple[FunnelPass, list[tuple[str | None, int]]]:
     """One parallel pass grouped by (breakdown value and) entry day, furthest step and settled —
     a few hundred groups: the counts per step, still converting and the settled counts are sums
@@ -405,10 +426,13 @@ def _grouped(
     # One integer for the entry day, the furthest step and settled: for three keys the planner
     # guesses 80,000 groups (it cannot tell how few (day, step) pairs there are) and sorts every
     # row by them; for one expression it guesses few enough to aggregate in each worker.
-    keys = [
-        f"((o.entered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::bigint * {_KEY_DAY}"
-        " + o.furthest_step * 2 + (o.entered_at <= %s)::int"
-    ]
+    # Without ``by_day`` (the funnel alone), the day is left out of the key.
+    day_key = (
+        f"((o.entered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::bigint * {_KEY_DAY} + "
+        if by_day
+        else ""
+    )
+    keys = [f"{day_key}o.furthest_step * 2 + (o.entered_at <= %s)::int"]
     params: list[Any] = [*relation.params, open_after]
     if by_breakdown:
         keys.insert(0, "o.bd")
@@ -503,7 +527,7 @@ def _grouped(
             values = sorted(collected[group][k - 2])
             start, end = bisect_left(values, low), bisect_right(values, high)
             median = _from_band(
-                counts[group][k - 1], below[group][k - 2] + start, values[start:end]
+                counts[group][k - 1], below[group][k - 2] + start, values[start:end], presorted=True
             )
             if median is _MISS:
                 missed.append((group, k))
@@ -512,19 +536,21 @@ def _grouped(
         aggregates[group] = StepAggregate(
             counts[group], medians, still[group], settled_counts[group], maxima[group]
         )
+    if not by_day:
+        return FunnelPass(aggregates), missed
     return FunnelPass(aggregates, entrants, completions), missed
 
 
 _MISS = object()
 
 
-def _from_band(n: int, below: int, band: Sequence[int] | None) -> Any:
-    """The median (seconds) of ``n`` gaps from how many lie below the band and the band's values;
-    ``_MISS`` when a middle rank is outside the band."""
+def _from_band(n: int, below: int, band: Sequence[int] | None, *, presorted: bool = False) -> Any:
+    """The median (seconds) of ``n`` gaps from how many lie below the band and the band's values
+    (in order when ``presorted``); ``_MISS`` when a middle rank is outside the band."""
     if not n:
         return None
     ranks = (n // 2, n // 2 + 1) if n % 2 == 0 else ((n + 1) // 2, (n + 1) // 2)
-    values = sorted(band or ())
+    values = band if presorted else sorted(band or ())
     middle = []
     for rank in ranks:
         index = rank - below - 1

@@ -85,6 +85,8 @@ def gather(query: FunnelQuery) -> Gathered:
 def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelResult:
     """The funnel report; ``gathered`` is :func:`gather` of this same query, when the caller
     draws other reports from it too."""
+    # Called alone (no gathering shared with the trend), the pass leaves out the entry days.
+    by_day = gathered is not None
     gathered = gathered or gather(query)
     steps = gathered.steps
     now = query.clock
@@ -95,6 +97,7 @@ def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelRe
             now - query.window,
             by_breakdown=bool(query.breakdown),
             sample=gathered.sample,
+            by_day=by_day,
         )
         aggregates = dict(funnel_pass.aggregates)
         total = aggregates.pop(None)

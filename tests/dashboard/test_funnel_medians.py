@@ -284,3 +284,17 @@ def test_collected_states_are_estimated_small():
             " WHERE aggfnoid = 'onramp_collect(bigint)'::regprocedure"
         )
         assert cursor.fetchone() == (64, "array_cat")
+
+
+@pytest.mark.parametrize("breakdown", [None, "source"])
+def test_the_funnel_alone_leaves_the_days_out(flow, whole_sample, breakdown):
+    """``run_funnel`` without a shared gathering (no trend to feed) groups by furthest step and
+    settled only; the report is the same as the page's."""
+    q = query(flow, breakdown=breakdown)
+    with CaptureQueriesContext(connection) as queries:
+        alone = run_funnel(q)
+    (grouped,) = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
+    assert "AT TIME ZONE" not in grouped
+    gathered = gather(q)
+    assert run_funnel(q, gathered) == alone
+    assert sum(gathered.memo["days"][0].values()) == alone.entrants

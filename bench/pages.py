@@ -12,8 +12,8 @@ missing, and never dropped.
 For each page: one warm-up request, then ``--requests`` sequential requests from one client;
 p50, p95 (nearest rank: with 10 requests, the slowest) and max of the time to the last byte.
 The baseline, measured in the same run and in this process, is the engine work the funnel page
-does (``gather``, then ``run_funnel``, ``funnel_trends`` and ``time_to_convert`` for the same
-filters; median of 3 after a warm-up): what is left is templates, Plotly figure JSON, the session and HTTP.
+does (``gather``, then ``run_funnel``, ``funnel_trends`` and ``time_to_convert`` of the step the
+page shows, for the same filters; median of 3 after a warm-up): what is left is templates, Plotly figure JSON, the session and HTTP.
 
 Pages (entries 2026-01-06..2026-02-04, the funnel benchmark's range):
 - the funnel page with no filter, with the segment, and with a breakdown by entry ``source``;
@@ -118,9 +118,12 @@ def engine_seconds(segment: bool, breakdown: bool, runs: int, *, apart: bool = F
 
     def page_work() -> None:  # as dashboard/views_funnels.py does it
         gathered = None if apart else gather(query)
-        run_funnel(query, gathered)
+        result = run_funnel(query, gathered)
         funnel_trends(query, "day", gathered)
-        time_to_convert(query, gathered=gathered)
+        # The page bins the histogram it shows: the friction step's, else the first reached.
+        reached = [step.index for step in result.steps[1:] if step.count]
+        shown = result.friction_step if result.friction_step in reached else reached[0]
+        time_to_convert(query, gathered=gathered, step=shown)
 
     page_work()  # warm-up
     times = []

@@ -249,9 +249,12 @@ def _unit_for(seconds: float) -> tuple[str, int]:
     return chosen
 
 
-def time_to_convert_step(histograms: Sequence[StepHistogram], wanted: int | None) -> int | None:
+def time_to_convert_step(
+    histograms: Sequence[StepHistogram | StepResult], wanted: int | None
+) -> int | None:
     """The step whose histogram the page shows: ``wanted`` if someone reached it, else the first
-    step anyone reached (None when nobody reached step 2)."""
+    step anyone reached (None when nobody reached step 2). ``histograms`` may be the funnel's
+    steps k ≥ 2 (the same indexes and counts), so that only the shown one is binned."""
     shown = [h.index for h in histograms if h.count]
     if not shown:
         return None

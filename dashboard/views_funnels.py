@@ -26,6 +26,7 @@ from dashboard.funnels import (
     FunnelQuery,
     FunnelQueryError,
     FunnelResult,
+    Gathered,
     funnel_people,
     funnel_trends,
     gather,
@@ -228,7 +229,7 @@ def _results_context(
         gathered = gather(query)  # the entrants once, for the three reports
         result = run_funnel(query, gathered)
         trends = funnel_trends(query, cleaned["interval"], gathered) if result.entrants else []
-        histograms = time_to_convert(query, gathered=gathered) if result.entrants else []
+        time_chart = _time_to_convert(query, gathered, result, request)
     except FunnelQueryError as error:
         context["error"] = str(error)
         return context
@@ -255,7 +256,7 @@ def _results_context(
             "funnel_figure": figures.funnel_figure(result) if result.entrants else None,
             "trend_figure": figures.trend_figure(trends, cleaned["interval"]) if trends else None,
             "trend_has_incomplete": any(point.incomplete for point in trends),
-            **_time_to_convert(histograms, request, friction=result.friction_step),
+            **time_chart,
             "breakdown_figure": (
                 figures.breakdown_figure(result, cleaned["breakdown"]) if result.breakdown else None
             ),
@@ -266,23 +267,25 @@ def _results_context(
 
 
 def _time_to_convert(
-    histograms: list[Any], request: HttpRequest, *, friction: int | None
+    query: FunnelQuery, gathered: Gathered, result: FunnelResult, request: HttpRequest
 ) -> dict[str, Any]:
     """The time-to-convert card: the step in ``?ttc_step`` (default: the friction step, else
-    the first one reached), its figure, and the steps the picker offers."""
+    the first one reached), its figure, and the steps the picker offers (with the funnel's
+    counts: only the shown step's histogram is computed)."""
+    friction = result.friction_step
     try:
         wanted = int(request.GET.get("ttc_step") or friction or 0)
     except ValueError:
         wanted = None
-    step = figures.time_to_convert_step(histograms, wanted)
+    reached = result.steps[1:] if result.entrants else []
+    step = figures.time_to_convert_step(reached, wanted)
     if step is None:
         return {"ttc_figure": None, "ttc_steps": [], "ttc_step": None}
+    histograms = time_to_convert(query, gathered=gathered, step=step)
     return {
         "ttc_figure": figures.time_to_convert_figure(histograms, step=step, friction=friction),
         "ttc_steps": [
-            (h.index, f"{h.index - 1} → {h.index}. {h.name}", h.count)
-            for h in histograms
-            if h.count
+            (s.index, f"{s.index - 1} → {s.index}. {s.name}", s.count) for s in reached if s.count
         ],
         "ttc_step": step,
         "ttc_people": next(h.count for h in histograms if h.index == step),

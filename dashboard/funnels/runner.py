@@ -50,12 +50,12 @@ class Gathered:
     steps: list[StepDef]
     relation: pg.Relation | None = None
     plain: pg.Relation | None = None
-    # A sample of ``relation``'s progress rows: the medians' pivots (``pg.step_aggregates``).
+    # A sample of ``relation``'s progress rows: the medians' pivots (``pg.funnel_pass``).
     sample: pg.Relation | None = None
     outcomes: list[Outcome] | None = None
     # On PostgreSQL, what one report computed that the next one reads instead of another pass:
-    # the funnel's whole-funnel aggregate (the histograms' sizes and ranges), the per-day counts
-    # and bins (the trend and the histograms, one pass).
+    # the funnel's whole-funnel aggregate (the histograms' sizes and ranges) and its per-day
+    # counts (the trend), the histograms' bins.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -69,35 +69,41 @@ def gather(query: FunnelQuery) -> Gathered:
     # The segment's re-entrants, looked up once for every relation built here.
     reentrants = pg.reentrant_members(query, allowed) if allowed is not None else None
     relation = pg.outcomes_cte(query, allowed, steps[0].event, reentrants=reentrants)
+    sample = pg.outcomes_cte(
+        query,
+        allowed,
+        steps[0].event,
+        sample_percent=pg.SAMPLE_PERCENT,
+        reentrants=reentrants,
+    )
     if not query.breakdown:
-        sample = pg.outcomes_cte(
-            query,
-            allowed,
-            steps[0].event,
-            sample_percent=pg.SAMPLE_PERCENT,
-            reentrants=reentrants,
-        )
         return Gathered(steps, relation=relation, plain=relation, sample=sample)
     plain = pg.outcomes_cte(query, allowed, steps[0].event, breakdown=False, reentrants=reentrants)
-    return Gathered(steps, relation=relation, plain=plain)
+    return Gathered(steps, relation=relation, plain=plain, sample=sample)
 
 
 def run_funnel(query: FunnelQuery, gathered: Gathered | None = None) -> FunnelResult:
     """The funnel report; ``gathered`` is :func:`gather` of this same query, when the caller
     draws other reports from it too."""
+    # Called alone (no gathering shared with the trend), the pass leaves out the entry days.
+    by_day = gathered is not None
     gathered = gathered or gather(query)
     steps = gathered.steps
     now = query.clock
     if gathered.relation is not None:
-        aggregates = pg.step_aggregates(
+        funnel_pass = pg.funnel_pass(
             gathered.relation,
             len(steps),
             now - query.window,
             by_breakdown=bool(query.breakdown),
             sample=gathered.sample,
+            by_day=by_day,
         )
+        aggregates = dict(funnel_pass.aggregates)
         total = aggregates.pop(None)
         gathered.memo["funnel"] = total
+        if funnel_pass.entrants is not None:
+            gathered.memo["days"] = (funnel_pass.entrants, funnel_pass.completions)
         overall = step_results(steps, total.counts, total.medians)
         still = total.still_converting
         settled = total.settled

@@ -37,9 +37,8 @@ def _entry_days(gathered: Gathered) -> tuple[Counter[date], Counter[date]]:
     n = len(gathered.steps)
     relation = gathered.plain
     if relation is not None:
-        if "funnel" in gathered.memo:  # the page: the days come with the histograms' bins
-            days = _days_and_bins(gathered, None)[0]
-            return days.entrants, days.completions
+        if "days" in gathered.memo:  # the page: the days came with the funnel's grouped pass
+            return gathered.memo["days"]
         rows = pg.fetch(
             relation.sql + "SELECT (entered_at AT TIME ZONE 'UTC')::date, count(*),"
             f" count(*) FILTER (WHERE furthest_step >= {n}) FROM outcomes GROUP BY 1",
@@ -112,36 +111,44 @@ def _bins(counts: Counter[int], width: int, n_bins: int) -> list[Bin]:
 
 
 def time_to_convert(
-    query: FunnelQuery, bins: int | None = None, gathered: Gathered | None = None
+    query: FunnelQuery,
+    bins: int | None = None,
+    gathered: Gathered | None = None,
+    *,
+    step: int | None = None,
 ) -> list[StepHistogram]:
     """Histogram per step k ≥ 2 of the chosen step-(k-1)→k gaps, in equal whole-second bins from 0.
 
     With ``bins`` None the count is chosen from the data (cube root of n, 1..60). The last bin
     includes the largest gap. ``gathered`` is :func:`~.runner.gather` of this same query, when
-    the caller has it.
+    the caller has it. With ``step``, only that step's histogram (an empty list when it is not a
+    step k ≥ 2): the page draws one at a time.
     """
     if bins is not None and bins < 1:
         raise FunnelQueryError("invalid_bins", "bins must be at least 1")
     steps = required_steps(query)
     n = len(steps)
-    if n < 2:
+    wanted = [k for k in range(2, n + 1) if step is None or k == step]
+    if not wanted:
         return []
     gathered = gathered or gather(query)
     if gathered.plain is not None:
-        days_and_bins, sizes, widths, n_bins = _days_and_bins(gathered, bins)
-        per_step = days_and_bins.bins
+        sizes, widths, n_bins = _sizes_and_layout(gathered, bins)
+        per_step = _binned(gathered, bins, wanted, widths, n_bins)
     else:
         outcomes = gathered.outcomes or []
         gaps = [[o.gaps[k - 2] for o in outcomes if o.furthest_step >= k] for k in range(2, n + 1)]
         sizes = [len(g) for g in gaps]
         widths, n_bins = _layout([max(g, default=0.0) for g in gaps], sizes, bins)
-        per_step = [
-            Counter(min(int(gap // w), b - 1) for gap in g)
-            for g, w, b in zip(gaps, widths, n_bins, strict=True)
-        ]
+        per_step = {
+            k: Counter(min(int(gap // widths[k - 2]), n_bins[k - 2] - 1) for gap in gaps[k - 2])
+            for k in wanted
+        }
     return [
-        StepHistogram(step.index, step.name, sizes[i], _bins(per_step[i], widths[i], n_bins[i]))
-        for i, step in enumerate(steps[1:])
+        StepHistogram(
+            k, steps[k - 1].name, sizes[k - 2], _bins(per_step[k], widths[k - 2], n_bins[k - 2])
+        )
+        for k in wanted
     ]
 
 
@@ -152,28 +159,48 @@ def _layout(maxima: list[float], sizes: list[int], bins: int | None) -> tuple[li
     return widths, n_bins
 
 
-def _days_and_bins(
+def _sizes_and_layout(
     gathered: Gathered, bins: int | None
-) -> tuple[pg.DaysAndBins, list[int], list[int], list[int]]:
-    """PostgreSQL: the per-day counts and the histograms' bins, one pass shared by the trend and
-    the time-to-convert report; the histograms' sizes and ranges come from the funnel's own pass
-    when it ran on this gathering, else from one query of counts and maxima."""
-    key = ("days_and_bins", bins)
-    if key not in gathered.memo:
-        relation = gathered.plain
-        assert relation is not None
-        n = len(gathered.steps)
-        funnel = gathered.memo.get("funnel")
-        if funnel is not None:
-            sizes, maxima_us = funnel.counts[1:], funnel.maxima
-        else:
+) -> tuple[list[int], list[int], list[int]]:
+    """PostgreSQL: each step's histogram size, bin width and bin count; the sizes and ranges come
+    from the funnel's own pass when it ran on this gathering, else from one query of counts and
+    maxima."""
+    relation = gathered.plain
+    assert relation is not None
+    n = len(gathered.steps)
+    funnel = gathered.memo.get("funnel")
+    if funnel is not None:
+        sizes, maxima_us = funnel.counts[1:], funnel.maxima
+    else:
+        if "maxima" not in gathered.memo:
             columns = ", ".join(
                 f"count(*) FILTER (WHERE furthest_step >= {k}), COALESCE(max({pg.gap(k)}), 0)"
                 for k in range(2, n + 1)
             )
             (stats,) = pg.fetch(relation.sql + f"SELECT {columns} FROM outcomes", relation.params)
-            sizes = [int(stats[2 * i]) for i in range(n - 1)]
-            maxima_us = [int(stats[2 * i + 1]) for i in range(n - 1)]
-        widths, n_bins = _layout([m / 1e6 for m in maxima_us], sizes, bins)
-        gathered.memo[key] = (pg.days_and_bins(relation, n, widths, n_bins), sizes, widths, n_bins)
-    return gathered.memo[key]
+            gathered.memo["maxima"] = (
+                [int(stats[2 * i]) for i in range(n - 1)],
+                [int(stats[2 * i + 1]) for i in range(n - 1)],
+            )
+        sizes, maxima_us = gathered.memo["maxima"]
+    widths, n_bins = _layout([m / 1e6 for m in maxima_us], sizes, bins)
+    return list(sizes), widths, n_bins
+
+
+def _binned(
+    gathered: Gathered, bins: int | None, wanted: list[int], widths: list[int], n_bins: list[int]
+) -> dict[int, Counter[int]]:
+    """PostgreSQL: the bins' counts of the ``wanted`` steps, kept on the gathering per step."""
+    missing = [k for k in wanted if ("bins", bins, k) not in gathered.memo]
+    if missing:
+        relation = gathered.plain
+        assert relation is not None
+        counted = pg.step_bins(
+            relation,
+            missing,
+            [widths[k - 2] for k in missing],
+            [n_bins[k - 2] for k in missing],
+        )
+        for k in missing:
+            gathered.memo[("bins", bins, k)] = counted[k]
+    return {k: gathered.memo[("bins", bins, k)] for k in wanted}

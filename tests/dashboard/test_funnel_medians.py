@@ -86,12 +86,57 @@ def test_the_band_gives_the_exact_medians(flow, whole_sample):
     assert total.counts[0] == PEOPLE and total.medians[1] is not None
 
 
-def test_a_breakdown_is_sorted(flow, whole_sample):
+def test_a_breakdown_reads_each_values_band(flow, whole_sample):
+    """Each breakdown value has its own band (and the whole funnel its own) in the same pass: the
+    medians equal the sort's, and nothing is sorted but the sample."""
     q = query(flow, breakdown="source")
     with CaptureQueriesContext(connection) as queries:
         result = banded(q)
-    assert not any("onramp_collect" in s["sql"] for s in queries.captured_queries)
+    sorts = [s["sql"] for s in queries.captured_queries if "percentile_disc" in s["sql"]]
+    assert len(sorts) == 1 and "TABLESAMPLE" in sorts[0]
+    assert any("onramp_collect" in s["sql"] for s in queries.captured_queries)
     assert set(result) == {None, "ads", "seo", "referral"}
+    assert result == exact(q)
+    assert all(result[value].medians[1] is not None for value in result)
+
+
+def test_a_breakdown_value_the_sample_missed_has_every_gap_collected(flow, monkeypatch):
+    """A value with too few sampled gaps (here: a sample of a few pages, a band for none of the
+    values) still gets its exact medians, without the sort."""
+    monkeypatch.setattr(pg, "SAMPLE_PERCENT", 0.0001)
+    q = query(flow, breakdown="source")
+    with CaptureQueriesContext(connection) as queries:
+        result = banded(q)
+    assert not any(
+        "percentile_disc" in s["sql"] and "TABLESAMPLE" not in s["sql"]
+        for s in queries.captured_queries
+    )
+    assert result == exact(q)
+
+
+def test_a_breakdown_value_missing_from_the_bands_is_collected_whole(flow, whole_sample):
+    """Bands for some values only (as when the sample missed a rare value): the others are
+    collected whole through the join's null bounds, and every median is exact."""
+    real = pg._pivots
+
+    def without_seo(sample, n, **kw):
+        bands = real(sample, n, **kw)
+        bands.pop("seo")
+        return bands
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(pg, "_pivots", without_seo)
+    try:
+        q = query(flow, breakdown="source")
+        with CaptureQueriesContext(connection) as queries:
+            result = banded(q)
+    finally:
+        monkeypatch.undo()
+    assert not any(
+        "percentile_disc" in s["sql"] and "TABLESAMPLE" not in s["sql"]
+        for s in queries.captured_queries
+    )
+    assert result == exact(q)
 
 
 def test_the_band_is_read_in_one_parallel_pass_without_a_sort(flow, whole_sample):
@@ -108,7 +153,7 @@ def test_only_part_of_the_gaps_is_collected(flow, whole_sample):
     """About 115 sampled Verified → Paid gaps: a band of ±20 % around the median (between the
     sample's 30th and 70th percentiles), not every gap."""
     gathered = gather(query(flow))
-    pivots = pg._pivots(gathered.sample, 3)
+    pivots = pg._pivots(gathered.sample, 3)[None]
     sql = gathered.relation.sql + (
         "SELECT count(*) FILTER (WHERE offset_3 - offset_2 BETWEEN %s AND %s), count(offset_3)"
         " FROM outcomes"
@@ -122,7 +167,7 @@ def test_only_part_of_the_gaps_is_collected(flow, whole_sample):
 def test_a_missed_band_falls_back_to_the_sort(flow, whole_sample, monkeypatch):
     """Pivots far above every gap: nothing below, nothing inside; the exact pass decides."""
     far = (10**15, 10**15 + 1)
-    monkeypatch.setattr(pg, "_pivots", lambda sample, n: [far, None])
+    monkeypatch.setattr(pg, "_pivots", lambda sample, n, **kw: {None: [far, None]})
     q = query(flow)
     with CaptureQueriesContext(connection) as queries:
         result = banded(q)
@@ -130,12 +175,36 @@ def test_a_missed_band_falls_back_to_the_sort(flow, whole_sample, monkeypatch):
     assert result == exact(q)
 
 
-def test_a_sample_without_rows_goes_straight_to_the_sort(flow, monkeypatch):
+def test_a_missed_band_of_a_breakdown_value_falls_back_to_the_sort(flow, whole_sample, monkeypatch):
+    far = (10**15, 10**15 + 1)
+    real = pg._pivots
+
+    def missing(sample, n, **kw):
+        bands = real(sample, n, **kw)
+        bands["ads"] = [far, far]
+        return bands
+
+    monkeypatch.setattr(pg, "_pivots", missing)
+    q = query(flow, breakdown="source")
+    with CaptureQueriesContext(connection) as queries:
+        result = banded(q)
+    assert any(
+        "percentile_disc" in s["sql"] and "TABLESAMPLE" not in s["sql"]
+        for s in queries.captured_queries
+    )
+    assert result == exact(q)
+
+
+def test_a_sample_without_rows_collects_every_gap(flow, monkeypatch):
+    """A small table (the sample holds too few gaps for a band): every gap is collected in the
+    same parallel pass, no sort."""
     monkeypatch.setattr(pg, "SAMPLE_PERCENT", 0.0001)
     q = query(flow)
     with CaptureQueriesContext(connection) as queries:
         result = banded(q)
-    assert not any("onramp_collect" in s["sql"] for s in queries.captured_queries)
+    statements = [s["sql"] for s in queries.captured_queries if "outcomes" in s["sql"]]
+    assert len(statements) == 2 and "onramp_collect" in statements[1]
+    assert "percentile_disc" not in statements[1]
     assert result == exact(q)
 
 
@@ -179,3 +248,53 @@ def test_gather_looks_up_the_segments_reentrants_once(flow, breakdown):
     with CaptureQueriesContext(connection) as queries:
         gather(query(flow, segment=pro, breakdown=breakdown))
     assert len([q for q in queries.captured_queries if "onboarding_flowreentry" in q["sql"]]) == 1
+
+
+@pytest.mark.parametrize("breakdown", [None, "source"])
+def test_the_grouped_pass_is_parallel_safe(flow, whole_sample, breakdown):
+    """Nothing in the pass is parallel-restricted (the breakdown's trait fallback is a
+    parallel-safe function, not a correlated subquery, which would keep the value and all the
+    aggregation grouped by it in the leader): with parallel query forced, the whole plan runs
+    under one Gather."""
+    q = query(flow, breakdown=breakdown)
+    gathered = gather(q)
+    with CaptureQueriesContext(connection) as queries:
+        run_funnel(q, gathered)
+    (grouped,) = [s["sql"] for s in queries.captured_queries if "GROUP BY" in s["sql"]][-1:]
+    assert "onramp_collect" in grouped and "TABLESAMPLE" not in grouped
+    name = "force_parallel_mode" if connection.pg_version < 160000 else "debug_parallel_query"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET {name} = on")
+        try:
+            cursor.execute("EXPLAIN " + grouped)
+            plan = [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.execute(f"RESET {name}")
+    assert plan[0].startswith("Gather"), plan[0]
+    assert not any("SubPlan" in line for line in plan)
+
+
+def test_collected_states_are_estimated_small():
+    """The planner's estimate of onramp_collect's state: without it (8 kB per state, times its
+    guess of tens of thousands of groups) it expects the hashed aggregate to spill and sorts
+    every row in each worker instead (dashboard migration 0010)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT aggtransspace, aggcombinefn::text FROM pg_aggregate"
+            " WHERE aggfnoid = 'onramp_collect(bigint)'::regprocedure"
+        )
+        assert cursor.fetchone() == (64, "array_cat")
+
+
+@pytest.mark.parametrize("breakdown", [None, "source"])
+def test_the_funnel_alone_leaves_the_days_out(flow, whole_sample, breakdown):
+    """``run_funnel`` without a shared gathering (no trend to feed) groups by furthest step and
+    settled only; the report is the same as the page's."""
+    q = query(flow, breakdown=breakdown)
+    with CaptureQueriesContext(connection) as queries:
+        alone = run_funnel(q)
+    (grouped,) = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
+    assert "AT TIME ZONE" not in grouped
+    gathered = gather(q)
+    assert run_funnel(q, gathered) == alone
+    assert sum(gathered.memo["days"][0].values()) == alone.entrants

@@ -151,23 +151,43 @@ def test_a_page_gathers_its_entrants_once_for_three_reports(
 @pytest.mark.parametrize("breakdown", [None, "source"])
 @pytest.mark.usefixtures("timeline")
 def test_on_postgresql_the_page_reads_its_entrants_in_two_passes(flow, breakdown):
-    # The funnel's pass (counts, medians, still converting, the friction basis, and the largest
-    # gap per step: the histograms' ranges), then one hashed pass for the trend's days and the
-    # histograms' bins together; before, the trend and the histogram ranges were passes of their
-    # own, and the bins a row per entrant and step.
+    # The funnel's grouped pass (counts, medians, still converting, the friction basis, the
+    # largest gap per step: the histograms' ranges, and the entrants and completions per day: the
+    # trend), then one pass for the bins of the histogram the page shows; before, the trend and
+    # the bins of every step were a second hashed pass, and earlier still passes of their own.
     q = query(flow, "progress", breakdown=breakdown)
     gathered = gather(q)
     with CaptureQueriesContext(connection) as queries:
         result = run_funnel(q, gathered)
         trends = funnel_trends(q, "week", gathered)
-        histograms = time_to_convert(q, gathered=gathered)
+        histograms = time_to_convert(q, gathered=gathered, step=2)
     passes = [q["sql"] for q in queries if "WITH outcomes" in q["sql"]]
-    # (and, without a breakdown, the medians' pivots from a sample of the rows: test_funnel_medians)
-    assert len([sql for sql in passes if "TABLESAMPLE" not in sql]) == 2
+    # (and the medians' pivots from a sample of the rows: test_funnel_medians)
+    full = [sql for sql in passes if "TABLESAMPLE" not in sql]
+    assert len(full) == 2
+    assert "GROUPING SETS" not in full[1] and "furthest_step >= 2" in full[1]
     assert (result.entrants, result.still_converting, result.settled) == (5, 0, [5, 3, 2])
     assert [(p.entrants, p.completions) for p in trends] == [(4, 2), (1, 0)]
-    assert [h.count for h in histograms] == [3, 2]
+    assert [h.count for h in histograms] == [3]
     assert sum(b.count for b in histograms[0].bins) == 3
+    # Every step's bins (the report's own form): one more pass, for all of them.
+    with CaptureQueriesContext(connection) as queries:
+        every = time_to_convert(q, gathered=gathered)
+    assert len([q for q in queries if "WITH outcomes" in q["sql"]]) == 1
+    assert every[0] == histograms[0] and [h.count for h in every] == [3, 2]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bins", [None, 3])
+@pytest.mark.usefixtures("timeline")
+def test_one_steps_histogram_alone_is_the_reports(flow, mode, bins):
+    q = query(flow, mode)
+    every = time_to_convert(q, bins=bins)
+    assert [time_to_convert(q, bins=bins, step=k) for k in (2, 3)] == [[h] for h in every]
+    gathered = gather(q)
+    run_funnel(q, gathered)
+    assert time_to_convert(q, bins=bins, gathered=gathered, step=3) == [every[1]]
+    assert time_to_convert(q, step=1) == [] and time_to_convert(q, step=4) == []
 
 
 @pytest.mark.parametrize("mode", MODES)

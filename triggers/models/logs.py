@@ -22,8 +22,8 @@ class DecisionLog(models.Model):
     # (receivers.py); any other deletion of a person fails instead of dropping history. Its
     # index is the (person, at) one below.
     person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="+", db_index=False)
-    # No database constraint on the rule and its version (a tick writes a decision per person
-    # due; the checks were a tenth of its database time): rules and versions are never deleted
+    # No database constraint on the rule and its version, which the enrollment carries with its
+    # own (a tick writes a decision per person due): rules and versions are never deleted
     # by the application (rules are archived), and a deletion through the ORM still cascades
     # here (``on_delete`` is Django's). See docs/reliability.md, "What the database
     # checks".

@@ -233,6 +233,23 @@ def test_insert_rows_keeps_values_fills_defaults_and_skips_conflicts(templates):
     assert message.created_at is not None and message.sent_at is None
     assert insert_rows(Message, []) == []
 
+    # Values every row has, bound once: a date-time, ids, a string.
+    later = when + timedelta(days=1, microseconds=7)
+    insert_rows(
+        Enrollment,
+        [{"person_id": person.pk, "occurrence_key": key} for key in ("d", "e")],
+        constants={
+            "rule_id": rule.pk,
+            "rule_version_id": rule.current_version_id,
+            "enrolled_at": later,
+            "exit_reason": "fixed",
+        },
+    )
+    added = Enrollment.objects.filter(occurrence_key__in=["d", "e"]).order_by("pk")
+    assert [
+        (e.occurrence_key, e.rule_id, e.enrolled_at, e.exit_reason, e.context) for e in added
+    ] == [(key, rule.pk, later, "fixed", {}) for key in ("d", "e")]
+
 
 def test_templates_and_experiments_are_read_once_per_tick_not_per_rule(busy_rule, timeline):
     make_rule(
@@ -357,3 +374,50 @@ def test_a_rule_whose_watermark_moved_after_the_shared_detection_detects_alone(
     found = {r.rule: r.found for r in report.rules}
     assert found["idle-2m"] == 0  # its spells fell due before the moved watermark
     assert found["idle-3m"] > 0
+
+
+def test_the_session_rules_of_a_flow_read_once_and_find_as_each_would_alone(
+    flow, templates, timeline
+):
+    from triggers.engine.detectors import detect
+    from triggers.models import RuleState
+    from triggers.rules.spec import parse_rule
+
+    rules = [
+        make_rule(
+            f"sessions-{k}",
+            {
+                "trigger": {"kind": "inactive_sessions", "flow": "activation", "sessions": k},
+                "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "0s"}],
+            },
+        )
+        for k in (2, 3)
+    ]
+    triggers = [parse_rule(rule.current_version.definition)[0].trigger for rule in rules]
+    H = timedelta(hours=1)
+    timeline.send(T0, "u1", "Signed Up")
+    timeline.send(T0, "u2", "Signed Up")
+    timeline.send(T0 + 30 * M, "u2", "Email Verified")  # progressed: its sessions count after
+    for hours in (1, 2, 3):
+        timeline.send(T0 + hours * H, "u1", "Logged In")
+        timeline.send(T0 + hours * H + 5 * M, "u2", "Logged In")
+    enrolled = Counter()
+    for hours in (1, 2, 3):
+        since, now = T0 + hours * H - M, T0 + hours * H + 10 * M
+        alone = {
+            rule.slug: sorted(detect(trigger, since, now), key=lambda o: o.person_id)
+            for rule, trigger in zip(rules, triggers, strict=True)
+        }
+        RuleState.objects.update(checked_until=since)
+        with CaptureQueriesContext(connection) as queries:
+            report = timeline.tick(now)
+        assert {r.rule: r.found for r in report.rules} == {s: len(o) for s, o in alone.items()}
+        event_reads = [
+            q
+            for q in queries.captured_queries
+            if (match := SELECT.match(q["sql"])) and match.group(1) == "onboarding_event"
+        ]
+        # The people with an event in the interval, then their events: once for both rules.
+        assert len(event_reads) == 2
+        enrolled.update({r.rule: r.enrolled for r in report.rules})
+    assert enrolled == {"sessions-2": 2, "sessions-3": 2}

@@ -232,37 +232,20 @@ def repeated_event(trigger: Trigger, since: datetime, until: datetime) -> Iterat
             )
 
 
-def inactive_sessions(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:
+def inactive_sessions(
+    trigger: Trigger, since: datetime, until: datetime, read: SessionTimes | None = None
+) -> Iterator[Occurrence]:
     """K sessions without progress: sessions (in event time) that began after a 30-minute gap
     since the person last progressed in the flow. The session in which they progressed does not
-    count. Late when the event that began the K-th session was late or imported."""
-    flow = OnboardingFlow.objects.get(slug=trigger.flow)
-    active = set(
-        Event.objects.filter(received_at__gt=since, received_at__lte=until, imported=False)
-        .values_list("person_id", flat=True)
-        .distinct()
-    )
-    if not active:
-        return
-    stalled = dict(
-        FlowProgress.objects.filter(
-            flow=flow, person_id__in=active, completed_at__isnull=True
-        ).values_list("person_id", "reached_at")
-    )
-    if not stalled:
-        return
+    count. Late when the event that began the K-th session was late or imported. ``read``: what
+    :func:`session_times` read for the trigger's flow and interval (rules of one flow share it)."""
+    if read is None:
+        read = session_times(trigger.flow or "", since, until)
+    stalled, times = read
     wanted = trigger.sessions or 0
-    times: dict[int, list[tuple[datetime, datetime, bool]]] = defaultdict(list)
-    for person_id, timestamp, received_at, imported in (
-        Event.objects.filter(person_id__in=list(stalled), timestamp__gt=min(stalled.values()))
-        .order_by("person_id", "timestamp", "id")
-        .values_list("person_id", "timestamp", "received_at", "imported")
-    ):
-        if timestamp > stalled[person_id]:
-            times[person_id].append((timestamp, received_at, imported))
     for person_id, reached_at in stalled.items():
         sessions, previous, completing = 0, reached_at, None
-        for timestamp, received_at, imported in times[person_id]:
+        for timestamp, received_at, imported in times.get(person_id, ()):
             if timestamp - previous > SESSION_GAP:
                 sessions += 1
                 if sessions == wanted:
@@ -277,6 +260,40 @@ def inactive_sessions(trigger: Trigger, since: datetime, until: datetime) -> Ite
                 {"sessions": sessions, "reached_at": reached_at.isoformat()},
                 late,
             )
+
+
+# Per person stalled in the flow: when they last progressed; and their events since, in order.
+SessionTimes = tuple[dict[int, datetime], dict[int, list[tuple[datetime, datetime, bool]]]]
+
+
+def session_times(flow_slug: str, since: datetime, until: datetime) -> SessionTimes:
+    """What :func:`inactive_sessions` reads, for every rule of one flow at once: the people with
+    a live event received in (since, until] who are stalled in the flow (not completed), and
+    their events since they last progressed."""
+    flow = OnboardingFlow.objects.get(slug=flow_slug)
+    active = set(
+        Event.objects.filter(received_at__gt=since, received_at__lte=until, imported=False)
+        .values_list("person_id", flat=True)
+        .distinct()
+    )
+    if not active:
+        return {}, {}
+    stalled = dict(
+        FlowProgress.objects.filter(
+            flow=flow, person_id__in=active, completed_at__isnull=True
+        ).values_list("person_id", "reached_at")
+    )
+    if not stalled:
+        return {}, {}
+    times: dict[int, list[tuple[datetime, datetime, bool]]] = defaultdict(list)
+    for person_id, timestamp, received_at, imported in (
+        Event.objects.filter(person_id__in=list(stalled), timestamp__gt=min(stalled.values()))
+        .order_by("person_id", "timestamp", "id")
+        .values_list("person_id", "timestamp", "received_at", "imported")
+    ):
+        if timestamp > stalled[person_id]:
+            times[person_id].append((timestamp, received_at, imported))
+    return stalled, dict(times)
 
 
 def milestone(trigger: Trigger, since: datetime, until: datetime) -> Iterator[Occurrence]:

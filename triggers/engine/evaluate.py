@@ -1,15 +1,19 @@
 """One evaluation pass: detect due occurrences per active rule, enroll, schedule follow-ups.
 
-Per rule, in one transaction: claim the rule's :class:`RuleState` (``SKIP LOCKED`` on PostgreSQL,
-so overlapping ticks and two beats never evaluate a rule twice at once), detect the occurrences
+A tick runs every active rule in one transaction (:func:`evaluate_rules`): it claims their
+:class:`RuleState` rows in one statement (``SKIP LOCKED`` on PostgreSQL, so overlapping ticks and
+two beats never evaluate a rule twice at once: a rule another tick holds is skipped), and moves
+all their watermarks in one statement before its one commit. Per rule: detect the occurrences
 that fell due since its watermark, filter them (segment, re-entry), insert enrollments (the unique
 (rule, person, occurrence) constraint is the final guard), schedule their messages, record every
-decision, move the watermark — set-based: one statement per check and per table for all the
-people due, not one per person (DESIGN §5; on PostgreSQL one statement for the three tables).
-Then exits (:mod:`.exiting`): active enrollments whose people progressed or completed have their
-pending follow-ups cancelled. What the rules of a tick read alike is read once per tick, before
-the rules are claimed (:class:`.lookups.TickLookups`): running experiments, templates, and for
-all the rules of a flow at once, the idle spells and the exit check's candidates.
+decision — set-based: one statement per check and per table for all the people due, not one per
+person (DESIGN §5; on PostgreSQL one statement for the three tables). Then exits
+(:mod:`.exiting`): active enrollments whose people progressed or completed have their pending
+follow-ups cancelled. What the rules of a tick read alike is read once per tick
+(:class:`.lookups.TickLookups`): running experiments, templates, and for all the rules of a flow
+at once, the idle spells and the exit check's candidates. Should a rule fail, the tick's
+transaction is rolled back whole and the tick runs again one transaction per rule (as it did
+before), so that the rules before the failing one still go ahead.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from .detectors import Occurrence, detect
 from .exiting import cancel_exits
 from .inserts import LINK, Then, insert_rows
 from .lookups import TickLookups
+from .timestamps import fast_timestamps
 from .timing import follow_up_due_at
 
 logger = logging.getLogger(__name__)
@@ -139,10 +144,7 @@ def _enroll(
         """A decision; ``linked`` to the person's enrollment made here (:class:`.inserts.Then`)."""
         decisions.append(
             {
-                "at": now,
                 "person_id": person_id,
-                "rule_id": rule.pk,
-                "rule_version_id": version.pk,
                 "outcome": outcome,
                 "reason": reason,
                 "detail": detail,
@@ -252,8 +254,6 @@ def _enroll(
             messages.append(
                 {
                     "idempotency_key": idempotency_key(version.pk, person_id, key, step),
-                    "rule_id": rule.pk,
-                    "rule_version_id": version.pk,
                     "person_id": person_id,
                     "step": step,
                     "channel": follow_up.channel,
@@ -263,13 +263,13 @@ def _enroll(
                 }
             )
     # The rule's state row is locked, so no other tick of this rule enrolls at the same time; the
-    # unique (rule, person, occurrence) constraint leaves out an occurrence enrolled before.
+    # unique (rule, person, occurrence) constraint leaves out an occurrence enrolled before. What
+    # every row of the rule has (its id, version, the moment) is bound once per statement.
+    rule_ids = {"rule_id": rule.pk, "rule_version_id": version.pk}
     fresh = insert_rows(
         Enrollment,
         [
             {
-                "rule_id": rule.pk,
-                "rule_version_id": version.pk,
                 "person_id": o.person_id,
                 "occurrence_key": o.key,
                 "enrolled_at": o.at,
@@ -280,9 +280,23 @@ def _enroll(
         ],
         returning=("id", "person_id", "occurrence_key"),
         skip_conflicts=True,
+        constants=rule_ids,
         then=[
-            Then(Message, messages, "enrollment_id", "person_id", skip_conflicts=True),
-            Then(DecisionLog, decisions, "enrollment_id", "person_id"),
+            Then(
+                Message,
+                messages,
+                "enrollment_id",
+                "person_id",
+                skip_conflicts=True,
+                constants=rule_ids,
+            ),
+            Then(
+                DecisionLog,
+                decisions,
+                "enrollment_id",
+                "person_id",
+                constants=rule_ids | {"at": now},
+            ),
         ],
     )
     report.enrolled += len(fresh)
@@ -325,14 +339,11 @@ def _arms(
     return assign(experiment, people, now)
 
 
-def evaluate_rule(
-    rule: Rule, now: datetime, report: TickReport, lookups: TickLookups | None = None
+def _evaluate(
+    rule: Rule, state: RuleState, now: datetime, report: TickReport, lookups: TickLookups | None
 ) -> None:
+    """Evaluate a claimed rule: detect, enroll, check exits; move ``state`` (not saved)."""
     started = time.perf_counter()
-    state = _claim(rule)
-    if state is None:
-        report.skipped_locked.append(rule.slug)
-        return
     if state.checked_until is None:
         # A rule looks forward from its first evaluation; history is the backtest's job.
         state.checked_until = now
@@ -357,16 +368,106 @@ def evaluate_rule(
     rule_report.seconds = time.perf_counter() - started
     state.last_tick_at = now
     state.last_tick_seconds = rule_report.seconds
-    state.save(update_fields=["checked_until", "last_tick_at", "last_tick_seconds"])
     report.rules.append(rule_report)
 
 
+def evaluate_rule(
+    rule: Rule, now: datetime, report: TickReport, lookups: TickLookups | None = None
+) -> None:
+    """Claim and evaluate one rule, in the caller's transaction (the sandbox, a tick's fallback)."""
+    state = _claim(rule)
+    if state is None:
+        report.skipped_locked.append(rule.slug)
+        return
+    _evaluate(rule, state, now, report, lookups)
+    state.save(update_fields=WATERMARK_FIELDS)
+
+
+WATERMARK_FIELDS = ["checked_until", "last_tick_at", "last_tick_seconds"]
+
+
+def _claim_all(rules: list[Rule]) -> dict[int, RuleState]:
+    """The state rows of ``rules``, locked, by rule id, in one statement (a second when a rule
+    has none yet); those another tick holds are left out (``SKIP LOCKED`` on PostgreSQL)."""
+    ids = [rule.pk for rule in rules]
+    states = RuleState.objects.filter(rule_id__in=ids)
+    if connection.vendor == "postgresql":
+        locked = states.select_for_update(skip_locked=True)
+    else:
+        locked = states.select_for_update()
+    claimed = {state.rule_id: state for state in locked}
+    if len(claimed) < len(ids):
+        missing = set(ids) - claimed.keys()
+        held = set(states.filter(rule_id__in=missing).values_list("rule_id", flat=True))
+        if new := missing - held:
+            RuleState.objects.bulk_create(
+                [RuleState(rule_id=pk) for pk in new], ignore_conflicts=True
+            )
+            claimed |= {state.rule_id: state for state in locked.filter(rule_id__in=new)}
+    return claimed
+
+
+def _tick_together(
+    rules: list[Rule], now: datetime, lookups: TickLookups, report: TickReport
+) -> None:
+    """Every rule in the caller's one transaction: one claim, one watermark update for all."""
+    claimed = _claim_all(rules)
+    lookups.prepare(
+        [rule for rule in rules if rule.pk in claimed],
+        now,
+        watermarks={pk: state.checked_until for pk, state in claimed.items()},
+    )
+    for rule in rules:
+        state = claimed.get(rule.pk)
+        if state is None:
+            report.skipped_locked.append(rule.slug)
+        else:
+            _evaluate(rule, state, now, report, lookups)
+    if claimed:
+        RuleState.objects.bulk_update(list(claimed.values()), WATERMARK_FIELDS)
+
+
 def evaluate_rules(*, now: datetime, dry_run: bool = False) -> TickReport:
-    """Evaluate every active rule once, each in its own transaction."""
-    report = TickReport(now=now, dry_run=dry_run)
+    """Evaluate every active rule once.
+
+    All the rules in one transaction: their state rows claimed in one statement, their
+    watermarks moved in one, one commit (DESIGN §5: a tick's statements per rule are its
+    detection and its writes). Should any rule fail, that transaction is rolled back as a whole
+    (nothing of it was committed, no watermark moved) and the tick runs again one transaction
+    per rule, in priority order: the rules before the failing one commit, its error surfaces
+    as it always did. A dry run rolls back the one transaction."""
     lookups = TickLookups.read()
     active = Rule.objects.filter(status=RuleStatus.ACTIVE, current_version__isnull=False)
     rules = list(active.select_related("current_version").order_by("-priority", "pk"))
+    report = TickReport(now=now, dry_run=dry_run)
+    with fast_timestamps():
+        return _evaluate_rules(rules, now, lookups, report, dry_run)
+
+
+def _evaluate_rules(
+    rules: list[Rule], now: datetime, lookups: TickLookups, report: TickReport, dry_run: bool
+) -> TickReport:
+    try:
+        with transaction.atomic():
+            _tick_together(rules, now, lookups, report)
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        return report
+    except Exception:
+        logger.warning("tick of %d rules failed in one transaction; again rule by rule", len(rules))
+        report = _tick_rule_by_rule(rules, now, TickLookups.read(), dry_run)
+    else:
+        for rule_report in report.rules:
+            _observe(rule_report)
+    return report
+
+
+def _tick_rule_by_rule(
+    rules: list[Rule], now: datetime, lookups: TickLookups, dry_run: bool
+) -> TickReport:
+    """Each rule in its own transaction (the fallback of :func:`evaluate_rules`)."""
+    report = TickReport(now=now, dry_run=dry_run)
     lookups.prepare(rules, now)
     for rule in rules:
         evaluated = len(report.rules)

@@ -47,6 +47,7 @@ class Then:
     field: str
     key: str
     skip_conflicts: bool = False
+    constants: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,19 @@ def _prepared(
     returning: tuple[str, ...],
     skip_conflicts: bool,
     link: tuple[str, str, str] | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> tuple[str, list[Any]]:
-    """The statement for ``rows`` and its parameters."""
+    """The statement for ``rows`` and its parameters; ``fixed``: values of every row, bound once."""
     given = tuple(rows[0])
+    fields = {f.attname: f for f in model._meta.concrete_fields}
+    constants: list[tuple[models.Field, Any]] = [
+        (fields[name], fields[name].get_db_prep_save(value, connection))
+        for name, value in (fixed or {}).items()
+    ]
     # The columns a row does not carry, with their defaults (``auto_now_add`` included): a
     # missing column whose value is None is NULL already.
     blank = model()
-    constants: list[tuple[models.Field, Any]] = []
-    skip = set(given) | ({link[0]} if link else set())
+    skip = set(given) | set(fixed or ()) | ({link[0]} if link else set())
     for field in model._meta.concrete_fields:
         if field.attname in skip or (field.primary_key and field.db_returning):
             continue
@@ -167,8 +173,12 @@ def insert_rows(
     returning: Sequence[str] = (),
     skip_conflicts: bool = False,
     then: Sequence[Then] = (),
+    constants: dict[str, Any] | None = None,
 ) -> list[tuple]:
     """Insert ``rows`` (dicts by field attname, all with the same keys) in one statement.
+
+    ``constants``: values every row has (by field attname), bound once instead of carried by
+    each row (a tick's rule, version and moment).
 
     ``skip_conflicts`` leaves out rows that a unique constraint refuses (``ON CONFLICT DO
     NOTHING``); ``returning`` names columns to read back from the rows actually inserted, in no
@@ -180,12 +190,12 @@ def insert_rows(
     if not rows:
         for t in then:  # nothing to link to: only the rows that need no link
             unlinked = [_unlinked(r) for r in t.rows if not r[LINK]]
-            insert_rows(t.model, unlinked, skip_conflicts=t.skip_conflicts)
+            insert_rows(t.model, unlinked, skip_conflicts=t.skip_conflicts, constants=t.constants)
         return []
     returning = tuple(returning)
     if then and connection.vendor == "postgresql":
-        return _insert_chain(model, rows, returning, skip_conflicts, then)
-    sql, params = _prepared(model, rows, returning, skip_conflicts)
+        return _insert_chain(model, rows, returning, skip_conflicts, then, constants)
+    sql, params = _prepared(model, rows, returning, skip_conflicts, fixed=constants)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         inserted = cursor.fetchall() if returning else []
@@ -201,7 +211,12 @@ def insert_rows(
                 for r in t.rows
                 if not r[LINK] or r[t.key] in ids
             ]
-            insert_rows(t.model, _same_keys(linked, t.field), skip_conflicts=t.skip_conflicts)
+            insert_rows(
+                t.model,
+                _same_keys(linked, t.field),
+                skip_conflicts=t.skip_conflicts,
+                constants=t.constants,
+            )
     return inserted
 
 
@@ -220,15 +235,21 @@ def _insert_chain(
     returning: tuple[str, ...],
     skip_conflicts: bool,
     then: Sequence[Then],
+    constants: dict[str, Any] | None = None,
 ) -> list[tuple]:
     """PostgreSQL: the rows, then the linked rows, in one statement (data-modifying CTEs see the
     rows inserted before them through ``RETURNING``; deferred foreign keys are checked at
     commit)."""
-    sql, params = _prepared(model, rows, returning, skip_conflicts)
+    sql, params = _prepared(model, rows, returning, skip_conflicts, fixed=constants)
     parts = [f"inserted AS ({sql})"]
     for n, t in enumerate(then):
         linked_sql, linked_params = _prepared(
-            t.model, t.rows, (), t.skip_conflicts, link=(t.field, t.key, "inserted")
+            t.model,
+            t.rows,
+            (),
+            t.skip_conflicts,
+            link=(t.field, t.key, "inserted"),
+            fixed=t.constants,
         )
         parts.append(f"then_{n} AS ({linked_sql})")
         params += linked_params

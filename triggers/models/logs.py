@@ -19,11 +19,24 @@ class DecisionLog(models.Model):
 
     at = models.DateTimeField(db_index=True)
     # PROTECT: merges move these rows (services/merges.py), erasure deletes them first
-    # (receivers.py); any other deletion of a person fails instead of dropping history.
-    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="+")
-    rule = models.ForeignKey("triggers.Rule", on_delete=models.CASCADE, related_name="decisions")
+    # (receivers.py); any other deletion of a person fails instead of dropping history. Its
+    # index is the (person, at) one below.
+    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # No database constraint on the rule and its version, which the enrollment carries with its
+    # own (a tick writes a decision per person due): rules and versions are never deleted
+    # by the application (rules are archived), and a deletion through the ORM still cascades
+    # here (``on_delete`` is Django's). See docs/reliability.md, "What the database
+    # checks".
+    rule = models.ForeignKey(
+        "triggers.Rule", on_delete=models.CASCADE, related_name="decisions", db_constraint=False
+    )
     rule_version = models.ForeignKey(
-        "triggers.RuleVersion", on_delete=models.CASCADE, null=True, related_name="+"
+        "triggers.RuleVersion",
+        on_delete=models.CASCADE,
+        null=True,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     enrollment = models.ForeignKey(
         "triggers.Enrollment", on_delete=models.CASCADE, null=True, blank=True, related_name="+"

@@ -49,8 +49,14 @@ class Message(models.Model):
 
     idempotency_key = models.CharField(max_length=64, unique=True)
     enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="messages")
-    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="+")
-    rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="+")
+    # No database constraint on the rule and its version, which the enrollment carries with its
+    # own (a tick writes a follow-up per person due): rules and versions are never deleted by the
+    # application, and ``on_delete`` still applies through the ORM. See docs/reliability.md,
+    # "What the database checks".
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    rule_version = models.ForeignKey(
+        RuleVersion, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     # PROTECT: merges move these rows (services/merges.py), erasure deletes them first
     # (receivers.py); any other deletion of a person fails instead of dropping history.
     # No index of its own: ``message_person_sent`` (person, sent_at) serves every lookup by person.

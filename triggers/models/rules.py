@@ -92,8 +92,14 @@ class EnrollmentStatus(models.TextChoices):
 class Enrollment(models.Model):
     """A person entering a rule once for one occurrence (an idle spell, an event, a streak…)."""
 
-    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="enrollments")
-    rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="+")
+    # Indexed by the unique (rule, person, occurrence) below; versions are never deleted (their
+    # rule is archived, not deleted), so nothing looks enrollments up by version.
+    rule = models.ForeignKey(
+        Rule, on_delete=models.CASCADE, related_name="enrollments", db_index=False
+    )
+    rule_version = models.ForeignKey(
+        RuleVersion, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     # PROTECT: merges move these rows (services/merges.py), erasure deletes them first
     # (receivers.py); any other deletion of a person fails instead of dropping history.
     person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="enrollments")

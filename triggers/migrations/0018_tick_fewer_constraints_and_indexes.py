@@ -76,7 +76,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('onboarding', '0011_person_traits_path_index'),
-        ('triggers', '0016_template_archived_at'),
+        ('triggers', '0017_message_indexes_partial_fewer'),
     ]
 
     operations = [

@@ -25,7 +25,7 @@ enrollment idempotent (:mod:`.occurrences`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -244,15 +244,8 @@ def inactive_sessions(
     stalled, times = read
     wanted = trigger.sessions or 0
     for person_id, reached_at in stalled.items():
-        sessions, previous, completing = 0, reached_at, None
-        for timestamp, received_at, imported in times.get(person_id, ()):
-            if timestamp - previous > SESSION_GAP:
-                sessions += 1
-                if sessions == wanted:
-                    completing = (timestamp, received_at, imported)
-            previous = timestamp
+        sessions, late = count_sessions(reached_at, times.get(person_id, ()), wanted)
         if sessions >= wanted:
-            late = completing is not None and is_late(*completing)
             yield Occurrence(
                 person_id,
                 f"sessions:{occurrence_stamp(reached_at)}",
@@ -260,6 +253,23 @@ def inactive_sessions(
                 {"sessions": sessions, "reached_at": reached_at.isoformat()},
                 late,
             )
+
+
+def count_sessions(
+    reached_at: datetime, times: Iterable[tuple[datetime, datetime, bool]], wanted: int
+) -> tuple[int, bool]:
+    """Sessions begun after ``reached_at`` in ``times`` ((timestamp, received_at, imported) in
+    event-time order, after ``reached_at``): each after a gap of more than :data:`SESSION_GAP`;
+    and whether the one that made ``wanted`` was late or imported (the live detector and the
+    backtest count alike)."""
+    sessions, previous, completing = 0, reached_at, None
+    for timestamp, received_at, imported in times:
+        if timestamp - previous > SESSION_GAP:
+            sessions += 1
+            if sessions == wanted:
+                completing = (timestamp, received_at, imported)
+        previous = timestamp
+    return sessions, completing is not None and is_late(*completing)
 
 
 # Per person stalled in the flow: when they last progressed; and their events since, in order.

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from onboarding.models import Event, FlowProgress
-from triggers.engine.detectors import SESSION_GAP, is_late
+from triggers.engine.detectors import count_sessions, is_late
 from triggers.engine.occurrences import Occurrence, occurrence_stamp
 from triggers.rules.spec import Trigger
 
@@ -170,15 +170,10 @@ def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found | None
                 progress = history.progress_at(tick)
                 if progress is None or progress.completed_at is not None:
                     continue
-                sessions, previous, completing = 0, progress.reached_at, None
-                for timestamp, received_at, imported in events:
-                    if received_at > tick or timestamp <= progress.reached_at:
-                        continue
-                    if timestamp - previous > SESSION_GAP:
-                        sessions += 1
-                        if sessions == wanted:
-                            completing = (timestamp, received_at, imported)
-                    previous = timestamp
+                seen = [
+                    event for event in events if event[1] <= tick and event[0] > progress.reached_at
+                ]
+                sessions, late = count_sessions(progress.reached_at, seen, wanted)
                 if sessions >= wanted:
                     yield (
                         tick,
@@ -187,7 +182,7 @@ def inactive_sessions(trigger: Trigger, replay: Replay) -> Iterator[Found | None
                             f"sessions:{occurrence_stamp(progress.reached_at)}",
                             tick,
                             {"sessions": sessions, "reached_at": progress.reached_at.isoformat()},
-                            completing is not None and is_late(*completing),
+                            late,
                         ),
                     )
         yield FLUSH

@@ -230,6 +230,34 @@ def test_progress_cancels_pending_follow_ups(timeline):
     assert Enrollment.objects.get().status == "exited"
 
 
+def test_an_exit_found_at_send_time_ends_the_enrollment(timeline):
+    """The person progresses just before the follow-up is due and delivery runs before the next
+    tick: delivery's own exit check cancels the follow-up, and the enrollment exits there and
+    then, logged once as the tick would. The tick after it, finding nothing pending, never
+    would have: the enrollment stayed active for good."""
+    from triggers.delivery.pipeline import deliver_due
+
+    make_rule(
+        "stalled-reminder",
+        {
+            "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 5},
+            "follow_ups": [{"channel": "in_app", "template": "nudge", "delay": "1h"}],
+            "exit_when": "progressed",
+        },
+    )
+    timeline.send(T0, "u1", "Signed Up")
+    timeline.tick(T0 + 5 * M)
+    timeline.send(T0 + 64 * M, "u1", "Email Verified")
+    report = deliver_due(now=T0 + 65 * M)  # due at T0+1h05m, before the next tick
+    assert report.sent == 0 and report.outcomes["cancelled"] == 1
+    assert Message.objects.get().reason == "exit:progressed"
+    enrollment = Enrollment.objects.get()
+    assert (enrollment.status, enrollment.exit_reason) == ("exited", "progressed")
+    assert enrollment.exited_at == T0 + 65 * M
+    assert timeline.tick(T0 + 66 * M).rules[0].exited == 0  # nothing left for the tick to do
+    assert DecisionLog.objects.filter(outcome="exited", reason="progressed").count() == 1
+
+
 def test_dry_run_changes_nothing(timeline):
     idle_rule()
     timeline.send(T0, "u1", "Signed Up")

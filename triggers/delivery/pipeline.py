@@ -43,8 +43,9 @@ from config import metrics
 from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
 from triggers.channels.base import Channel, ChannelSet, SendResult
-from triggers.models import DecisionLog, Message, ReviewItem, RuleStatus
+from triggers.models import DecisionLog, Enrollment, Message, ReviewItem, RuleStatus
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
+from triggers.models.rules import EnrollmentStatus
 from triggers.rendering import TemplateProblem
 from triggers.rules.spec import RuleSpec
 
@@ -151,6 +152,7 @@ def _passes_checks(
             outcome="cancelled",
             log_reason=exit_reason,
         )
+        _exit_enrollment(message, exit_reason, now)
         return False
     went_on = None  # the click branch's verdict when the sequence goes on: logged once below
     if branches is not None:
@@ -210,6 +212,34 @@ def _passes_checks(
         )
         return False
     return True
+
+
+def _exit_enrollment(message: Message, reason: str, now: datetime) -> None:
+    """The person met the rule's exit condition before the tick saw it: the enrollment exits
+    here, logged as the tick logs an exit. (The tick's exit check follows enrollments with a
+    follow-up still pending; once this one is cancelled there may be none left, and the
+    enrollment would stay active for good.) Its later follow-ups, if any, are cancelled when
+    they come due, by the check above."""
+    enrollment = message.enrollment
+    ended = Enrollment.objects.filter(pk=enrollment.pk, status=EnrollmentStatus.ACTIVE).update(
+        status=EnrollmentStatus.EXITED, exited_at=now, exit_reason=reason
+    )
+    if not ended:
+        return
+    enrollment.status, enrollment.exited_at, enrollment.exit_reason = (
+        EnrollmentStatus.EXITED,
+        now,
+        reason,
+    )
+    DecisionLog.objects.create(
+        at=now,
+        person_id=message.person_id,
+        rule_id=message.rule_id,
+        rule_version_id=enrollment.rule_version_id,
+        enrollment_id=enrollment.pk,
+        outcome="exited",
+        reason=reason,
+    )
 
 
 def _click_branch(message: Message, branch: Branch, now: datetime, report: DeliveryReport) -> bool:

@@ -123,19 +123,33 @@ class HistoryDelivery:
             return False
         progressed_at, reason = found
         tick = tick_after(progressed_at, self.since)
-        if tick > moment:
-            self._set(message, MessageStatus.CANCELLED, f"exit:{reason}", moment, "cancelled")
-            return True
         enrollment = message.enrollment
+        if enrollment.pk in self.exited:  # already ended: this later follow-up is cancelled
+            exited_reason = self.exited[enrollment.pk][1]
+            self._set(
+                message, MessageStatus.CANCELLED, f"exit:{exited_reason}", moment, "cancelled"
+            )
+            return True
+        if tick > moment:
+            # The pipeline's check ends the enrollment at the send, as the tick would have.
+            self._set(message, MessageStatus.CANCELLED, f"exit:{reason}", moment, "cancelled")
+            self._exited(message, moment, reason)
+            return True
         self.exited[enrollment.pk] = (tick, reason)
         for other in self.by_enrollment[enrollment.pk]:
             if other.status in PENDING_STATUSES:
                 other.status, other.reason = MessageStatus.CANCELLED, f"exit:{reason}"
                 self.changed.add(other.pk)
                 self.outcomes["exited"] += 1
+        self._exited(message, tick, reason)
+        return True
+
+    def _exited(self, message: Message, at: datetime, reason: str) -> None:
+        enrollment = message.enrollment
+        self.exited[enrollment.pk] = (at, reason)
         self.decisions.append(
             DecisionLog(
-                at=tick,
+                at=at,
                 person_id=message.person_id,
                 rule_id=message.rule_id,
                 rule_version_id=enrollment.rule_version_id,
@@ -144,7 +158,6 @@ class HistoryDelivery:
                 reason=reason,
             )
         )
-        return True
 
     def _deliver(self, message: Message, moment: datetime) -> datetime | None:
         """One due follow-up; returns when to look again if quiet hours deferred it."""

@@ -147,12 +147,15 @@ def settle(
     outcome: str,
     log_reason: str,
     fields: tuple[str, ...] = (),
+    log_outcome: str | None = None,
     **detail,
 ) -> None:
-    """A final (or deferred) outcome decided by the checks: no send."""
+    """A final (or deferred) outcome decided by the checks: no send. The decision log says
+    ``log_outcome`` when given (an exit found at send time is logged as the enrollment's exit),
+    else ``outcome``."""
     message.status, message.reason = status, reason
     message.save(update_fields=["status", "reason", *fields])
-    log_decision(message, now, outcome, log_reason, **detail)
+    log_decision(message, now, log_outcome or outcome, log_reason, **detail)
     report.add(outcome, message)
 
 

@@ -142,6 +142,9 @@ def _passes_checks(
         return True  # support staff decided: the stored text goes out, caps and quiet hours aside
     exit_reason = exits.reason(message, spec)
     if exit_reason:
+        # Logged once: as the enrollment's exit when it ends here (what the tick logs for the
+        # exits it finds), or as this follow-up's cancellation when it had ended before.
+        ended = _exit_enrollment(message, exit_reason, now)
         cancelled = MessageStatus.CANCELLED
         settle(
             message,
@@ -151,8 +154,8 @@ def _passes_checks(
             report=report,
             outcome="cancelled",
             log_reason=exit_reason,
+            log_outcome="exited" if ended else None,
         )
-        _exit_enrollment(message, exit_reason, now)
         return False
     went_on = None  # the click branch's verdict when the sequence goes on: logged once below
     if branches is not None:
@@ -214,32 +217,20 @@ def _passes_checks(
     return True
 
 
-def _exit_enrollment(message: Message, reason: str, now: datetime) -> None:
+def _exit_enrollment(message: Message, reason: str, now: datetime) -> bool:
     """The person met the rule's exit condition before the tick saw it: the enrollment exits
-    here, logged as the tick logs an exit. (The tick's exit check follows enrollments with a
-    follow-up still pending; once this one is cancelled there may be none left, and the
-    enrollment would stay active for good.) Its later follow-ups, if any, are cancelled when
-    they come due, by the check above."""
+    here; True when it did (it was still active). The tick's exit check follows enrollments with
+    a follow-up still pending: once this one is cancelled there may be none left, and the
+    enrollment would stay active for good. Its later follow-ups, if any, are cancelled when they
+    come due, by the same check."""
     enrollment = message.enrollment
     ended = Enrollment.objects.filter(pk=enrollment.pk, status=EnrollmentStatus.ACTIVE).update(
         status=EnrollmentStatus.EXITED, exited_at=now, exit_reason=reason
     )
-    if not ended:
-        return
-    enrollment.status, enrollment.exited_at, enrollment.exit_reason = (
-        EnrollmentStatus.EXITED,
-        now,
-        reason,
-    )
-    DecisionLog.objects.create(
-        at=now,
-        person_id=message.person_id,
-        rule_id=message.rule_id,
-        rule_version_id=enrollment.rule_version_id,
-        enrollment_id=enrollment.pk,
-        outcome="exited",
-        reason=reason,
-    )
+    if ended:
+        enrollment.status, enrollment.exited_at = EnrollmentStatus.EXITED, now
+        enrollment.exit_reason = reason
+    return bool(ended)
 
 
 def _click_branch(message: Message, branch: Branch, now: datetime, report: DeliveryReport) -> bool:

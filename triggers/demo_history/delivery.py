@@ -131,9 +131,12 @@ class HistoryDelivery:
             )
             return True
         if tick > moment:
-            # The pipeline's check ends the enrollment at the send, as the tick would have.
-            self._set(message, MessageStatus.CANCELLED, f"exit:{reason}", moment, "cancelled")
-            self._exited(message, moment, reason)
+            # The pipeline's check ends the enrollment at the send, logged as its exit.
+            message.status, message.reason = MessageStatus.CANCELLED, f"exit:{reason}"
+            self.changed.add(message.pk)
+            self.outcomes["cancelled"] += 1
+            self.exited[enrollment.pk] = (moment, reason)
+            self._log(message, moment, "exited", reason)
             return True
         self.exited[enrollment.pk] = (tick, reason)
         for other in self.by_enrollment[enrollment.pk]:
@@ -141,15 +144,9 @@ class HistoryDelivery:
                 other.status, other.reason = MessageStatus.CANCELLED, f"exit:{reason}"
                 self.changed.add(other.pk)
                 self.outcomes["exited"] += 1
-        self._exited(message, tick, reason)
-        return True
-
-    def _exited(self, message: Message, at: datetime, reason: str) -> None:
-        enrollment = message.enrollment
-        self.exited[enrollment.pk] = (at, reason)
         self.decisions.append(
             DecisionLog(
-                at=at,
+                at=tick,
                 person_id=message.person_id,
                 rule_id=message.rule_id,
                 rule_version_id=enrollment.rule_version_id,
@@ -158,6 +155,7 @@ class HistoryDelivery:
                 reason=reason,
             )
         )
+        return True
 
     def _deliver(self, message: Message, moment: datetime) -> datetime | None:
         """One due follow-up; returns when to look again if quiet hours deferred it."""

@@ -224,9 +224,7 @@ def _exit_enrollment(message: Message, reason: str, now: datetime) -> bool:
     enrollment would stay active for good. Its later follow-ups, if any, are cancelled when they
     come due, by the same check."""
     enrollment = message.enrollment
-    ended = Enrollment.objects.filter(pk=enrollment.pk, status=EnrollmentStatus.ACTIVE).update(
-        status=EnrollmentStatus.EXITED, exited_at=now, exit_reason=reason
-    )
+    ended = Enrollment.objects.filter(pk=enrollment.pk).exit(reason, now)
     if ended:
         enrollment.status, enrollment.exited_at = EnrollmentStatus.EXITED, now
         enrollment.exit_reason = reason

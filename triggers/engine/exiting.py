@@ -105,9 +105,7 @@ def cancel_exits(
         Message.objects.filter(enrollment_id__in=ids, status__in=PENDING_STATUSES).update(
             status=MessageStatus.CANCELLED, reason=f"exit:{reason}"
         )
-        Enrollment.objects.filter(pk__in=ids, status=EnrollmentStatus.ACTIVE).update(
-            status=EnrollmentStatus.EXITED, exited_at=now, exit_reason=reason
-        )
+        Enrollment.objects.filter(pk__in=ids).exit(reason, now)
     DecisionLog.objects.bulk_create(
         [
             DecisionLog(

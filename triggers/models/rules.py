@@ -89,6 +89,14 @@ class EnrollmentStatus(models.TextChoices):
     FINISHED = "finished"
 
 
+class EnrollmentQuerySet(models.QuerySet):
+    def exit(self, reason: str, now) -> int:
+        """End these enrollments that are still active (an exit, an unsubscribe); how many."""
+        return self.filter(status=EnrollmentStatus.ACTIVE).update(
+            status=EnrollmentStatus.EXITED, exited_at=now, exit_reason=reason
+        )
+
+
 class Enrollment(models.Model):
     """A person entering a rule once for one occurrence (an idle spell, an event, a streak…)."""
 
@@ -116,6 +124,8 @@ class Enrollment(models.Model):
     )
     exited_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.CharField(max_length=32, blank=True, default="")
+
+    objects = EnrollmentQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -10,7 +10,6 @@ from django.utils import timezone
 from onboarding.models import Person
 from triggers.models import DecisionLog, Enrollment, Message
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
-from triggers.models.rules import EnrollmentStatus
 
 OUTCOME_FIELDS = {
     "opened": "opened_at",
@@ -57,9 +56,7 @@ def person_unsubscribe(*, message_id: int, now: datetime | None = None) -> Messa
         Message.objects.filter(pk__in=[pk for pk, *_ in cancelled]).update(
             status=MessageStatus.CANCELLED, reason="unsubscribed"
         )
-        Enrollment.objects.filter(pk=message.enrollment_id, status=EnrollmentStatus.ACTIVE).update(
-            status=EnrollmentStatus.EXITED, exited_at=now, exit_reason="unsubscribed"
-        )
+        Enrollment.objects.filter(pk=message.enrollment_id).exit("unsubscribed", now)
     person = Person.objects.select_for_update().get(pk=message.person_id)
     decisions = [
         DecisionLog(

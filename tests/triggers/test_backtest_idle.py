@@ -228,13 +228,15 @@ def test_sql_spells_and_stored_progress_decide_as_the_reference_and_the_walk(
     assert _summary(fast) == _summary(reference)
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_processes_and_one_query_decide_as_the_batches(timeline, monkeypatch, settings):
-    """PostgreSQL: everyone's spells in one query (the stored-progress judgement in SQL), and
-    that in two processes (each for half of the people, by id), decide as the batch path."""
-    from triggers.simulation import backtest
+SPLIT_DEFINITION = {
+    "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 5},
+    "follow_ups": IN_APP,
+    "reentry": {"once_per": "20m"},
+}
 
+
+def send_split_spells(timeline) -> list[str]:
+    """Eight people with idle spells of every kind the split backtest decides; their ids."""
     users = [f"p{n}" for n in range(8)]
     for n, user in enumerate(users):
         timeline.send(T0 + n * M, user, "Signed Up")
@@ -245,11 +247,18 @@ def test_processes_and_one_query_decide_as_the_batches(timeline, monkeypatch, se
             timeline.send(T0 + 30 * M, user, "Email Verified")
             timeline.send(T0 + 31 * M, user, "Profile Completed")
         timeline.send(T0 + 40 * M, user, "Page Viewed")
-    definition = {
-        "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 5},
-        "follow_ups": IN_APP,
-        "reentry": {"once_per": "20m"},
-    }
+    return users
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_processes_and_one_query_decide_as_the_batches(timeline, monkeypatch, settings):
+    """PostgreSQL: everyone's spells in one query (the stored-progress judgement in SQL), and
+    that in two processes (each for half of the people, by id), decide as the batch path."""
+    from triggers.simulation import backtest
+
+    users = send_split_spells(timeline)
+    definition = SPLIT_DEFINITION
     period = {"since": T0, "until": T0 + 60 * M, "now": T0 + 70 * M}
     forked: list[bool] = []
     in_processes = backtest._run_idle_in_processes

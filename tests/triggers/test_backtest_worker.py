@@ -14,7 +14,7 @@ from triggers.services.backtests import STORED_ENTRIES, backtest_start
 from triggers.simulation.backtest import run_backtest
 
 from .conftest import T0
-from .test_backtest_idle import IN_APP, M
+from .test_backtest_idle import SPLIT_DEFINITION, M, send_split_spells
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -28,18 +28,8 @@ def test_a_worker_replays_a_backtest_in_forked_processes_as_one_process_does(
     processes: Processes,  # noqa: F811 - the fixture imported above
     settings,
 ) -> None:
-    for n in range(8):
-        user = f"p{n}"
-        timeline.send(T0 + n * M, user, "Signed Up")
-        timeline.send(T0 + (n + 9) * M, user, "Page Viewed")
-        if n % 3 == 0:
-            timeline.send(T0 + 22 * M, user, "Email Verified")
-        timeline.send(T0 + 40 * M, user, "Page Viewed")
-    definition = {
-        "trigger": {"kind": "inactive_in_flow", "flow": "activation", "minutes": 5},
-        "follow_ups": IN_APP,
-        "reentry": {"once_per": "20m"},
-    }
+    send_split_spells(timeline)
+    definition = SPLIT_DEFINITION
     since, until = T0, T0 + 60 * M
     processes.env["ONRAMP_BACKTEST_PROCESSES"] = "2"
     processes.env["ONRAMP_BACKTEST_PROCESSES_FROM"] = "1"  # these 8 people are enough

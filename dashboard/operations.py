@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from config.metrics import MESSAGE_OUTCOMES
 from triggers.delivery.outcomes import METRIC_OUTCOMES
 from triggers.models import DecisionLog, Heartbeat, Message, ReviewItem, RuleState
-from triggers.models.messages import PENDING_STATUSES, MessageStatus, ReviewStatus
+from triggers.models.messages import LIVE_STATUSES, ReviewStatus
 from triggers.models.rules import RuleStatus
 
 
@@ -36,9 +36,7 @@ def due_messages(now: datetime):
     """Follow-ups due now and not final: what the next delivery pass would pick up (paused rules'
     messages wait, and retries wait for their next attempt), and those being sent."""
     return (
-        Message.objects.filter(
-            status__in=[*PENDING_STATUSES, MessageStatus.SENDING], due_at__lte=now
-        )
+        Message.objects.filter(status__in=LIVE_STATUSES, due_at__lte=now)
         .filter(Q(rule__status=RuleStatus.ACTIVE) | Q(manual=True))
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     )

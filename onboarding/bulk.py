@@ -5,8 +5,7 @@ the SQL text in Python, and an array of JSON documents is escaped element by ele
 regular expression (3.3 ms of Python for 40 people's traits, against 0.3 ms in binary). The
 statements that write a batch's people, identities and flow progress pass their rows as arrays
 (``unnest(%b::bigint[], %b::text[], …)``, one statement per batch), so they use this cursor:
-``%b`` placeholders are sent as binary parameters, the SQL text stays fixed (parsed once per
-process), and the cursor is wrapped like Django's own, so errors, ``execute_wrappers`` and query
+``%b`` placeholders are sent as binary parameters, and the cursor is wrapped like Django's own, so errors, ``execute_wrappers`` and query
 logging behave as for any other statement.
 """
 

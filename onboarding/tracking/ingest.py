@@ -32,7 +32,7 @@ _MAX_FAILED_PAYLOAD = 32 * 1024
 # Serialization failure, deadlock; and the conflicts a concurrent merge can cause: a person this
 # batch resolved was merged away (foreign key on SQLite, ``store.PeopleGone`` on PostgreSQL) or an
 # id was claimed first (unique). Retrying resolves the batch again against the committed state.
-_TRANSIENT_SQLSTATES = {"40001", "40P01", "23503", "23505"}
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "23503", "23505", "people_gone"}
 _ATTEMPTS = 3
 
 
@@ -192,11 +192,15 @@ def _write(
     return result
 
 
-def _is_transient(error: DatabaseError) -> bool:
+def _sqlstate(error: DatabaseError) -> str | None:
+    """The error's SQLSTATE, or ``people_gone`` for a batch whose people went meanwhile."""
     if isinstance(error, store.PeopleGone):
-        return True
-    cause = error.__cause__
-    return getattr(cause, "sqlstate", None) in _TRANSIENT_SQLSTATES
+        return "people_gone"
+    return getattr(error.__cause__, "sqlstate", None)
+
+
+def _is_transient(error: DatabaseError) -> bool:
+    return _sqlstate(error) in _TRANSIENT_SQLSTATES
 
 
 def ingest_events(
@@ -227,9 +231,7 @@ def ingest_events(
             logger.warning(
                 "ingest retry %s after sqlstate %s",
                 attempt,
-                "people_gone"
-                if isinstance(error, store.PeopleGone)
-                else getattr(error.__cause__, "sqlstate", None),
+                _sqlstate(error),
                 extra={"endpoint": endpoint, "attempt": attempt},
             )
             time.sleep(0.01 * attempt)

@@ -250,15 +250,15 @@ def test_the_sweeper_and_the_hand_over_cannot_both_win(api, timeline, smtp, sett
         first, second = pipeline._claim(
             list(Message.objects.order_by("pk").values_list("pk", flat=True)), T0 + M, report
         )
-    assert pipeline._hand(first, None, T0 + M, report)
+    assert pipeline._hand(first, None, T0 + M)
     later = T0 + M + timedelta(seconds=61)
-    assert not pipeline._hand(second, None, later, report)  # its lease is over: not handed
+    assert not pipeline._hand(second, None, later)  # its lease is over: not handed
     pipeline.sweep_expired_leases(later, report)
     assert dict(Message.objects.values_list("pk", "status")) == {
         first.message.pk: "unknown",
         second.message.pk: "scheduled",
     }
-    assert not pipeline._hand(second, None, T0 + M, report)  # the sweeper took it back
+    assert not pipeline._hand(second, None, T0 + M)  # the sweeper took it back
     assert Message.objects.get(pk=second.message.pk).handed_at is None
     assert received_keys(smtp) == Counter()
 
@@ -277,9 +277,9 @@ def test_the_sweeper_makes_a_handed_message_whose_acceptance_was_recorded_sent(
         first, second, third = pipeline._claim(
             list(Message.objects.order_by("pk").values_list("pk", flat=True)), T0 + M, report
         )
-    assert pipeline._hand(first, None, T0 + M, report)
-    assert pipeline._hand(second, (first, SendResult("")), T0 + M, report)
-    assert pipeline._hand(third, (second, SendResult("<id@x>")), T0 + M, report)
+    assert pipeline._hand(first, None, T0 + M)
+    assert pipeline._hand(second, (first, SendResult("")), T0 + M)
+    assert pipeline._hand(third, (second, SendResult("<id@x>")), T0 + M)
     assert Message.objects.get(pk=first.message.pk).provider_id == "accepted"
     pipeline.sweep_expired_leases(T0 + M + timedelta(seconds=61), report)  # the worker is gone
     rows = {m.pk: (m.status, m.provider_id) for m in Message.objects.all()}
@@ -339,9 +339,9 @@ def test_the_end_of_the_data_goes_out_only_after_the_hand_over_mark(
     hand, finish = pipeline._hand, EmailChannel.finish
     events = []
 
-    def hand_seen(claim, done, now, report):
+    def hand_seen(claim, done, now):
         events.append(("mark", claim.message.pk, len(smtp.messages)))
-        return hand(claim, done, now, report)
+        return hand(claim, done, now)
 
     def finish_seen(self, outgoing):
         pk = outgoing.message.pk
@@ -369,11 +369,11 @@ def test_a_refused_hand_over_drops_the_email_whose_data_was_sent(api, timeline, 
     hand = pipeline._hand
     marks = []
 
-    def taken_back_at_the_second(claim, done, now, report):
+    def taken_back_at_the_second(claim, done, now):
         marks.append(claim.message.pk)
         if len(marks) == 2:  # what the sweeper does to an unhanded row whose lease ran out
             Message.objects.filter(pk=claim.message.pk).update(status="scheduled", lease_until=None)
-        return hand(claim, done, now, report)
+        return hand(claim, done, now)
 
     monkeypatch.setattr(pipeline, "_hand", taken_back_at_the_second)
     report = deliver_due(now=T0 + M)
@@ -404,9 +404,9 @@ def test_the_marks_wait_for_their_flush_only_when_durable(
     hand, claim = pipeline._hand, pipeline._claim
     modes = []
 
-    def hand_seen(claim, done, now, report):
+    def hand_seen(claim, done, now):
         modes.append(("mark", _synchronous_commit()))
-        return hand(claim, done, now, report)
+        return hand(claim, done, now)
 
     def claim_seen(pks, now, report, channels):
         modes.append(("claim", _synchronous_commit()))
@@ -562,11 +562,11 @@ def test_the_overlapped_pass_claims_the_next_batch_while_it_sends(
     marks, seen = [], []
     hand, claim = pipeline._hand, pipeline._claim
 
-    def hand_seen(claim, done, now, report):
+    def hand_seen(claim, done, now):
         if len(marks) < 3:
             time.sleep(0.05)  # batch 1: room for batch 2's claim to begin before its marks
         marks.append(claim.message.pk)
-        return hand(claim, done, now, report)
+        return hand(claim, done, now)
 
     def claim_seen(pks, now, report, channels):
         if len(seen) == 1:  # batch 2: is a mark written while this claim runs?

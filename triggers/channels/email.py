@@ -28,7 +28,7 @@ from django.core.mail.message import sanitize_address
 from triggers.links import click_url, open_pixel_url, unsubscribe_url
 
 from .base import Channel, Outgoing, SendResult, TransportError
-from .email_bytes import email_bytes, plain_address
+from .email_bytes import email_bytes
 
 _URL = re.compile(r"https?://[^\s<>\"')]+")
 _P_STYLE = "margin:0 0 16px;font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:16px;line-height:1.5;color:#1f2937"
@@ -189,7 +189,7 @@ class EmailChannel(Channel):
         }
         link = partial(click_url, message.pk)
         pixel = open_pixel_url(message.pk) if settings.ONRAMP_TRACK_OPENS else None
-        if isinstance(self.connection, SmtpBackend) and plain_address(person.email):
+        if isinstance(self.connection, SmtpBackend):
             # The pass's SMTP connection: the bytes written directly (email_bytes.py), unless
             # the email is outside the shape that module writes.
             encoding = settings.DEFAULT_CHARSET

@@ -449,7 +449,6 @@ def _hand(
     claim: Claim,
     done: tuple[Claim, SendResult] | None,
     now: datetime,
-    report: DeliveryReport,
 ) -> bool:
     """Right before ``claim``'s provider call: one commit that records that the previous message
     (``done``) was accepted by its provider, as its ``provider_id`` (fenced on "sending" and its
@@ -650,7 +649,7 @@ def _send_each(
                 _record_failure(claim, error, clock(), report)
                 continue
             started = helper.submit(claim.channel.start, outgoing)
-            handed = _hand(claim, done, clock(), report)
+            handed = _hand(claim, done, clock())
             if done:  # its acceptance is marked (or the sweeper took it: the record is fenced)
                 accepted.append(done)
             done = None

@@ -93,10 +93,18 @@ class HistoryDelivery:
     def _log(self, message: Message, at: datetime, outcome: str, reason: str = "", **detail):
         self.decisions.append(decision(message, at, outcome, reason, **detail))
 
-    def _set(self, message: Message, status: str, reason: str, at: datetime, outcome: str) -> None:
+    def _set(
+        self,
+        message: Message,
+        status: str,
+        reason: str,
+        at: datetime,
+        outcome: str,
+        log_outcome: str | None = None,
+    ) -> None:
         message.status, message.reason = status, reason
         self.changed.add(message.pk)
-        self._log(message, at, outcome, reason.removeprefix("exit:"))
+        self._log(message, at, log_outcome or outcome, reason.removeprefix("exit:"))
         self.outcomes[outcome if outcome != "suppressed" else reason] += 1
 
     def _exit_at(self, message: Message, moment: datetime) -> tuple[datetime, str] | None:
@@ -132,11 +140,9 @@ class HistoryDelivery:
             return True
         if tick > moment:
             # The pipeline's check ends the enrollment at the send, logged as its exit.
-            message.status, message.reason = MessageStatus.CANCELLED, f"exit:{reason}"
-            self.changed.add(message.pk)
-            self.outcomes["cancelled"] += 1
+            cancelled, exit_reason = MessageStatus.CANCELLED, f"exit:{reason}"
+            self._set(message, cancelled, exit_reason, moment, "cancelled", log_outcome="exited")
             self.exited[enrollment.pk] = (moment, reason)
-            self._log(message, moment, "exited", reason)
             return True
         self.exited[enrollment.pk] = (tick, reason)
         for other in self.by_enrollment[enrollment.pk]:

@@ -105,6 +105,7 @@ def pages() -> list[tuple[str, str, dict[str, str]]]:
 def engine_seconds(segment: bool, breakdown: bool, runs: int, *, apart: bool = False) -> float:
     """Median time of the engine calls the funnel page makes, in this process; ``apart``: each
     report gathering the entrants itself, as the page did before it shared one gathering."""
+    from dashboard.figures_funnels import time_to_convert_step
     from dashboard.funnels import FunnelQuery, funnel_trends, gather, run_funnel, time_to_convert
     from onboarding.models import OnboardingFlow, Segment
 
@@ -121,8 +122,7 @@ def engine_seconds(segment: bool, breakdown: bool, runs: int, *, apart: bool = F
         result = run_funnel(query, gathered)
         funnel_trends(query, "day", gathered)
         # The page bins the histogram it shows: the friction step's, else the first reached.
-        reached = [step.index for step in result.steps[1:] if step.count]
-        shown = result.friction_step if result.friction_step in reached else reached[0]
+        shown = time_to_convert_step(result.steps[1:], result.friction_step)
         time_to_convert(query, gathered=gathered, step=shown)
 
     page_work()  # warm-up

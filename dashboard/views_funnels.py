@@ -277,7 +277,7 @@ def _time_to_convert(
         wanted = int(request.GET.get("ttc_step") or friction or 0)
     except ValueError:
         wanted = None
-    reached = result.steps[1:] if result.entrants else []
+    reached = result.steps[1:]
     step = figures.time_to_convert_step(reached, wanted)
     if step is None:
         return {"ttc_figure": None, "ttc_steps": [], "ttc_step": None}
@@ -288,7 +288,7 @@ def _time_to_convert(
             (s.index, f"{s.index - 1} → {s.index}. {s.name}", s.count) for s in reached if s.count
         ],
         "ttc_step": step,
-        "ttc_people": next(h.count for h in histograms if h.index == step),
+        "ttc_people": histograms[0].count,  # only the shown step is binned
     }
 
 

@@ -41,8 +41,8 @@ from triggers.stats import holm
 
 from .association import fisher_exact, odds_ratio
 from .people import settled_sample
-from .query import FunnelQuery, FunnelQueryError, StepDef
-from .runner import required_steps
+from .query import FunnelQuery, StepDef
+from .runner import steps_up_to
 
 FeatureKind = Literal["event", "entry", "trait"]
 ALPHA = 0.05
@@ -148,9 +148,7 @@ def explain_step(
     query: FunnelQuery, step: int, *, min_support: int | None = None, max_people: int = MAX_PEOPLE
 ) -> Explanation:
     """What sets apart the settled entrants who stopped before step ``step`` (≥ 2)."""
-    steps = required_steps(query)
-    if not 2 <= step <= len(steps):
-        raise FunnelQueryError("invalid_step", f"step must be between 2 and {len(steps)}")
+    steps = steps_up_to(query, step)
     settled, sample = settled_sample(query, step=step - 1, limit=max_people)
     judged = [
         _Judged(person_id, entered_at, furthest == step - 1)

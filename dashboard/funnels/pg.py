@@ -529,7 +529,7 @@ def _grouped(
             values = sorted(collected[group][k - 2])
             start, end = bisect_left(values, low), bisect_right(values, high)
             median = _from_band(
-                counts[group][k - 1], below[group][k - 2] + start, values[start:end], presorted=True
+                counts[group][k - 1], below[group][k - 2] + start, values[start:end]
             )
             if median is _MISS:
                 missed.append((group, k))
@@ -546,13 +546,12 @@ def _grouped(
 _MISS = object()
 
 
-def _from_band(n: int, below: int, band: Sequence[int] | None, *, presorted: bool = False) -> Any:
-    """The median (seconds) of ``n`` gaps from how many lie below the band and the band's values
-    (in order when ``presorted``); ``_MISS`` when a middle rank is outside the band."""
+def _from_band(n: int, below: int, values: Sequence[int]) -> Any:
+    """The median (seconds) of ``n`` gaps from how many lie below the band and the band's values,
+    in order; ``_MISS`` when a middle rank is outside the band."""
     if not n:
         return None
     ranks = (n // 2, n // 2 + 1) if n % 2 == 0 else ((n + 1) // 2, (n + 1) // 2)
-    values = band if presorted else sorted(band or ())
     middle = []
     for rank in ranks:
         index = rank - below - 1

@@ -33,6 +33,14 @@ def required_steps(query: FunnelQuery) -> list[StepDef]:
     return steps
 
 
+def steps_up_to(query: FunnelQuery, step: int) -> list[StepDef]:
+    """The query's steps, once ``step`` is one a report can be about (2 to the last)."""
+    steps = required_steps(query)
+    if not 2 <= step <= len(steps):
+        raise FunnelQueryError("invalid_step", f"step must be between 2 and {len(steps)}")
+    return steps
+
+
 def sql_relation(query: FunnelQuery, steps: list[StepDef]) -> pg.Relation:
     """The PostgreSQL outcomes relation: progress rows plus the re-entrants' re-entry rows."""
     return pg.outcomes_cte(query, allowed_people(query), steps[0].event)
@@ -143,9 +151,7 @@ def step_median_seconds(query: FunnelQuery, step: int) -> float | None:
     """The funnel's ``median_seconds_from_previous`` of step ``step`` (≥ 2) alone, exactly as
     :func:`run_funnel` reports it: one sort of that step's gaps instead of the whole report
     (every step's medians, and the breakdown's groups when the query has one)."""
-    steps = required_steps(query)
-    if not 2 <= step <= len(steps):
-        raise FunnelQueryError("invalid_step", f"step must be between 2 and {len(steps)}")
+    steps = steps_up_to(query, step)
     if uses_sql(query):
         relation = pg.outcomes_cte(query, allowed_people(query), steps[0].event, breakdown=False)
         return pg.step_median(relation, step)

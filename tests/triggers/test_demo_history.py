@@ -183,6 +183,13 @@ def test_sends_follow_the_pipeline_rules_as_they_stood_then(demo):
         before = message.enrollment.context["furthest_step"]
         assert bisect_right(steps[message.person_id], message.sent_at) == before
     assert Message.objects.filter(status="cancelled", reason="exit:progressed").exists()
+    # Every exit, found by a tick or at a send, ends its enrollment and is logged once.
+    exited_by = Counter(
+        DecisionLog.objects.filter(outcome="exited").values_list("enrollment_id", flat=True)
+    )
+    assert exited_by and max(exited_by.values()) == 1
+    for message in Message.objects.filter(status="cancelled", reason__startswith="exit:"):
+        assert message.enrollment.status == "exited", message.pk
     # Follow-ups due after now wait for the worker; the live engine carries on from now.
     assert not Message.objects.filter(status="scheduled", due_at__lte=NOW).exists()
     assert set(RuleState.objects.values_list("checked_until", flat=True)) == {NOW}

@@ -385,17 +385,17 @@ def _claim(
 
 
 def _save_each(messages: list[Message], fields: list[str]) -> None:
-    """Write ``fields`` of each message, one ``UPDATE`` per row sent with ``executemany`` (one
-    pipelined round trip on PostgreSQL). ``bulk_update`` builds a ``CASE`` per field and row,
-    which cost more Python time than the whole rest of a batch's checks."""
+    """Write ``fields`` of each message. On PostgreSQL one ``UPDATE`` for all of them, their
+    values sent as one array per column (``unnest``); elsewhere one ``UPDATE`` per row with
+    ``executemany``. ``bulk_update`` builds a ``CASE`` per field and row, which cost more Python
+    time than the whole rest of a batch's checks; an ``UPDATE`` per row costs PostgreSQL a
+    statement (parse, plan, execute) per row."""
     if not messages:
         return
     meta = Message._meta
     quote = connection.ops.quote_name
     columns = [meta.get_field(name) for name in fields]
-    assignments = ", ".join(f"{quote(column.column)} = %s" for column in columns)
     table, key = quote(meta.db_table), quote(meta.pk.column)  # names from the model, not input
-    sql = f"UPDATE {table} SET {assignments} WHERE {key} = %s"  # noqa: S608
     rows = [
         [
             column.get_db_prep_save(getattr(message, column.attname), connection)
@@ -404,6 +404,20 @@ def _save_each(messages: list[Message], fields: list[str]) -> None:
         + [message.pk]
         for message in messages
     ]
+    if connection.vendor == "postgresql":
+        names = [quote(column.column) for column in columns]
+        arrays = ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns)
+        assignments = ", ".join(f"{name} = v.{name}" for name in names)
+        sql = (
+            f"UPDATE {table} AS m SET {assignments} "  # noqa: S608
+            f"FROM unnest({arrays}, %s::bigint[]) AS v({', '.join(names)}, pk) "
+            f"WHERE m.{key} = v.pk"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [list(values) for values in zip(*rows, strict=True)])
+        return
+    assignments = ", ".join(f"{quote(column.column)} = %s" for column in columns)
+    sql = f"UPDATE {table} SET {assignments} WHERE {key} = %s"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 

@@ -6,7 +6,7 @@
   :func:`migrate`, :func:`free_port`, :func:`start_gunicorn`, :func:`stop_gunicorn`;
 - bulk loading with ``COPY``: :func:`ts_text`, :func:`copy_tables`, :func:`reset_sequences`,
   :func:`bulk_load`;
-- timing and reporting: :func:`timed`, :func:`percentile`, :func:`cpu_model`, :func:`machine`, :func:`print_machine`,
+- timing and reporting: :func:`timed`, :func:`cpu_seconds`, :func:`percentile`, :func:`cpu_model`, :func:`machine`, :func:`print_machine`,
   :func:`print_table`.
 
 Standard library only at import time (psycopg, Django are imported where used), so that
@@ -337,6 +337,15 @@ def timed(fn: Callable[[], object], runs: int = 3) -> tuple[float, object]:
         result = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process on this machine (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_model(default: str = "unknown") -> str:

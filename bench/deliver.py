@@ -23,6 +23,11 @@ the claims, the hand-over commits, building each email, the waits for the helper
 batch-end records run in the pass's writer thread while it sends (``ONRAMP_DELIVERY_OVERLAP``,
 on by default; set it to ``false`` in the environment for the serial pass). The hand-over marks wait for their WAL flush unless the environment
 sets ``ONRAMP_DELIVERY_DURABLE_MARK=false`` (docs/reliability.md); the table says which.
+``--timings`` also gives each part's CPU time (of the thread that ran it), ``--profile`` profiles
+the CPU time of the pass's thread (with ``ONRAMP_DELIVERY_OVERLAP=false`` the claims are in it).
+The table gives the CPU per email, read from ``/proc``, of the delivering process (all its
+threads), its PostgreSQL backends and the SMTP server, and of the SMTP server and the client
+during the raw baseline: on 2 cores these share, the sum against two cores is the ceiling.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import (  # noqa: E402 - bench/common.py, next to this file
     cpu_model,
+    cpu_seconds,
     free_port,
     recreate_database,
 )
@@ -179,7 +185,8 @@ def _prerendered(count: int) -> list[tuple[str, list[str], bytes]]:
 
 
 def _time_parts() -> dict[str, list[float]]:
-    """Wrap the pipeline's parts with wall-clock accumulators: name → [seconds, calls]."""
+    """Wrap the pipeline's parts with accumulators: name → [wall seconds, calls, CPU seconds of
+    the calling thread]."""
     import concurrent.futures
     import functools
 
@@ -190,20 +197,24 @@ def _time_parts() -> dict[str, list[float]]:
 
     def wrap(owner, name: str, label: str) -> None:
         function = getattr(owner, name)
-        part = parts.setdefault(label, [0.0, 0])
+        part = parts.setdefault(label, [0.0, 0, 0.0])
 
         @functools.wraps(function)
         def timed(*args, **kwargs):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 part[0] += time.perf_counter() - started
                 part[1] += 1
+                part[2] += time.thread_time() - cpu
 
         setattr(owner, name, timed)
 
     wrap(pipeline, "_claim", "claim (lock, check, ledger; writer thread*)")
+    wrap(pipeline, "_lock_messages", "  of which: read and lock the messages")
+    wrap(pipeline, "_passes_checks", "  of which: the checks, with rendering")
+    wrap(pipeline, "_save_each", "  of which (and of the record): ledger writes")
     wrap(pipeline, "_hand", "hand-over commit")
     wrap(EmailChannel, "prepare", "prepare (build the email and its bytes)")
     wrap(concurrent.futures.Future, "result", "wait for start, or for a claim*")
@@ -232,12 +243,63 @@ def _flush_ms() -> float | None:
     return times[len(times) // 2] * 1000
 
 
+class BackendCpu:
+    """CPU seconds used by the bench database's PostgreSQL backends (the pass's connection and
+    its writer thread's) between :meth:`start` and :meth:`stop`, when the server runs on this
+    machine: a thread samples them every 0.1 s over its own connection, so the last reading of
+    a backend that exits in between is kept (at most 0.1 s of its CPU is missed)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psycopg
+        from django.conf import settings
+
+        db = settings.DATABASES["default"]
+        self.conn = psycopg.connect(
+            host=db["HOST"],
+            port=db["PORT"] or 5432,
+            user=db["USER"],
+            dbname=db["NAME"],
+            password=db["PASSWORD"] or None,
+            autocommit=True,
+        )
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _read(self) -> dict[int, float]:
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        return {pid: cpu_seconds(pid) for (pid,) in rows}
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.1):
+            self.last.update({pid: cpu for pid, cpu in self._read().items() if cpu})
+
+    def start(self) -> None:
+        self.first = self._read()
+        self.last = dict(self.first)
+        self.thread.start()
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        self.last.update({pid: cpu for pid, cpu in self._read().items() if cpu})
+        self.conn.close()
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
+
+
 def child(args: argparse.Namespace) -> None:
     import django
 
     django.setup()
     from django.conf import settings
     from django.core.management import call_command
+    from django.db import connection
 
     from triggers.delivery.pipeline import deliver_due
     from triggers.models import Message
@@ -254,11 +316,15 @@ def child(args: argparse.Namespace) -> None:
     assert due == args.messages, due
 
     parts = _time_parts() if args.timings else None
+    backends = BackendCpu() if connection.vendor == "postgresql" else None
+    smtp_cpu = cpu_seconds(args.smtp_pid)
+    if backends:
+        backends.start()
     if args.profile:
         import cProfile
         import pstats
 
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time)
         started, cpu = time.perf_counter(), time.process_time()
         profiler.enable()
         report = deliver_due(time_budget=3600)
@@ -273,13 +339,15 @@ def child(args: argparse.Namespace) -> None:
         report = deliver_due(time_budget=3600)
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu
+    backend_cpu = backends.stop() if backends else None
+    smtp_cpu = cpu_seconds(args.smtp_pid) - smtp_cpu
     assert report.sent == args.messages, report.outcomes
     if parts:
-        for label, (spent, calls) in parts.items():
-            print(
-                f"{label:<46} {spent:7.2f} s {calls:6} calls {spent / max(calls, 1) * 1e3:6.2f} ms",
-                file=sys.stderr,
+        for label, (spent, calls, used) in parts.items():
+            per_call = (
+                f"{spent / max(calls, 1) * 1e3:6.2f} ms ({used / max(calls, 1) * 1e3:5.2f} CPU)"
             )
+            print(f"{label:<46} {spent:7.2f} s {calls:6} calls {per_call}", file=sys.stderr)
         print(
             "* with ONRAMP_DELIVERY_OVERLAP (PostgreSQL), claims and batch-end records run in the "
             "writer thread, alongside the sends: their time is not the pass's",
@@ -288,17 +356,24 @@ def child(args: argparse.Namespace) -> None:
 
     flush_ms = _flush_ms()
     emails = _prerendered(args.messages)
+    raw_smtp_cpu, raw_cpu = cpu_seconds(args.smtp_pid), time.process_time()
     started = time.perf_counter()
     with smtplib.SMTP("127.0.0.1", args.smtp_port) as raw:
         for sender, recipients, data in emails:
             raw.sendmail(sender, recipients, data)
     raw_seconds = time.perf_counter() - started
+    raw_cpu = time.process_time() - raw_cpu
+    raw_smtp_cpu = cpu_seconds(args.smtp_pid) - raw_smtp_cpu
     print(
         json.dumps(
             {
                 "seconds": seconds,
                 "cpu": cpu,
+                "backend_cpu": backend_cpu,
+                "smtp_cpu": smtp_cpu,
                 "raw_seconds": raw_seconds,
+                "raw_cpu": raw_cpu,
+                "raw_smtp_cpu": raw_smtp_cpu,
                 "seeded": seeded,
                 "flush_ms": flush_ms,
                 "durable_mark": settings.ONRAMP_DELIVERY_DURABLE_MARK,
@@ -323,6 +398,7 @@ def main() -> None:
     parser.add_argument("--timings", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--smtp-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--smtp-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -346,6 +422,7 @@ def main() -> None:
                 tmp = tempfile.TemporaryDirectory()
                 env["ONRAMP_SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
             command = [sys.executable, __file__, "--child", "--smtp-port", str(smtp.port)]
+            command += ["--smtp-pid", str(smtp.popen.pid)]
             command += ["--messages", str(args.messages)] + (["--profile"] if args.profile else [])
             command += ["--timings"] if args.timings else []
             done = subprocess.run(
@@ -378,8 +455,22 @@ def main() -> None:
             f"{'  ratio to raw smtplib':<34} {ratio:>36.2f}"
             + (f"   (synchronous commit, median: {flush:.2f} ms)" if flush else "")
         )
+        per_email = [
+            ("the delivering process", result["cpu"]),
+            ("the SMTP server", result["smtp_cpu"]),
+        ]
+        if result["backend_cpu"] is not None:
+            per_email.insert(1, ("its PostgreSQL backends", result["backend_cpu"]))
+        print(
+            "  CPU ms per email: "
+            + ", ".join(f"{who} {cpu / n * 1e3:.2f}" for who, cpu in per_email)
+            + f"; raw smtplib: the client {result['raw_cpu'] / n * 1e3:.2f},"
+            f" the SMTP server {result['raw_smtp_cpu'] / n * 1e3:.2f}"
+        )
     print("\n(every email was received exactly once; target: at least 200 emails/s)")
-    print("(CPU s: CPU time of the delivering process itself, out of its wall-clock seconds)")
+    print("(CPU s: CPU time of the delivering process itself, out of its wall-clock seconds;")
+    print(" CPU per email from /proc: the delivering process with its threads, its PostgreSQL")
+    print(" backends, the SMTP server; all share the machine's cores)")
 
 
 if __name__ == "__main__":

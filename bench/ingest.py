@@ -36,7 +36,6 @@ import base64
 import http.client
 import json
 import multiprocessing as mp
-import os
 import signal
 import subprocess
 import sys
@@ -49,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import (  # noqa: E402 - bench/common.py, next to this file
     configure_django,
+    cpu_seconds,
     database_url,
     drop_database,
     free_port,
@@ -173,15 +173,6 @@ def generate(
 
 
 # --- CPU accounting --------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:

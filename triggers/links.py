@@ -7,7 +7,6 @@ that Onramp itself put in that message (no open redirect), and unsubscribe links
 from __future__ import annotations
 
 from functools import lru_cache
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core import signing
@@ -64,9 +63,16 @@ def click_url(message_id: int, target: str) -> str:
     token = signing.dumps({"m": message_id, "u": target}, salt=SALT_CLICK, compress=True)
     return _absolute(
         _click_path(get_urlconf() or settings.ROOT_URLCONF, get_script_prefix())
-        + "?"
-        + urlencode({"t": token})
+        + "?t="
+        + _query_value(token)
     )
+
+
+def _query_value(token: str) -> str:
+    """A signed token as ``urlencode`` writes it in a query string: of its characters (URL-safe
+    base64, ``.`` and ``:``) only ``:`` is escaped. ``urlencode`` quotes character by character
+    in Python, a third of building a click link (several per email)."""
+    return token.replace(":", "%3A")
 
 
 def click_target(token: str) -> tuple[int, str] | None:

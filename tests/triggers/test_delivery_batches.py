@@ -589,6 +589,31 @@ def test_the_overlapped_pass_claims_the_next_batch_while_it_sends(
     assert set(Message.objects.values_list("status", "lease_until")) == {("sent", None)}
 
 
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_the_overlapped_pass_builds_each_email_in_the_writer_thread_once(
+    api, timeline, smtp, settings, monkeypatch
+):
+    """Each email is built (``prepare``: its HTML, signed links and bytes) once, by the writer
+    thread after its claim commits, not in the pass's thread between two sends: the pass's
+    chain per email is the mark, SMTP and the ``.``. What is built is what goes out."""
+    import threading
+
+    settings.ONRAMP_DELIVERY_CLAIM = 3
+    _emails_due(api, timeline, 7)
+    prepare, built = EmailChannel.prepare, []
+
+    def prepare_seen(channel, message, person):
+        built.append((message.pk, threading.current_thread().name))
+        return prepare(channel, message, person)
+
+    monkeypatch.setattr(EmailChannel, "prepare", prepare_seen)
+    assert deliver_due(now=T0 + M).sent == 7
+    assert sorted(pk for pk, _ in built) == sorted(Message.objects.values_list("pk", flat=True))
+    assert {name.split("_")[0] for _, name in built} == {"onramp-claim"}
+    assert received_keys(smtp) == Counter(Message.objects.values_list("idempotency_key", flat=True))
+
+
 def test_the_pass_is_serial_inside_a_transaction(settings):
     """The writer thread's connection could not see a caller's uncommitted rows: inside a
     transaction (and on SQLite, and with ONRAMP_DELIVERY_OVERLAP off) the pass claims, sends and

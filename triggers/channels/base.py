@@ -74,12 +74,14 @@ class Channel:
     def send(self, message: Message, person: Person) -> SendResult:
         raise NotImplementedError
 
-    # A send in parts, for the delivery pipeline (triggers/delivery/pipeline.py): a helper thread
-    # runs ``prepare`` and ``start`` while the pipeline commits the hand-over mark, and the
+    # A send in parts, for the delivery pipeline (triggers/delivery/pipeline.py): ``prepare``
+    # once the message's claim is committed (in the pass's writer thread when it has one), then a
+    # helper thread runs ``start`` while the pipeline commits the hand-over mark, and the
     # pipeline calls ``finish`` once that mark is on disk (or ``abandon`` if it was refused).
 
     def prepare(self, message: Message, person: Person) -> Outgoing:
-        """Build what will be sent, with no I/O. The default builds nothing."""
+        """Build what will be sent, with no I/O (it may run in another thread than the send, and
+        a little before it). The default builds nothing."""
         return Outgoing(message, person)
 
     def start(self, outgoing: Outgoing) -> None:

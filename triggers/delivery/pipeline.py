@@ -42,7 +42,7 @@ from django.utils import timezone
 from config import metrics
 from onboarding.models import Person
 from triggers.channels import TransportError, channel_for
-from triggers.channels.base import Channel, ChannelSet, SendResult
+from triggers.channels.base import Channel, ChannelSet, Outgoing, SendResult
 from triggers.models import DecisionLog, Enrollment, Message, ReviewItem, RuleStatus
 from triggers.models.messages import PENDING_STATUSES, MessageStatus
 from triggers.models.rules import EnrollmentStatus
@@ -84,10 +84,36 @@ class Claim:
     person: Person
     spec: RuleSpec | None
     channel: Channel
+    # What the channel's ``prepare`` built, once the claim is committed (:func:`_prepare_each`),
+    # or why it could not (nothing went out: a failed attempt, recorded at the message's turn).
+    outgoing: Outgoing | TransportError | None = None
 
     @property
     def attempt(self) -> int:
         return self.message.attempts
+
+
+def _prepare_each(claims: list[Claim]) -> list[Claim]:
+    """Build each claimed message for its provider (``Channel.prepare``: no I/O), after the
+    claim's commit and before the batch's turn to be sent. In the overlapped pass this runs in
+    the writer thread while the previous batch is sent, so building an email (its HTML, signed
+    links and bytes) is no longer in each send's chain of waits (mark, ``.``)."""
+    for claim in claims:
+        try:
+            claim.outgoing = claim.channel.prepare(claim.message, claim.person)
+        except TransportError as error:
+            claim.outgoing = error
+    return claims
+
+
+def _outgoing(claim: Claim) -> Outgoing:
+    """The claim's prepared message (prepared now if it was not); raises what preparing it
+    raised."""
+    if claim.outgoing is None:
+        _prepare_each([claim])
+    if isinstance(claim.outgoing, TransportError):
+        raise claim.outgoing
+    return claim.outgoing
 
 
 def _lock_messages(pks: list[int]) -> list[Message]:
@@ -359,17 +385,17 @@ def _claim(
 
 
 def _save_each(messages: list[Message], fields: list[str]) -> None:
-    """Write ``fields`` of each message, one ``UPDATE`` per row sent with ``executemany`` (one
-    pipelined round trip on PostgreSQL). ``bulk_update`` builds a ``CASE`` per field and row,
-    which cost more Python time than the whole rest of a batch's checks."""
+    """Write ``fields`` of each message. On PostgreSQL one ``UPDATE`` for all of them, their
+    values sent as one array per column (``unnest``); elsewhere one ``UPDATE`` per row with
+    ``executemany``. ``bulk_update`` builds a ``CASE`` per field and row, which cost more Python
+    time than the whole rest of a batch's checks; an ``UPDATE`` per row costs PostgreSQL a
+    statement (parse, plan, execute) per row."""
     if not messages:
         return
     meta = Message._meta
     quote = connection.ops.quote_name
     columns = [meta.get_field(name) for name in fields]
-    assignments = ", ".join(f"{quote(column.column)} = %s" for column in columns)
     table, key = quote(meta.db_table), quote(meta.pk.column)  # names from the model, not input
-    sql = f"UPDATE {table} SET {assignments} WHERE {key} = %s"  # noqa: S608
     rows = [
         [
             column.get_db_prep_save(getattr(message, column.attname), connection)
@@ -378,6 +404,20 @@ def _save_each(messages: list[Message], fields: list[str]) -> None:
         + [message.pk]
         for message in messages
     ]
+    if connection.vendor == "postgresql":
+        names = [quote(column.column) for column in columns]
+        arrays = ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns)
+        assignments = ", ".join(f"{name} = v.{name}" for name in names)
+        sql = (
+            f"UPDATE {table} AS m SET {assignments} "  # noqa: S608
+            f"FROM unnest({arrays}, %s::bigint[]) AS v({', '.join(names)}, pk) "
+            f"WHERE m.{key} = v.pk"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [list(values) for values in zip(*rows, strict=True)])
+        return
+    assignments = ", ".join(f"{quote(column.column)} = %s" for column in columns)
+    sql = f"UPDATE {table} SET {assignments} WHERE {key} = %s"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 
@@ -429,6 +469,8 @@ def _record_sent(sent: list[tuple[Claim, SendResult]], report: DeliveryReport) -
 def _write_sent(sent: list[tuple[Claim, SendResult]]) -> list[Claim]:
     """Inside the caller's transaction: the successes still ours become "sent", with their
     decision rows; returns their claims."""
+    if connection.vendor == "postgresql":
+        return _write_sent_in_one_statement(sent)
     held = _hold([claim for claim, _ in sent])
     done = [(claim, result) for claim, result in sent if claim.message.pk in held]
     if not done:
@@ -443,6 +485,57 @@ def _write_sent(sent: list[tuple[Claim, SendResult]]) -> list[Claim]:
         [decision(claim.message, claim.message.sent_at, "sent") for claim, _ in done]
     )
     return [claim for claim, _ in done]
+
+
+# Table names come from the models (see _write_sent_in_one_statement), never from input.
+_SENT_SQL = """
+WITH sent AS (
+    UPDATE {messages} AS m
+    SET status = 'sent', reason = '', provider_id = v.provider_id, lease_until = NULL
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(provider_ids)s::text[])
+        AS v(id, attempts, provider_id)
+    WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.attempts
+    RETURNING m.id, m.person_id, m.rule_id, m.rule_version_id, m.enrollment_id, m.channel,
+        m.step, m.sent_at
+)
+INSERT INTO {decisions} (at, person_id, rule_id, rule_version_id, enrollment_id, message_id,
+    outcome, reason, detail)
+SELECT sent_at, person_id, rule_id, rule_version_id, enrollment_id, id, 'sent', '',
+    jsonb_build_object('channel', channel, 'step', step)
+FROM sent
+RETURNING message_id, person_id
+"""
+
+
+def _write_sent_in_one_statement(sent: list[tuple[Claim, SendResult]]) -> list[Claim]:
+    """PostgreSQL: :func:`_write_sent` as one statement. The update is the fence (a row no
+    longer "sending" at our attempt is left alone: the update re-checks its condition once it
+    has the row's lock), and each decision row names the message's person as the update found
+    it (a merge may have moved the message while its provider call ran). What the ORM path
+    does with a lock query, an ``executemany`` and a ``bulk_create`` of model instances."""
+    quote = connection.ops.quote_name
+    sql = _SENT_SQL.format(
+        messages=quote(Message._meta.db_table), decisions=quote(DecisionLog._meta.db_table)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "ids": [claim.message.pk for claim, _ in sent],
+                "attempts": [claim.attempt for claim, _ in sent],
+                "provider_ids": [result.provider_id[:255] for _, result in sent],
+            },
+        )
+        people = dict(cursor.fetchall())
+    done = []
+    for claim, result in sent:
+        if claim.message.pk in people:
+            message = claim.message
+            message.person_id = people[message.pk]
+            message.status, message.reason = MessageStatus.SENT, ""
+            message.provider_id, message.lease_until = result.provider_id[:255], None
+            done.append(claim)
+    return done
 
 
 def _hand(
@@ -592,12 +685,13 @@ def _send(
     N+1's provider call after its mark. While N+1's mark commits (a round trip, and a WAL flush
     with ``ONRAMP_DELIVERY_DURABLE_MARK``; see :func:`_mark_commits`), a helper thread runs the
     channel's ``start`` (for email: MAIL, RCPT, DATA and the data without its final ``.``) on
-    what this thread has just built (``prepare``); ``finish`` (the ``.``) runs only once the mark
-    is committed, and after a refused mark ``abandon`` drops the started transaction. So what a
-    crash can leave is unchanged: marked, then possibly delivered, one message at a time
-    (docs/reliability.md). The helper's part is almost all socket waits: building the email
-    there too made this thread wait for the GIL (up to the interpreter's 5 ms switch interval)
-    when the mark's answer came in, and so did building N+1 while N waited for its answer.
+    what the claim built (``prepare``, :func:`_prepare_each`); ``finish`` (the ``.``) runs only
+    once the mark is committed, and after a refused mark ``abandon`` drops the started
+    transaction. So what a crash can leave is unchanged: marked, then possibly delivered, one
+    message at a time (docs/reliability.md). The helper's part is almost all socket waits:
+    building the email there too made this thread wait for the GIL (up to the interpreter's 5 ms
+    switch interval) when the mark's answer came in, and so did building N+1 while N waited for
+    its answer.
 
     When half of the batch's lease is gone before a message's turn (a slow provider), what was
     sent so far is recorded and the rest's leases are renewed, so that no sweeper takes a message
@@ -641,10 +735,11 @@ def _send_each(
                 waiting = _renew_leases(waiting, clock() + lease)
                 continue
             claim = waiting.pop(0)
-            # Built in this thread, before the helper starts: the helper's part is then almost
-            # all waiting on the socket, so it never holds the GIL when the mark's answer comes.
+            # Built before the helper starts (by the claim: _prepare_each): the helper's part is
+            # then almost all waiting on the socket, so it never holds the GIL when the mark's
+            # answer comes.
             try:
-                outgoing = claim.channel.prepare(claim.message, claim.person)
+                outgoing = _outgoing(claim)
             except TransportError as error:  # nothing went out: a failed attempt (fenced)
                 _record_failure(claim, error, clock(), report)
                 continue
@@ -719,7 +814,7 @@ def _deliver_batch(
     with transaction.atomic():
         claims = _claim(pks, clock(), report, channels)
     if claims:
-        _send(claims, clock, report)
+        _send(_prepare_each(claims), clock, report)
 
 
 def deliver_message(
@@ -907,7 +1002,7 @@ def _claim_apart(
     part = DeliveryReport()
     with transaction.atomic():
         claims = _claim(pks, clock(), part, channels)
-    return claims, part
+    return _prepare_each(claims), part
 
 
 def _record_apart(sent: list[tuple[Claim, SendResult]]) -> DeliveryReport:

@@ -82,13 +82,16 @@ def reentrant_members(query: FunnelQuery, allowed: RawSQL) -> list[int]:
     )
     if not ids:
         return []
-    # One query, the ids as one array parameter (in key order, for the primary key's pages),
-    # instead of IN lists of 2,000 literals each: 13-14 ms against 25-55 ms for 3,870
-    # re-entrants at scale 1 (the planning of the literals was half of it).
-    in_ids = RawSQL("SELECT unnest(%s::bigint[])", [ids])
-    return list(
-        Person.objects.filter(pk__in=in_ids).filter(pk__in=allowed).values_list("pk", flat=True)
-    )
+    # One query, the ids as one array parameter (in key order, for the index's pages), instead
+    # of IN lists of 2,000 literals each: 13-14 ms against 25-55 ms for 3,870 re-entrants at
+    # scale 1 (the planning of the literals was half of it). The allowed ids are people's ids
+    # already: no visit of the people's table.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.id FROM unnest(%s::bigint[]) AS r(id) WHERE r.id IN ({allowed.sql})",
+            [ids, *allowed.params],
+        )
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def outcomes_cte(

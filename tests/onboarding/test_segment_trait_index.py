@@ -169,3 +169,41 @@ def test_the_index_equals_the_traits_after_any_writes(db, writes):
             )
     finally:
         Person.objects.all().delete()
+
+
+@pytest.mark.postgres
+def test_the_index_follows_ingestion_merges_and_erasure(tracking):
+    from onboarding.models import Identity
+    from onboarding.services.gdpr import person_erase
+
+    def send(*events):
+        response = tracking.post("/v1/batch", {"batch": list(events)})
+        assert response.json() == {"success": True}, response.content
+
+    def at(minutes: int) -> str:
+        return (NOW - timedelta(hours=2) + timedelta(minutes=minutes)).isoformat()
+
+    def consistent() -> None:
+        expected = {p.pk: indexed(p.traits) for p in Person.objects.all() if indexed(p.traits)}
+        assert index_rows() == expected
+
+    pro = where({"trait": "plan", "op": "eq", "value": "pro"})
+    # New people from a batch (one insert for the batch), then their traits changed by identify.
+    send(
+        {"type": "identify", "userId": "old-id", "traits": {"plan": "free"}, "timestamp": at(0)},
+        {"type": "identify", "userId": "new-id", "traits": {"plan": "pro"}, "timestamp": at(0)},
+        {"type": "track", "anonymousId": "a1", "event": "Visited", "timestamp": at(0)},
+    )
+    consistent()
+    send({"type": "identify", "userId": "old-id", "traits": {"beta": True}, "timestamp": at(1)})
+    consistent()
+    new = Identity.objects.get(kind="user", value="new-id").person
+    assert ids_of(pro) == {new.pk}
+    # A merge: the merged person's rows go with it.
+    send({"type": "alias", "previousId": "old-id", "userId": "new-id", "timestamp": at(2)})
+    consistent()
+    assert Person.objects.filter(pk=new.pk).exists()
+    # Erasure.
+    person_erase(Person.objects.get(pk=new.pk))
+    consistent()
+    assert ids_of(pro) == set()

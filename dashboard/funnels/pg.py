@@ -67,7 +67,8 @@ def gap(k: int, alias: str = "") -> str:
 
 def reentrant_members(query: FunnelQuery, allowed: RawSQL) -> list[int]:
     """Among people whose first entry is before the range and who entered again inside it, the
-    allowed ones. The segment is evaluated on these few people only, by primary key: as one query
+    allowed ones (``allowed``: :func:`~.outcomes.allowed_people`). The segment is evaluated on
+    these few people only, by key (the trait index's or the people's): as one query
     (``person_id IN (segment)``) the planner cannot tell how few they are and evaluates the
     segment over every person to hash-join them."""
     ids = sorted(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 
 from onboarding.flows.chain import StepEvent, StepSpec, walk
 from onboarding.flows.progress import breakdown_text
@@ -51,26 +51,39 @@ def step_specs(steps: Sequence[StepDef]) -> list[StepSpec]:
     return [StepSpec(step.event, step.where) for step in steps]
 
 
-def allowed_people(query: FunnelQuery) -> QuerySet[Person] | None:
-    """The people entrants are restricted to (segment members now ∩ ``query.people``), or None."""
-    allowed: QuerySet[Person] | None = None
+def allowed_people(query: FunnelQuery) -> RawSQL | None:
+    """The ids of the people entrants are restricted to (segment members now ∩ ``query.people``),
+    as a subquery of one column for ``person_id IN (…)``, or None.
+
+    A segment of string and boolean trait equalities is read from the trait index
+    (``onboarding.segments.member_ids``), not from the people's rows: its members are 200,000
+    ids at the funnel benchmark's scale, which the progress rows are then joined with."""
+    parts: list[tuple[str, list[Any]]] = []
     if query.segment is not None:
-        allowed = segment_members(query.segment, query.clock)
+        parts.append(segment_member_ids(query.segment, query.clock))
     if query.people is not None:
-        allowed = query.people if allowed is None else allowed.filter(pk__in=query.people)
-    return allowed
+        sql, params = query.people.values("pk").query.sql_with_params()
+        parts.append((sql, list(params)))
+    if not parts:
+        return None
+    # Compiled queries' SQL, their values as parameters.
+    if len(parts) == 1:
+        return RawSQL(*parts[0])  # noqa: S611
+    return RawSQL(  # noqa: S611
+        " INTERSECT ".join(f"({sql})" for sql, _ in parts), [p for _, ps in parts for p in ps]
+    )
 
 
-def segment_members(segment: Segment, now: datetime) -> QuerySet[Person]:
-    """The segment's members as of ``now`` (DESIGN §4.2: membership is evaluated now)."""
+def segment_member_ids(segment: Segment, now: datetime) -> tuple[str, list[Any]]:
+    """The segment's members' ids as of ``now`` (DESIGN §4.2: membership is evaluated now)."""
     try:
-        from onboarding.segments import members_queryset
+        from onboarding.segments import member_ids
     except ImportError:  # the segment compiler has not landed in this checkout
         raise FunnelQueryError(
             "segments_unavailable",
             f"segment {segment.slug!r} cannot be evaluated: onboarding.segments is not available",
         ) from None
-    return members_queryset(segment, now=now)
+    return member_ids(segment, now=now)
 
 
 def walk_people(
@@ -127,18 +140,18 @@ def _by_person(rows: Iterator[tuple]) -> Iterator[tuple[int, list[StepEvent]]]:
 
 
 def raw_entrant_ids(
-    query: FunnelQuery, steps: Sequence[StepDef], allowed: QuerySet[Person] | None
+    query: FunnelQuery, steps: Sequence[StepDef], allowed: RawSQL | None
 ) -> list[int]:
     """Everyone with an event named like step 1 in the range (the walk applies ``where``)."""
     rows = Event.objects.filter(
         name=steps[0].event, timestamp__gte=query.entry_from, timestamp__lt=query.entry_until
     )
     if allowed is not None:
-        rows = rows.filter(person_id__in=allowed.values("pk"))
+        rows = rows.filter(person_id__in=allowed)
     return list(rows.values_list("person_id", flat=True).distinct())
 
 
-def progress_outcomes(query: FunnelQuery, allowed: QuerySet[Person] | None) -> list[Outcome]:
+def progress_outcomes(query: FunnelQuery, allowed: RawSQL | None) -> list[Outcome]:
     """Outcomes from stored rows: entrants whose first-ever entry falls in the range (progress),
     and people whose first entry is before it, from their earliest re-entry inside it."""
     fields = ["person_id", "entered_at", "furthest_step", "reached_at", "entry_event_id"]
@@ -152,8 +165,8 @@ def progress_outcomes(query: FunnelQuery, allowed: QuerySet[Person] | None) -> l
         flow=query.flow, first_entered_at__lt=query.entry_from, **in_range
     ).order_by("person_id", "entered_at", "id")
     if allowed is not None:
-        first = first.filter(person_id__in=allowed.values("pk"))
-        again = again.filter(person_id__in=allowed.values("pk"))
+        first = first.filter(person_id__in=allowed)
+        again = again.filter(person_id__in=allowed)
     rows = list(first.values(*fields).iterator(chunk_size=5000))
     seen: set[int] = set()
     for row in again.values(*fields):

@@ -12,6 +12,7 @@ from .events import (
     Identity,
     IdentityKind,
     Person,
+    PersonTrait,
     Source,
 )
 from .flows import (
@@ -45,6 +46,7 @@ __all__ = [
     "IdentityKind",
     "OnboardingFlow",
     "Person",
+    "PersonTrait",
     "Segment",
     "Source",
     "Step",

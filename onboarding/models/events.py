@@ -201,3 +201,27 @@ class FailedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code} at {self.path}"
+
+
+class PersonTrait(models.Model):
+    """One top-level trait of a person whose value is a JSON string or boolean: an exact inverted
+    index of ``Person.traits`` that finds a segment's members by (trait, value) without reading
+    the people's rows (``onboarding.segments.index``).
+
+    PostgreSQL only: triggers on ``onboarding_person`` keep it equal to the traits on every
+    write (insert, trait change, deletion; migration 0013), so no write path maintains it by
+    hand. ``value`` is the JSON text of the value as PostgreSQL renders it (``"pro"``, ``true``);
+    a key longer than 256 bytes or a value longer than 1024 is left out (the compiler reads the
+    traits for such a condition). Elsewhere (SQLite) the table stays empty and unread.
+    """
+
+    pk = models.CompositePrimaryKey("key", "value", "person_id")
+    key = models.TextField()
+    value = models.TextField()
+    person_id = models.BigIntegerField()
+
+    class Meta:
+        db_table = "onboarding_persontrait"
+
+    def __str__(self) -> str:
+        return f"{self.person_id}: {self.key} = {self.value}"

@@ -6,6 +6,7 @@ Public API::
     normalize_definition(definition, flows=None) -> dict   # canonical form, as stored/exported
     compile_segment(definition, now=None) -> Q             # over Person
     members_queryset(segment_or_definition, now=None) -> QuerySet[Person]
+    member_ids(segment_or_definition, now=None) -> (sql, params)  # one id column, for IN (…)
     segment_count_and_sample(definition, sample=10, now=None) -> SegmentPreview
     flows_named_by(definition) -> set[str]                 # the flow slugs its conditions name
 
@@ -25,6 +26,7 @@ from django.utils import timezone
 from onboarding.models import Person, Segment
 
 from .compile import compile_node
+from .index import indexed_member_ids
 from .parse import parse_definition
 from .tree import Group, to_definition
 
@@ -32,6 +34,7 @@ __all__ = [
     "SegmentPreview",
     "compile_segment",
     "flows_named_by",
+    "member_ids",
     "members_queryset",
     "normalize_definition",
     "parse_definition",
@@ -65,6 +68,27 @@ def members_queryset(
         else segment_or_definition
     )
     return Person.objects.filter(compile_segment(definition, now))
+
+
+def member_ids(
+    segment_or_definition: Segment | Any, now: datetime | None = None
+) -> tuple[str, list[Any]]:
+    """The members' ids as SQL of one column with its parameters, for ``person_id IN (…)``: the
+    same set as :func:`members_queryset`. On PostgreSQL a tree of string and boolean trait
+    equalities is answered from the trait index alone (:mod:`.index`: no read of the people's
+    rows); any other tree is the compiled query over the people."""
+    definition = (
+        segment_or_definition.definition
+        if isinstance(segment_or_definition, Segment)
+        else segment_or_definition
+    )
+    root = definition if isinstance(definition, Group) else parse_definition(definition)
+    indexed = indexed_member_ids(root)
+    if indexed is not None:
+        return indexed
+    people = Person.objects.filter(compile_node(root, now or timezone.now()))
+    sql, params = people.values("pk").query.sql_with_params()
+    return sql, list(params)
 
 
 @dataclass(frozen=True)

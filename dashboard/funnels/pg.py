@@ -141,9 +141,20 @@ def outcomes_cte(
             names.append(f"{t}.reached_at")
         if not narrow or raw:
             names.append(f"{t}.entry_event_id")
-        if stored:
+        if stored and narrow:
+            # The value itself, once per row under the set operation (:class:`Apart`), instead
+            # of the carried property to resolve above it (where the join with the bands and
+            # the grouping would each compute it again).
+            names.append(
+                f"COALESCE({t}.entry_{query.breakdown}, onramp_person_trait({t}.person_id, %s),"
+                " %s) AS bd"
+            )
+        elif stored:
             names.append(f"{t}.entry_{query.breakdown} AS bp")
         return ", ".join(names)
+
+    # The parameters of the narrow columns' breakdown value (above).
+    value_params = [query.breakdown, NONE_VALUE] if stored else []
 
     bounds = [query.flow.pk, query.entry_from, query.entry_until]
     member_filter = ""
@@ -165,7 +176,7 @@ def outcomes_cte(
             f"SELECT {columns('fp', narrow=narrow)} FROM {PROGRESS} fp{sampled}"
             f" WHERE {where}fp.flow_id = %s AND fp.entered_at >= %s AND fp.entered_at < %s"
             f"{member_filter}",
-            [*bounds, *member_params],
+            [*(value_params if narrow else []), *bounds, *member_params],
         )
 
     def reentry(*, narrow: bool) -> tuple[str, list[Any]]:
@@ -173,11 +184,11 @@ def outcomes_cte(
             f"SELECT DISTINCT ON (r.person_id) {columns('r', narrow=narrow)} FROM {REENTRY} r"
             " WHERE r.flow_id = %s AND r.entered_at >= %s AND r.entered_at < %s"
             f" AND r.first_entered_at < %s{reentry_filter} ORDER BY r.person_id, r.entered_at",
-            list(reentry_params),
+            [*(value_params if narrow else []), *reentry_params],
         )
 
-    def relation(body: str, params: list[Any]) -> Relation:
-        if stored:
+    def relation(body: str, params: list[Any], *, narrow: bool = False) -> Relation:
+        if stored and not narrow:
             # The entry's property is on the row; the person's trait is read only where it is
             # absent, by a parallel-safe function (dashboard migration 0010): as a correlated
             # subquery here the lookup would keep the value, and everything grouped by it, in the
@@ -219,9 +230,9 @@ def outcomes_cte(
     flat_sql, flat_params = progress(narrow=True)
     never_sql, never_params = progress(narrow=True, where="false AND ")
     apart = Apart(
-        relation(flat_sql, flat_params),
-        relation(f"{flat_sql} UNION ALL {never_sql}", [*flat_params, *never_params]),
-        relation(*reentry(narrow=True)),
+        relation(flat_sql, flat_params, narrow=True),
+        relation(f"{flat_sql} UNION ALL {never_sql}", [*flat_params, *never_params], narrow=True),
+        relation(*reentry(narrow=True), narrow=True),
     )
     return Relation(whole.sql, whole.params, apart)
 
@@ -314,7 +325,8 @@ def funnel_pass(
     by_day: bool = True,
 ) -> FunnelPass:
     """:func:`step_aggregates`, and (``by_day``, the grouped pass only) the entrants and
-    completions per entry day.
+    completions per entry day. Without ``by_day`` (the funnel report alone), the grouped pass
+    leaves out the largest gaps too (``StepAggregate.maxima`` is None).
 
     With a ``sample`` of the same relation (:func:`outcomes_cte` with ``sample_percent``; with the
     breakdown column when ``by_breakdown``), one *parallel* grouped pass (:func:`_grouped`) gives
@@ -472,8 +484,10 @@ def _grouped(
     """One parallel pass grouped by (breakdown value and) entry day, furthest step and settled —
     a few hundred groups: the counts per step, still converting and the settled counts are sums
     of group sizes, the per-day counts the trend draws too; per group the largest gap per step
-    and, per step, how many gaps lie below the band and the gaps in it. Returns the pass and the
-    (key, step) medians the bands missed.
+    and, per step, how many gaps lie below the band and the gaps in it. Without ``by_day``, no
+    day and no largest gaps. The progress rows and the re-entrants are aggregated apart when
+    the relation has them apart (:class:`Apart`). Returns the pass and the (key, step) medians
+    the bands missed.
 
     With a breakdown, a row's band per step is the union of the whole funnel's band and its
     value's own (a small ``VALUES`` list hash-joined on the value); the gaps collected are then

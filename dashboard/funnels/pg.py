@@ -517,8 +517,7 @@ def _grouped(
         # sorts every row by them; for one expression it guesses few enough to aggregate in each
         # worker.
         day_key = (
-            f"((o.entered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::bigint * {_KEY_DAY}"
-            " + "
+            f"((o.entered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::bigint * {_KEY_DAY} + "
             if by_day
             else ""
         )

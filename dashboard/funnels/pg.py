@@ -5,7 +5,8 @@ range, plus (``UNION ALL``) for people whose first entry is before the range, th
 re-entry row inside it. Both tables are maintained at ingestion with the same walk, so every report
 (steps, trends, histograms, people) is a query over stored rows; raw events are read only for a
 breakdown by a property that is not carried on the rows (``BREAKDOWN_PROPERTIES``). Step times are
-integer offsets from entry in microseconds, a typed column per step (``offset(k)``).
+integer offsets from entry in microseconds, a typed column per step (``offset(k)``). The funnel's
+grouped pass reads the two tables' rows by two statements and merges their groups (:class:`Apart`).
 """
 
 # SQL text here interpolates only table and column names and integers; every value is a parameter.

@@ -125,8 +125,10 @@ def outcomes_cte(
     """The outcomes relation; with ``breakdown`` False it has no ``bd`` column even when the query
     asks for a breakdown (reports that do not group by it skip it). With ``sample_percent`` it is
     a ``TABLESAMPLE SYSTEM`` of that percentage of the progress table's pages, without the
-    re-entrants (the medians' pivots, :func:`step_aggregates`). ``reentrants`` is :func:`reentrant_members` of the
-    query, when the caller builds several relations for it and looked them up once."""
+    re-entrants (the medians' pivots, :func:`step_aggregates`). ``reentrants`` is
+    :func:`reentrant_members` of the query, when the caller builds several relations for it and
+    looked them up once. Without ``sample_percent`` the relation has its rows :class:`Apart`
+    too."""
     stored = query.breakdown in BREAKDOWN_PROPERTIES and breakdown
     raw = bool(query.breakdown) and breakdown and not stored
 

@@ -6,7 +6,8 @@ re-entry row inside it. Both tables are maintained at ingestion with the same wa
 (steps, trends, histograms, people) is a query over stored rows; raw events are read only for a
 breakdown by a property that is not carried on the rows (``BREAKDOWN_PROPERTIES``). Step times are
 integer offsets from entry in microseconds, a typed column per step (``offset(k)``). The funnel's
-grouped pass reads the two tables' rows by two statements and merges their groups (:class:`Apart`).
+grouped pass aggregates the two tables' rows by two arms of one statement and merges their groups
+(:class:`Apart`).
 """
 
 # SQL text here interpolates only table and column names and integers; every value is a parameter.
@@ -57,7 +58,8 @@ class Relation:
 @dataclass(frozen=True)
 class Apart:
     """The outcomes relation's rows in two parts that the grouped pass (:func:`_grouped`)
-    aggregates apart and merges (its aggregates are sums, maxima and collections): the progress
+    aggregates apart, by the two arms of one ``UNION ALL`` of grouped queries, and merges (its
+    aggregates are sums, maxima and collections): the progress
     rows (``flat``, or ``held``) and the re-entrants (``reentries``, a few thousand), with only
     the columns the pass reads. Over the union of both, every one of the million progress rows
     goes through the layers the ``UNION ALL`` puts over them (subquery scan, append, projection).
@@ -572,12 +574,19 @@ def _grouped(
         f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}"
     )
     # The aggregates are sums, maxima and collections: the progress rows and the re-entrants
-    # are aggregated apart (:class:`Apart`) and their groups merged below like the workers'.
+    # are aggregated apart (:class:`Apart`), by the two arms of one statement (one snapshot:
+    # an entrant moving from one table to the other meanwhile is counted once), and their
+    # groups merged below like the workers'.
     apart = relation.apart
-    parts = [relation] if apart is None else [apart.flat if flat else apart.held, apart.reentries]
-    rows = []
-    for part in parts:
-        rows += fetch(part.sql + select, [*part.params, *params])
+    if apart is None:
+        rows = fetch(relation.sql + select, [*relation.params, *params])
+    else:
+        progress = apart.flat if flat else apart.held
+        sql = (
+            f"WITH outcomes AS ({_body(progress)}), reentered AS ({_body(apart.reentries)})"
+            f" ({select}) UNION ALL ({select.replace(' FROM outcomes o', ' FROM reentered o')})"
+        )
+        rows = fetch(sql, [*progress.params, *apart.reentries.params, *params, *params])
     n = n_steps
     entrants: Counter[date] = Counter()
     completions: Counter[date] = Counter()
@@ -661,6 +670,11 @@ def _grouped(
     if not by_day:
         return FunnelPass(aggregates), missed
     return FunnelPass(aggregates, entrants, completions), missed
+
+
+def _body(relation: Relation) -> str:
+    """The query of ``WITH outcomes AS (…)``."""
+    return relation.sql.removeprefix("WITH outcomes AS (").removesuffix(") ")
 
 
 _MISS = object()

@@ -144,11 +144,9 @@ def test_the_band_is_read_in_one_parallel_pass_without_a_sort(flow, whole_sample
     with CaptureQueriesContext(connection) as queries:
         pg.step_aggregates(gathered.relation, 3, T0, by_breakdown=False, sample=gathered.sample)
     statements = [q["sql"] for q in queries.captured_queries if "outcomes" in q["sql"]]
-    # The sample's pivots, the pass over the progress rows, the pass over the re-entrants.
-    assert len(statements) == 3
+    assert len(statements) == 2  # the sample's pivots, the pass
     assert "TABLESAMPLE SYSTEM" in statements[0]
-    for statement in statements[1:]:
-        assert "percentile_disc" not in statement and "onramp_collect" in statement
+    assert "percentile_disc" not in statements[1] and "onramp_collect" in statements[1]
 
 
 def test_only_part_of_the_gaps_is_collected(flow, whole_sample):
@@ -205,10 +203,8 @@ def test_a_sample_without_rows_collects_every_gap(flow, monkeypatch):
     with CaptureQueriesContext(connection) as queries:
         result = banded(q)
     statements = [s["sql"] for s in queries.captured_queries if "outcomes" in s["sql"]]
-    # The pivots, then the pass: the progress rows and the re-entrants.
-    assert len(statements) == 3
-    for statement in statements[1:]:
-        assert "onramp_collect" in statement and "percentile_disc" not in statement
+    assert len(statements) == 2 and "onramp_collect" in statements[1]
+    assert "percentile_disc" not in statements[1]
     assert result == exact(q)
 
 
@@ -265,7 +261,7 @@ def test_the_grouped_pass_is_parallel_safe(flow, whole_sample, breakdown):
     with CaptureQueriesContext(connection) as queries:
         run_funnel(q, gathered)
     passes = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
-    assert len(passes) == 2  # the progress rows, the re-entrants
+    assert len(passes) == 1
     name = "force_parallel_mode" if connection.pg_version < 160000 else "debug_parallel_query"
     for grouped in passes:
         assert "TABLESAMPLE" not in grouped
@@ -299,11 +295,9 @@ def test_the_funnel_alone_leaves_the_days_out(flow, whole_sample, breakdown):
     q = query(flow, breakdown=breakdown)
     with CaptureQueriesContext(connection) as queries:
         alone = run_funnel(q)
-    passes = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
-    assert len(passes) == 2  # the progress rows, the re-entrants
-    for grouped in passes:
-        assert "AT TIME ZONE" not in grouped
-        assert "max(" not in grouped  # the histograms' ranges: the page's pass only
+    (grouped,) = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
+    assert "AT TIME ZONE" not in grouped
+    assert "max(" not in grouped  # the histograms' ranges: the page's pass only
     gathered = gather(q)
     assert run_funnel(q, gathered) == alone
     assert sum(gathered.memo["days"][0].values()) == alone.entrants
@@ -312,7 +306,7 @@ def test_the_funnel_alone_leaves_the_days_out(flow, whole_sample, breakdown):
 def test_the_funnel_alone_groups_the_progress_rows_from_the_tables_scan(api, flow, whole_sample):
     """Alone and without a breakdown, the progress rows are grouped by the furthest step and
     settled straight over the table (no ``UNION ALL`` layer over every row), and the re-entrants
-    in a query of their own, merged in Python; the report is the page's and the exact sort's."""
+    by an arm of their own, merged in Python; the report is the page's and the exact sort's."""
     # Two people enter again inside the range after a first entry the day before it.
     for user in ("again-1", "again-2"):
         send(
@@ -325,12 +319,11 @@ def test_the_funnel_alone_groups_the_progress_rows_from_the_tables_scan(api, flo
     q = query(flow)
     with CaptureQueriesContext(connection) as queries:
         alone = run_funnel(q)
-    progress, reentries = [
-        s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]
-    ]
+    (grouped,) = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
+    progress, reentries = grouped.split("), reentered AS (")
     assert "onboarding_flowprogress" in progress and "UNION ALL" not in progress
-    assert "GROUP BY 1, 2" in progress
     assert "onboarding_flowreentry" in reentries and "onboarding_flowprogress" not in reentries
+    assert grouped.count("GROUP BY 1, 2") == 2  # the two arms, each grouped on its own
     assert alone.steps[0].count == PEOPLE + 2
     assert run_funnel(q, gather(q)) == alone
     expected = exact(q)[None]

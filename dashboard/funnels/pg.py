@@ -5,7 +5,9 @@ range, plus (``UNION ALL``) for people whose first entry is before the range, th
 re-entry row inside it. Both tables are maintained at ingestion with the same walk, so every report
 (steps, trends, histograms, people) is a query over stored rows; raw events are read only for a
 breakdown by a property that is not carried on the rows (``BREAKDOWN_PROPERTIES``). Step times are
-integer offsets from entry in microseconds, a typed column per step (``offset(k)``).
+integer offsets from entry in microseconds, a typed column per step (``offset(k)``). The funnel's
+grouped pass aggregates the two tables' rows by two arms of one statement and merges their groups
+(:class:`Apart`).
 """
 
 # SQL text here interpolates only table and column names and integers; every value is a parameter.
@@ -13,6 +15,7 @@ integer offsets from entry in microseconds, a typed column per step (``offset(k)
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Sequence
@@ -43,10 +46,32 @@ PEOPLE = Person._meta.db_table
 
 @dataclass(frozen=True)
 class Relation:
-    """``WITH outcomes AS (…)`` and its parameters; ``bd`` is the breakdown column when asked."""
+    """``WITH outcomes AS (…)`` and its parameters; ``bd`` is the breakdown column when asked.
+    ``apart``: the same rows as :class:`Apart` relations, for the grouped pass."""
 
     sql: str
     params: list[Any]
+    apart: Apart | None = None
+
+
+@dataclass(frozen=True)
+class Apart:
+    """The outcomes relation's rows in two parts that the grouped pass (:func:`_grouped`)
+    aggregates apart, by the two arms of one ``UNION ALL`` of grouped queries, and merges (its
+    aggregates are sums, maxima and collections): the progress
+    rows (``flat``, or ``held``) and the re-entrants (``reentries``, a few thousand), with only
+    the columns the pass reads. Over the union of both, every one of the million progress rows
+    goes through the layers the ``UNION ALL`` puts over them (subquery scan, append, projection).
+
+    ``flat`` is the progress table's scan itself; ``held`` the same rows behind a ``UNION ALL``
+    whose other arm is never read (``WHERE false``): over a set operation's output the planner
+    estimates the groups of computed keys (an entry day, a breakdown value) at its default and
+    hashes them in each worker, but over the table's columns it multiplies their distinct counts
+    (the entry time's are about one per row, the person's too) and sorts every row instead."""
+
+    flat: Relation
+    held: Relation
+    reentries: Relation
 
 
 def offset(k: int, alias: str = "") -> str:
@@ -105,71 +130,125 @@ def outcomes_cte(
     reentrants: list[int] | None = None,
 ) -> Relation:
     """The outcomes relation; with ``breakdown`` False it has no ``bd`` column even when the query
-    asks for a breakdown (reports that do not group by it skip it). With ``sample_percent`` the
-    progress rows are a ``TABLESAMPLE SYSTEM`` of that percentage of the table's pages (the
-    medians' pivots, :func:`step_aggregates`). ``reentrants`` is :func:`reentrant_members` of the
-    query, when the caller builds several relations for it and looked them up once."""
+    asks for a breakdown (reports that do not group by it skip it). With ``sample_percent`` it is
+    a ``TABLESAMPLE SYSTEM`` of that percentage of the progress table's pages, without the
+    re-entrants (the medians' pivots, :func:`step_aggregates`). ``reentrants`` is
+    :func:`reentrant_members` of the query, when the caller builds several relations for it and
+    looked them up once. Without ``sample_percent`` the relation has its rows :class:`Apart`
+    too."""
     stored = query.breakdown in BREAKDOWN_PROPERTIES and breakdown
-    carried = f", {{t}}.entry_{query.breakdown} AS bp" if stored else ""
-    columns = (
-        "{t}.person_id, {t}.entered_at, {t}.furthest_step::int AS furthest_step,"
-        + "".join(f" {{t}}.{name}," for name in OFFSET_FIELDS)
-        + " {t}.reached_at, {t}.entry_event_id"
-        + carried
-    )
+    raw = bool(query.breakdown) and breakdown and not stored
+
+    def columns(t: str, *, narrow: bool) -> str:
+        # Narrow: what the grouped pass reads (:class:`Apart`).
+        names = [
+            f"{t}.person_id",
+            f"{t}.entered_at",
+            f"{t}.furthest_step::int AS furthest_step",
+            *(f"{t}.{name}" for name in OFFSET_FIELDS),
+        ]
+        if not narrow:
+            names.append(f"{t}.reached_at")
+        if not narrow or raw:
+            names.append(f"{t}.entry_event_id")
+        if stored and narrow:
+            # The value itself, once per row under the set operation (:class:`Apart`), instead
+            # of the carried property to resolve above it (where the join with the bands and
+            # the grouping would each compute it again).
+            names.append(
+                f"COALESCE({t}.entry_{query.breakdown}, onramp_person_trait({t}.person_id, %s),"
+                " %s) AS bd"
+            )
+        elif stored:
+            names.append(f"{t}.entry_{query.breakdown} AS bp")
+        return ", ".join(names)
+
+    # The parameters of the narrow columns' breakdown value (above).
+    value_params = [query.breakdown, NONE_VALUE] if stored else []
+
     bounds = [query.flow.pk, query.entry_from, query.entry_until]
-    params: list[Any] = list(bounds)
     member_filter = ""
+    member_params: list[Any] = []
     reentry_filter = ""
     reentry_params: list[Any] = [*bounds, query.entry_from]
     if allowed is not None:
         # The members' ids alone (for a segment of trait equalities, from the trait index
         # without the people's rows): the progress rows are semi-joined with them.
         member_filter = f" AND fp.person_id IN ({allowed.sql})"
-        params += list(allowed.params)
+        member_params = list(allowed.params)
         reentry_filter = " AND r.person_id = ANY(%s::bigint[])"
         if reentrants is None:
             reentrants = reentrant_members(query, allowed)
         reentry_params.append(reentrants)
     sampled = f" TABLESAMPLE SYSTEM ({float(sample_percent)})" if sample_percent else ""
-    body = (
-        f"SELECT {columns.format(t='fp')} FROM {PROGRESS} fp{sampled}"
-        f" WHERE fp.flow_id = %s AND fp.entered_at >= %s AND fp.entered_at < %s{member_filter}"
-        f" UNION ALL (SELECT DISTINCT ON (r.person_id) {columns.format(t='r')} FROM {REENTRY} r"
-        " WHERE r.flow_id = %s AND r.entered_at >= %s AND r.entered_at < %s"
-        f" AND r.first_entered_at < %s{reentry_filter} ORDER BY r.person_id, r.entered_at)"
+
+    def progress(*, narrow: bool, where: str = "") -> tuple[str, list[Any]]:
+        return (
+            f"SELECT {columns('fp', narrow=narrow)} FROM {PROGRESS} fp{sampled}"
+            f" WHERE {where}fp.flow_id = %s AND fp.entered_at >= %s AND fp.entered_at < %s"
+            f"{member_filter}",
+            [*(value_params if narrow else []), *bounds, *member_params],
+        )
+
+    def reentry(*, narrow: bool) -> tuple[str, list[Any]]:
+        return (
+            f"SELECT DISTINCT ON (r.person_id) {columns('r', narrow=narrow)} FROM {REENTRY} r"
+            " WHERE r.flow_id = %s AND r.entered_at >= %s AND r.entered_at < %s"
+            f" AND r.first_entered_at < %s{reentry_filter} ORDER BY r.person_id, r.entered_at",
+            [*(value_params if narrow else []), *reentry_params],
+        )
+
+    def relation(body: str, params: list[Any], *, narrow: bool = False) -> Relation:
+        if stored and not narrow:
+            # The entry's property is on the row; the person's trait is read only where it is
+            # absent, by a parallel-safe function (dashboard migration 0010): as a correlated
+            # subquery here the lookup would keep the value, and everything grouped by it, in the
+            # leader alone.
+            body = (
+                "SELECT o.*, COALESCE(o.bp, onramp_person_trait(o.person_id, %s), %s) AS bd"
+                f" FROM ({body}) o"
+            )
+            params = [query.breakdown, NONE_VALUE, *params]
+        elif raw:
+            # Not carried on the rows: the entry events' properties. The entry event is by
+            # definition a step-1 event in the range: saying so lets the join read only that
+            # slice of the event table (event_name_ts) instead of all of it.
+            body = (
+                "SELECT o.*, COALESCE(e.properties ->> %s, p.traits ->> %s, %s) AS bd"
+                f" FROM ({body}) o"
+                f" LEFT JOIN {EVENTS} e ON e.id = o.entry_event_id AND e.name = %s"
+                " AND e.timestamp >= %s AND e.timestamp < %s"
+                f" LEFT JOIN {PEOPLE} p ON p.id = o.person_id"
+            )
+            params = [
+                query.breakdown,
+                query.breakdown,
+                NONE_VALUE,
+                *params,
+                entry_event_name,
+                query.entry_from,
+                query.entry_until,
+            ]
+        return Relation(f"WITH outcomes AS ({body}) ", params)
+
+    progress_sql, progress_params = progress(narrow=False)
+    if sample_percent:
+        # The sample is of the progress rows alone: with the re-entrants (all of them, 0.45 % of
+        # the entrants at scale 1) it weighed them 100 times over, and their sort for DISTINCT
+        # ON was three quarters of the pivots' query (33 against 9 ms).
+        return relation(progress_sql, progress_params)
+    reentry_sql, reentry_params_all = reentry(narrow=False)
+    whole = relation(
+        f"{progress_sql} UNION ALL ({reentry_sql})", [*progress_params, *reentry_params_all]
     )
-    params += reentry_params
-    if stored:
-        # The entry's property is on the row; the person's trait is read only where it is absent,
-        # by a parallel-safe function (dashboard migration 0010): as a correlated subquery here
-        # the lookup would keep the value, and everything grouped by it, in the leader alone.
-        body = (
-            "SELECT o.*, COALESCE(o.bp, onramp_person_trait(o.person_id, %s), %s) AS bd"
-            f" FROM ({body}) o"
-        )
-        params = [query.breakdown, NONE_VALUE, *params]
-    elif query.breakdown and breakdown:
-        # Not carried on the rows: the entry events' properties. The entry event is by definition
-        # a step-1 event in the range: saying so lets the join read only that slice of the event
-        # table (event_name_ts) instead of all of it.
-        body = (
-            "SELECT o.*, COALESCE(e.properties ->> %s, p.traits ->> %s, %s) AS bd"
-            f" FROM ({body}) o"
-            f" LEFT JOIN {EVENTS} e ON e.id = o.entry_event_id AND e.name = %s"
-            " AND e.timestamp >= %s AND e.timestamp < %s"
-            f" LEFT JOIN {PEOPLE} p ON p.id = o.person_id"
-        )
-        params = [
-            query.breakdown,
-            query.breakdown,
-            NONE_VALUE,
-            *params,
-            entry_event_name,
-            query.entry_from,
-            query.entry_until,
-        ]
-    return Relation(f"WITH outcomes AS ({body}) ", params)
+    flat_sql, flat_params = progress(narrow=True)
+    never_sql, never_params = progress(narrow=True, where="false AND ")
+    apart = Apart(
+        relation(flat_sql, flat_params, narrow=True),
+        relation(f"{flat_sql} UNION ALL {never_sql}", [*flat_params, *never_params], narrow=True),
+        relation(*reentry(narrow=True), narrow=True),
+    )
+    return Relation(whole.sql, whole.params, apart)
 
 
 # Sorts for the medians and the hash joins of a breakdown fit in memory instead of spilling to
@@ -199,8 +278,9 @@ class StepAggregate:
     still_converting: int
     settled: list[int]  # per step, entrants whose window has closed (entry + window ≤ now)
     # Per step k ≥ 2 (index k - 2), the largest step-(k-1)→k gap in µs (0 when nobody reached
-    # step k): the range of the time-to-convert histograms, which the page draws next.
-    maxima: list[int]
+    # step k): the range of the time-to-convert histograms, which the page draws next. None from
+    # the pass of the funnel alone (``funnel_pass`` without ``by_day``), which leaves it out.
+    maxima: list[int] | None
 
 
 # percentile_disc at these fractions, from one sort: row ceil(n / 2) and, for an even n, row
@@ -259,7 +339,8 @@ def funnel_pass(
     by_day: bool = True,
 ) -> FunnelPass:
     """:func:`step_aggregates`, and (``by_day``, the grouped pass only) the entrants and
-    completions per entry day.
+    completions per entry day. Without ``by_day`` (the funnel report alone), the grouped pass
+    leaves out the largest gaps too (``StepAggregate.maxima`` is None).
 
     With a ``sample`` of the same relation (:func:`outcomes_cte` with ``sample_percent``; with the
     breakdown column when ``by_breakdown``), one *parallel* grouped pass (:func:`_grouped`) gives
@@ -417,8 +498,10 @@ def _grouped(
     """One parallel pass grouped by (breakdown value and) entry day, furthest step and settled —
     a few hundred groups: the counts per step, still converting and the settled counts are sums
     of group sizes, the per-day counts the trend draws too; per group the largest gap per step
-    and, per step, how many gaps lie below the band and the gaps in it. Returns the pass and the
-    (key, step) medians the bands missed.
+    and, per step, how many gaps lie below the band and the gaps in it. Without ``by_day``, no
+    day and no largest gaps. The progress rows and the re-entrants are aggregated apart when
+    the relation has them apart (:class:`Apart`). Returns the pass and the (key, step) medians
+    the bands missed.
 
     With a breakdown, a row's band per step is the union of the whole funnel's band and its
     value's own (a small ``VALUES`` list hash-joined on the value); the gaps collected are then
@@ -431,20 +514,34 @@ def _grouped(
         for value, value_bands in bands.items()
         if value is not None
     }
-    # One integer for the entry day, the furthest step and settled: for three keys the planner
-    # guesses 80,000 groups (it cannot tell how few (day, step) pairs there are) and sorts every
-    # row by them; for one expression it guesses few enough to aggregate in each worker.
-    # Without ``by_day`` (the funnel alone), the day is left out of the key.
-    day_key = (
-        f"((o.entered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::bigint * {_KEY_DAY} + "
-        if by_day
-        else ""
-    )
-    keys = [f"{day_key}o.furthest_step * 2 + (o.entered_at <= %s)::int"]
-    params: list[Any] = [*relation.params, open_after]
+    # Without ``by_day`` the pass is the funnel report alone (``run_funnel`` without a gathering
+    # for the page): the entry days and the largest gaps (the histograms' ranges) are left out.
+    alone = not by_day
+    # Alone and without a breakdown, the progress rows are grouped straight from the table's
+    # scan (``Apart.flat``) by the furthest step and settled, two keys the planner estimates well
+    # (the step's statistics, a boolean): no layer over the rows, no key to compute but the
+    # comparison. Issue 16: 0.53 against 0.79 s of one process's CPU for the whole pass at
+    # scale 1, with the largest gaps left out too.
+    flat = alone and not by_breakdown and relation.apart is not None
+    if flat:
+        keys = ["o.furthest_step", "o.entered_at <= %s"]
+    else:
+        # One integer for the entry day, the furthest step and settled: for three keys the
+        # planner guesses 80,000 groups (it cannot tell how few (day, step) pairs there are) and
+        # sorts every row by them; for one expression it guesses few enough to aggregate in each
+        # worker.
+        day_key = (
+            f"((o.entered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::bigint * {_KEY_DAY} + "
+            if by_day
+            else ""
+        )
+        keys = [f"{day_key}o.furthest_step * 2 + (o.entered_at <= %s)::int"]
+    params: list[Any] = [open_after]
     if by_breakdown:
         keys.insert(0, "o.bd")
-    columns = ["count(*)"] + [f"max({gap(k, 'o.')})" for k in steps]
+    columns = ["count(*)"]
+    if not alone:
+        columns += [f"max({gap(k, 'o.')})" for k in steps]
     join = ""
     if not by_breakdown:
         for k in steps:
@@ -478,10 +575,24 @@ def _grouped(
                 params.append(value)
                 for (low, high), (whole_low, whole_high) in zip(value_bands, whole, strict=True):
                     params += [min(low, whole_low), max(high, whole_high)]
-    sql = relation.sql + (
+    select = (
         f"SELECT {', '.join(keys)}, {', '.join(columns)} FROM outcomes o{join}"
         f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}"
     )
+    # The aggregates are sums, maxima and collections: the progress rows and the re-entrants
+    # are aggregated apart (:class:`Apart`), by the two arms of one statement (one snapshot:
+    # an entrant moving from one table to the other meanwhile is counted once), and their
+    # groups merged below like the workers'.
+    apart = relation.apart
+    if apart is None:
+        rows = fetch(relation.sql + select, [*relation.params, *params])
+    else:
+        progress = apart.flat if flat else apart.held
+        sql = (
+            f"WITH outcomes AS ({_body(progress)}), reentered AS ({_body(apart.reentries)})"
+            f" ({select}) UNION ALL ({select.replace(' FROM outcomes o', ' FROM reentered o')})"
+        )
+        rows = fetch(sql, [*progress.params, *apart.reentries.params, *params, *params])
     n = n_steps
     entrants: Counter[date] = Counter()
     completions: Counter[date] = Counter()
@@ -491,17 +602,19 @@ def _grouped(
     maxima: dict[str | None, list[int]] = {}
     below: dict[str | None, list[int]] = {}
     collected: dict[str | None, list[list[int]]] = {}
-    for row in fetch(sql, params):
-        if by_breakdown:
-            value, key, size, *numbers = row
+    for row in rows:
+        value, rest = (row[0], row[1:]) if by_breakdown else (None, row)
+        if flat:
+            step, is_settled, size, *numbers = rest
+            key = step * 2 + int(is_settled)
         else:
-            value, (key, size, *numbers) = None, row
+            key, size, *numbers = rest
         day = _EPOCH + timedelta(days=key // _KEY_DAY)
         reached, settled = min((key % _KEY_DAY) // 2, n), key % 2 == 1
         entrants[day] += size
         if reached >= n:
             completions[day] += size
-        largest, banded = numbers[: n - 1], numbers[n - 1 :]
+        largest, banded = ([], numbers) if alone else (numbers[: n - 1], numbers[n - 1 :])
         for group in (None, value) if by_breakdown else (None,):
             if group not in counts:
                 counts[group], settled_counts[group] = [0] * n, [0] * n
@@ -513,11 +626,12 @@ def _grouped(
                     settled_counts[group][k] += size
             if not settled and reached < n:
                 still[group] += size
+            for i, value_max in enumerate(largest):
+                if value_max is not None and value_max > maxima[group][i]:
+                    maxima[group][i] = value_max
             for i in range(n - 1):
-                if largest[i] is not None and largest[i] > maxima[group][i]:
-                    maxima[group][i] = largest[i]
                 below[group][i] += int(banded[2 * i] or 0)
-                if banded[2 * i + 1]:
+                if banded[2 * i + 1] and not (group is None and by_breakdown):
                     collected[group][i] += banded[2 * i + 1]
     if None not in counts:  # no entrants
         counts[None], settled_counts[None] = [0] * n, [0] * n
@@ -525,6 +639,17 @@ def _grouped(
         collected[None] = [[] for _ in range(n - 1)]
     aggregates: dict[str | None, StepAggregate] = {}
     missed: list[tuple[str | None, int]] = []
+    # Every group's gaps in order. With a breakdown the whole funnel's are its values' gaps
+    # together: their sorted lists, joined, are sorted again as a merge of a few sorted runs.
+    ordered: dict[str | None, list[list[int]]] = {}
+    for group in sorted(counts, key=lambda group: group is None):
+        if group is None and by_breakdown:
+            ordered[None] = [
+                sorted(itertools.chain.from_iterable(ordered[value][i] for value in ordered))
+                for i in range(n - 1)
+            ]
+        else:
+            ordered[group] = [sorted(values) for values in collected[group]]
     for group in counts:
         group_bands = whole if group is None else own.get(group, [_EVERYTHING] * (n - 1))
         medians: list[float | None] = [None] * n
@@ -532,7 +657,7 @@ def _grouped(
             # The gaps collected for this group may reach past its own band (the union's other
             # half): those below it count as below, those above are dropped.
             low, high = group_bands[k - 2]
-            values = sorted(collected[group][k - 2])
+            values = ordered[group][k - 2]
             start, end = bisect_left(values, low), bisect_right(values, high)
             median = _from_band(
                 counts[group][k - 1], below[group][k - 2] + start, values[start:end]
@@ -542,11 +667,20 @@ def _grouped(
             else:
                 medians[k - 1] = median
         aggregates[group] = StepAggregate(
-            counts[group], medians, still[group], settled_counts[group], maxima[group]
+            counts[group],
+            medians,
+            still[group],
+            settled_counts[group],
+            None if alone else maxima[group],
         )
     if not by_day:
         return FunnelPass(aggregates), missed
     return FunnelPass(aggregates, entrants, completions), missed
+
+
+def _body(relation: Relation) -> str:
+    """The query of ``WITH outcomes AS (…)``."""
+    return relation.sql.removeprefix("WITH outcomes AS (").removesuffix(") ")
 
 
 _MISS = object()

@@ -169,7 +169,7 @@ def _sizes_and_layout(
     assert relation is not None
     n = len(gathered.steps)
     funnel = gathered.memo.get("funnel")
-    if funnel is not None:
+    if funnel is not None and funnel.maxima is not None:  # None: the funnel's pass alone
         sizes, maxima_us = funnel.counts[1:], funnel.maxima
     else:
         if "maxima" not in gathered.memo:

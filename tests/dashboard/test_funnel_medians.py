@@ -260,18 +260,20 @@ def test_the_grouped_pass_is_parallel_safe(flow, whole_sample, breakdown):
     gathered = gather(q)
     with CaptureQueriesContext(connection) as queries:
         run_funnel(q, gathered)
-    (grouped,) = [s["sql"] for s in queries.captured_queries if "GROUP BY" in s["sql"]][-1:]
-    assert "onramp_collect" in grouped and "TABLESAMPLE" not in grouped
+    passes = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
+    assert len(passes) == 1
     name = "force_parallel_mode" if connection.pg_version < 160000 else "debug_parallel_query"
-    with connection.cursor() as cursor:
-        cursor.execute(f"SET {name} = on")
-        try:
-            cursor.execute("EXPLAIN " + grouped)
-            plan = [row[0] for row in cursor.fetchall()]
-        finally:
-            cursor.execute(f"RESET {name}")
-    assert plan[0].startswith("Gather"), plan[0]
-    assert not any("SubPlan" in line for line in plan)
+    for grouped in passes:
+        assert "TABLESAMPLE" not in grouped
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET {name} = on")
+            try:
+                cursor.execute("EXPLAIN " + grouped)
+                plan = [row[0] for row in cursor.fetchall()]
+            finally:
+                cursor.execute(f"RESET {name}")
+        assert plan[0].startswith("Gather"), plan[0]
+        assert not any("SubPlan" in line for line in plan)
 
 
 def test_collected_states_are_estimated_small():
@@ -295,6 +297,35 @@ def test_the_funnel_alone_leaves_the_days_out(flow, whole_sample, breakdown):
         alone = run_funnel(q)
     (grouped,) = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
     assert "AT TIME ZONE" not in grouped
+    assert "max(" not in grouped  # the histograms' ranges: the page's pass only
     gathered = gather(q)
     assert run_funnel(q, gathered) == alone
     assert sum(gathered.memo["days"][0].values()) == alone.entrants
+
+
+def test_the_funnel_alone_groups_the_progress_rows_from_the_tables_scan(api, flow, whole_sample):
+    """Alone and without a breakdown, the progress rows are grouped by the furthest step and
+    settled straight over the table (no ``UNION ALL`` layer over every row), and the re-entrants
+    by an arm of their own, merged in Python; the report is the page's and the exact sort's."""
+    # Two people enter again inside the range after a first entry the day before it.
+    for user in ("again-1", "again-2"):
+        send(
+            api,
+            identify(user, T0 - 2 * DAY),
+            track(user, "Signed Up", T0 - DAY + timedelta(hours=1)),
+            track(user, "Signed Up", T0 + timedelta(hours=2)),
+            track(user, "Verified", T0 + timedelta(hours=2, minutes=7)),
+        )
+    q = query(flow)
+    with CaptureQueriesContext(connection) as queries:
+        alone = run_funnel(q)
+    (grouped,) = [s["sql"] for s in queries.captured_queries if "onramp_collect" in s["sql"]]
+    progress, reentries = grouped.split("), reentered AS (")
+    assert "onboarding_flowprogress" in progress and "UNION ALL" not in progress
+    assert "onboarding_flowreentry" in reentries and "onboarding_flowprogress" not in reentries
+    assert grouped.count("GROUP BY 1, 2") == 2  # the two arms, each grouped on its own
+    assert alone.steps[0].count == PEOPLE + 2
+    assert run_funnel(q, gather(q)) == alone
+    expected = exact(q)[None]
+    assert [s.count for s in alone.steps] == expected.counts
+    assert [s.median_seconds_from_previous for s in alone.steps] == expected.medians

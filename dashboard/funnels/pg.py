@@ -47,11 +47,16 @@ PEOPLE = Person._meta.db_table
 @dataclass(frozen=True)
 class Relation:
     """``WITH outcomes AS (…)`` and its parameters; ``bd`` is the breakdown column when asked.
-    ``apart``: the same rows as :class:`Apart` relations, for the grouped pass."""
+    ``body`` is the relation's query; ``apart``: the same rows as :class:`Apart` relations, for
+    the grouped pass."""
 
-    sql: str
+    body: str
     params: list[Any]
     apart: Apart | None = None
+
+    @property
+    def sql(self) -> str:
+        return f"WITH outcomes AS ({self.body}) "
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,7 @@ def outcomes_cte(
                 query.entry_from,
                 query.entry_until,
             ]
-        return Relation(f"WITH outcomes AS ({body}) ", params)
+        return Relation(body, params)
 
     progress_sql, progress_params = progress(narrow=False)
     if sample_percent:
@@ -248,7 +253,7 @@ def outcomes_cte(
         relation(f"{flat_sql} UNION ALL {never_sql}", [*flat_params, *never_params], narrow=True),
         relation(*reentry(narrow=True), narrow=True),
     )
-    return Relation(whole.sql, whole.params, apart)
+    return Relation(whole.body, whole.params, apart)
 
 
 # Sorts for the medians and the hash joins of a breakdown fit in memory instead of spilling to
@@ -575,22 +580,23 @@ def _grouped(
                 params.append(value)
                 for (low, high), (whole_low, whole_high) in zip(value_bands, whole, strict=True):
                     params += [min(low, whole_low), max(high, whole_high)]
-    select = (
-        f"SELECT {', '.join(keys)}, {', '.join(columns)} FROM outcomes o{join}"
-        f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}"
-    )
+    group_by = ", ".join(str(i + 1) for i in range(len(keys)))
+
+    def select(source: str) -> str:
+        return f"SELECT {', '.join(keys)}, {', '.join(columns)} FROM {source} o{join} GROUP BY {group_by}"
+
     # The aggregates are sums, maxima and collections: the progress rows and the re-entrants
     # are aggregated apart (:class:`Apart`), by the two arms of one statement (one snapshot:
     # an entrant moving from one table to the other meanwhile is counted once), and their
     # groups merged below like the workers'.
     apart = relation.apart
     if apart is None:
-        rows = fetch(relation.sql + select, [*relation.params, *params])
+        rows = fetch(relation.sql + select("outcomes"), [*relation.params, *params])
     else:
         progress = apart.flat if flat else apart.held
         sql = (
-            f"WITH outcomes AS ({_body(progress)}), reentered AS ({_body(apart.reentries)})"
-            f" ({select}) UNION ALL ({select.replace(' FROM outcomes o', ' FROM reentered o')})"
+            f"WITH outcomes AS ({progress.body}), reentered AS ({apart.reentries.body})"
+            f" ({select('outcomes')}) UNION ALL ({select('reentered')})"
         )
         rows = fetch(sql, [*progress.params, *apart.reentries.params, *params, *params])
     n = n_steps
@@ -676,11 +682,6 @@ def _grouped(
     if not by_day:
         return FunnelPass(aggregates), missed
     return FunnelPass(aggregates, entrants, completions), missed
-
-
-def _body(relation: Relation) -> str:
-    """The query of ``WITH outcomes AS (…)``."""
-    return relation.sql.removeprefix("WITH outcomes AS (").removesuffix(") ")
 
 
 _MISS = object()

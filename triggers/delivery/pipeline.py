@@ -106,11 +106,18 @@ def _prepare_each(claims: list[Claim]) -> list[Claim]:
     return claims
 
 
+def _claimed(
+    pks: list[int], clock: Callable[[], datetime], report: DeliveryReport, channels: ChannelSet
+) -> list[Claim]:
+    """The messages among ``pks`` this worker claims (committed), each built for its provider."""
+    with transaction.atomic():
+        claims = _claim(pks, clock(), report, channels)
+    return _prepare_each(claims)
+
+
 def _outgoing(claim: Claim) -> Outgoing:
-    """The claim's prepared message (prepared now if it was not); raises what preparing it
+    """The claim's prepared message (:func:`_claimed` built it); raises what preparing it
     raised."""
-    if claim.outgoing is None:
-        _prepare_each([claim])
     if isinstance(claim.outgoing, TransportError):
         raise claim.outgoing
     return claim.outgoing
@@ -811,10 +818,9 @@ def _deliver_batch(
     report: DeliveryReport,
     channels: Callable[[str], Channel],
 ) -> None:
-    with transaction.atomic():
-        claims = _claim(pks, clock(), report, channels)
+    claims = _claimed(pks, clock, report, channels)
     if claims:
-        _send(_prepare_each(claims), clock, report)
+        _send(claims, clock, report)
 
 
 def deliver_message(
@@ -1000,9 +1006,7 @@ def _claim_apart(
 ) -> tuple[list[Claim], DeliveryReport]:
     """:func:`_deliver_batch`'s claim, in the writer thread (its own connection and report)."""
     part = DeliveryReport()
-    with transaction.atomic():
-        claims = _claim(pks, clock(), part, channels)
-    return _prepare_each(claims), part
+    return _claimed(pks, clock, part, channels), part
 
 
 def _record_apart(sent: list[tuple[Claim, SendResult]]) -> DeliveryReport:

@@ -636,3 +636,25 @@ def test_an_overlapped_pass_out_of_time_sends_its_first_batch_and_claims_no_more
     _emails_due(api, timeline, 5)
     assert deliver_due(now=T0 + M, time_budget=0).sent == 3
     assert Counter(Message.objects.values_list("status", flat=True)) == {"sent": 3, "scheduled": 2}
+
+
+def test_each_sent_decision_row_is_the_one_the_decision_helper_builds(api, timeline, smtp):
+    """The batch-end record writes its "sent" decision rows in SQL on PostgreSQL (one statement
+    with the fenced update) and with ``decision`` elsewhere: on either, every row is the one
+    ``decision(message, message.sent_at, "sent")`` builds."""
+    from triggers.delivery.outcomes import decision
+
+    _emails_due(api, timeline, 3)
+    assert deliver_due(now=T0 + M).sent == 3
+
+    def shape(row: DecisionLog) -> tuple:
+        return (
+            row.at, row.person_id, row.rule_id, row.rule_version_id, row.enrollment_id,
+            row.message_id, row.outcome, row.reason, row.detail,
+        )  # fmt: skip
+
+    rows = DecisionLog.objects.filter(outcome="sent").order_by("message_id")
+    expected = [
+        decision(message, message.sent_at, "sent") for message in Message.objects.order_by("pk")
+    ]
+    assert [shape(row) for row in rows] == [shape(row) for row in expected]
